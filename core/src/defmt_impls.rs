@@ -1,0 +1,1 @@
+//! `defmt::Format` implementations for the public types (feature `defmt`).

@@ -1,0 +1,1 @@
+//! `lenet-host`: Fashion-MNIST loading, training, evaluation and export.
