@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The project's whole test suite, as CI runs it: formatting, lints, the
+# no_std build for the Cortex-M4F, unit tests, doctests, golden tests, and
+# the firmware's golden test in QEMU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "format"
+cargo fmt --all --check
+(cd firmware && cargo fmt --check)
+
+step "clippy (workspace, and host with the cuda feature)"
+cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy -p lenet-host --features cuda --all-targets -- -D warnings
+
+step "no_std build of lenet-core for thumbv7em-none-eabihf"
+cargo build -p lenet-core --target thumbv7em-none-eabihf
+cargo build -p lenet-core --target thumbv7em-none-eabihf --features micromath,defmt
+
+step "firmware: clippy and release build"
+(cd firmware && cargo clippy --release -- -D warnings && cargo build --release)
+
+step "tests (unit, integration, golden, doctests, firmware in QEMU)"
+cargo test --workspace --all-features --exclude lenet-host
+cargo test -p lenet-host
