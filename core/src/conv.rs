@@ -157,7 +157,6 @@ fn add_kernel_to_window<const H: usize, const W: usize, const KH: usize, const K
 /// let mut y = [[0.0; 3]; 3]; // should be 2x2
 /// corr2d(&mut y, &x, &k, Padding::<0, 0>, Stride::<1, 1>);
 /// ```
-#[allow(clippy::too_many_arguments)]
 pub fn corr2d<
     const H: usize,
     const W: usize,
@@ -208,7 +207,6 @@ pub fn corr2d<
 /// corr2d_multi_in(&mut y, &x, &k, Padding::<0, 0>, Stride::<1, 1>);
 /// assert_eq!(y, [[56.0, 72.0], [104.0, 120.0]]);
 /// ```
-#[allow(clippy::too_many_arguments)]
 pub fn corr2d_multi_in<
     const CI: usize,
     const H: usize,
@@ -272,7 +270,6 @@ pub fn corr2d_multi_in<
 /// assert_eq!(y[0][0][0], 57.0);
 /// assert_eq!(y[2][1][1], 223.0);
 /// ```
-#[allow(clippy::too_many_arguments)]
 pub fn conv2d<
     const CI: usize,
     const CO: usize,
@@ -348,7 +345,6 @@ pub fn conv2d<
 /// // Each input sees the sum of the taps that touch it.
 /// assert_eq!(dx, [[0.0, 1.0, 1.0], [2.0, 6.0, 4.0], [2.0, 5.0, 3.0]]);
 /// ```
-#[allow(clippy::too_many_arguments)]
 pub fn corr2d_backward<
     const H: usize,
     const W: usize,
@@ -628,7 +624,6 @@ mod tests {
     }
 
     /// The definition, spelled out: index the padded input, zero outside.
-    #[allow(clippy::too_many_arguments)]
     fn conv2d_naive<
         const CI: usize,
         const CO: usize,

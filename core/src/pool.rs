@@ -56,7 +56,6 @@ use crate::shape::{Padding, Stride, Window, out_size};
 /// assert_eq!(y, [[[4.0, 5.0], [7.0, 8.0]]]);
 /// assert_eq!(argmax, [[[4, 5], [7, 8]]]);
 /// ```
-#[allow(clippy::too_many_arguments)]
 pub fn max_pool2d<
     const C: usize,
     const H: usize,
