@@ -365,6 +365,9 @@ pub fn corr2d_backward<
     pad: Padding<PH, PW>,
     stride: Stride<SH, SW>,
 ) {
+    // One input and one output channel of conv2d_backward:
+    // dL/dk[u][v] = sum_{r,c} dy[r][c] * x_pad[r*SH+u][c*SW+v]
+    // dL/dx[a][b] = sum_{r,c,u,v : r*SH+u = a+PH, c*SW+v = b+PW} dy[r][c] * k[u][v]
     conv2d_backward(
         dx.map(core::array::from_mut),
         core::array::from_mut(core::array::from_mut(dk)),
