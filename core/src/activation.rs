@@ -81,7 +81,7 @@ pub fn sigmoid_backward(dx: &mut [f32], dy: &[f32], y: &[f32]) {
     );
     // d sigmoid(x) / dx = sigmoid(x) * (1 - sigmoid(x)) = y * (1 - y)
     for ((dxi, &dyi), &yi) in dx.iter_mut().zip(dy).zip(y) {
-        *dxi += dyi * yi * (1.0 - yi);
+        *dxi += dyi * (yi * (1.0 - yi));
     }
 }
 
@@ -291,6 +291,84 @@ impl Activation {
         }
     }
 
+    /// `act(x)` for one value.
+    #[inline]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::Sigmoid => sigmoid1(x),
+            Activation::Relu => {
+                if x < 0.0 {
+                    0.0
+                } else {
+                    x
+                }
+            }
+            Activation::Tanh => math::tanh(x),
+        }
+    }
+
+    /// The derivative `act'(x)` written in terms of the output `y = act(x)`:
+    /// `y (1 - y)` for sigmoid, `[y > 0]` for ReLU, `1 - y^2` for tanh.
+    #[inline]
+    pub fn derivative_from_output(self, y: f32) -> f32 {
+        match self {
+            Activation::Sigmoid => y * (1.0 - y),
+            Activation::Relu => {
+                if y > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Activation::Tanh => 1.0 - y * y,
+        }
+    }
+
+    /// `x = act(x)` in place: what the models use, so a layer's output
+    /// buffer holds first the pre-activation, then the activation.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lenet_core::activation::Activation;
+    /// let mut x = [[-1.0f32, 2.0]];
+    /// Activation::Relu.forward_in_place(x.as_flattened_mut());
+    /// assert_eq!(x, [[0.0, 2.0]]);
+    /// ```
+    pub fn forward_in_place(self, x: &mut [f32]) {
+        for v in x {
+            *v = self.apply(*v);
+        }
+    }
+
+    /// `d = d * act'(x)` in place, from the output `y = act(x)`: turns the
+    /// gradient with respect to a layer's activation into the gradient with
+    /// respect to its pre-activation, without a second buffer.
+    ///
+    /// # Panics
+    ///
+    /// If `d` and `y` differ in length.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lenet_core::activation::Activation;
+    /// let mut d = [4.0f32, 4.0];
+    /// Activation::Sigmoid.backward_in_place(&mut d, &[0.5, 1.0]);
+    /// assert_eq!(d, [1.0, 0.0]);
+    /// ```
+    pub fn backward_in_place(self, d: &mut [f32], y: &[f32]) {
+        assert_eq!(
+            d.len(),
+            y.len(),
+            "backward_in_place: d and y differ in length"
+        );
+        // dL/dx = dL/dy * act'(x)
+        for (di, &yi) in d.iter_mut().zip(y) {
+            *di *= self.derivative_from_output(yi);
+        }
+    }
+
     /// Lower-case name: `"sigmoid"`, `"relu"` or `"tanh"`.
     pub const fn name(self) -> &'static str {
         match self {
@@ -444,6 +522,23 @@ mod tests {
             );
         }
         check_grad(softmax, softmax_backward);
+    }
+
+    #[test]
+    fn in_place_matches_out_of_place() {
+        for act in Activation::ALL {
+            let mut y = [0.0f32; 9];
+            act.forward(&mut y, &XS);
+            let mut x = XS;
+            act.forward_in_place(&mut x);
+            assert_eq!(x, y, "{act}");
+            let dy = [0.3f32, -1.2, 0.8, 2.0, -0.5, 1.1, -0.7, 0.4, 1.6];
+            let mut dx = [0.0f32; 9];
+            act.backward(&mut dx, &dy, &y);
+            let mut d = dy;
+            act.backward_in_place(&mut d, &y);
+            assert_eq!(d, dx, "{act}");
+        }
     }
 
     #[test]
