@@ -1,0 +1,374 @@
+//! LeNet-5 models: parameters, activations, forward, backward and training
+//! steps, all in fixed-size structs that need no heap.
+//!
+//! Two models share the [`Model`] trait:
+//!
+//! - [`LeNet5`]: the classic network as in PyTorch/d2l,
+//!   `Conv(1,6,5,pad 2) act AvgPool2 -> Conv(6,16,5) act AvgPool2 -> 400
+//!   -> 120 act -> 84 act -> 10`;
+//! - [`LeNet5Max`]: the variant without padding and with max pooling,
+//!   `Conv(1,6,5) act MaxPool2 -> Conv(6,16,5) act MaxPool2 -> 256 -> 120
+//!   act -> 84 act -> 10`.
+//!
+//! Each has three plain structs with every buffer's shape beside it:
+//! `Params` (also used for gradients and optimizer state), `Activations`
+//! (what forward keeps for backward) and, inside `backward`, a stack
+//! scratch of the same order of size as the activations. All have
+//! `const fn zeroed()`, so they can be `static`s on the microcontroller and
+//! live in a `Box` on the workstation.
+//!
+//! Parameter tensors are visited (see [`Parameters`]) in the order of the
+//! PyTorch `state_dict` of
+//! `nn.Sequential(Conv2d, act, pool, Conv2d, act, pool, Flatten, Linear,
+//! act, Linear, act, Linear)`, whose names are [`PARAM_NAMES`].
+//!
+//! # Examples
+//!
+//! Inference from a `static` model (all zeros here, so every logit is 0):
+//!
+//! ```
+//! use lenet_core::activation::Activation;
+//! use lenet_core::model::{predict, Image, LeNet5, LeNet5Activations, LeNet5Params, Model};
+//! static PARAMS: LeNet5Params = LeNet5Params::zeroed();
+//! const MODEL: LeNet5 = LeNet5 { act: Activation::Sigmoid };
+//! let mut acts = LeNet5Activations::zeroed();
+//! let x: Image = [[[0.5; 28]; 28]; 1];
+//! assert_eq!(MODEL.forward(&mut acts, &PARAMS, &x), &[0.0; 10]);
+//! assert_eq!(predict(&MODEL, &mut acts, &PARAMS, &x), 0); // ties: first class
+//! ```
+//!
+//! One training step (on the workstation the buffers go in a `Box`; on the
+//! microcontroller they are `static`s):
+//!
+//! ```
+//! use lenet_core::activation::Activation;
+//! use lenet_core::init::Rng;
+//! use lenet_core::model::{train_step_batch, Image, LeNet5Max, LeNet5MaxActivations, LeNet5MaxParams, Model};
+//! use lenet_core::optim::{Adam, AdamState};
+//! let model = LeNet5Max { act: Activation::Relu };
+//! let mut params = Box::new(LeNet5MaxParams::zeroed());
+//! model.init(&mut params, &mut Rng::new(0));
+//! let mut grads = Box::new(LeNet5MaxParams::zeroed());
+//! let mut acts = Box::new(LeNet5MaxActivations::zeroed());
+//! let opt = Adam::new(1e-3);
+//! let mut state = Box::new(AdamState::from_zeros(LeNet5MaxParams::zeroed(), LeNet5MaxParams::zeroed()));
+//! let images: [Image; 2] = [[[[0.1; 28]; 28]; 1], [[[0.9; 28]; 28]; 1]];
+//! let loss = train_step_batch(&model, &mut params, &mut grads, &mut acts, &opt, &mut state, &images, &[3, 7]);
+//! assert!(loss.is_finite() && state.t == 1);
+//! ```
+
+mod lenet5;
+mod lenet5_max;
+
+pub use lenet5::{LeNet5, LeNet5Activations, LeNet5Params};
+pub use lenet5_max::{LeNet5Max, LeNet5MaxActivations, LeNet5MaxParams};
+
+use crate::init::Rng;
+use crate::loss::{cross_entropy, cross_entropy_backward};
+use crate::optim::{Optimizer, Parameters};
+
+/// One input image, `(C, H, W) = (1, 28, 28)`, as PyTorch's `ToTensor()`
+/// gives it (values in `[0, 1]`, or normalised).
+pub type Image = [[[f32; 28]; 28]; 1];
+
+/// Number of classes (digits 0 to 9).
+pub const CLASSES: usize = 10;
+
+/// Names of the parameter tensors in PyTorch `state_dict` order, for both
+/// models (indices into the `nn.Sequential`).
+pub const PARAM_NAMES: [&str; 10] = [
+    "0.weight",
+    "0.bias",
+    "3.weight",
+    "3.bias",
+    "7.weight",
+    "7.bias",
+    "9.weight",
+    "9.bias",
+    "11.weight",
+    "11.bias",
+];
+
+/// Which network: the value is the model's id in files and on the wire.
+///
+/// # Examples
+///
+/// ```
+/// use lenet_core::model::ModelKind;
+/// let kind = ModelKind::from_u8(2).unwrap();
+/// assert_eq!(kind, ModelKind::LeNet5Max);
+/// assert_eq!(kind.name(), "lenet5-max");
+/// assert_eq!(ModelKind::parse("lenet5"), Some(ModelKind::LeNet5));
+/// assert_eq!(ModelKind::LeNet5.num_params(), 61_706);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ModelKind {
+    /// [`LeNet5`]: padding 2, average pooling, 400 flattened features.
+    LeNet5 = 1,
+    /// [`LeNet5Max`]: no padding, max pooling, 256 flattened features.
+    LeNet5Max = 2,
+}
+
+impl ModelKind {
+    /// Every kind, in id order.
+    pub const ALL: [ModelKind; 2] = [ModelKind::LeNet5, ModelKind::LeNet5Max];
+
+    /// Name used on the command line and in files: `"lenet5"` or `"lenet5-max"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ModelKind::LeNet5 => "lenet5",
+            ModelKind::LeNet5Max => "lenet5-max",
+        }
+    }
+
+    /// The kind with id `id` (1 or 2), or `None`.
+    pub const fn from_u8(id: u8) -> Option<ModelKind> {
+        match id {
+            1 => Some(ModelKind::LeNet5),
+            2 => Some(ModelKind::LeNet5Max),
+            _ => None,
+        }
+    }
+
+    /// The kind named `s` (see [`name`](Self::name); ASCII case-insensitive), or `None`.
+    pub fn parse(s: &str) -> Option<ModelKind> {
+        ModelKind::ALL
+            .into_iter()
+            .find(|k| k.name().eq_ignore_ascii_case(s))
+    }
+
+    /// Number of trainable scalars (61 706 or 44 426).
+    pub const fn num_params(self) -> usize {
+        match self {
+            ModelKind::LeNet5 => LeNet5Params::NUM_PARAMS,
+            ModelKind::LeNet5Max => LeNet5MaxParams::NUM_PARAMS,
+        }
+    }
+
+    /// Number of features after the flatten, the input size of the first
+    /// linear layer: 400 (16 x 5 x 5) or 256 (16 x 4 x 4).
+    pub const fn flat_features(self) -> usize {
+        match self {
+            ModelKind::LeNet5 => 400,
+            ModelKind::LeNet5Max => 256,
+        }
+    }
+}
+
+impl core::fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Error of `str::parse::<ModelKind>()`: the name is not `lenet5` or `lenet5-max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ParseModelKindError;
+
+impl core::fmt::Display for ParseModelKindError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("unknown model (expected lenet5 or lenet5-max)")
+    }
+}
+
+impl core::error::Error for ParseModelKindError {}
+
+impl core::str::FromStr for ModelKind {
+    type Err = ParseModelKindError;
+
+    /// Same as [`ModelKind::parse`], with an error instead of `None`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ModelKind::parse(s).ok_or(ParseModelKindError)
+    }
+}
+
+/// A network mapping an [`Image`] to [`CLASSES`] logits, with its own
+/// parameter and activation structs.
+pub trait Model {
+    /// The parameter tensors; the same type holds gradients and optimizer
+    /// state.
+    type Params: Parameters + Clone;
+    /// What forward keeps for backward.
+    type Activations;
+    /// Which network this is.
+    const KIND: ModelKind;
+
+    /// Forward pass of one image; fills `acts` and returns the logits
+    /// (a reference into `acts`).
+    fn forward<'a>(
+        &self,
+        acts: &'a mut Self::Activations,
+        params: &Self::Params,
+        x: &Image,
+    ) -> &'a [f32; CLASSES];
+
+    /// Backward pass of the last [`forward`](Self::forward) (whose results
+    /// are in `acts`) from the gradient of the loss with respect to the
+    /// logits; *accumulates* (`+=`) into `grads`.
+    fn backward(
+        &self,
+        grads: &mut Self::Params,
+        acts: &Self::Activations,
+        params: &Self::Params,
+        dlogits: &[f32; CLASSES],
+    );
+
+    /// PyTorch's default initialisation, layer by layer in `state_dict`
+    /// order: weights and biases from `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`.
+    fn init(&self, params: &mut Self::Params, rng: &mut Rng);
+}
+
+/// Index of the largest of `logits`; the first one on ties (as
+/// `torch.argmax`). NaNs are never chosen over a number.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(lenet_core::model::argmax(&[0.1, 3.0, -2.0, 3.0]), 1);
+/// ```
+pub fn argmax(logits: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > logits[best] || (logits[best].is_nan() && !v.is_nan()) {
+            best = i;
+        }
+    }
+    best
+}
+
+/// The predicted class of `x`: the [`argmax`] of the logits.
+pub fn predict<M: Model>(
+    model: &M,
+    acts: &mut M::Activations,
+    params: &M::Params,
+    x: &Image,
+) -> usize {
+    argmax(model.forward(acts, params, x))
+}
+
+/// Forward, cross entropy and backward for one sample: adds
+/// `scale * dL/dparams` to `grads` and returns the sample's (unscaled) loss
+/// `L = cross_entropy(logits, label)`. With `scale = 1/N` over `N` samples,
+/// `grads` ends up holding the gradient of the batch mean, as PyTorch's
+/// `CrossEntropyLoss()` gives.
+///
+/// # Panics
+///
+/// If `label >= CLASSES`.
+#[allow(clippy::too_many_arguments)]
+pub fn accumulate_gradients<M: Model>(
+    model: &M,
+    grads: &mut M::Params,
+    acts: &mut M::Activations,
+    params: &M::Params,
+    x: &Image,
+    label: u8,
+    scale: f32,
+) -> f32 {
+    let label = label as usize;
+    let logits = *model.forward(acts, params, x);
+    let loss = cross_entropy(&logits, label);
+    let mut dlogits = [0.0f32; CLASSES];
+    cross_entropy_backward(&mut dlogits, &logits, label, scale);
+    model.backward(grads, acts, params, &dlogits);
+    loss
+}
+
+/// One optimizer step on one sample: zeroes `grads`, accumulates the
+/// sample's gradient, steps. Returns the sample's loss (before the step).
+///
+/// # Panics
+///
+/// If `label >= CLASSES`.
+#[allow(clippy::too_many_arguments)]
+pub fn train_step_sample<M: Model, O: Optimizer>(
+    model: &M,
+    params: &mut M::Params,
+    grads: &mut M::Params,
+    acts: &mut M::Activations,
+    opt: &O,
+    opt_state: &mut O::State<M::Params>,
+    x: &Image,
+    label: u8,
+) -> f32 {
+    grads.fill(0.0);
+    let loss = accumulate_gradients(model, grads, acts, params, x, label, 1.0);
+    opt.step(params, grads, opt_state);
+    loss
+}
+
+/// One optimizer step on a batch with the mean cross entropy: zeroes
+/// `grads`, accumulates every sample with scale `1/N`, steps. Returns the
+/// mean loss (before the step).
+///
+/// # Panics
+///
+/// If `images` is empty, if `images` and `labels` differ in length, or if
+/// a label is `>= CLASSES`.
+#[allow(clippy::too_many_arguments)]
+pub fn train_step_batch<M: Model, O: Optimizer>(
+    model: &M,
+    params: &mut M::Params,
+    grads: &mut M::Params,
+    acts: &mut M::Activations,
+    opt: &O,
+    opt_state: &mut O::State<M::Params>,
+    images: &[Image],
+    labels: &[u8],
+) -> f32 {
+    assert_eq!(
+        images.len(),
+        labels.len(),
+        "train_step_batch: images and labels differ in length"
+    );
+    assert!(!images.is_empty(), "train_step_batch: empty batch");
+    let scale = 1.0 / images.len() as f32;
+    grads.fill(0.0);
+    let mut loss = 0.0f32;
+    for (x, &label) in images.iter().zip(labels) {
+        loss += accumulate_gradients(model, grads, acts, params, x, label, scale);
+    }
+    opt.step(params, grads, opt_state);
+    loss * scale
+}
+
+/// Flattened view of a 4-D tensor.
+fn flat4<const A: usize, const B: usize, const C: usize, const D: usize>(
+    t: &[[[[f32; D]; C]; B]; A],
+) -> &[f32] {
+    t.as_flattened().as_flattened().as_flattened()
+}
+
+/// Mutable flattened view of a 4-D tensor.
+fn flat4_mut<const A: usize, const B: usize, const C: usize, const D: usize>(
+    t: &mut [[[[f32; D]; C]; B]; A],
+) -> &mut [f32] {
+    t.as_flattened_mut().as_flattened_mut().as_flattened_mut()
+}
+
+/// Flattened view of a 3-D tensor (PyTorch's `Flatten` of one sample).
+fn flat3<const N: usize, const A: usize, const B: usize, const C: usize>(
+    t: &[[[f32; C]; B]; A],
+) -> &[f32; N] {
+    const { assert!(N == A * B * C) };
+    t.as_flattened()
+        .as_flattened()
+        .try_into()
+        .expect("N == A * B * C")
+}
+
+/// Mutable flattened view of a 3-D tensor.
+fn flat3_mut<const N: usize, const A: usize, const B: usize, const C: usize>(
+    t: &mut [[[f32; C]; B]; A],
+) -> &mut [f32; N] {
+    const { assert!(N == A * B * C) };
+    t.as_flattened_mut()
+        .as_flattened_mut()
+        .try_into()
+        .expect("N == A * B * C")
+}
+
+#[cfg(test)]
+mod tests;
