@@ -1,0 +1,98 @@
+//! Choosing a compute back end for `--device cpu|cuda|auto`.
+//!
+//! CUDA support is compiled only with the `cuda` feature and loads the
+//! driver library at run time, so a build with the feature still runs (on
+//! the CPU) on a machine without a GPU. `auto` takes CUDA when a CUDA
+//! trainer can run and says why not otherwise.
+
+use crate::trainer::{OptimizerConfig, OptimizerState, Trainer, TrainerConfig};
+
+/// Requested device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    /// The CPU.
+    Cpu,
+    /// An NVIDIA GPU (feature `cuda`).
+    Cuda,
+    /// CUDA if usable, else the CPU.
+    Auto,
+}
+
+/// Back-end selection failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// `--device cuda` but CUDA cannot be used.
+    #[error("--device cuda: {0}")]
+    CudaUnavailable(String),
+}
+
+/// Whether a CUDA device can be used: `Ok(device name)` or `Err(reason)`.
+pub fn cuda_status() -> Result<String, String> {
+    #[cfg(feature = "cuda")]
+    {
+        crate::cuda::probe()
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        Err("this binary was built without the `cuda` feature (cargo build --features cuda)".into())
+    }
+}
+
+/// Whether this build contains a CUDA trainer.
+pub const HAS_CUDA_TRAINER: bool = false;
+
+/// Builds a trainer for `cfg` on `device`, weights initialized from `seed`.
+/// Returns the trainer and a line saying what was chosen and why.
+///
+/// # Errors
+/// [`BackendError::CudaUnavailable`] for `Device::Cuda` without CUDA.
+pub fn make_trainer(
+    device: Device,
+    cfg: &TrainerConfig,
+    seed: u64,
+) -> Result<(Box<dyn Trainer>, String), BackendError> {
+    let cuda = cuda_status().and_then(|name| {
+        if HAS_CUDA_TRAINER {
+            Ok(name)
+        } else {
+            Err(format!(
+                "CUDA device {name} found, but this build has no CUDA trainer yet"
+            ))
+        }
+    });
+    let note = match (device, cuda) {
+        (Device::Cuda, Err(why)) => return Err(BackendError::CudaUnavailable(why)),
+        (Device::Auto, Err(why)) => format!("device: cpu (auto: CUDA not used: {why})"),
+        (Device::Cpu, _) => "device: cpu".to_string(),
+        (_, Ok(name)) => format!("device: cuda ({name})"),
+    };
+    Ok((cpu_trainer(cfg, seed), note))
+}
+
+/// The CPU trainer for `cfg`.
+pub fn cpu_trainer(cfg: &TrainerConfig, seed: u64) -> Box<dyn Trainer> {
+    crate::reference::new_reference(cfg, seed)
+}
+
+/// A trainer holding `params`, for inference (eval, predict).
+pub fn inference_trainer(
+    kind: lenet_core::model::ModelKind,
+    act: lenet_core::activation::Activation,
+    params: &[f32],
+    threads: usize,
+) -> Box<dyn Trainer> {
+    let cfg = TrainerConfig {
+        kind,
+        act,
+        optimizer: OptimizerConfig::Sgd {
+            lr: 0.0,
+            momentum: 0.0,
+            weight_decay: 0.0,
+        },
+        threads,
+    };
+    let mut t = cpu_trainer(&cfg, 0);
+    t.load(params, &OptimizerState::default());
+    t
+}

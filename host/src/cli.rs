@@ -1,0 +1,565 @@
+//! Command-line interface: argument definitions (clap derive) and the thin
+//! glue that calls the library for each subcommand.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::backend::{self, Device};
+use crate::data::{self, Normalization};
+use crate::eval::evaluate;
+use crate::export::{export_safetensors, import_safetensors, pytorch_snippet};
+use crate::fetch::{FetchOptions, OFFICIAL_BASE_URL, fetch};
+use crate::modelfile::{ModelFile, act_name, kind_name};
+use crate::predict::{load_image, predict};
+use crate::train::{TrainSettings, files, resume_settings, train};
+
+/// Train, evaluate and export LeNet-5 on Fashion-MNIST.
+#[derive(Debug, Parser)]
+#[command(name = "host", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a model; writes model, checkpoint, metrics CSV and plots to --out.
+    Train(TrainArgs),
+    /// Evaluate a model: loss, accuracy, per-class accuracy, confusion matrix.
+    Eval(EvalArgs),
+    /// Classify image files (PNG/JPEG, any size) or test-set samples.
+    Predict(PredictArgs),
+    /// Export a model as safetensors with PyTorch state_dict names.
+    Export(ExportArgs),
+    /// Import PyTorch safetensors weights into a model file.
+    Import(ImportArgs),
+    /// Download the official Fashion-MNIST files and check their MD5 sums.
+    Fetch(FetchArgs),
+    /// Show where the data is and which devices are usable.
+    Info(DataArg),
+}
+
+/// Network architecture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ModelArg {
+    /// Classic LeNet-5: padded first conv, average pooling, 400-input fc1.
+    Lenet5,
+    /// d2l variant: no padding, max pooling, 256-input fc1.
+    Lenet5Max,
+}
+
+/// Hidden activation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ActArg {
+    /// Logistic sigmoid (original LeNet-5).
+    Sigmoid,
+    /// Rectified linear unit.
+    Relu,
+    /// Hyperbolic tangent.
+    Tanh,
+}
+
+/// Optimizer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OptimizerArg {
+    /// Adam (betas 0.9/0.999, eps 1e-8).
+    Adam,
+    /// SGD with optional momentum.
+    Sgd,
+}
+
+/// Compute device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    /// The CPU.
+    Cpu,
+    /// NVIDIA GPU (needs the `cuda` feature and a driver).
+    Cuda,
+    /// CUDA when usable, otherwise the CPU (says which).
+    Auto,
+}
+
+/// Input normalization.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NormArg {
+    /// Pixels scaled to [0, 1] (torchvision ToTensor).
+    Unit,
+    /// Standardized with the training-set mean 0.2860 and std 0.3530.
+    Standard,
+}
+
+impl NormArg {
+    fn norm(self) -> Normalization {
+        match self {
+            Self::Unit => Normalization::UNIT,
+            Self::Standard => Normalization::STANDARD,
+        }
+    }
+}
+
+/// Where the dataset is.
+#[derive(Debug, Args)]
+pub struct DataArg {
+    /// Dataset directory (IDX or Kaggle CSV files) or one Kaggle CSV file.
+    /// Default: $FASHION_MNIST_DIR, ./data/fashion-mnist, /usr/share/datasets/fashion-mnist.
+    #[arg(long, value_name = "PATH")]
+    pub data: Option<PathBuf>,
+    /// Seed of the 70/30 train/test split of a single CSV file.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub split_seed: u64,
+}
+
+/// `host train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Dataset location.
+    #[command(flatten)]
+    pub data: DataArg,
+    /// Network architecture.
+    #[arg(long, value_enum, default_value = "lenet5")]
+    pub model: ModelArg,
+    /// Hidden-layer activation.
+    #[arg(long, value_enum, default_value = "relu")]
+    pub act: ActArg,
+    /// Optimizer.
+    #[arg(long, value_enum, default_value = "adam")]
+    pub optimizer: OptimizerArg,
+    /// Learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f32,
+    /// SGD momentum (ignored by Adam).
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f32,
+    /// Number of epochs (with --resume: total epochs to reach; default 10).
+    #[arg(long)]
+    pub epochs: Option<u32>,
+    /// Mini-batch size.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// L2 weight decay.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f32,
+    /// Seed of initialization, shuffling, augmentation and splits.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Worker threads (0: all cores). Results do not depend on it.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Fraction of the training set held out for validation.
+    #[arg(long, default_value_t = 0.0)]
+    pub val_split: f64,
+    /// Augment: random shifts by up to 2 pixels and horizontal flips.
+    #[arg(long)]
+    pub augment: bool,
+    /// Input normalization (stored in the model file).
+    #[arg(long, value_enum, default_value = "unit")]
+    pub normalize: NormArg,
+    /// Compute device.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceArg,
+    /// Output directory [default: runs/<model>-<act>, or the checkpoint's directory].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Continue from a checkpoint (its settings are used; --epochs may raise the total).
+    #[arg(long, value_name = "CHECKPOINT")]
+    pub resume: Option<PathBuf>,
+    /// Train on the first N training images only (0: all).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub limit_train: usize,
+    /// Test on the first N test images only (0: all).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub limit_test: usize,
+}
+
+/// `host eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Model file (.lenet) or a training output directory.
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// Dataset location.
+    #[command(flatten)]
+    pub data: DataArg,
+    /// Evaluate the training set instead of the test set.
+    #[arg(long)]
+    pub train_set: bool,
+    /// Evaluate the first N samples only (0: all).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub limit: usize,
+    /// Worker threads (0: all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// `host predict`.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// Model file (.lenet) or a training output directory.
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// Image files (PNG or JPEG, any size; light backgrounds are inverted).
+    #[arg(value_name = "IMAGE", required_unless_present = "index")]
+    pub images: Vec<PathBuf>,
+    /// Classify test-set sample N instead (repeatable).
+    #[arg(long, value_name = "N", conflicts_with = "images")]
+    pub index: Vec<usize>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Dataset location (for --index).
+    #[command(flatten)]
+    pub data: DataArg,
+}
+
+/// `host export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Model file (.lenet) or a training output directory.
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// Output file [default: the model path with extension .safetensors].
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Export the int8-quantized model for the firmware instead.
+    #[arg(long)]
+    pub int8: bool,
+    /// Also print the PyTorch code that loads the export.
+    #[arg(long)]
+    pub print_pytorch: bool,
+}
+
+/// `host import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// safetensors file with a LeNet-5 state_dict.
+    #[arg(value_name = "FILE")]
+    pub input: PathBuf,
+    /// Output model file.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Activation, when the file does not record it (default sigmoid).
+    #[arg(long, value_enum)]
+    pub act: Option<ActArg>,
+    /// Input normalization, when the file does not record it (default unit).
+    #[arg(long, value_enum)]
+    pub normalize: Option<NormArg>,
+}
+
+/// `host fetch`.
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// Base URL of the four files.
+    #[arg(long, default_value = OFFICIAL_BASE_URL)]
+    pub base_url: String,
+    /// Destination directory.
+    #[arg(long, default_value = data::LOCAL_DIR, value_name = "DIR")]
+    pub dest: PathBuf,
+    /// Download even if files with the right checksum are present.
+    #[arg(long)]
+    pub force: bool,
+}
+
+fn core_kind(m: ModelArg) -> &'static str {
+    match m {
+        ModelArg::Lenet5 => "lenet5",
+        ModelArg::Lenet5Max => "lenet5-max",
+    }
+}
+
+fn core_act(a: ActArg) -> lenet_core::activation::Activation {
+    use lenet_core::activation::Activation;
+    match a {
+        ActArg::Sigmoid => Activation::Sigmoid,
+        ActArg::Relu => Activation::Relu,
+        ActArg::Tanh => Activation::Tanh,
+    }
+}
+
+fn device(d: DeviceArg) -> Device {
+    match d {
+        DeviceArg::Cpu => Device::Cpu,
+        DeviceArg::Cuda => Device::Cuda,
+        DeviceArg::Auto => Device::Auto,
+    }
+}
+
+/// A model path may name a training output directory.
+fn model_path(p: &Path) -> PathBuf {
+    if p.is_dir() {
+        p.join(files::MODEL)
+    } else {
+        p.to_owned()
+    }
+}
+
+fn load_data(d: &DataArg) -> Result<data::Splits> {
+    let src = data::locate(d.data.as_deref())?;
+    eprintln!("data: {src}");
+    Ok(data::load(&src, d.split_seed)?)
+}
+
+/// Runs a parsed command line.
+///
+/// # Errors
+/// Whatever the command reports; printed by `main`.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train(a) => cmd_train(a),
+        Command::Eval(a) => cmd_eval(a),
+        Command::Predict(a) => cmd_predict(a),
+        Command::Export(a) => cmd_export(a),
+        Command::Import(a) => cmd_import(a),
+        Command::Fetch(a) => cmd_fetch(a),
+        Command::Info(a) => cmd_info(a),
+    }
+}
+
+fn cmd_train(a: TrainArgs) -> Result<()> {
+    let (resume, settings) = match &a.resume {
+        Some(p) => {
+            let (f, s) = resume_settings(p, a.epochs)?;
+            eprintln!("resuming {} (settings from the checkpoint)", p.display());
+            (Some(f), s)
+        }
+        None => {
+            let norm = a.normalize.norm();
+            let s = TrainSettings {
+                model: core_kind(a.model).into(),
+                act: act_name(core_act(a.act)).into(),
+                optimizer: match a.optimizer {
+                    OptimizerArg::Adam => "adam",
+                    OptimizerArg::Sgd => "sgd",
+                }
+                .into(),
+                lr: a.lr,
+                momentum: a.momentum,
+                weight_decay: a.weight_decay,
+                epochs: a.epochs.unwrap_or(10),
+                batch_size: a.batch_size,
+                seed: a.seed,
+                val_split: a.val_split,
+                augment: a.augment,
+                norm_mean: norm.mean,
+                norm_std: norm.std,
+                limit_train: a.limit_train,
+                limit_test: a.limit_test,
+            };
+            (None, s)
+        }
+    };
+    let cfg = settings.trainer_config(a.threads)?;
+    let out = match (&a.out, &a.resume) {
+        (Some(o), _) => o.clone(),
+        (None, Some(r)) => r.parent().map(Path::to_owned).unwrap_or_default(),
+        (None, None) => PathBuf::from(format!("runs/{}-{}", settings.model, settings.act)),
+    };
+    let data = load_data(&a.data)?;
+    let (mut trainer, note) = backend::make_trainer(device(a.device), &cfg, settings.seed)?;
+    eprintln!("{note}");
+    eprintln!(
+        "model {} act {} optimizer {} lr {} batch {} epochs {} -> {}",
+        settings.model,
+        settings.act,
+        settings.optimizer,
+        settings.lr,
+        settings.batch_size,
+        settings.epochs,
+        out.display()
+    );
+    let summary = train(
+        trainer.as_mut(),
+        &settings,
+        &data,
+        &out,
+        resume.as_ref(),
+        &mut |l| println!("{l}"),
+    )?;
+    println!(
+        "test accuracy {:.2}%  model {}",
+        100.0 * summary.test.accuracy,
+        summary.model_path.display()
+    );
+    Ok(())
+}
+
+fn load_model(p: &Path) -> Result<(PathBuf, ModelFile)> {
+    let path = model_path(p);
+    let m = ModelFile::load(&path)?;
+    Ok((path, m))
+}
+
+fn cmd_eval(a: EvalArgs) -> Result<()> {
+    let (path, m) = load_model(&a.model)?;
+    let data = load_data(&a.data)?;
+    let mut ds = if a.train_set { data.train } else { data.test };
+    if a.limit > 0 {
+        ds = ds.take(a.limit);
+    }
+    let mut t = backend::inference_trainer(m.meta.kind, m.meta.act, &m.params, a.threads);
+    let r = evaluate(t.as_mut(), &ds, m.meta.norm, 1000);
+    println!(
+        "{} ({} {}) on the {} set",
+        path.display(),
+        kind_name(m.meta.kind),
+        act_name(m.meta.act),
+        if a.train_set { "training" } else { "test" }
+    );
+    print!("{}", r.render());
+    Ok(())
+}
+
+fn cmd_predict(a: PredictArgs) -> Result<()> {
+    let (_, m) = load_model(&a.model)?;
+    let mut inputs = Vec::new();
+    if a.index.is_empty() {
+        for p in &a.images {
+            inputs.push((p.display().to_string(), load_image(p)?, None));
+        }
+    } else {
+        let test = load_data(&a.data)?.test;
+        for &i in &a.index {
+            if i >= test.len() {
+                bail!("--index {i}: the test set has {} samples", test.len());
+            }
+            inputs.push((
+                format!("test[{i}]"),
+                test.image(i).to_vec(),
+                Some(test.labels[i] as usize),
+            ));
+        }
+    }
+    let mut t = backend::inference_trainer(m.meta.kind, m.meta.act, &m.params, 0);
+    let preds = predict(t.as_mut(), m.meta.norm, &inputs);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&preds)?);
+    } else {
+        for p in &preds {
+            println!("{}", p.render());
+        }
+    }
+    Ok(())
+}
+
+fn cmd_export(a: ExportArgs) -> Result<()> {
+    let (path, m) = load_model(&a.model)?;
+    if a.int8 {
+        bail!("--int8: the int8 export is not part of this build yet");
+    }
+    let out = a.out.unwrap_or_else(|| path.with_extension("safetensors"));
+    export_safetensors(&out, &m)?;
+    println!("wrote {} ({} parameters)", out.display(), m.params.len());
+    if a.print_pytorch {
+        print!("{}", pytorch_snippet(m.meta.kind, m.meta.act));
+    }
+    Ok(())
+}
+
+fn cmd_import(a: ImportArgs) -> Result<()> {
+    let m = import_safetensors(
+        &a.input,
+        a.act.map(core_act),
+        a.normalize.map(NormArg::norm),
+    )?;
+    m.save(&a.out)?;
+    println!(
+        "wrote {} ({} {}, {} parameters)",
+        a.out.display(),
+        kind_name(m.meta.kind),
+        act_name(m.meta.act),
+        m.params.len()
+    );
+    Ok(())
+}
+
+fn cmd_fetch(a: FetchArgs) -> Result<()> {
+    let mut o = FetchOptions::official(a.dest.clone());
+    o.base_url = a.base_url;
+    o.force = a.force;
+    fetch(&o).with_context(|| format!("fetching into {}", a.dest.display()))?;
+    println!("Fashion-MNIST is in {}", a.dest.display());
+    Ok(())
+}
+
+fn cmd_info(a: DataArg) -> Result<()> {
+    match data::locate(a.data.as_deref()) {
+        Ok(src) => println!("data: {src}"),
+        Err(e) => println!("data: {e}"),
+    }
+    match backend::cuda_status() {
+        Ok(name) => println!("cuda: {name}"),
+        Err(why) => println!("cuda: not usable: {why}"),
+    }
+    println!("cpu threads: {}", rayon::current_num_threads());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent_and_every_flag_has_help() {
+        Cli::command().debug_assert();
+        fn walk(c: &clap::Command) {
+            for a in c.get_arguments() {
+                let id = a.get_id().as_str();
+                if id != "help" && id != "version" {
+                    assert!(
+                        a.get_help().is_some(),
+                        "{} --{id} has no help",
+                        c.get_name()
+                    );
+                }
+            }
+            for s in c.get_subcommands() {
+                assert!(s.get_about().is_some(), "{} has no help", s.get_name());
+                walk(s);
+            }
+        }
+        walk(&Cli::command());
+    }
+
+    #[test]
+    fn parses_typical_command_lines() {
+        let c = Cli::try_parse_from([
+            "host",
+            "train",
+            "--model",
+            "lenet5-max",
+            "--act",
+            "sigmoid",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "0.1",
+            "--epochs",
+            "3",
+            "--device",
+            "cpu",
+            "--augment",
+            "--normalize",
+            "standard",
+        ])
+        .unwrap();
+        let Command::Train(t) = c.command else {
+            panic!("train")
+        };
+        assert_eq!(t.model, ModelArg::Lenet5Max);
+        assert_eq!(t.epochs, Some(3));
+        assert!(t.augment);
+        assert!(
+            Cli::try_parse_from(["host", "predict", "--model", "m"]).is_err(),
+            "needs images or --index"
+        );
+        assert!(
+            Cli::try_parse_from(["host", "predict", "--model", "m", "--index", "3", "--json"])
+                .is_ok()
+        );
+        assert!(Cli::try_parse_from(["host", "train", "--act", "gelu"]).is_err());
+    }
+}

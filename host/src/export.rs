@@ -1,0 +1,380 @@
+//! safetensors export and import with PyTorch `state_dict` names and shapes.
+//!
+//! The tensors are named and shaped as the `state_dict` of the PyTorch
+//! `nn.Sequential` that [`pytorch_snippet`] prints (`0.weight` `[6,1,5,5]`,
+//! `0.bias`, `3.*`, `7.*`, `9.*`, `11.*`), so
+//! `net.load_state_dict(safetensors.torch.load_file(path))` loads them as is.
+//! The file's metadata records the model kind, activation and input
+//! normalization (`lenet.model`, `lenet.activation`, `lenet.norm_mean`,
+//! `lenet.norm_std`) so an import restores the same model file bit for bit.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use lenet_core::activation::Activation;
+use lenet_core::model::ModelKind;
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+
+use crate::data::Normalization;
+use crate::fsutil::write_atomic;
+use crate::modelfile::{
+    ModelFile, ModelMeta, act_name, expected_params, kind_name, parse_act, parse_kind,
+};
+
+/// Export / import failure, naming the file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExportError {
+    /// Read or write failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Not a valid safetensors file, or not a LeNet-5 `state_dict`.
+    #[error("{path}: {msg}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
+}
+
+/// `(name, shape)` of every tensor of `kind`, `state_dict` order.
+pub fn state_dict_layout(kind: ModelKind) -> Vec<(&'static str, Vec<usize>)> {
+    let flat = match kind {
+        ModelKind::LeNet5 => 16 * 5 * 5,
+        ModelKind::LeNet5Max => 16 * 4 * 4,
+    };
+    vec![
+        ("0.weight", vec![6, 1, 5, 5]),
+        ("0.bias", vec![6]),
+        ("3.weight", vec![16, 6, 5, 5]),
+        ("3.bias", vec![16]),
+        ("7.weight", vec![120, flat]),
+        ("7.bias", vec![120]),
+        ("9.weight", vec![84, 120]),
+        ("9.bias", vec![84]),
+        ("11.weight", vec![10, 84]),
+        ("11.bias", vec![10]),
+    ]
+}
+
+/// The PyTorch module whose `state_dict` matches the export.
+pub fn pytorch_snippet(kind: ModelKind, act: Activation) -> String {
+    let a = match act {
+        Activation::Sigmoid => "nn.Sigmoid()",
+        Activation::Relu => "nn.ReLU()",
+        Activation::Tanh => "nn.Tanh()",
+    };
+    let (pad, pool, flat) = match kind {
+        ModelKind::LeNet5 => (
+            ", padding=2",
+            "nn.AvgPool2d(kernel_size=2, stride=2)",
+            "16 * 5 * 5",
+        ),
+        ModelKind::LeNet5Max => ("", "nn.MaxPool2d(kernel_size=2, stride=2)", "16 * 4 * 4"),
+    };
+    format!(
+        "import torch\nfrom torch import nn\nfrom safetensors.torch import load_file\n\n\
+         net = nn.Sequential(\n    nn.Conv2d(1, 6, kernel_size=5{pad}), {a},\n    {pool},\n    \
+         nn.Conv2d(6, 16, kernel_size=5), {a},\n    {pool},\n    nn.Flatten(),\n    \
+         nn.Linear({flat}, 120), {a},\n    nn.Linear(120, 84), {a},\n    nn.Linear(84, 10))\n\
+         net.load_state_dict(load_file(\"model.safetensors\"))\n"
+    )
+}
+
+/// Serializes a model file's weights as safetensors bytes.
+///
+/// # Errors
+/// A parameter count that does not fit the model kind.
+pub fn to_safetensors(path: &Path, m: &ModelFile) -> Result<Vec<u8>, ExportError> {
+    let fmt = |msg: String| ExportError::Format {
+        path: path.to_owned(),
+        msg,
+    };
+    let layout = state_dict_layout(m.meta.kind);
+    let total: usize = layout
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum();
+    if total != m.params.len() {
+        return Err(fmt(format!(
+            "{} parameters, layout needs {total}",
+            m.params.len()
+        )));
+    }
+    let bytes: Vec<u8> = m.params.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let mut views = Vec::new();
+    let mut at = 0;
+    for (name, shape) in layout {
+        let n = shape.iter().product::<usize>() * 4;
+        let v = TensorView::new(Dtype::F32, shape, &bytes[at..at + n])
+            .map_err(|e| fmt(e.to_string()))?;
+        views.push((name, v));
+        at += n;
+    }
+    let meta = HashMap::from([
+        ("format".to_string(), "pt".to_string()),
+        (
+            "lenet.model".to_string(),
+            kind_name(m.meta.kind).to_string(),
+        ),
+        (
+            "lenet.activation".to_string(),
+            act_name(m.meta.act).to_string(),
+        ),
+        (
+            "lenet.norm_mean".to_string(),
+            format!("{:?}", m.meta.norm.mean),
+        ),
+        (
+            "lenet.norm_std".to_string(),
+            format!("{:?}", m.meta.norm.std),
+        ),
+    ]);
+    safetensors::serialize(views, Some(meta)).map_err(|e| fmt(e.to_string()))
+}
+
+/// Writes `m` to `path` as safetensors (atomically).
+///
+/// # Errors
+/// See [`to_safetensors`]; I/O errors.
+pub fn export_safetensors(path: &Path, m: &ModelFile) -> Result<(), ExportError> {
+    let b = to_safetensors(path, m)?;
+    write_atomic(path, &b).map_err(|source| ExportError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Parses safetensors bytes holding a LeNet-5 `state_dict`. Kind comes from
+/// the metadata or, failing that, from the shape of `7.weight`; activation
+/// and normalization from the metadata unless given (defaults sigmoid and
+/// `[0, 1]` scaling for files written elsewhere).
+///
+/// # Errors
+/// Malformed file, missing or extra tensors, wrong dtype or shape, NaN.
+pub fn from_safetensors(
+    path: &Path,
+    bytes: &[u8],
+    act: Option<Activation>,
+    norm: Option<Normalization>,
+) -> Result<ModelFile, ExportError> {
+    let fmt = |msg: String| ExportError::Format {
+        path: path.to_owned(),
+        msg,
+    };
+    let st =
+        SafeTensors::deserialize(bytes).map_err(|e| fmt(format!("not a safetensors file: {e}")))?;
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| fmt(e.to_string()))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let kind = match meta.get("lenet.model") {
+        Some(k) => parse_kind(k).ok_or_else(|| fmt(format!("unknown lenet.model `{k}`")))?,
+        None => {
+            let w = st
+                .tensor("7.weight")
+                .map_err(|_| fmt("no tensor `7.weight`".into()))?;
+            match w.shape() {
+                [120, 400] => ModelKind::LeNet5,
+                [120, 256] => ModelKind::LeNet5Max,
+                s => {
+                    return Err(fmt(format!(
+                        "7.weight has shape {s:?}, expected [120, 400] or [120, 256]"
+                    )));
+                }
+            }
+        }
+    };
+    let act = match (act, meta.get("lenet.activation")) {
+        (Some(a), _) => a,
+        (None, Some(a)) => {
+            parse_act(a).ok_or_else(|| fmt(format!("unknown lenet.activation `{a}`")))?
+        }
+        (None, None) => Activation::Sigmoid,
+    };
+    let norm = match norm {
+        Some(n) => n,
+        None => {
+            let get = |k: &str, d: f32| -> Result<f32, ExportError> {
+                meta.get(k)
+                    .map(|v| {
+                        v.parse::<f32>()
+                            .map_err(|_| fmt(format!("{k} = `{v}` is not a number")))
+                    })
+                    .unwrap_or(Ok(d))
+            };
+            Normalization {
+                mean: get("lenet.norm_mean", 0.0)?,
+                std: get("lenet.norm_std", 1.0)?,
+            }
+        }
+    };
+    let layout = state_dict_layout(kind);
+    let mut params = Vec::with_capacity(expected_params(kind));
+    for (name, shape) in &layout {
+        let t = st
+            .tensor(name)
+            .map_err(|_| fmt(format!("missing tensor `{name}`")))?;
+        if t.dtype() != Dtype::F32 {
+            return Err(fmt(format!("`{name}` is {:?}, expected F32", t.dtype())));
+        }
+        if t.shape() != shape.as_slice() {
+            return Err(fmt(format!(
+                "`{name}` has shape {:?}, expected {shape:?}",
+                t.shape()
+            )));
+        }
+        params.extend(
+            t.data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        );
+    }
+    if st.len() != layout.len() {
+        let mut extra: Vec<&str> = st
+            .names()
+            .into_iter()
+            .filter(|n| !layout.iter().any(|(l, _)| l == n))
+            .collect();
+        extra.sort_unstable();
+        return Err(fmt(format!("unexpected tensors {extra:?}")));
+    }
+    if let Some(i) = params.iter().position(|v| !v.is_finite()) {
+        return Err(fmt(format!("parameter {i} is {}", params[i])));
+    }
+    Ok(ModelFile {
+        meta: ModelMeta { kind, act, norm },
+        params,
+        checkpoint: None,
+    })
+}
+
+/// Reads a safetensors file; see [`from_safetensors`].
+///
+/// # Errors
+/// As [`from_safetensors`], plus I/O errors.
+pub fn import_safetensors(
+    path: &Path,
+    act: Option<Activation>,
+    norm: Option<Normalization>,
+) -> Result<ModelFile, ExportError> {
+    let b = std::fs::read(path).map_err(|source| ExportError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    from_safetensors(path, &b, act, norm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(kind: ModelKind) -> ModelFile {
+        ModelFile {
+            meta: ModelMeta {
+                kind,
+                act: Activation::Tanh,
+                norm: Normalization::STANDARD,
+            },
+            params: (0..expected_params(kind))
+                .map(|i| (i as f32).sqrt() * 1e-3 - 0.1)
+                .collect(),
+            checkpoint: None,
+        }
+    }
+
+    #[test]
+    fn layout_matches_parameter_counts() {
+        for kind in [ModelKind::LeNet5, ModelKind::LeNet5Max] {
+            let n: usize = state_dict_layout(kind)
+                .iter()
+                .map(|(_, s)| s.iter().product::<usize>())
+                .sum();
+            assert_eq!(n, expected_params(kind));
+        }
+    }
+
+    #[test]
+    fn round_trip_is_exact() {
+        let d = tempfile::tempdir().unwrap();
+        for kind in [ModelKind::LeNet5, ModelKind::LeNet5Max] {
+            let m = model(kind);
+            let p = d.path().join("m.safetensors");
+            export_safetensors(&p, &m).unwrap();
+            let back = import_safetensors(&p, None, None).unwrap();
+            assert_eq!(back, m);
+            // Names and shapes as PyTorch writes them.
+            let bytes = std::fs::read(&p).unwrap();
+            let st = SafeTensors::deserialize(&bytes).unwrap();
+            assert_eq!(st.tensor("0.weight").unwrap().shape(), &[6, 1, 5, 5]);
+            assert_eq!(st.tensor("11.bias").unwrap().shape(), &[10]);
+            let first = st.tensor("0.weight").unwrap().data()[..4].to_vec();
+            assert_eq!(f32::from_le_bytes(first.try_into().unwrap()), m.params[0]);
+        }
+    }
+
+    #[test]
+    fn foreign_file_without_metadata_infers_kind() {
+        let m = model(ModelKind::LeNet5Max);
+        let bytes: Vec<u8> = m.params.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let mut views = Vec::new();
+        let mut at = 0;
+        for (name, shape) in state_dict_layout(m.meta.kind) {
+            let n = shape.iter().product::<usize>() * 4;
+            views.push((
+                name,
+                TensorView::new(Dtype::F32, shape, &bytes[at..at + n]).unwrap(),
+            ));
+            at += n;
+        }
+        let b = safetensors::serialize(views, None).unwrap();
+        let got =
+            from_safetensors(Path::new("f.safetensors"), &b, Some(Activation::Relu), None).unwrap();
+        assert_eq!(got.meta.kind, ModelKind::LeNet5Max);
+        assert_eq!(got.meta.act, Activation::Relu);
+        assert_eq!(got.meta.norm, Normalization::UNIT);
+        assert_eq!(got.params, m.params);
+    }
+
+    #[test]
+    fn rejects_bad_files_naming_them() {
+        let p = Path::new("x.safetensors");
+        let e = from_safetensors(p, b"garbage", None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("x.safetensors") && e.contains("not a safetensors"),
+            "{e}"
+        );
+
+        let data = vec![0u8; 16];
+        let v = TensorView::new(Dtype::F32, vec![4], &data).unwrap();
+        let b = safetensors::serialize([("7.weight", v)], None).unwrap();
+        let e = from_safetensors(p, &b, None, None).unwrap_err().to_string();
+        assert!(e.contains("7.weight has shape [4]"), "{e}");
+
+        // Wrong shape of one tensor.
+        let mut m = model(ModelKind::LeNet5);
+        let good = to_safetensors(p, &m).unwrap();
+        let mut bad = good.clone();
+        let at = good
+            .windows(8)
+            .position(|w| w == b"[84,120]")
+            .expect("shape in header");
+        bad[at..at + 8].copy_from_slice(b"[120,84]");
+        let e = from_safetensors(p, &bad, None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`9.weight` has shape [120, 84]"), "{e}");
+
+        // NaN weight.
+        m.params[3] = f32::NAN;
+        let b = to_safetensors(p, &m).unwrap();
+        let e = from_safetensors(p, &b, None, None).unwrap_err().to_string();
+        assert!(e.contains("parameter 3 is NaN"), "{e}");
+    }
+}

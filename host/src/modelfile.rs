@@ -1,0 +1,646 @@
+//! The `.lenet` model file: weights, and for checkpoints the optimizer state,
+//! epoch and RNG state that `--resume` needs to continue bit for bit.
+//!
+//! Layout, all little-endian:
+//!
+//! | offset | size | field |
+//! |-------:|-----:|-------|
+//! | 0  | 8 | magic `b"LENETMDL"` |
+//! | 8  | 4 | format version (`u32`, currently 1) |
+//! | 12 | 1 | model kind (0 `lenet5`, 1 `lenet5-max`) |
+//! | 13 | 1 | activation (0 sigmoid, 1 relu, 2 tanh) |
+//! | 14 | 1 | flags (bit 0: checkpoint section present) |
+//! | 15 | 1 | reserved, 0 |
+//! | 16 | 4 | input normalization mean (`f32`) |
+//! | 20 | 4 | input normalization std (`f32`) |
+//! | 24 | 8 | parameter count `P` (`u64`) |
+//! | 32 | 8 | payload length in bytes (`u64`) |
+//! | 40 | 4 | CRC-32 (IEEE) of the payload |
+//! | 44 | 4 | CRC-32 of bytes 0..44 (the header above) |
+//! | 48 | 4P | parameters, `f32`, PyTorch `state_dict` order |
+//!
+//! Checkpoint section (after the parameters, inside the payload): epoch
+//! (`u32`), optimizer step (`u64`), `len(m)` (`u64`) + `m` (`f32`s), `len(v)`
+//! (`u64`) + `v`, shuffling RNG state (`u64`), then `len` (`u64`) + UTF-8
+//! JSON with the training configuration and metric history.
+//!
+//! Files are written to a temporary sibling and renamed into place.
+
+use std::path::{Path, PathBuf};
+
+use lenet_core::activation::Activation;
+use lenet_core::model::ModelKind;
+
+use crate::data::Normalization;
+use crate::fsutil::write_atomic;
+use crate::trainer::OptimizerState;
+
+/// File magic.
+pub const MAGIC: [u8; 8] = *b"LENETMDL";
+/// Current format version.
+pub const VERSION: u32 = 1;
+/// Header size in bytes.
+pub const HEADER_LEN: usize = 48;
+const FLAG_CHECKPOINT: u8 = 1;
+
+/// Parameter count of each model (`state_dict` of the PyTorch model).
+pub const fn expected_params(kind: ModelKind) -> usize {
+    // conv1 6*1*5*5+6, conv2 16*6*5*5+16, fc2 84*120+84, fc3 10*84+10.
+    let common = 156 + 2416 + 10164 + 850;
+    match kind {
+        // fc1 120*400+120
+        ModelKind::LeNet5 => common + 48120,
+        // fc1 120*256+120
+        ModelKind::LeNet5Max => common + 30840,
+    }
+}
+
+/// Model kind code in the file.
+pub const fn kind_code(kind: ModelKind) -> u8 {
+    match kind {
+        ModelKind::LeNet5 => 0,
+        ModelKind::LeNet5Max => 1,
+    }
+}
+
+fn kind_from_code(c: u8) -> Option<ModelKind> {
+    match c {
+        0 => Some(ModelKind::LeNet5),
+        1 => Some(ModelKind::LeNet5Max),
+        _ => None,
+    }
+}
+
+/// Activation code in the file.
+pub const fn act_code(act: Activation) -> u8 {
+    match act {
+        Activation::Sigmoid => 0,
+        Activation::Relu => 1,
+        Activation::Tanh => 2,
+    }
+}
+
+fn act_from_code(c: u8) -> Option<Activation> {
+    match c {
+        0 => Some(Activation::Sigmoid),
+        1 => Some(Activation::Relu),
+        2 => Some(Activation::Tanh),
+        _ => None,
+    }
+}
+
+/// CLI / metadata name of a model kind.
+pub const fn kind_name(kind: ModelKind) -> &'static str {
+    match kind {
+        ModelKind::LeNet5 => "lenet5",
+        ModelKind::LeNet5Max => "lenet5-max",
+    }
+}
+
+/// Parses [`kind_name`] output.
+pub fn parse_kind(s: &str) -> Option<ModelKind> {
+    [ModelKind::LeNet5, ModelKind::LeNet5Max]
+        .into_iter()
+        .find(|k| kind_name(*k) == s)
+}
+
+/// CLI / metadata name of an activation.
+pub const fn act_name(act: Activation) -> &'static str {
+    match act {
+        Activation::Sigmoid => "sigmoid",
+        Activation::Relu => "relu",
+        Activation::Tanh => "tanh",
+    }
+}
+
+/// Parses [`act_name`] output.
+pub fn parse_act(s: &str) -> Option<Activation> {
+    [Activation::Sigmoid, Activation::Relu, Activation::Tanh]
+        .into_iter()
+        .find(|a| act_name(*a) == s)
+}
+
+/// What the weights are for.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ModelMeta {
+    /// Network.
+    pub kind: ModelKind,
+    /// Hidden activation.
+    pub act: Activation,
+    /// Input normalization the weights were trained with.
+    pub norm: Normalization,
+}
+
+/// The state `--resume` restores.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckpointState {
+    /// Epochs completed.
+    pub epoch: u32,
+    /// Optimizer state.
+    pub optimizer: OptimizerState,
+    /// Shuffling RNG state after `epoch` epochs.
+    pub rng_state: u64,
+    /// Training configuration and metric history (JSON).
+    pub json: String,
+}
+
+/// A model file in memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelFile {
+    /// Kind, activation, normalization.
+    pub meta: ModelMeta,
+    /// Flat parameters, `state_dict` order.
+    pub params: Vec<f32>,
+    /// Present in checkpoints.
+    pub checkpoint: Option<CheckpointState>,
+}
+
+/// Why a model file was rejected. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModelFileError {
+    /// Read or write failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Not a model file.
+    #[error("{path}: not a lenet model file (bad magic {found:?})")]
+    BadMagic {
+        /// The file.
+        path: PathBuf,
+        /// First bytes found.
+        found: Vec<u8>,
+    },
+    /// Written by another format version.
+    #[error("{path}: format version {found}, this program reads version {VERSION}")]
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// Version found.
+        found: u32,
+    },
+    /// Header or payload damaged.
+    #[error(
+        "{path}: {what} checksum mismatch (stored {stored:08x}, computed {computed:08x}); the file is damaged"
+    )]
+    Checksum {
+        /// The file.
+        path: PathBuf,
+        /// `"header"` or `"payload"`.
+        what: &'static str,
+        /// CRC in the file.
+        stored: u32,
+        /// CRC of the bytes.
+        computed: u32,
+    },
+    /// Sizes disagree (truncated file, wrong parameter count, ...).
+    #[error("{path}: {msg}")]
+    Size {
+        /// The file.
+        path: PathBuf,
+        /// Details.
+        msg: String,
+    },
+    /// Unknown code in the header.
+    #[error("{path}: unknown {what} code {code}")]
+    Code {
+        /// The file.
+        path: PathBuf,
+        /// `"model kind"` or `"activation"`.
+        what: &'static str,
+        /// The code.
+        code: u8,
+    },
+    /// A weight is NaN or infinite.
+    #[error("{path}: parameter {index} is {value} (training diverged?)")]
+    NonFinite {
+        /// The file.
+        path: PathBuf,
+        /// Index in the flat parameters.
+        index: usize,
+        /// The value.
+        value: f32,
+    },
+    /// The file holds another model than the one asked for.
+    #[error("{path}: holds a {found:?} model, expected {expected:?}")]
+    KindMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Kind in the file.
+        found: ModelKind,
+        /// Kind asked for.
+        expected: ModelKind,
+    },
+    /// A checkpoint was required but the file holds weights only.
+    #[error(
+        "{path}: holds weights only, not a checkpoint (train writes checkpoint.lenet for --resume)"
+    )]
+    NotACheckpoint {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+fn put_f32s(b: &mut Vec<u8>, v: &[f32]) {
+    for x in v {
+        b.extend_from_slice(&x.to_le_bytes());
+    }
+}
+
+impl ModelFile {
+    /// Serializes the file.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut payload = Vec::with_capacity(self.params.len() * 4 + 64);
+        put_f32s(&mut payload, &self.params);
+        if let Some(c) = &self.checkpoint {
+            payload.extend_from_slice(&c.epoch.to_le_bytes());
+            payload.extend_from_slice(&c.optimizer.step.to_le_bytes());
+            for buf in [&c.optimizer.m, &c.optimizer.v] {
+                payload.extend_from_slice(&(buf.len() as u64).to_le_bytes());
+                put_f32s(&mut payload, buf);
+            }
+            payload.extend_from_slice(&c.rng_state.to_le_bytes());
+            payload.extend_from_slice(&(c.json.len() as u64).to_le_bytes());
+            payload.extend_from_slice(c.json.as_bytes());
+        }
+        let mut b = Vec::with_capacity(HEADER_LEN + payload.len());
+        b.extend_from_slice(&MAGIC);
+        b.extend_from_slice(&VERSION.to_le_bytes());
+        b.push(kind_code(self.meta.kind));
+        b.push(act_code(self.meta.act));
+        b.push(if self.checkpoint.is_some() {
+            FLAG_CHECKPOINT
+        } else {
+            0
+        });
+        b.push(0);
+        b.extend_from_slice(&self.meta.norm.mean.to_le_bytes());
+        b.extend_from_slice(&self.meta.norm.std.to_le_bytes());
+        b.extend_from_slice(&(self.params.len() as u64).to_le_bytes());
+        b.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        b.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        let hcrc = crc32fast::hash(&b);
+        b.extend_from_slice(&hcrc.to_le_bytes());
+        debug_assert_eq!(b.len(), HEADER_LEN);
+        b.extend_from_slice(&payload);
+        b
+    }
+
+    /// Writes the file atomically (temporary sibling + rename).
+    ///
+    /// # Errors
+    /// I/O errors, naming the file.
+    pub fn save(&self, path: &Path) -> Result<(), ModelFileError> {
+        write_atomic(path, &self.to_bytes()).map_err(|source| ModelFileError::Io {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Reads and fully validates a file.
+    ///
+    /// # Errors
+    /// See [`ModelFileError`].
+    pub fn load(path: &Path) -> Result<Self, ModelFileError> {
+        let b = std::fs::read(path).map_err(|source| ModelFileError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_bytes(path, &b)
+    }
+
+    /// Reads a file and checks it holds a `kind` model.
+    ///
+    /// # Errors
+    /// As [`ModelFile::load`], plus [`ModelFileError::KindMismatch`].
+    pub fn load_expecting(path: &Path, kind: ModelKind) -> Result<Self, ModelFileError> {
+        let f = Self::load(path)?;
+        if f.meta.kind != kind {
+            return Err(ModelFileError::KindMismatch {
+                path: path.to_owned(),
+                found: f.meta.kind,
+                expected: kind,
+            });
+        }
+        Ok(f)
+    }
+
+    /// Parses and validates bytes; `path` is only used in errors.
+    ///
+    /// # Errors
+    /// See [`ModelFileError`].
+    pub fn from_bytes(path: &Path, b: &[u8]) -> Result<Self, ModelFileError> {
+        let p = || path.to_owned();
+        let size = |msg: String| ModelFileError::Size { path: p(), msg };
+        if b.len() < MAGIC.len() || b[..8] != MAGIC {
+            return Err(ModelFileError::BadMagic {
+                path: p(),
+                found: b[..b.len().min(8)].to_vec(),
+            });
+        }
+        if b.len() < HEADER_LEN {
+            return Err(size(format!(
+                "{} bytes, shorter than the {HEADER_LEN}-byte header",
+                b.len()
+            )));
+        }
+        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
+        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
+        let f32_at = |o: usize| f32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
+        let version = u32_at(8);
+        if version != VERSION {
+            return Err(ModelFileError::Version {
+                path: p(),
+                found: version,
+            });
+        }
+        let (stored, computed) = (u32_at(44), crc32fast::hash(&b[..44]));
+        if stored != computed {
+            return Err(ModelFileError::Checksum {
+                path: p(),
+                what: "header",
+                stored,
+                computed,
+            });
+        }
+        let kind = kind_from_code(b[12]).ok_or(ModelFileError::Code {
+            path: p(),
+            what: "model kind",
+            code: b[12],
+        })?;
+        let act = act_from_code(b[13]).ok_or(ModelFileError::Code {
+            path: p(),
+            what: "activation",
+            code: b[13],
+        })?;
+        let flags = b[14];
+        let norm = Normalization {
+            mean: f32_at(16),
+            std: f32_at(20),
+        };
+        let n_params = u64_at(24);
+        let payload_len = u64_at(32);
+        let payload = &b[HEADER_LEN..];
+        if payload.len() as u64 != payload_len {
+            return Err(size(format!(
+                "payload is {} bytes, header says {payload_len}{}",
+                payload.len(),
+                if (payload.len() as u64) < payload_len {
+                    " (truncated)"
+                } else {
+                    ""
+                }
+            )));
+        }
+        let (stored, computed) = (u32_at(40), crc32fast::hash(payload));
+        if stored != computed {
+            return Err(ModelFileError::Checksum {
+                path: p(),
+                what: "payload",
+                stored,
+                computed,
+            });
+        }
+        let want = expected_params(kind) as u64;
+        if n_params != want {
+            return Err(size(format!(
+                "{n_params} parameters, a {kind:?} model has {want}"
+            )));
+        }
+        let mut r = Cursor { b: payload, at: 0 };
+        let bad = |msg: &str| size(format!("checkpoint section: {msg}"));
+        let params = r
+            .f32s(n_params)
+            .ok_or_else(|| bad("parameters cut short"))?;
+        if let Some((index, &value)) = params.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(ModelFileError::NonFinite {
+                path: p(),
+                index,
+                value,
+            });
+        }
+        if !(norm.std.is_finite() && norm.std > 0.0 && norm.mean.is_finite()) {
+            return Err(size(format!("invalid normalization {norm}")));
+        }
+        let checkpoint = if flags & FLAG_CHECKPOINT != 0 {
+            let epoch = r.u32().ok_or_else(|| bad("epoch missing"))?;
+            let step = r.u64().ok_or_else(|| bad("step missing"))?;
+            let mlen = r.u64().ok_or_else(|| bad("m length missing"))?;
+            let m = r.f32s(mlen).ok_or_else(|| bad("m cut short"))?;
+            let vlen = r.u64().ok_or_else(|| bad("v length missing"))?;
+            let v = r.f32s(vlen).ok_or_else(|| bad("v cut short"))?;
+            for buf in [&m, &v] {
+                if !buf.is_empty() && buf.len() as u64 != n_params {
+                    return Err(bad(
+                        "optimizer buffer length differs from the parameter count",
+                    ));
+                }
+            }
+            let rng_state = r.u64().ok_or_else(|| bad("RNG state missing"))?;
+            let jlen = r.u64().ok_or_else(|| bad("JSON length missing"))?;
+            let json = r
+                .bytes(jlen)
+                .and_then(|j| String::from_utf8(j.to_vec()).ok())
+                .ok_or_else(|| bad("JSON cut short or not UTF-8"))?;
+            Some(CheckpointState {
+                epoch,
+                optimizer: OptimizerState { step, m, v },
+                rng_state,
+                json,
+            })
+        } else {
+            None
+        };
+        if r.at != payload.len() {
+            return Err(size(format!(
+                "{} unexpected bytes after the payload",
+                payload.len() - r.at
+            )));
+        }
+        Ok(Self {
+            meta: ModelMeta { kind, act, norm },
+            params,
+            checkpoint,
+        })
+    }
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    fn bytes(&mut self, n: u64) -> Option<&[u8]> {
+        let n = usize::try_from(n).ok()?;
+        let end = self.at.checked_add(n)?;
+        let s = self.b.get(self.at..end)?;
+        self.at = end;
+        Some(s)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.bytes(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.bytes(8)?.try_into().ok()?))
+    }
+    fn f32s(&mut self, n: u64) -> Option<Vec<f32>> {
+        let b = self.bytes(n.checked_mul(4)?)?;
+        Some(
+            b.chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(kind: ModelKind, checkpoint: bool) -> ModelFile {
+        let n = expected_params(kind);
+        let params: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+        ModelFile {
+            meta: ModelMeta {
+                kind,
+                act: Activation::Relu,
+                norm: Normalization::STANDARD,
+            },
+            checkpoint: checkpoint.then(|| CheckpointState {
+                epoch: 3,
+                optimizer: OptimizerState {
+                    step: 1234,
+                    m: params.iter().map(|x| x * 0.1).collect(),
+                    v: params.iter().map(|x| x * x).collect(),
+                },
+                rng_state: 0xDEAD_BEEF_1234_5678,
+                json: r#"{"lr":0.001}"#.to_string(),
+            }),
+            params,
+        }
+    }
+
+    #[test]
+    fn round_trips_weights_and_checkpoints() {
+        let d = tempfile::tempdir().unwrap();
+        for kind in [ModelKind::LeNet5, ModelKind::LeNet5Max] {
+            for ck in [false, true] {
+                let f = sample(kind, ck);
+                let p = d.path().join("m.lenet");
+                f.save(&p).unwrap();
+                let g = ModelFile::load_expecting(&p, kind).unwrap();
+                assert_eq!(g, f);
+                // Bit-exact parameters.
+                assert!(
+                    f.params
+                        .iter()
+                        .zip(&g.params)
+                        .all(|(a, b)| a.to_bits() == b.to_bits())
+                );
+            }
+        }
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+    }
+
+    fn err(b: &[u8]) -> ModelFileError {
+        ModelFile::from_bytes(Path::new("dir/bad.lenet"), b).unwrap_err()
+    }
+
+    /// Rewrites the header CRC after a deliberate header edit.
+    fn fix_header_crc(b: &mut [u8]) {
+        let c = crc32fast::hash(&b[..44]);
+        b[44..48].copy_from_slice(&c.to_le_bytes());
+    }
+
+    #[test]
+    fn every_corruption_is_a_clear_error_naming_the_file() {
+        let good = sample(ModelKind::LeNet5, true).to_bytes();
+
+        let mut b = good.clone();
+        b[0] = b'X';
+        assert!(matches!(err(&b), ModelFileError::BadMagic { .. }));
+        assert!(matches!(err(b"short"), ModelFileError::BadMagic { .. }));
+        assert!(matches!(err(&good[..20]), ModelFileError::Size { .. }));
+
+        let mut b = good.clone();
+        b[8] = 2;
+        fix_header_crc(&mut b);
+        let e = err(&b);
+        assert!(matches!(e, ModelFileError::Version { found: 2, .. }), "{e}");
+
+        let mut b = good.clone();
+        b[13] ^= 1; // header edit without fixing the CRC
+        assert!(matches!(
+            err(&b),
+            ModelFileError::Checksum { what: "header", .. }
+        ));
+
+        let mut b = good.clone();
+        b[12] = 9;
+        fix_header_crc(&mut b);
+        assert!(matches!(err(&b), ModelFileError::Code { code: 9, .. }));
+
+        let mut b = good.clone();
+        b[HEADER_LEN + 100] ^= 0x40; // one flipped bit in a weight
+        let e = err(&b);
+        assert!(
+            matches!(
+                e,
+                ModelFileError::Checksum {
+                    what: "payload",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+
+        let e = err(&good[..good.len() - 1]);
+        assert!(e.to_string().contains("truncated"), "{e}");
+
+        // Kind in the header that does not fit the parameter count.
+        let mut b = good.clone();
+        b[12] = kind_code(ModelKind::LeNet5Max);
+        fix_header_crc(&mut b);
+        assert!(matches!(err(&b), ModelFileError::Size { .. }));
+
+        // NaN weight with consistent checksums (written by a diverged run).
+        let mut f = sample(ModelKind::LeNet5, false);
+        f.params[7] = f32::NAN;
+        let e = err(&f.to_bytes());
+        assert!(
+            matches!(e, ModelFileError::NonFinite { index: 7, .. }),
+            "{e}"
+        );
+        f.params[7] = f32::INFINITY;
+        assert!(matches!(
+            err(&f.to_bytes()),
+            ModelFileError::NonFinite { .. }
+        ));
+
+        // Kind mismatch on load.
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("max.lenet");
+        sample(ModelKind::LeNet5Max, false).save(&p).unwrap();
+        let e = ModelFile::load_expecting(&p, ModelKind::LeNet5).unwrap_err();
+        assert!(matches!(e, ModelFileError::KindMismatch { .. }));
+        assert!(e.to_string().contains("max.lenet"));
+
+        // Missing file.
+        let e = ModelFile::load(&d.path().join("none.lenet")).unwrap_err();
+        assert!(matches!(e, ModelFileError::Io { .. }) && e.to_string().contains("none.lenet"));
+
+        // Every error names the file.
+        for b in [&good[..3], &good[..good.len() - 4]] {
+            assert!(err(b).to_string().contains("dir/bad.lenet"));
+        }
+    }
+}

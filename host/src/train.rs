@@ -1,0 +1,644 @@
+//! The training loop: drives any [`Trainer`] through epochs of shuffled
+//! mini-batches, evaluates, and writes everything next to the model:
+//!
+//! - `model.lenet`: weights after the last completed epoch,
+//! - `checkpoint.lenet`: weights + optimizer + RNG state + history (`--resume`),
+//! - `metrics.csv`: one row per epoch,
+//! - `loss.png`, `accuracy.png`: train vs test curves,
+//! - `confusion.png`: confusion matrix of the test set after the last epoch.
+//!
+//! Every file is written to a temporary sibling and renamed, so an
+//! interrupted run leaves the previous epoch's files intact. The shuffling
+//! and augmentation RNG is saved in the checkpoint, so a resumed run is
+//! bit-identical to an uninterrupted one (given a deterministic trainer).
+//!
+//! `train_loss` is the mean of the batch losses during the epoch (before each
+//! step, as PyTorch loops usually report it); `train_acc` is measured after
+//! the epoch on a fixed subset of at most [`TRAIN_EVAL_SAMPLES`] training
+//! images, so it costs a forward pass only.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Dataset, Normalization, PIXELS, SIDE, Splits};
+use crate::eval::{EvalReport, evaluate};
+use crate::fsutil::write_atomic;
+use crate::modelfile::{
+    CheckpointState, ModelFile, ModelFileError, ModelMeta, parse_act, parse_kind,
+};
+use crate::plots::{Series, plot_confusion, plot_curves};
+use crate::progress::{Progress, Unit};
+use crate::rng::SplitMix64;
+use crate::trainer::{OptimizerConfig, Trainer, TrainerConfig};
+
+/// Training-set images scored for `train_acc` after each epoch.
+pub const TRAIN_EVAL_SAMPLES: usize = 10_000;
+/// Batch size of evaluation passes.
+pub const EVAL_BATCH: usize = 1000;
+
+/// Everything that defines a run; saved in checkpoints.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainSettings {
+    /// `lenet5` or `lenet5-max`.
+    pub model: String,
+    /// `sigmoid`, `relu` or `tanh`.
+    pub act: String,
+    /// `adam` or `sgd`.
+    pub optimizer: String,
+    /// Learning rate.
+    pub lr: f32,
+    /// SGD momentum (ignored by Adam).
+    pub momentum: f32,
+    /// L2 penalty.
+    pub weight_decay: f32,
+    /// Total epochs.
+    pub epochs: u32,
+    /// Mini-batch size.
+    pub batch_size: usize,
+    /// Seed of weight init, shuffling, augmentation and splits.
+    pub seed: u64,
+    /// Fraction of the training set held out for validation (0 = none).
+    pub val_split: f64,
+    /// Random shifts by up to 2 pixels and horizontal flips.
+    pub augment: bool,
+    /// Input normalization mean.
+    pub norm_mean: f32,
+    /// Input normalization std.
+    pub norm_std: f32,
+    /// Use only the first N training images (0 = all).
+    pub limit_train: usize,
+    /// Use only the first N test images (0 = all).
+    pub limit_test: usize,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        Self {
+            model: "lenet5".into(),
+            act: "relu".into(),
+            optimizer: "adam".into(),
+            lr: 1e-3,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            epochs: 10,
+            batch_size: 256,
+            seed: 0,
+            val_split: 0.0,
+            augment: false,
+            norm_mean: 0.0,
+            norm_std: 1.0,
+            limit_train: 0,
+            limit_test: 0,
+        }
+    }
+}
+
+/// Invalid settings or a failed run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrainError {
+    /// A setting is out of range.
+    #[error("invalid setting: {0}")]
+    Settings(String),
+    /// Model or checkpoint file trouble.
+    #[error(transparent)]
+    ModelFile(#[from] ModelFileError),
+    /// Writing metrics or plots failed.
+    #[error("{path}: {msg}")]
+    Output {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        msg: String,
+    },
+    /// The loss became NaN or infinite.
+    #[error("epoch {epoch}: loss is {loss}; lower the learning rate")]
+    Diverged {
+        /// The epoch.
+        epoch: u32,
+        /// The loss.
+        loss: f32,
+    },
+}
+
+impl TrainSettings {
+    /// Input normalization.
+    pub fn norm(&self) -> Normalization {
+        Normalization {
+            mean: self.norm_mean,
+            std: self.norm_std,
+        }
+    }
+
+    /// Checks ranges and converts to the back-end configuration.
+    ///
+    /// # Errors
+    /// [`TrainError::Settings`] naming the bad value.
+    pub fn trainer_config(&self, threads: usize) -> Result<TrainerConfig, TrainError> {
+        let bad = |m: String| Err(TrainError::Settings(m));
+        let kind = parse_kind(&self.model)
+            .ok_or_else(|| TrainError::Settings(format!("model `{}`", self.model)))?;
+        let act = parse_act(&self.act)
+            .ok_or_else(|| TrainError::Settings(format!("activation `{}`", self.act)))?;
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("learning rate {} must be > 0", self.lr));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(format!("weight decay {} must be >= 0", self.weight_decay));
+        }
+        if self.batch_size == 0 {
+            return bad("batch size must be > 0".into());
+        }
+        if !(0.0..1.0).contains(&self.val_split) {
+            return bad(format!(
+                "validation split {} must be in [0, 1)",
+                self.val_split
+            ));
+        }
+        if !(self.norm_std.is_finite() && self.norm_std > 0.0) {
+            return bad(format!("normalization std {} must be > 0", self.norm_std));
+        }
+        let optimizer = match self.optimizer.as_str() {
+            "adam" => OptimizerConfig::Adam {
+                lr: self.lr,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: self.weight_decay,
+            },
+            "sgd" => OptimizerConfig::Sgd {
+                lr: self.lr,
+                momentum: self.momentum,
+                weight_decay: self.weight_decay,
+            },
+            o => return bad(format!("optimizer `{o}`")),
+        };
+        Ok(TrainerConfig {
+            kind,
+            act,
+            optimizer,
+            threads,
+        })
+    }
+}
+
+/// Metrics of one epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// 1-based epoch.
+    pub epoch: u32,
+    /// Mean batch loss during the epoch.
+    pub train_loss: f64,
+    /// Accuracy on the training subset after the epoch.
+    pub train_acc: f64,
+    /// Validation loss (NaN without a validation split).
+    pub val_loss: f64,
+    /// Validation accuracy (NaN without a validation split).
+    pub val_acc: f64,
+    /// Test loss.
+    pub test_loss: f64,
+    /// Test accuracy.
+    pub test_acc: f64,
+    /// Wall-clock seconds of the epoch's training steps.
+    pub seconds: f64,
+    /// Training images per second.
+    pub images_per_sec: f64,
+}
+
+/// What a checkpoint's JSON holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointInfo {
+    /// The run's settings.
+    pub settings: TrainSettings,
+    /// Metrics of the completed epochs.
+    pub history: Vec<EpochMetrics>,
+}
+
+/// Output file names inside the output directory.
+pub mod files {
+    /// Final weights.
+    pub const MODEL: &str = "model.lenet";
+    /// Resumable checkpoint.
+    pub const CHECKPOINT: &str = "checkpoint.lenet";
+    /// Metrics table.
+    pub const METRICS: &str = "metrics.csv";
+    /// Loss curves.
+    pub const LOSS_PNG: &str = "loss.png";
+    /// Accuracy curves.
+    pub const ACCURACY_PNG: &str = "accuracy.png";
+    /// Confusion matrix.
+    pub const CONFUSION_PNG: &str = "confusion.png";
+}
+
+/// Result of [`train`].
+#[derive(Clone, Debug)]
+pub struct TrainSummary {
+    /// One entry per epoch (including resumed ones).
+    pub history: Vec<EpochMetrics>,
+    /// Test evaluation after the last epoch.
+    pub test: EvalReport,
+    /// Final parameters.
+    pub params: Vec<f32>,
+    /// Where `model.lenet` went.
+    pub model_path: PathBuf,
+}
+
+/// Shifts by up to 2 pixels in each direction (zero fill) and flips
+/// horizontally with probability 1/2, drawing from `rng`.
+pub fn augment(img: &mut [u8], rng: &mut SplitMix64) {
+    let flip = rng.below(2) == 1;
+    let dy = rng.below(5) as isize - 2;
+    let dx = rng.below(5) as isize - 2;
+    let src = img.to_vec();
+    for y in 0..SIDE as isize {
+        for x in 0..SIDE as isize {
+            let sy = y - dy;
+            let sx0 = x - dx;
+            let sx = if flip { SIDE as isize - 1 - sx0 } else { sx0 };
+            let v = if (0..SIDE as isize).contains(&sy) && (0..SIDE as isize).contains(&sx0) {
+                src[(sy as usize) * SIDE + sx as usize]
+            } else {
+                0
+            };
+            img[(y as usize) * SIDE + x as usize] = v;
+        }
+    }
+}
+
+/// Splits off the validation set and applies the limits: `(train, val, test)`.
+pub fn prepare_data(s: &TrainSettings, data: &Splits) -> (Dataset, Option<Dataset>, Dataset) {
+    let train = if s.limit_train > 0 {
+        data.train.take(s.limit_train)
+    } else {
+        data.train.clone()
+    };
+    let test = if s.limit_test > 0 {
+        data.test.take(s.limit_test)
+    } else {
+        data.test.clone()
+    };
+    if s.val_split > 0.0 {
+        let (t, v) = train.split(s.val_split, s.seed ^ 0x5EED_0F5A_11DA_7A00);
+        (t, Some(v), test)
+    } else {
+        (train, None, test)
+    }
+}
+
+fn out_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
+    TrainError::Output {
+        path: path.to_owned(),
+        msg: e.to_string(),
+    }
+}
+
+/// The metrics table as CSV text.
+pub fn metrics_csv(history: &[EpochMetrics]) -> String {
+    let mut s = String::from(
+        "epoch,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc,seconds,images_per_sec\n",
+    );
+    let f = |v: f64| {
+        if v.is_nan() {
+            String::new()
+        } else {
+            format!("{v:.6}")
+        }
+    };
+    for m in history {
+        let _ = writeln!(
+            s,
+            "{},{},{},{},{},{},{},{:.3},{:.1}",
+            m.epoch,
+            f(m.train_loss),
+            f(m.train_acc),
+            f(m.val_loss),
+            f(m.val_acc),
+            f(m.test_loss),
+            f(m.test_acc),
+            m.seconds,
+            m.images_per_sec
+        );
+    }
+    s
+}
+
+/// Writes `metrics.csv`, `loss.png` and `accuracy.png` into `dir`.
+///
+/// # Errors
+/// Writing failed.
+pub fn write_reports(dir: &Path, history: &[EpochMetrics]) -> Result<(), TrainError> {
+    let p = dir.join(files::METRICS);
+    write_atomic(&p, metrics_csv(history).as_bytes()).map_err(|e| out_err(&p, e))?;
+    let series = |name: &str, f: &dyn Fn(&EpochMetrics) -> f64| Series {
+        name: name.to_string(),
+        points: history
+            .iter()
+            .map(|m| (f64::from(m.epoch), f(m)))
+            .filter(|p| p.1.is_finite())
+            .collect(),
+    };
+    let has_val = history.iter().any(|m| m.val_loss.is_finite());
+    let mut loss = vec![
+        series("train", &|m| m.train_loss),
+        series("test", &|m| m.test_loss),
+    ];
+    let mut acc = vec![
+        series("train", &|m| m.train_acc),
+        series("test", &|m| m.test_acc),
+    ];
+    if has_val {
+        loss.push(series("validation", &|m| m.val_loss));
+        acc.push(series("validation", &|m| m.val_acc));
+    }
+    let p = dir.join(files::LOSS_PNG);
+    plot_curves(&p, "Loss", "cross-entropy", &loss).map_err(|e| out_err(&p, e))?;
+    let p = dir.join(files::ACCURACY_PNG);
+    plot_curves(&p, "Accuracy", "accuracy", &acc).map_err(|e| out_err(&p, e))?;
+    Ok(())
+}
+
+/// Trains `trainer` (already initialized, or to be restored from `resume`)
+/// for the epochs left, writing the files listed in the module docs into
+/// `out_dir`. `log` receives one line per epoch.
+///
+/// On resume, `settings` must be the checkpoint's (see [`resume_settings`]),
+/// except `epochs`, which may be raised to train further.
+///
+/// # Errors
+/// Bad settings, a diverged loss, or failed writes.
+pub fn train(
+    trainer: &mut dyn Trainer,
+    settings: &TrainSettings,
+    data: &Splits,
+    out_dir: &Path,
+    resume: Option<&ModelFile>,
+    log: &mut dyn FnMut(&str),
+) -> Result<TrainSummary, TrainError> {
+    let cfg = settings.trainer_config(0)?;
+    std::fs::create_dir_all(out_dir).map_err(|e| out_err(out_dir, e))?;
+    let norm = settings.norm();
+    let meta = ModelMeta {
+        kind: cfg.kind,
+        act: cfg.act,
+        norm,
+    };
+    let (train, val, test) = prepare_data(settings, data);
+    if train.is_empty() || test.is_empty() {
+        return Err(TrainError::Settings("empty training or test set".into()));
+    }
+    let train_eval = train.take(TRAIN_EVAL_SAMPLES);
+
+    let mut rng = SplitMix64::new(settings.seed);
+    let mut history = Vec::new();
+    let mut start_epoch = 0;
+    if let Some(ck) = resume {
+        let state = ck
+            .checkpoint
+            .as_ref()
+            .ok_or_else(|| TrainError::Settings("resume file is not a checkpoint".into()))?;
+        let info: CheckpointInfo = serde_json::from_str(&state.json)
+            .map_err(|e| TrainError::Settings(format!("checkpoint JSON: {e}")))?;
+        trainer.load(&ck.params, &state.optimizer);
+        rng.state = state.rng_state;
+        start_epoch = state.epoch;
+        history = info.history;
+        history.truncate(start_epoch as usize);
+        log(&format!("resumed after epoch {start_epoch}"));
+    }
+
+    let n = train.len();
+    let bs = settings.batch_size;
+    let mut x = Vec::with_capacity(bs * PIXELS);
+    let mut labels = Vec::with_capacity(bs);
+    let mut img = vec![0u8; PIXELS];
+    let mut last_test = None;
+    for epoch in start_epoch + 1..=settings.epochs {
+        let mut order: Vec<usize> = (0..n).collect();
+        rng.shuffle(&mut order);
+        let t0 = Instant::now();
+        let mut loss_sum = 0.0f64;
+        let batches = n.div_ceil(bs);
+        let mut bar = Progress::new(
+            &format!("epoch {epoch}/{}", settings.epochs),
+            Some(batches as u64),
+            Unit::Items,
+        );
+        for chunk in order.chunks(bs) {
+            x.clear();
+            labels.clear();
+            for &i in chunk {
+                img.copy_from_slice(train.image(i));
+                if settings.augment {
+                    augment(&mut img, &mut rng);
+                }
+                norm.extend(&mut x, &img);
+                labels.push(train.labels[i]);
+            }
+            let loss = trainer.train_batch(&x, &labels);
+            if !loss.is_finite() {
+                bar.clear();
+                return Err(TrainError::Diverged { epoch, loss });
+            }
+            loss_sum += f64::from(loss) * chunk.len() as f64;
+            bar.inc(1);
+        }
+        bar.clear();
+        let seconds = t0.elapsed().as_secs_f64();
+        let tr = evaluate(trainer, &train_eval, norm, EVAL_BATCH);
+        let va = val.as_ref().map(|v| evaluate(trainer, v, norm, EVAL_BATCH));
+        let te = evaluate(trainer, &test, norm, EVAL_BATCH);
+        let m = EpochMetrics {
+            epoch,
+            train_loss: loss_sum / n as f64,
+            train_acc: tr.accuracy,
+            val_loss: va.as_ref().map_or(f64::NAN, |r| r.loss),
+            val_acc: va.as_ref().map_or(f64::NAN, |r| r.accuracy),
+            test_loss: te.loss,
+            test_acc: te.accuracy,
+            seconds,
+            images_per_sec: n as f64 / seconds.max(1e-9),
+        };
+        let val_txt = if m.val_loss.is_nan() {
+            String::new()
+        } else {
+            format!("  val loss {:.4} acc {:.2}%", m.val_loss, 100.0 * m.val_acc)
+        };
+        log(&format!(
+            "epoch {epoch:>3}  train loss {:.4} acc {:.2}%{val_txt}  test loss {:.4} acc {:.2}%  {:.1}s ({:.0} img/s)",
+            m.train_loss,
+            100.0 * m.train_acc,
+            m.test_loss,
+            100.0 * m.test_acc,
+            m.seconds,
+            m.images_per_sec
+        ));
+        history.push(m);
+
+        let params = trainer.params();
+        let info = CheckpointInfo {
+            settings: settings.clone(),
+            history: history.clone(),
+        };
+        let ck = ModelFile {
+            meta,
+            params: params.clone(),
+            checkpoint: Some(CheckpointState {
+                epoch,
+                optimizer: trainer.optimizer_state(),
+                rng_state: rng.state,
+                json: serde_json::to_string(&info)
+                    .map_err(|e| TrainError::Settings(e.to_string()))?,
+            }),
+        };
+        ck.save(&out_dir.join(files::CHECKPOINT))?;
+        ModelFile {
+            meta,
+            params,
+            checkpoint: None,
+        }
+        .save(&out_dir.join(files::MODEL))?;
+        write_reports(out_dir, &history)?;
+        last_test = Some(te);
+    }
+    let test_report = match last_test {
+        Some(t) => t,
+        None => evaluate(trainer, &test, norm, EVAL_BATCH),
+    };
+    let p = out_dir.join(files::CONFUSION_PNG);
+    plot_confusion(&p, "Confusion matrix (test set)", &test_report.confusion)
+        .map_err(|e| out_err(&p, e))?;
+    let model_path = out_dir.join(files::MODEL);
+    if !model_path.exists() {
+        ModelFile {
+            meta,
+            params: trainer.params(),
+            checkpoint: None,
+        }
+        .save(&model_path)?;
+    }
+    Ok(TrainSummary {
+        history,
+        test: test_report,
+        params: trainer.params(),
+        model_path,
+    })
+}
+
+/// Reads a checkpoint and returns it with its settings, `epochs` replaced by
+/// `epochs` when given.
+///
+/// # Errors
+/// Unreadable or non-checkpoint file.
+pub fn resume_settings(
+    path: &Path,
+    epochs: Option<u32>,
+) -> Result<(ModelFile, TrainSettings), TrainError> {
+    let f = ModelFile::load(path)?;
+    let state = f
+        .checkpoint
+        .as_ref()
+        .ok_or_else(|| ModelFileError::NotACheckpoint {
+            path: path.to_owned(),
+        })?;
+    let info: CheckpointInfo = serde_json::from_str(&state.json)
+        .map_err(|e| TrainError::Settings(format!("{}: checkpoint JSON: {e}", path.display())))?;
+    let mut s = info.settings;
+    if let Some(e) = epochs {
+        s.epochs = e;
+    }
+    Ok((f, s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn augment_shifts_and_flips_within_bounds() {
+        let mut rng = SplitMix64::new(3);
+        let mut base = vec![0u8; PIXELS];
+        base[14 * SIDE + 14] = 255;
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let mut img = base.clone();
+            augment(&mut img, &mut rng);
+            let on: Vec<usize> = img
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| **v == 255)
+                .map(|(i, _)| i)
+                .collect();
+            assert_eq!(on.len(), 1, "one bright pixel stays one bright pixel");
+            let (y, x) = (on[0] / SIDE, on[0] % SIDE);
+            assert!(
+                (12..=16).contains(&y) && (11..=16).contains(&x),
+                "({y},{x})"
+            );
+            seen.insert(on[0]);
+        }
+        assert!(seen.len() > 10, "augmentation varies: {}", seen.len());
+    }
+
+    #[test]
+    fn settings_validation() {
+        let s = TrainSettings::default();
+        assert!(s.trainer_config(1).is_ok());
+        for bad in [
+            TrainSettings {
+                lr: 0.0,
+                ..s.clone()
+            },
+            TrainSettings {
+                batch_size: 0,
+                ..s.clone()
+            },
+            TrainSettings {
+                val_split: 1.0,
+                ..s.clone()
+            },
+            TrainSettings {
+                model: "vgg".into(),
+                ..s.clone()
+            },
+            TrainSettings {
+                optimizer: "lbfgs".into(),
+                ..s.clone()
+            },
+            TrainSettings {
+                norm_std: 0.0,
+                ..s.clone()
+            },
+        ] {
+            assert!(
+                matches!(bad.trainer_config(1), Err(TrainError::Settings(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn csv_has_a_row_per_epoch_and_blank_missing_values() {
+        let m = EpochMetrics {
+            epoch: 1,
+            train_loss: 0.5,
+            train_acc: 0.8,
+            val_loss: f64::NAN,
+            val_acc: f64::NAN,
+            test_loss: 0.6,
+            test_acc: 0.75,
+            seconds: 1.0,
+            images_per_sec: 100.0,
+        };
+        let csv = metrics_csv(&[m.clone(), EpochMetrics { epoch: 2, ..m }]);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(
+            lines[1].starts_with("1,0.500000,0.800000,,,0.600000"),
+            "{}",
+            lines[1]
+        );
+    }
+}
