@@ -11,6 +11,47 @@
 //!
 //! PyTorch semantics are the reference everywhere: weight layouts
 //! `[out][in][kh][kw]` and `[out][in]`, pooling in floor mode, zero padding.
+//!
+//! # RAM budget (f32 models)
+//!
+//! Exact bytes from `size_of` (pinned by the test
+//! `model::tests::struct_sizes_are_exact` and the example below). Gradients
+//! use the `Params` type; "scratch" is the stack buffer `backward` uses for
+//! activation gradients (`LeNet5::BACKWARD_SCRATCH_BYTES`).
+//!
+//! | buffer                                    | [`LeNet5`](model::LeNet5) | [`LeNet5Max`](model::LeNet5Max) |
+//! |-------------------------------------------|----------:|----------:|
+//! | `Params` (61 706 / 44 426 scalars)        |   246 824 |   177 704 |
+//! | `Activations`                             |    35 512 |    28 632 |
+//! | **inference**: params + activations       | **282 336** | **206 336** |
+//! | grads (`Params`)                          |   246 824 |   177 704 |
+//! | `AdamState<Params>`                       |   493 652 |   355 412 |
+//! | **training with Adam**: params + grads + activations + Adam state | **1 022 812** | **739 452** |
+//! | backward stack scratch                    |    32 336 |    23 216 |
+//! | `SgdState<Params>` (instead of Adam)      |   246 828 |   177 708 |
+//!
+//! For inference the parameters can be an immutable `static` (flash), so
+//! the RAM needed is the activations alone. Float training does not fit a
+//! typical Cortex-M4 (128 to 256 KiB of RAM); it is for the workstation and
+//! for tests.
+//!
+//! ```
+//! use core::mem::size_of;
+//! use lenet_core::model::*;
+//! use lenet_core::optim::AdamState;
+//! assert_eq!(size_of::<LeNet5Params>() + size_of::<LeNet5Activations>(), 282_336);
+//! assert_eq!(size_of::<LeNet5MaxParams>() + size_of::<LeNet5MaxActivations>(), 206_336);
+//! let train = |p: usize, a: usize, adam: usize| 2 * p + a + adam;
+//! assert_eq!(
+//!     train(size_of::<LeNet5Params>(), size_of::<LeNet5Activations>(), size_of::<AdamState<LeNet5Params>>()),
+//!     1_022_812
+//! );
+//! assert_eq!(
+//!     train(size_of::<LeNet5MaxParams>(), size_of::<LeNet5MaxActivations>(), size_of::<AdamState<LeNet5MaxParams>>()),
+//!     739_452
+//! );
+//! assert_eq!((LeNet5::BACKWARD_SCRATCH_BYTES, LeNet5Max::BACKWARD_SCRATCH_BYTES), (32_336, 23_216));
+//! ```
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
