@@ -1,1 +1,74 @@
-//! `defmt::Format` implementations for the public types (feature `defmt`).
+//! `defmt::Format` implementations for the public types (feature `defmt`),
+//! so firmware can log them with `defmt::info!("{}", kind)`.
+//!
+//! Enums print their command-line names; optimizer configurations print
+//! their hyperparameters; the geometry markers print their numbers.
+
+use defmt::{Format, Formatter, write};
+
+use crate::activation::{Activation, ParseActivationError};
+use crate::model::{ModelKind, ParseModelKindError};
+use crate::optim::{Adam, Sgd};
+use crate::shape::{Padding, Stride, Window};
+
+impl Format for Activation {
+    fn format(&self, f: Formatter<'_>) {
+        write!(f, "{=str}", self.name());
+    }
+}
+
+impl Format for ModelKind {
+    fn format(&self, f: Formatter<'_>) {
+        write!(f, "{=str}", self.name());
+    }
+}
+
+impl Format for ParseActivationError {
+    fn format(&self, f: Formatter<'_>) {
+        write!(f, "unknown activation (expected sigmoid, relu or tanh)");
+    }
+}
+
+impl Format for ParseModelKindError {
+    fn format(&self, f: Formatter<'_>) {
+        write!(f, "unknown model (expected lenet5 or lenet5-max)");
+    }
+}
+
+impl Format for Sgd {
+    fn format(&self, f: Formatter<'_>) {
+        write!(
+            f,
+            "Sgd {{ lr: {=f32}, momentum: {=f32}, weight_decay: {=f32} }}",
+            self.lr, self.momentum, self.weight_decay
+        );
+    }
+}
+
+impl Format for Adam {
+    fn format(&self, f: Formatter<'_>) {
+        write!(
+            f,
+            "Adam {{ lr: {=f32}, beta1: {=f32}, beta2: {=f32}, eps: {=f32}, weight_decay: {=f32} }}",
+            self.lr, self.beta1, self.beta2, self.eps, self.weight_decay
+        );
+    }
+}
+
+impl<const PH: usize, const PW: usize> Format for Padding<PH, PW> {
+    fn format(&self, f: Formatter<'_>) {
+        write!(f, "Padding<{=usize}, {=usize}>", PH, PW);
+    }
+}
+
+impl<const SH: usize, const SW: usize> Format for Stride<SH, SW> {
+    fn format(&self, f: Formatter<'_>) {
+        write!(f, "Stride<{=usize}, {=usize}>", SH, SW);
+    }
+}
+
+impl<const KH: usize, const KW: usize> Format for Window<KH, KW> {
+    fn format(&self, f: Formatter<'_>) {
+        write!(f, "Window<{=usize}, {=usize}>", KH, KW);
+    }
+}
