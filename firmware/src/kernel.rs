@@ -1,0 +1,55 @@
+//! The model in flash and the inference entry point of the programs.
+//!
+//! `build.rs` turns the `.q8` file into [`MODEL`], a `static` of lenet-core's
+//! `QuantLeNet` (flash, no RAM). [`Model::classify`] runs lenet-core's
+//! integer reference (`QuantLeNet::infer`), or, for the classic LeNet-5
+//! unless the `reference` feature is on, the Cortex-M4 kernels of
+//! [`crate::fast`], which equal it bit for bit.
+
+#[allow(clippy::all, missing_docs)]
+mod generated {
+    use lenet_core::quant::QuantAct::*;
+    use lenet_core::quant::*;
+    include!(concat!(env!("OUT_DIR"), "/model.rs"));
+}
+
+pub use generated::{MODEL, Net};
+
+/// Whether [`Model::classify`] runs the Cortex-M4 kernels (`true`) or
+/// lenet-core's reference.
+pub const FAST: bool = cfg!(all(lenet_fast, not(feature = "reference")));
+
+#[cfg(all(lenet_fast, not(feature = "reference")))]
+use crate::fast::{Scratch, infer};
+#[cfg(not(all(lenet_fast, not(feature = "reference"))))]
+use lenet_core::quant::Scratch;
+
+#[cfg(not(all(lenet_fast, not(feature = "reference"))))]
+fn infer(scratch: &mut Scratch, image: &[u8; 784]) -> [i8; 10] {
+    MODEL.infer(scratch, image)
+}
+
+/// An inference engine: the model in flash plus its working memory.
+pub struct Model {
+    scratch: Scratch,
+}
+
+impl Model {
+    /// The embedded model with zeroed working memory.
+    pub const fn new() -> Self {
+        Self {
+            scratch: Scratch::new(),
+        }
+    }
+
+    /// The ten int8 logits of a raw 28×28 image (row-major pixels).
+    pub fn classify(&mut self, logits: &mut [i8; 10], image: &[u8; 784]) {
+        *logits = infer(&mut self.scratch, image);
+    }
+}
+
+impl Default for Model {
+    fn default() -> Self {
+        Self::new()
+    }
+}

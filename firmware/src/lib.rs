@@ -1,0 +1,108 @@
+//! `lenet-firmware`: LeNet-5 int8 inference on a Cortex-M4F.
+//!
+//! The shared pieces of the programs in `src/bin/`: the defmt logger
+//! (semihosting), the panic and HardFault handlers (both end the program with
+//! a failure status through semihosting, so QEMU exits non-zero), the exit
+//! helpers, the instruction/cycle meter, the stack high-water mark, and the
+//! model embedded in flash by `build.rs`.
+//!
+//! Two memory maps, chosen by cargo feature (see `build.rs`):
+//! - default: QEMU `-machine mps2-an386` (4 MiB flash at 0, 4 MiB RAM at
+//!   0x2000_0000); the meter counts instructions with the CMSDK APB timer 0
+//!   under `-icount shift=6`;
+//! - `nucleo-f411re`: the ST Nucleo-F411RE board; the meter counts cycles
+//!   with the DWT.
+//!
+//! Output channels: defmt log frames go to semihosting stdout (decode them
+//! with `defmt-print`); the human-readable report lines go to semihosting
+//! stderr as plain text, so a test can read them without a defmt decoder.
+#![no_std]
+#![deny(missing_docs)]
+
+use core::panic::PanicInfo;
+
+use cortex_m as _; // critical-section implementation (single core)
+use cortex_m_rt::{ExceptionFrame, exception};
+use defmt_semihosting as _; // global logger
+
+#[cfg(lenet_fast)]
+pub mod fast;
+pub mod kernel;
+pub mod meter;
+
+/// Prints one line of the report (plain text on semihosting stderr).
+#[macro_export]
+macro_rules! report {
+    ($($arg:tt)*) => {
+        // A report line that cannot be written is not worth a panic.
+        let _ = ::semihosting::eprintln!($($arg)*);
+    };
+}
+
+/// Ends the program with success: QEMU (or `probe-rs run`) exits with 0.
+pub fn exit_success() -> ! {
+    semihosting::process::exit(0)
+}
+
+/// Ends the program with a failure status: QEMU exits with `code` (not 0).
+pub fn exit_failure(code: i32) -> ! {
+    semihosting::process::exit(code)
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo) -> ! {
+    report!("panic: {info}");
+    defmt::error!("panic: {}", defmt::Display2Format(info));
+    exit_failure(101)
+}
+
+#[defmt::panic_handler]
+fn defmt_panic() -> ! {
+    exit_failure(101)
+}
+
+#[exception]
+unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
+    report!("HardFault: pc={:#010x} lr={:#010x}", frame.pc(), frame.lr());
+    exit_failure(3)
+}
+
+unsafe extern "C" {
+    // From cortex-m-rt's link.x: the stack grows down from `_stack_start`
+    // to `_stack_end`, and `paint-stack` fills that range with 0xCCCC_CCCC.
+    static _stack_start: u32;
+    static _stack_end: u32;
+}
+
+/// Deepest stack use so far, in bytes: the distance from the top of the
+/// stack to the lowest word that no longer holds cortex-m-rt's paint.
+pub fn stack_high_water() -> usize {
+    let top = &raw const _stack_start as usize;
+    let mut p = &raw const _stack_end as usize;
+    while p < top {
+        // SAFETY: [p, top) is the stack region, word aligned (link.x asserts
+        // it); reading a word of it is always valid.
+        let w = unsafe { core::ptr::read_volatile(p as *const u32) };
+        if w != cortex_m_rt::STACK_PAINT_VALUE {
+            break;
+        }
+        p += 4;
+    }
+    top - p
+}
+
+/// Size of the stack region (RAM not taken by statics), in bytes.
+pub fn stack_size() -> usize {
+    (&raw const _stack_start as usize) - (&raw const _stack_end as usize)
+}
+
+/// Index of the largest logit, the first one on a tie (like `torch.argmax`).
+pub fn argmax(logits: &[i8]) -> usize {
+    let mut best = 0;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > logits[best] {
+            best = i;
+        }
+    }
+    best
+}
