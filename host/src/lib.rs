@@ -15,6 +15,7 @@ pub mod eval;
 pub mod export;
 pub mod fetch;
 pub mod fsutil;
+pub mod int8;
 pub mod modelfile;
 pub mod plots;
 pub mod predict;

@@ -12,7 +12,7 @@
 //!
 //! | tensor | scheme |
 //! |---|---|
-//! | weights | int8, symmetric **per output channel**: zero point 0, `s_w[c] = max|w[c]| / 127`, values in `[-127, 127]` |
+//! | weights | int8, symmetric **per output channel**: zero point 0, `s_w[c] = max(abs(w[c])) / 127`, values in `[-127, 127]` |
 //! | bias | int32, scale `s_in * s_w[c]`, zero point 0 |
 //! | activations | int8 **per tensor**, asymmetric: `scale = (max - min) / 255`, `zp = round(-128 - min / scale)`, from min/max calibration with the range widened to include 0 |
 //! | input | raw pixel `p` in `0..=255` becomes `q = p - 128`; the float model sees `x = (p / 255 - mean) / std`, so `scale = 1 / (255 std)`, `zp = round(255 mean - 128)` |
@@ -255,6 +255,26 @@ impl QuantAct {
             1 => Some(Self::Relu),
             2 => Some(Self::Tanh),
             _ => None,
+        }
+    }
+}
+
+impl From<crate::activation::Activation> for QuantAct {
+    fn from(a: crate::activation::Activation) -> Self {
+        match a {
+            crate::activation::Activation::Sigmoid => Self::Sigmoid,
+            crate::activation::Activation::Relu => Self::Relu,
+            crate::activation::Activation::Tanh => Self::Tanh,
+        }
+    }
+}
+
+impl From<QuantAct> for crate::activation::Activation {
+    fn from(a: QuantAct) -> Self {
+        match a {
+            QuantAct::Sigmoid => Self::Sigmoid,
+            QuantAct::Relu => Self::Relu,
+            QuantAct::Tanh => Self::Tanh,
         }
     }
 }

@@ -1,0 +1,465 @@
+//! int8 post-training quantization on the workstation: calibration, `.q8`
+//! export and int8 evaluation.
+//!
+//! The int8 model and its inference are `lenet_core::quant` (the same code
+//! the firmware runs); this module adds what needs a dataset and threads:
+//!
+//! 1. [`calibrate`]: run the float model over calibration images (by
+//!    default the first [`DEFAULT_CALIBRATION_IMAGES`] training images) and
+//!    record the min/max of every pre-activation tensor;
+//! 2. [`quantize`]: calibrate, then convert the flat float parameters to a
+//!    [`QuantModel`];
+//! 3. [`to_bytes`] / [`write_q8`] / [`read_q8`]: the `.q8` file;
+//! 4. [`evaluate_int8`], [`evaluate_float`], [`compare`]: accuracy over a
+//!    labelled set, in parallel with rayon.
+//!
+//! Images are flat `N x 784` row-major `u8` pixels (the IDX layout, as
+//! `data::Dataset::images`); labels are `N` bytes. Float parameters are flat
+//! `f32` in PyTorch `state_dict` order. The float forward pass here is a
+//! plain reference for calibration and comparison (PyTorch semantics,
+//! `x = (p / 255 - mean) / std`).
+//!
+//! ```no_run
+//! use lenet_host::int8::{compare, quantize, write_q8, QuantAct, QuantArch};
+//! # fn demo(params: &[f32], train: &[u8], test: &[u8], labels: &[u8]) -> anyhow::Result<()> {
+//! let model = quantize(QuantArch::LeNet5, QuantAct::Sigmoid, params, &train[..2000 * 784], 0.0, 1.0)?;
+//! write_q8("model.q8".as_ref(), &model)?;
+//! let c = compare(&model, params, test, labels)?;
+//! println!("float {:.2} %, int8 {:.2} %", 100.0 * c.float.accuracy(), 100.0 * c.int8.accuracy());
+//! # Ok(()) }
+//! ```
+
+use std::path::Path;
+
+use anyhow::{Context, Result, ensure};
+use rayon::prelude::*;
+
+pub use lenet_core::quant::{QuantAct, QuantArch, QuantModel, Ranges};
+use lenet_core::quant::{Scratch, num_float_params};
+
+/// Pixels per image.
+const PIXELS: usize = 784;
+
+/// Number of training images used for calibration unless told otherwise.
+pub const DEFAULT_CALIBRATION_IMAGES: usize = 2000;
+
+/// Correct predictions out of a total.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Accuracy {
+    /// Correct predictions.
+    pub correct: usize,
+    /// Samples.
+    pub total: usize,
+}
+
+impl Accuracy {
+    /// `correct / total` (0 for an empty set).
+    pub fn accuracy(self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            self.correct as f64 / self.total as f64
+        }
+    }
+}
+
+/// Float and int8 accuracy over the same samples, and how often the two
+/// predict the same class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Comparison {
+    /// Float model.
+    pub float: Accuracy,
+    /// int8 model.
+    pub int8: Accuracy,
+    /// Samples where both predict the same class.
+    pub agree: usize,
+}
+
+/// Float model as flat parameters in `state_dict` order.
+#[derive(Clone, Copy, Debug)]
+pub struct FloatLeNet<'a> {
+    /// Architecture.
+    pub arch: QuantArch,
+    /// Hidden activation.
+    pub act: QuantAct,
+    /// Flat parameters.
+    pub params: &'a [f32],
+    /// Input normalization mean.
+    pub mean: f32,
+    /// Input normalization standard deviation.
+    pub std: f32,
+}
+
+/// `y (CO, OH, OW) = conv(x (CI, H, W), w (CO, CI, K, K)) + b`, stride 1,
+/// zero padding `p`; returns `(y, OH, OW)`.
+fn conv(
+    x: &[f32],
+    (ci, h, w): (usize, usize, usize),
+    wt: &[f32],
+    b: &[f32],
+    k: usize,
+    p: usize,
+) -> (Vec<f32>, usize, usize) {
+    let co = b.len();
+    let (oh, ow) = (h + 2 * p - k + 1, w + 2 * p - k + 1);
+    let mut y = vec![0f32; co * oh * ow];
+    for o in 0..co {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut acc = b[o];
+                for c in 0..ci {
+                    for u in 0..k {
+                        let Some(iy) = (oy + u).checked_sub(p).filter(|&iy| iy < h) else {
+                            continue;
+                        };
+                        for v in 0..k {
+                            let Some(ix) = (ox + v).checked_sub(p).filter(|&ix| ix < w) else {
+                                continue;
+                            };
+                            acc += wt[((o * ci + c) * k + u) * k + v] * x[(c * h + iy) * w + ix];
+                        }
+                    }
+                }
+                y[(o * oh + oy) * ow + ox] = acc;
+            }
+        }
+    }
+    (y, oh, ow)
+}
+
+/// 2x2 pooling, stride 2: average or max.
+fn pool(x: &[f32], (c, h, w): (usize, usize, usize), max: bool) -> Vec<f32> {
+    let (oh, ow) = (h / 2, w / 2);
+    let mut y = vec![0f32; c * oh * ow];
+    for ch in 0..c {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let at = |dy: usize, dx: usize| x[(ch * h + 2 * oy + dy) * w + 2 * ox + dx];
+                let v = [at(0, 0), at(0, 1), at(1, 0), at(1, 1)];
+                y[(ch * oh + oy) * ow + ox] = if max {
+                    v.into_iter().fold(f32::NEG_INFINITY, f32::max)
+                } else {
+                    v.iter().sum::<f32>() / 4.0
+                };
+            }
+        }
+    }
+    y
+}
+
+/// `y = w x + b`, `w` `(O, I)`.
+fn linear(x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
+    let n = x.len();
+    b.iter()
+        .enumerate()
+        .map(|(o, &bo)| {
+            bo + w[o * n..(o + 1) * n]
+                .iter()
+                .zip(x)
+                .map(|(a, b)| a * b)
+                .sum::<f32>()
+        })
+        .collect()
+}
+
+fn activate(act: QuantAct, v: &mut [f32]) {
+    for x in v {
+        *x = match act {
+            QuantAct::Sigmoid => 1.0 / (1.0 + (-*x).exp()),
+            QuantAct::Relu => x.max(0.0),
+            QuantAct::Tanh => x.tanh(),
+        };
+    }
+}
+
+impl FloatLeNet<'_> {
+    /// Float logits of one image, widening `ranges` (if given) with every
+    /// pre-activation tensor.
+    ///
+    /// # Panics
+    ///
+    /// If `image` is not 784 pixels or the parameter count is wrong (checked
+    /// by the public entry points).
+    pub fn forward(&self, image: &[u8], mut ranges: Option<&mut Ranges>) -> [f32; 10] {
+        assert_eq!(image.len(), PIXELS);
+        let flat = self.arch.flat();
+        let mut rest = self.params;
+        let mut take = |n: usize| {
+            let (head, tail) = rest.split_at(n);
+            rest = tail;
+            head
+        };
+        let mut observe = |pick: fn(&mut Ranges) -> &mut (f32, f32), v: &[f32]| {
+            if let Some(r) = ranges.as_deref_mut() {
+                Ranges::observe(pick(r), v);
+            }
+        };
+        let max = self.arch == QuantArch::LeNet5Max;
+        let x: Vec<f32> = image
+            .iter()
+            .map(|&p| (f32::from(p) / 255.0 - self.mean) / self.std)
+            .collect();
+        let (w, b) = (take(150), take(6));
+        let (mut y, h, wd) = conv(&x, (1, 28, 28), w, b, 5, self.arch.conv1_padding());
+        observe(|r| &mut r.conv1, &y);
+        activate(self.act, &mut y);
+        let x = pool(&y, (6, h, wd), max);
+        let (w, b) = (take(2400), take(16));
+        let (mut y, h, wd) = conv(&x, (6, h / 2, wd / 2), w, b, 5, 0);
+        observe(|r| &mut r.conv2, &y);
+        activate(self.act, &mut y);
+        let x = pool(&y, (16, h, wd), max);
+        debug_assert_eq!(x.len(), flat);
+        let (w, b) = (take(120 * flat), take(120));
+        let mut y = linear(&x, w, b);
+        observe(|r| &mut r.fc1, &y);
+        activate(self.act, &mut y);
+        let (w, b) = (take(84 * 120), take(84));
+        let mut y = linear(&y, w, b);
+        observe(|r| &mut r.fc2, &y);
+        activate(self.act, &mut y);
+        let (w, b) = (take(10 * 84), take(10));
+        let y = linear(&y, w, b);
+        observe(|r| &mut r.logits, &y);
+        std::array::from_fn(|i| y[i])
+    }
+
+    /// Predicted class (first maximum, as `torch.argmax`).
+    pub fn predict(&self, image: &[u8]) -> usize {
+        argmax_f32(&self.forward(image, None))
+    }
+
+    fn check(&self) -> Result<()> {
+        let expected = num_float_params(self.arch.flat());
+        ensure!(
+            self.params.len() == expected,
+            "{:?} has {expected} float parameters, got {}",
+            self.arch,
+            self.params.len()
+        );
+        ensure!(
+            self.mean.is_finite() && self.std.is_finite() && self.std > 0.0,
+            "input normalization needs a finite mean and a positive std (got mean {}, std {})",
+            self.mean,
+            self.std
+        );
+        Ok(())
+    }
+}
+
+fn argmax_f32(v: &[f32; 10]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+fn check_images(images: &[u8], labels: Option<&[u8]>) -> Result<usize> {
+    ensure!(
+        images.len().is_multiple_of(PIXELS),
+        "image buffer of {} bytes is not a whole number of 28x28 images",
+        images.len()
+    );
+    let n = images.len() / PIXELS;
+    if let Some(labels) = labels {
+        ensure!(labels.len() == n, "{n} images but {} labels", labels.len());
+    }
+    Ok(n)
+}
+
+/// Min/max of every pre-activation tensor of the float model over
+/// `images` (flat `N x 784`).
+///
+/// # Errors
+///
+/// Wrong parameter count, bad normalization, an empty or ragged image
+/// buffer.
+pub fn calibrate(model: &FloatLeNet<'_>, images: &[u8]) -> Result<Ranges> {
+    model.check()?;
+    let n = check_images(images, None)?;
+    ensure!(n > 0, "calibration needs at least one image");
+    Ok(images
+        .par_chunks_exact(PIXELS)
+        .fold(Ranges::empty, |mut r, img| {
+            model.forward(img, Some(&mut r));
+            r
+        })
+        .reduce(Ranges::empty, Ranges::merge))
+}
+
+/// Calibrate on `calibration` (flat `N x 784` raw pixels, e.g. the first
+/// [`DEFAULT_CALIBRATION_IMAGES`] training images) and quantize the float
+/// model (`params` flat in `state_dict` order, trained on
+/// `x = (p / 255 - mean) / std`).
+///
+/// Boxed: the model is 49 to 66 KB.
+///
+/// # Errors
+///
+/// As [`calibrate`], and any [`lenet_core::quant::QuantError`] of the
+/// conversion.
+pub fn quantize(
+    arch: QuantArch,
+    act: QuantAct,
+    params: &[f32],
+    calibration: &[u8],
+    mean: f32,
+    std: f32,
+) -> Result<Box<QuantModel>> {
+    let float = FloatLeNet {
+        arch,
+        act,
+        params,
+        mean,
+        std,
+    };
+    let ranges = calibrate(&float, calibration)?;
+    let model = QuantModel::quantize(arch, act, params, &ranges, mean, std)
+        .context("quantizing the float model")?;
+    Ok(Box::new(model))
+}
+
+/// The `.q8` encoding of `model`.
+pub fn to_bytes(model: &QuantModel) -> Vec<u8> {
+    let mut out = vec![0u8; model.encoded_len()];
+    let n = model
+        .write_bytes(&mut out)
+        .expect("buffer sized by encoded_len");
+    debug_assert_eq!(n, out.len());
+    out
+}
+
+/// Parse a `.q8` encoding (boxed).
+///
+/// # Errors
+///
+/// The [`lenet_core::quant::QuantError`] of the first problem found.
+pub fn from_bytes(bytes: &[u8]) -> Result<Box<QuantModel>> {
+    Ok(Box::new(QuantModel::from_bytes(bytes)?))
+}
+
+/// Write `model` to `path` as `.q8`.
+///
+/// # Errors
+///
+/// I/O errors, with the path.
+pub fn write_q8(path: &Path, model: &QuantModel) -> Result<()> {
+    std::fs::write(path, to_bytes(model)).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Read a `.q8` file.
+///
+/// # Errors
+///
+/// I/O errors or a rejected file, with the path.
+pub fn read_q8(path: &Path) -> Result<Box<QuantModel>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    from_bytes(&bytes).with_context(|| format!("loading {}", path.display()))
+}
+
+/// int8 predictions for every image (flat `N x 784`), in parallel.
+///
+/// # Errors
+///
+/// A ragged image buffer.
+pub fn predict_int8(model: &QuantModel, images: &[u8]) -> Result<Vec<u8>> {
+    check_images(images, None)?;
+    Ok(images
+        .par_chunks_exact(PIXELS)
+        .map_init(Scratch::new, |scratch, img| {
+            let img: &[u8; PIXELS] = img.try_into().expect("chunks of 784");
+            model.predict(scratch, img) as u8
+        })
+        .collect())
+}
+
+/// int8 accuracy over a labelled set.
+///
+/// # Errors
+///
+/// A ragged image buffer or a label count that does not match.
+pub fn evaluate_int8(model: &QuantModel, images: &[u8], labels: &[u8]) -> Result<Accuracy> {
+    check_images(images, Some(labels))?;
+    let pred = predict_int8(model, images)?;
+    Ok(Accuracy {
+        correct: pred.iter().zip(labels).filter(|(p, l)| p == l).count(),
+        total: labels.len(),
+    })
+}
+
+/// Float accuracy of the same model over a labelled set.
+///
+/// # Errors
+///
+/// As [`calibrate`], or a label count that does not match.
+pub fn evaluate_float(model: &FloatLeNet<'_>, images: &[u8], labels: &[u8]) -> Result<Accuracy> {
+    model.check()?;
+    check_images(images, Some(labels))?;
+    let correct = images
+        .par_chunks_exact(PIXELS)
+        .zip(labels.par_iter())
+        .filter(|(img, l)| model.predict(img) == usize::from(**l))
+        .count();
+    Ok(Accuracy {
+        correct,
+        total: labels.len(),
+    })
+}
+
+/// Float and int8 accuracy of `model` (quantized from `params`, with the
+/// normalization stored in it) over a labelled set, and their agreement.
+///
+/// # Errors
+///
+/// As [`evaluate_float`].
+pub fn compare(
+    model: &QuantModel,
+    params: &[f32],
+    images: &[u8],
+    labels: &[u8],
+) -> Result<Comparison> {
+    let (mean, std) = match model {
+        QuantModel::LeNet5(m) => (m.input_mean, m.input_std),
+        QuantModel::LeNet5Max(m) => (m.input_mean, m.input_std),
+    };
+    let float = FloatLeNet {
+        arch: model.arch(),
+        act: model.act(),
+        params,
+        mean,
+        std,
+    };
+    float.check()?;
+    check_images(images, Some(labels))?;
+    let q = predict_int8(model, images)?;
+    let f: Vec<usize> = images
+        .par_chunks_exact(PIXELS)
+        .map(|img| float.predict(img))
+        .collect();
+    let hits = |p: &mut dyn Iterator<Item = usize>| {
+        p.zip(labels)
+            .filter(|(p, l)| *p == usize::from(**l))
+            .count()
+    };
+    Ok(Comparison {
+        float: Accuracy {
+            correct: hits(&mut f.iter().copied()),
+            total: labels.len(),
+        },
+        int8: Accuracy {
+            correct: hits(&mut q.iter().map(|&p| usize::from(p))),
+            total: labels.len(),
+        },
+        agree: f
+            .iter()
+            .zip(&q)
+            .filter(|(a, b)| **a == usize::from(**b))
+            .count(),
+    })
+}
+
+#[cfg(test)]
+mod tests;
