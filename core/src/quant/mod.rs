@@ -259,6 +259,24 @@ impl QuantAct {
     }
 }
 
+impl From<crate::model::ModelKind> for QuantArch {
+    fn from(k: crate::model::ModelKind) -> Self {
+        match k {
+            crate::model::ModelKind::LeNet5 => Self::LeNet5,
+            crate::model::ModelKind::LeNet5Max => Self::LeNet5Max,
+        }
+    }
+}
+
+impl From<QuantArch> for crate::model::ModelKind {
+    fn from(a: QuantArch) -> Self {
+        match a {
+            QuantArch::LeNet5 => Self::LeNet5,
+            QuantArch::LeNet5Max => Self::LeNet5Max,
+        }
+    }
+}
+
 impl From<crate::activation::Activation> for QuantAct {
     fn from(a: crate::activation::Activation) -> Self {
         match a {

@@ -156,6 +156,65 @@ fn int8_logits_track_float_logits() {
     }
 }
 
+/// The float pass used for calibration is the trained model: it matches
+/// `lenet_core::model` (the training code's forward) on every logit.
+#[test]
+fn float_reference_matches_core_model() {
+    use lenet_core::model::{
+        Image, LeNet5, LeNet5Activations, LeNet5Max, LeNet5MaxActivations, LeNet5MaxParams,
+        LeNet5Params, Model,
+    };
+    use lenet_core::optim::Parameters;
+    fn load<P: Parameters>(p: &mut P, flat: &[f32]) {
+        let mut rest = flat;
+        for t in p.tensors_mut() {
+            let (head, tail) = rest.split_at(t.len());
+            t.copy_from_slice(head);
+            rest = tail;
+        }
+        assert!(rest.is_empty());
+    }
+    let (images, _) = synthetic(10, 12);
+    let (mean, std) = (0.2860, 0.3530);
+    for (arch, act) in all_combinations() {
+        let params = random_params(arch, 1.5, 13);
+        let float = FloatLeNet {
+            arch,
+            act,
+            params: &params,
+            mean,
+            std,
+        };
+        for img in images.chunks_exact(PIXELS) {
+            let mut x: Image = [[[0.0; 28]; 28]; 1];
+            for (i, &p) in img.iter().enumerate() {
+                x[0][i / 28][i % 28] = (f32::from(p) / 255.0 - mean) / std;
+            }
+            let core_logits = match arch {
+                QuantArch::LeNet5 => {
+                    let mut p = Box::new(LeNet5Params::zeroed());
+                    load(&mut *p, &params);
+                    let mut acts = Box::new(LeNet5Activations::zeroed());
+                    *LeNet5 { act: act.into() }.forward(&mut acts, &p, &x)
+                }
+                QuantArch::LeNet5Max => {
+                    let mut p = Box::new(LeNet5MaxParams::zeroed());
+                    load(&mut *p, &params);
+                    let mut acts = Box::new(LeNet5MaxActivations::zeroed());
+                    *LeNet5Max { act: act.into() }.forward(&mut acts, &p, &x)
+                }
+            };
+            let ours = float.forward(img, None);
+            for (a, b) in ours.iter().zip(core_logits) {
+                assert!(
+                    (a - b).abs() <= 1e-4 + 1e-4 * b.abs(),
+                    "{arch:?} {act:?}: {ours:?} vs {core_logits:?}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn calibration_covers_the_float_tensors() {
     let (calib, _) = synthetic(20, 5);
