@@ -17,7 +17,7 @@
 
 use core::arch::asm;
 
-use lenet_core::quant::{avg_pool_round, lut_index, requantize};
+use lenet_core::quant::{avg_pool_round, requantize, rounding_divide_by_pot};
 
 #[allow(clippy::all, missing_docs)]
 mod packed {
@@ -72,10 +72,10 @@ fn set_half(word: &mut u32, half: usize, v: i32) {
 pub struct Scratch {
     /// conv1 input: the image padded by 2, (32, 32) i16 `p - 128 - zp_in`,
     /// two columns to a word; the border stays 0. // (H+4, (W+4)/2)
-    x1: [[u32; 16]; 32],
+    x1: [u32; 32 * 16],
     /// conv2 input: pooled conv1 map minus its zero point; per pixel the
     /// channel pairs (0,1) (2,3) (4,5). // (14, 14, 3)
-    x2: [[[u32; 3]; 14]; 14],
+    x2: [u32; 14 * 14 * 3],
     /// fc1 input (flattened pooled conv2 map, PyTorch order) minus its zero
     /// point; group `g` of four values `x0..x3` as words (x0,x2) (x1,x3),
     /// the two halves SXTB16 makes of a word of four int8 weights. // (100, 2)
@@ -90,8 +90,8 @@ impl Scratch {
     /// Zeroed (can be a `static`).
     pub const fn new() -> Self {
         Self {
-            x1: [[0; 16]; 32],
-            x2: [[[0; 3]; 14]; 14],
+            x1: [0; 32 * 16],
+            x2: [0; 14 * 14 * 3],
             f1: [[0; 2]; 100],
             f2: [[0; 2]; 30],
             f3: [[0; 2]; 21],
@@ -117,7 +117,10 @@ fn set_grouped(f: &mut [[u32; 2]], i: usize, v: i32) {
 pub fn infer(s: &mut Scratch, image: &[u8; 784]) -> [i8; 10] {
     // Input: p - 128 - zp_in as i16, padded row iy + 2, column ix + 2.
     let off = 128 + INPUT_ZP;
-    for (row, pixels) in s.x1[2..30].iter_mut().zip(image.as_chunks::<28>().0) {
+    for (row, pixels) in s.x1[2 * 16..30 * 16]
+        .chunks_exact_mut(16)
+        .zip(image.as_chunks::<28>().0)
+    {
         for (word, p) in row[1..15].iter_mut().zip(pixels.as_chunks::<2>().0) {
             let lo = i32::from(p[0]) - off;
             let hi = i32::from(p[1]) - off;
@@ -140,13 +143,33 @@ pub fn infer(s: &mut Scratch, image: &[u8; 784]) -> [i8; 10] {
     logits
 }
 
+/// `lenet_core::quant::requantize` plus 128: the activation table index.
+///
+/// For the usual right shift the Q31 product is `(acc * m + 2^30) >> 31`,
+/// which is what lenet-core's `saturating_rounding_doubling_high_mul`
+/// computes (its nudge-and-truncate equals this floor for either sign, and
+/// its one saturating case needs a negative multiplier, which the format
+/// rejects); a left shift takes lenet-core's own function.
+#[inline(always)]
+fn lut_at(acc: i32, m: i32, shift: i32, zp: i32) -> usize {
+    let q = if shift <= 0 {
+        let hi = ((i64::from(acc) * i64::from(m) + (1 << 30)) >> 31) as i32;
+        rounding_divide_by_pot(hi, shift.unsigned_abs())
+            .saturating_add(zp)
+            .clamp(-128, 127)
+    } else {
+        i32::from(requantize(acc, m, shift, zp))
+    };
+    (q + 128) as usize
+}
+
 /// Requantize the four conv outputs of a 2×2 window, look them up in the
 /// activation table, and average them (lenet-core's fused conv stage).
 #[inline(always)]
 fn act_pool(acc: [i32; 4], m: i32, sh: i32, zp: i32, lut: &[i8; 256]) -> i32 {
     let mut sum = 0;
     for a in acc {
-        sum += i32::from(lut[lut_index(requantize(a, m, sh, zp))]);
+        sum += i32::from(lut[lut_at(a, m, sh, zp)]);
     }
     avg_pool_round(sum, 4)
 }
@@ -165,45 +188,85 @@ fn conv1(s: &mut Scratch) {
         let (b, m, sh) = (C1_BIAS[co], C1_MULT[co], C1_SHIFT[co]);
         for py in 0..14 {
             for px in 0..14 {
-                let mut acc = [b; 4];
-                for r in 0..6 {
-                    let x = &s.x1[2 * py + r][px..px + 3];
-                    if r < 5 {
-                        let k = &w[r];
-                        acc[0] = smlad(smlad(smlad(acc[0], k[0], x[0]), k[1], x[1]), k[2], x[2]);
-                        acc[1] = smlad(smlad(smlad(acc[1], k[3], x[0]), k[4], x[1]), k[5], x[2]);
-                    }
-                    if r >= 1 {
-                        let k = &w[r - 1];
-                        acc[2] = smlad(smlad(smlad(acc[2], k[0], x[0]), k[1], x[1]), k[2], x[2]);
-                        acc[3] = smlad(smlad(smlad(acc[3], k[3], x[0]), k[4], x[1]), k[5], x[2]);
-                    }
-                }
-                let v = act_pool(acc, m, sh, PRE_ZP1, &LUT1);
-                set_half(&mut s.x2[py][px][co / 2], co % 2, v - OUT_ZP1);
+                // Padded rows 2py .. 2py + 6, words px .. px + 3.
+                let base = 2 * py * 16 + px;
+                let x: &[u32; 5 * 16 + 3] = s.x1[base..base + 5 * 16 + 3].try_into().unwrap();
+                let [a0, a1] = conv1_pair(b, w, x.first_chunk().unwrap());
+                let [a2, a3] = conv1_pair(b, w, x[16..].try_into().unwrap());
+                let v = act_pool([a0, a1, a2, a3], m, sh, PRE_ZP1, &LUT1);
+                let word = &mut s.x2[(py * 14 + px) * 3 + co / 2];
+                set_half(word, co % 2, v - OUT_ZP1);
             }
         }
     }
+}
+
+/// One kernel row of [`conv1_pair`]: three input words, then W against
+/// them for the even column and V for the odd one; the input pointer moves
+/// one padded row (16 words) down.
+macro_rules! conv1_row {
+    () => {
+        "ldm {xp}, {{r9, r10, r12}}
+         adds {xp}, #64
+         ldm {wp}!, {{r4, r5, r8}}
+         smlad r0, r4, r9, r0
+         smlad r0, r5, r10, r0
+         smlad r0, r8, r12, r0
+         ldm {wp}!, {{r4, r5, r8}}
+         smlad r1, r4, r9, r1
+         smlad r1, r5, r10, r1
+         smlad r1, r8, r12, r1
+        "
+    };
+}
+
+/// Two horizontally adjacent conv1 outputs (even column, odd column)
+/// whose 5×6 input patch starts at `x[0]` (rows 16 words apart): `bias`
+/// plus 15 SMLAD each, one LDM per kernel row for the input and one per
+/// weight triple.
+#[inline(always)]
+fn conv1_pair(bias: i32, w: &[[u32; 6]; 5], x: &[u32; 4 * 16 + 3]) -> [i32; 2] {
+    let [mut a0, mut a1] = [bias; 2];
+    // SAFETY: reads the 30 words of `w` in order and words r * 16 + 0..3
+    // of `x` for r in 0..5, the last at 4 * 16 + 2 = 66 < 67.
+    unsafe {
+        asm!(
+            conv1_row!(),
+            conv1_row!(),
+            conv1_row!(),
+            conv1_row!(),
+            conv1_row!(),
+            wp = inout(reg) w.as_ptr() => _,
+            xp = inout(reg) x.as_ptr() => _,
+            inout("r0") a0,
+            inout("r1") a1,
+            out("r4") _,
+            out("r5") _,
+            out("r8") _,
+            out("r9") _,
+            out("r10") _,
+            out("r12") _,
+            options(readonly, nostack),
+        );
+    }
+    [a0, a1]
 }
 
 /// conv2 (6 → 16, K 5) + act2 + avg pool 2: `x2` → `f1` (flattened in
 /// PyTorch order `co * 25 + py * 5 + px`). One SMLAD takes an input
 /// channel pair at one tap.
 fn conv2(s: &mut Scratch) {
+    // Words of the input a pooled window reads: rows 2py .. 2py + 6,
+    // columns 2px .. 2px + 6, from its top-left word.
+    const SPAN: usize = 5 * 42 + 5 * 3 + 3;
     for co in 0..16 {
         let w = &C2_W[co]; // (K, K, 3)
         let (b, m, sh) = (C2_BIAS[co], C2_MULT[co], C2_SHIFT[co]);
         for py in 0..5 {
             for px in 0..5 {
-                let mut acc = [b; 4];
-                for (ky, w_row) in w.iter().enumerate() {
-                    for (kx, k) in w_row.iter().enumerate() {
-                        for (i, a) in acc.iter_mut().enumerate() {
-                            let x = &s.x2[2 * py + (i >> 1) + ky][2 * px + (i & 1) + kx];
-                            *a = smlad(smlad(smlad(*a, k[0], x[0]), k[1], x[1]), k[2], x[2]);
-                        }
-                    }
-                }
+                let base = (2 * py * 14 + 2 * px) * 3;
+                let x: &[u32; SPAN] = s.x2[base..base + SPAN].try_into().unwrap();
+                let acc = conv2_window(b, w, x);
                 let v = act_pool(acc, m, sh, PRE_ZP2, &LUT2);
                 set_grouped(&mut s.f1, co * 25 + py * 5 + px, v - OUT_ZP2);
             }
@@ -211,16 +274,152 @@ fn conv2(s: &mut Scratch) {
     }
 }
 
+/// One tap of [`conv2_window`]: the tap's three weight words (channel
+/// pairs) against the three input words of each of the four outputs, at
+/// word offsets 0 (dy 0, dx 0), 3 (dx 1), 42 (dy 1) and 45; then the input
+/// pointer moves one column (3 words) on.
+macro_rules! conv2_tap {
+    () => {
+        "ldm {wp}!, {{r4, r5, r8}}
+         ldm {xp}, {{r9, r10, r12}}
+         smlad r0, r4, r9, r0
+         smlad r0, r5, r10, r0
+         smlad r0, r8, r12, r0
+         ldrd r9, r10, [{xp}, #12]
+         ldr r12, [{xp}, #20]
+         smlad r1, r4, r9, r1
+         smlad r1, r5, r10, r1
+         smlad r1, r8, r12, r1
+         ldrd r9, r10, [{xp}, #168]
+         ldr r12, [{xp}, #176]
+         smlad r2, r4, r9, r2
+         smlad r2, r5, r10, r2
+         smlad r2, r8, r12, r2
+         ldrd r9, r10, [{xp}, #180]
+         ldr r12, [{xp}, #188]
+         smlad r3, r4, r9, r3
+         smlad r3, r5, r10, r3
+         smlad r3, r8, r12, r3
+         adds {xp}, #12
+        "
+    };
+}
+
+/// One kernel row of [`conv2_window`]: five taps, then the input pointer
+/// moves to the next row (14 columns of 3 words, 5 columns already done).
+macro_rules! conv2_row {
+    () => {
+        concat!(
+            conv2_tap!(),
+            conv2_tap!(),
+            conv2_tap!(),
+            conv2_tap!(),
+            conv2_tap!(),
+            "adds {xp}, #108\n"
+        )
+    };
+}
+
+/// The four conv2 accumulators of a pooled window (outputs `(dy, dx)` in
+/// the order (0,0) (0,1) (1,0) (1,1)), `bias` plus 75 SMLAD each: per tap
+/// one LDM of the weights, three words of input per output.
+#[inline(always)]
+fn conv2_window(bias: i32, w: &[[[u32; 3]; 5]; 5], x: &[u32; 5 * 42 + 5 * 3 + 3]) -> [i32; 4] {
+    let [mut a0, mut a1, mut a2, mut a3] = [bias; 4];
+    // SAFETY: reads the 75 weight words of `w` in order and, for each of
+    // the 25 taps (ky, kx), the words at (ky * 42 + kx * 3) + {0..3, 3..6,
+    // 42..45, 45..48} of `x`, the last at 4 * 42 + 4 * 3 + 47 = 227 < 228.
+    unsafe {
+        asm!(
+            conv2_row!(),
+            conv2_row!(),
+            conv2_row!(),
+            conv2_row!(),
+            conv2_row!(),
+            wp = inout(reg) w.as_ptr() => _,
+            xp = inout(reg) x.as_ptr() => _,
+            inout("r0") a0,
+            inout("r1") a1,
+            inout("r2") a2,
+            inout("r3") a3,
+            out("r4") _,
+            out("r5") _,
+            out("r8") _,
+            out("r9") _,
+            out("r10") _,
+            out("r12") _,
+            options(readonly, nostack),
+        );
+    }
+    [a0, a1, a2, a3]
+}
+
 /// `bias + sum_i w[i] * x[i]` over `G` groups of four: int8 weights four
 /// to a word, `x` in the grouped i16 layout.
 #[inline(always)]
-fn dot<const G: usize>(w: &[u32; G], x: &[[u32; 2]], bias: i32) -> i32 {
+fn dot<const G: usize>(w: &[u32; G], x: &[[u32; 2]; G], bias: i32) -> i32 {
     let mut acc = bias;
-    for (&q, x) in w.iter().zip(&x[..G]) {
+    for (&q, x) in w.iter().zip(x) {
         acc = smlad(acc, sxtb16(q), x[0]);
         acc = smlad(acc, sxtb16_ror8(q), x[1]);
     }
     acc
+}
+
+/// Four outputs of a linear layer at once (rows `w[0..4]`, `G` words
+/// apart), sharing the input loads: per group of four inputs one LDRD of
+/// the input pairs, then per row one LDR of four int8 weights, two SXTB16
+/// and two SMLAD.
+#[inline(always)]
+fn dot4<const G: usize>(w: &[[u32; G]], x: &[[u32; 2]; G], acc: [i32; 4]) -> [i32; 4] {
+    let w: &[[u32; G]; 4] = w[..4].try_into().unwrap();
+    let [mut a0, mut a1, mut a2, mut a3] = acc;
+    // SAFETY: reads words 0..G of each of the four rows of `w` and the
+    // 2 * G words of `x`, in order; G > 0.
+    unsafe {
+        asm!(
+            "2:",
+            "ldrd r8, r9, [{xp}], #8",
+            "ldr r10, [{wp}, #{g1}]",
+            "sxtb16 r12, r10",
+            "sxtb16 r10, r10, ror #8",
+            "smlad r1, r12, r8, r1",
+            "smlad r1, r10, r9, r1",
+            "ldr r10, [{wp}, #{g2}]",
+            "sxtb16 r12, r10",
+            "sxtb16 r10, r10, ror #8",
+            "smlad r2, r12, r8, r2",
+            "smlad r2, r10, r9, r2",
+            "ldr r10, [{wp}, #{g3}]",
+            "sxtb16 r12, r10",
+            "sxtb16 r10, r10, ror #8",
+            "smlad r3, r12, r8, r3",
+            "smlad r3, r10, r9, r3",
+            "ldr r10, [{wp}], #4",
+            "sxtb16 r12, r10",
+            "sxtb16 r10, r10, ror #8",
+            "smlad r0, r12, r8, r0",
+            "smlad r0, r10, r9, r0",
+            "subs {n}, #1",
+            "bne 2b",
+            wp = inout(reg) w.as_ptr() => _,
+            xp = inout(reg) x.as_ptr() => _,
+            n = inout(reg) G => _,
+            g1 = const 4 * G,
+            g2 = const 8 * G,
+            g3 = const 12 * G,
+            inout("r0") a0,
+            inout("r1") a1,
+            inout("r2") a2,
+            inout("r3") a3,
+            out("r8") _,
+            out("r9") _,
+            out("r10") _,
+            out("r12") _,
+            options(readonly, nostack),
+        );
+    }
+    [a0, a1, a2, a3]
 }
 
 /// Linear layer + activation table: `y` (grouped, minus `out_zp`) from `x`.
@@ -236,9 +435,13 @@ fn linear<const O: usize, const G: usize>(
     lut: &[i8; 256],
     out_zp: i32,
 ) {
-    for o in 0..O {
-        let acc = dot(&w[o], x, bias[o]);
-        let q = lut[lut_index(requantize(acc, mult[o], shift[o], pre_zp))];
-        set_grouped(y, o, i32::from(q) - out_zp);
+    let x: &[[u32; 2]; G] = x[..G].try_into().unwrap();
+    const { assert!(O.is_multiple_of(4) && G > 0 && 12 * G < 4096) };
+    for o in (0..O).step_by(4) {
+        let acc = dot4(&w[o..], x, bias[o..o + 4].try_into().unwrap());
+        for (k, acc) in acc.into_iter().enumerate() {
+            let q = lut[lut_at(acc, mult[o + k], shift[o + k], pre_zp)];
+            set_grouped(y, o + k, i32::from(q) - out_zp);
+        }
     }
 }
