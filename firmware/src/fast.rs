@@ -158,9 +158,16 @@ fn lut_at(acc: i32, m: i32, shift: i32, zp: i32) -> usize {
             .saturating_add(zp)
             .clamp(-128, 127)
     } else {
-        i32::from(requantize(acc, m, shift, zp))
+        requantize_left(acc, m, shift, zp)
     };
     (q + 128) as usize
+}
+
+/// The rare left-shift case of [`lut_at`], out of line.
+#[cold]
+#[inline(never)]
+fn requantize_left(acc: i32, m: i32, shift: i32, zp: i32) -> i32 {
+    i32::from(requantize(acc, m, shift, zp))
 }
 
 /// Requantize the four conv outputs of a 2×2 window, look them up in the

@@ -24,20 +24,13 @@ use core::panic::PanicInfo;
 use cortex_m as _; // critical-section implementation (single core)
 use cortex_m_rt::{ExceptionFrame, exception};
 use defmt_semihosting as _; // global logger
+use report::Hex;
 
 #[cfg(lenet_fast)]
 pub mod fast;
 pub mod kernel;
 pub mod meter;
-
-/// Prints one line of the report (plain text on semihosting stderr).
-#[macro_export]
-macro_rules! report {
-    ($($arg:tt)*) => {
-        // A report line that cannot be written is not worth a panic.
-        let _ = ::semihosting::eprintln!($($arg)*);
-    };
-}
+pub mod report;
 
 /// Ends the program with success: QEMU (or `probe-rs run`) exits with 0.
 pub fn exit_success() -> ! {
@@ -51,8 +44,12 @@ pub fn exit_failure(code: i32) -> ! {
 
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
-    report!("panic: {info}");
-    defmt::error!("panic: {}", defmt::Display2Format(info));
+    // Only the location: formatting the message would link core::fmt.
+    match info.location() {
+        Some(l) => report!("panic at ", l.file(), ":", l.line()),
+        None => report!("panic"),
+    }
+    defmt::error!("panic");
     exit_failure(101)
 }
 
@@ -63,7 +60,7 @@ fn defmt_panic() -> ! {
 
 #[exception]
 unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
-    report!("HardFault: pc={:#010x} lr={:#010x}", frame.pc(), frame.lr());
+    report!("HardFault: pc=", Hex(frame.pc()), " lr=", Hex(frame.lr()));
     exit_failure(3)
 }
 

@@ -61,8 +61,9 @@ fn main() -> ! {
     }
     if body % PIXELS != 0 {
         report!(
-            "classify: images.u8 holds {} bytes, not a multiple of 784",
-            body
+            "classify: images.u8 holds ",
+            body,
+            " bytes, not a multiple of 784"
         );
         exit_failure(2);
     }
@@ -103,25 +104,29 @@ fn main() -> ! {
 
     let mean = if n > 0 { total / n as u64 } else { 0 };
     report!(
-        "kernel: {}",
+        "kernel: ",
         if kernel::FAST {
             "cortex-m4 (SMLAD)"
         } else {
             "lenet-core reference"
         }
     );
-    report!("images: {}", n);
+    report!("images: ", n);
     report!(
-        "{} per inference: mean {} min {} max {}",
         meter::UNIT,
+        " per inference: mean ",
         mean,
+        " min ",
         if n > 0 { min } else { 0 },
+        " max ",
         max
     );
     report!(
-        "stack high-water: {} bytes (of {})",
+        "stack high-water: ",
         stack_high_water(),
-        stack_size()
+        " bytes (of ",
+        stack_size(),
+        ")"
     );
     exit_success()
 }

@@ -45,18 +45,24 @@ fn main() -> ! {
             meter::UNIT
         );
         report!(
-            "predicted {:<10} label {:<10} {} {}",
+            "predicted ",
             CLASSES[class],
+            ", label ",
             CLASSES[usize::from(label)],
+            ", ",
             work,
+            " ",
             meter::UNIT
         );
     }
     report!(
-        "demo: {}/{} right, stack high-water {} bytes",
+        "demo: ",
         right,
+        "/",
         LABELS.len(),
-        stack_high_water()
+        " right, stack high-water ",
+        stack_high_water(),
+        " bytes"
     );
     if 2 * right < LABELS.len() {
         exit_failure(1);
