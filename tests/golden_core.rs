@@ -84,9 +84,9 @@ const LOSS_TOL: (f32, f32) = (1e-6, 1e-5);
 /// Optimizer steps on a 20-vector (a few steps, f32 state).
 const OPTIM_TOL: (f32, f32) = (1e-6, 1e-5);
 /// LeNet-5 forward (logits, loss) and gradients.
-const MODEL_TOL: (f32, f32) = (1e-5, 1e-4);
+const MODEL_TOL: (f32, f32) = (1e-6, 1e-5);
 /// LeNet-5 after 10 Adam / 5 SGD steps: losses and final weights.
-const TRAIN_TOL: (f32, f32) = (1e-5, 1e-4);
+const TRAIN_TOL: (f32, f32) = (1e-6, 1e-5);
 
 // ---------------------------------------------------------------- conv2d
 
