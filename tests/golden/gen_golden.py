@@ -472,7 +472,7 @@ def main():
     lenet = GoldenWriter()
     x, labels = load_fashion(LENET_BATCH)
     lenet.add("lenet/x", x, f"first {LENET_BATCH} Fashion-MNIST test images (t10k-images-idx3-ubyte) / 255")
-    lenet.add("lenet/labels", labels.to(torch.float32), f"their labels (t10k-labels-idx1-ubyte)")
+    lenet.add("lenet/labels", labels.to(torch.float32), "their labels (t10k-labels-idx1-ubyte)")
     gen_lenet(lenet, "classic", lenet_classic, 10, x, labels)
     gen_lenet(lenet, "max", lenet_max, 11, x, labels)
     lenet.write(os.path.join(HERE, "lenet.bin"))
