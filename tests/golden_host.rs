@@ -1,0 +1,125 @@
+//! The host's fast CPU trainer against PyTorch on the LeNet-5 golden batch
+//! (`tests/golden/lenet.bin`, written by `tests/golden/gen_golden.py`):
+//! logits, gradients (one SGD step with lr 1 recovers them exactly:
+//! `g = p0 - p1`), 10 Adam steps and 5 SGD-with-momentum steps.
+//!
+//! Driven through the `Trainer` trait only, so the test holds whatever
+//! kernels the back end uses to the same numbers as lenet-core.
+
+mod common;
+
+use common::{Golden, Worst, assert_close, assert_record};
+use lenet_core::activation::Activation;
+use lenet_core::model::{ModelKind, PARAM_NAMES};
+use lenet_host::backend::{Device, make_trainer};
+use lenet_host::trainer::{OptimizerConfig, OptimizerState, Trainer, TrainerConfig};
+
+/// Logits, loss and gradients (worst seen: 2.4e-7 absolute).
+const FORWARD_TOL: (f32, f32) = (1e-6, 1e-5);
+/// Losses and weights after 10 Adam / 5 SGD steps. Adam divides by
+/// `sqrt(v)`, so a gradient that is rounding noise still moves its weight
+/// by about `lr`: worst seen 3.3e-6 absolute, on LeNet-5 classic.
+const TRAIN_TOL: (f32, f32) = (1e-5, 1e-5);
+
+fn state_dict(g: &Golden, prefix: &str) -> Vec<f32> {
+    PARAM_NAMES
+        .iter()
+        .flat_map(|n| g.get(&format!("{prefix}/{n}")).data.iter().copied())
+        .collect()
+}
+
+fn trainer(kind: ModelKind, optimizer: OptimizerConfig, init: &[f32]) -> Box<dyn Trainer> {
+    let cfg = TrainerConfig {
+        kind,
+        act: Activation::Sigmoid,
+        optimizer,
+        threads: 1,
+    };
+    let (mut t, _) = make_trainer(Device::Cpu, &cfg, 0).expect("CPU trainer");
+    t.load(init, &OptimizerState::default());
+    t
+}
+
+const fn adam(lr: f32) -> OptimizerConfig {
+    OptimizerConfig::Adam {
+        lr,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+    }
+}
+
+const fn sgd(lr: f32, momentum: f32) -> OptimizerConfig {
+    OptimizerConfig::Sgd {
+        lr,
+        momentum,
+        weight_decay: 0.0,
+    }
+}
+
+fn check(kind: ModelKind, name: &str) -> (Worst, Worst) {
+    let g = Golden::load("lenet.bin");
+    let x = &g.get("lenet/x").data;
+    let labels: Vec<u8> = g
+        .get("lenet/labels")
+        .data
+        .iter()
+        .map(|&l| l as u8)
+        .collect();
+    let n = labels.len();
+    let p = format!("lenet/{name}");
+    let init = state_dict(&g, &format!("{p}/init"));
+
+    let (atol, rtol) = FORWARD_TOL;
+    let mut t = trainer(kind, sgd(1.0, 0.0), &init);
+    let mut logits = vec![f32::NAN; n * 10];
+    t.forward(x, &mut logits);
+    let mut fwd = assert_record(&logits, g.get(&format!("{p}/logits")), atol, rtol);
+    let loss = t.train_batch(x, &labels);
+    fwd = fwd.max(assert_record(
+        &[loss],
+        g.get(&format!("{p}/loss")),
+        atol,
+        rtol,
+    ));
+    let grads: Vec<f32> = init.iter().zip(t.params()).map(|(a, b)| a - b).collect();
+    fwd = fwd.max(assert_close(
+        &format!("{p}/grad (p0 - p1 after SGD lr 1)"),
+        &grads,
+        &state_dict(&g, &format!("{p}/grad")),
+        atol,
+        rtol,
+    ));
+
+    let (atol, rtol) = TRAIN_TOL;
+    let mut train = Worst::default();
+    for (opt_name, opt) in [("adam", adam(1e-3)), ("sgd", sgd(0.1, 0.9))] {
+        let mut t = trainer(kind, opt, &init);
+        let want = g.get(&format!("{p}/{opt_name}/losses"));
+        let losses: Vec<f32> = (0..want.data.len())
+            .map(|_| t.train_batch(x, &labels))
+            .collect();
+        train = train.max(assert_record(&losses, want, atol, rtol));
+        train = train.max(assert_close(
+            &format!("{p}/{opt_name}/final"),
+            &t.params(),
+            &state_dict(&g, &format!("{p}/{opt_name}/final")),
+            atol,
+            rtol,
+        ));
+    }
+    (fwd, train)
+}
+
+#[test]
+fn cpu_trainer_matches_pytorch_lenet5_classic() {
+    let (fwd, train) = check(ModelKind::LeNet5, "classic");
+    println!("host classic worst: forward/gradients {fwd:?}, training {train:?}");
+}
+
+#[test]
+fn cpu_trainer_matches_pytorch_lenet5_max() {
+    let (fwd, train) = check(ModelKind::LeNet5Max, "max");
+    println!("host max worst: forward/gradients {fwd:?}, training {train:?}");
+}
