@@ -33,11 +33,14 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The model the firmware embeds, as an absolute path (the firmware build
+/// runs in another directory).
 fn model_path() -> PathBuf {
-    match env::var_os("LENET_MODEL") {
+    let p = match env::var_os("LENET_MODEL") {
         Some(p) => PathBuf::from(p),
         None => root().join("firmware/model/lenet5.q8"),
-    }
+    };
+    std::path::absolute(&p).unwrap_or(p)
 }
 
 fn dataset_dir() -> PathBuf {
