@@ -5,13 +5,15 @@
 //! the CPU) on a machine without a GPU. `auto` takes CUDA when a CUDA
 //! trainer can run and says why not otherwise.
 
-use crate::trainer::{OptimizerConfig, OptimizerState, Trainer, TrainerConfig};
+use crate::trainer::{OptimizerConfig, Trainer, TrainerConfig};
 
 /// Requested device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Device {
-    /// The CPU.
+    /// The CPU, fast batched trainer.
     Cpu,
+    /// The CPU, per-sample reference trainer on `lenet-core` (slow; the oracle).
+    CpuReference,
     /// An NVIDIA GPU (feature `cuda`).
     Cuda,
     /// CUDA if usable, else the CPU.
@@ -25,6 +27,9 @@ pub enum BackendError {
     /// `--device cuda` but CUDA cannot be used.
     #[error("--device cuda: {0}")]
     CudaUnavailable(String),
+    /// The CPU trainer could not be built.
+    #[error("CPU trainer: {0}")]
+    Cpu(String),
 }
 
 /// Whether a CUDA device can be used: `Ok(device name)` or `Err(reason)`.
@@ -63,25 +68,46 @@ pub fn make_trainer(
     });
     let note = match (device, cuda) {
         (Device::Cuda, Err(why)) => return Err(BackendError::CudaUnavailable(why)),
+        (Device::CpuReference, _) => {
+            return Ok((
+                reference_trainer(cfg, seed),
+                "device: cpu (reference trainer)".into(),
+            ));
+        }
         (Device::Auto, Err(why)) => format!("device: cpu (auto: CUDA not used: {why})"),
         (Device::Cpu, _) => "device: cpu".to_string(),
         (_, Ok(name)) => format!("device: cuda ({name})"),
     };
-    Ok((cpu_trainer(cfg, seed), note))
+    Ok((cpu_trainer(cfg, seed)?, note))
 }
 
-/// The CPU trainer for `cfg`.
-pub fn cpu_trainer(cfg: &TrainerConfig, seed: u64) -> Box<dyn Trainer> {
+/// The fast CPU trainer for `cfg`, starting from the reference
+/// initialization for `seed` (PyTorch's default init, see `lenet-core`).
+///
+/// # Errors
+/// The worker threads could not be started.
+pub fn cpu_trainer(cfg: &TrainerConfig, seed: u64) -> Result<Box<dyn Trainer>, BackendError> {
+    let init = crate::reference::init_params(cfg.kind, cfg.act, seed);
+    let t =
+        crate::cpu::CpuTrainer::new(cfg, &init).map_err(|e| BackendError::Cpu(e.to_string()))?;
+    Ok(Box::new(t))
+}
+
+/// The per-sample reference trainer for `cfg`, initialized from `seed`.
+pub fn reference_trainer(cfg: &TrainerConfig, seed: u64) -> Box<dyn Trainer> {
     crate::reference::new_reference(cfg, seed)
 }
 
-/// A trainer holding `params`, for inference (eval, predict).
+/// A fast CPU trainer holding `params`, for inference (eval, predict).
+///
+/// # Errors
+/// Wrong parameter count or no threads.
 pub fn inference_trainer(
     kind: lenet_core::model::ModelKind,
     act: lenet_core::activation::Activation,
     params: &[f32],
     threads: usize,
-) -> Box<dyn Trainer> {
+) -> Result<Box<dyn Trainer>, BackendError> {
     let cfg = TrainerConfig {
         kind,
         act,
@@ -92,7 +118,7 @@ pub fn inference_trainer(
         },
         threads,
     };
-    let mut t = cpu_trainer(&cfg, 0);
-    t.load(params, &OptimizerState::default());
-    t
+    let t =
+        crate::cpu::CpuTrainer::new(&cfg, params).map_err(|e| BackendError::Cpu(e.to_string()))?;
+    Ok(Box::new(t))
 }

@@ -75,8 +75,10 @@ pub enum OptimizerArg {
 /// Compute device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DeviceArg {
-    /// The CPU.
+    /// The CPU (fast batched trainer).
     Cpu,
+    /// The CPU, per-sample reference trainer on lenet-core (slow; the oracle).
+    CpuReference,
     /// NVIDIA GPU (needs the `cuda` feature and a driver).
     Cuda,
     /// CUDA when usable, otherwise the CPU (says which).
@@ -146,9 +148,10 @@ pub struct TrainArgs {
     /// Seed of initialization, shuffling, augmentation and splits.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Worker threads (0: all cores). Results do not depend on it.
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
+    /// Worker threads [default: all cores; with --resume, the checkpoint's].
+    /// A run is bit-reproducible for a given thread count.
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Fraction of the training set held out for validation.
     #[arg(long, default_value_t = 0.0)]
     pub val_split: f64,
@@ -224,9 +227,16 @@ pub struct ExportArgs {
     /// Output file [default: the model path with extension .safetensors].
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// Export the int8-quantized model for the firmware instead.
+    /// Export the int8-quantized model for the firmware (.q8) instead,
+    /// calibrated on training images, and report float vs int8 test accuracy.
     #[arg(long)]
     pub int8: bool,
+    /// Training images used to calibrate the int8 ranges.
+    #[arg(long, default_value_t = crate::int8::DEFAULT_CALIBRATION_IMAGES, value_name = "N", requires = "int8")]
+    pub calibration: usize,
+    /// Dataset location (for --int8 calibration and evaluation).
+    #[command(flatten)]
+    pub data: DataArg,
     /// Also print the PyTorch code that loads the export.
     #[arg(long)]
     pub print_pytorch: bool,
@@ -282,6 +292,7 @@ fn core_act(a: ActArg) -> lenet_core::activation::Activation {
 fn device(d: DeviceArg) -> Device {
     match d {
         DeviceArg::Cpu => Device::Cpu,
+        DeviceArg::CpuReference => Device::CpuReference,
         DeviceArg::Cuda => Device::Cuda,
         DeviceArg::Auto => Device::Auto,
     }
@@ -321,8 +332,15 @@ pub fn run(cli: Cli) -> Result<()> {
 fn cmd_train(a: TrainArgs) -> Result<()> {
     let (resume, settings) = match &a.resume {
         Some(p) => {
-            let (f, s) = resume_settings(p, a.epochs)?;
+            let (f, mut s) = resume_settings(p, a.epochs)?;
             eprintln!("resuming {} (settings from the checkpoint)", p.display());
+            if let Some(t) = a.threads.filter(|&t| t != s.threads) {
+                eprintln!(
+                    "note: {t} threads instead of the checkpoint's {}: not bit-identical to an uninterrupted run",
+                    s.threads
+                );
+                s.threads = t;
+            }
             (Some(f), s)
         }
         None => {
@@ -347,11 +365,15 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
                 norm_std: norm.std,
                 limit_train: a.limit_train,
                 limit_test: a.limit_test,
+                threads: match a.threads {
+                    Some(t) if t > 0 => t,
+                    _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                },
             };
             (None, s)
         }
     };
-    let cfg = settings.trainer_config(a.threads)?;
+    let cfg = settings.trainer_config(settings.threads)?;
     let out = match (&a.out, &a.resume) {
         (Some(o), _) => o.clone(),
         (None, Some(r)) => r.parent().map(Path::to_owned).unwrap_or_default(),
@@ -399,7 +421,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     if a.limit > 0 {
         ds = ds.take(a.limit);
     }
-    let mut t = backend::inference_trainer(m.meta.kind, m.meta.act, &m.params, a.threads);
+    let mut t = backend::inference_trainer(m.meta.kind, m.meta.act, &m.params, a.threads)?;
     let r = evaluate(t.as_mut(), &ds, m.meta.norm, 1000);
     println!(
         "{} ({} {}) on the {} set",
@@ -432,7 +454,7 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
             ));
         }
     }
-    let mut t = backend::inference_trainer(m.meta.kind, m.meta.act, &m.params, 0);
+    let mut t = backend::inference_trainer(m.meta.kind, m.meta.act, &m.params, 0)?;
     let preds = predict(t.as_mut(), m.meta.norm, &inputs);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&preds)?);
@@ -447,7 +469,7 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
 fn cmd_export(a: ExportArgs) -> Result<()> {
     let (path, m) = load_model(&a.model)?;
     if a.int8 {
-        bail!("--int8: the int8 export is not part of this build yet");
+        return export_int8(&path, &m, a.out, a.calibration, &a.data);
     }
     let out = a.out.unwrap_or_else(|| path.with_extension("safetensors"));
     export_safetensors(&out, &m)?;
@@ -455,6 +477,46 @@ fn cmd_export(a: ExportArgs) -> Result<()> {
     if a.print_pytorch {
         print!("{}", pytorch_snippet(m.meta.kind, m.meta.act));
     }
+    Ok(())
+}
+
+fn export_int8(
+    path: &Path,
+    m: &ModelFile,
+    out: Option<PathBuf>,
+    calibration: usize,
+    d: &DataArg,
+) -> Result<()> {
+    use crate::int8::{QuantArch, compare, quantize, write_q8};
+    use lenet_core::model::ModelKind;
+    let data = load_data(d)?;
+    let n = calibration.clamp(1, data.train.len());
+    let arch = match m.meta.kind {
+        ModelKind::LeNet5 => QuantArch::LeNet5,
+        ModelKind::LeNet5Max => QuantArch::LeNet5Max,
+    };
+    let q = quantize(
+        arch,
+        m.meta.act.into(),
+        &m.params,
+        &data.train.images[..n * data::PIXELS],
+        m.meta.norm.mean,
+        m.meta.norm.std,
+    )?;
+    let out = out.unwrap_or_else(|| path.with_extension("q8"));
+    write_q8(&out, &q)?;
+    println!(
+        "wrote {} (int8, calibrated on {n} training images)",
+        out.display()
+    );
+    let c = compare(&q, &m.params, &data.test.images, &data.test.labels)?;
+    println!(
+        "test accuracy: float {:.2}%  int8 {:.2}%  (same prediction on {:.2}% of {} images)",
+        100.0 * c.float.accuracy(),
+        100.0 * c.int8.accuracy(),
+        100.0 * c.agree as f64 / data.test.len().max(1) as f64,
+        data.test.len()
+    );
     Ok(())
 }
 

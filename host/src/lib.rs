@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod data;

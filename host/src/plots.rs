@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::data::{CLASS_NAMES, CLASSES};
 use crate::fsutil::write_atomic;
@@ -153,6 +154,14 @@ pub fn plot_curves(
     encode_png(path, buf, w, h)
 }
 
+fn centered(size: u32, color: RGBColor, h: HPos) -> TextStyle<'static> {
+    TextStyle {
+        font: (FAMILY, size).into_font(),
+        color: color.to_backend_color(),
+        pos: Pos::new(h, VPos::Center),
+    }
+}
+
 /// Confusion-matrix heat map (rows: true class, columns: predicted),
 /// cells shaded by row-normalized frequency and labelled with counts.
 ///
@@ -181,75 +190,80 @@ pub fn plot_confusion(
                 .y_label_area_size(110);
         }
         let n = CLASSES as i32;
-        // Row r (true class) is drawn at segment n-1-r so class 0 is on top.
-        let xname = |v: &SegmentValue<i32>| match v {
-            SegmentValue::CenterOf(i) => CLASS_NAMES
-                .get(*i as usize)
-                .copied()
-                .unwrap_or("")
-                .to_string(),
-            _ => String::new(),
-        };
-        let yname = |v: &SegmentValue<i32>| match v {
-            SegmentValue::CenterOf(i) => CLASS_NAMES
-                .get((n - 1 - *i) as usize)
-                .copied()
-                .unwrap_or("")
-                .to_string(),
-            _ => String::new(),
-        };
         let mut chart = b
-            .build_cartesian_2d((0..n).into_segmented(), (0..n).into_segmented())
+            .build_cartesian_2d(0..n, 0..n)
             .map_err(|e| err(e.to_string()))?;
         let mut mesh = chart.configure_mesh();
+        let blank = |_: &i32| String::new();
         mesh.disable_mesh();
         if text {
-            mesh.x_labels(CLASSES)
-                .y_labels(CLASSES)
-                .x_label_formatter(&xname)
-                .y_label_formatter(&yname)
-                .x_desc("predicted")
-                .y_desc("true")
-                .label_style((FAMILY, 13))
-                .x_label_style((FAMILY, 13).into_font().transform(FontTransform::Rotate90));
+            // Class names are drawn at the cell centres below.
+            mesh.x_label_formatter(&blank).y_label_formatter(&blank);
         } else {
-            mesh.x_labels(0).y_labels(0);
+            mesh.disable_axes();
+        }
+        if text {
+            mesh.x_desc("predicted")
+                .y_desc("true")
+                .axis_desc_style((FAMILY, 15));
         }
         mesh.draw().map_err(|e| err(e.to_string()))?;
-        for (r, row) in m.iter().enumerate() {
-            let total = row.iter().sum::<u64>().max(1) as f64;
-            for (c, &v) in row.iter().enumerate() {
-                let f = v as f64 / total;
-                let shade = (255.0 * (1.0 - f)) as u8;
+        // Cell (row r = true class, column c = predicted) spans x c..c+1 and
+        // y n-1-r..n-r, so class 0 is the top row.
+        let shade = |r: usize, c: usize| {
+            let total = m[r].iter().sum::<u64>().max(1) as f64;
+            m[r][c] as f64 / total
+        };
+        for r in 0..CLASSES {
+            for c in 0..CLASSES {
+                let s = (255.0 * (1.0 - shade(r, c))) as u8;
                 let color = if r == c {
-                    RGBColor(shade, shade, 255)
+                    RGBColor(s, s, 255)
                 } else {
-                    RGBColor(255, shade, shade)
+                    RGBColor(255, s, s)
                 };
                 let (x, y) = (c as i32, n - 1 - r as i32);
-                let corners = [
-                    (SegmentValue::Exact(x), SegmentValue::Exact(y)),
-                    (SegmentValue::Exact(x + 1), SegmentValue::Exact(y + 1)),
-                ];
                 chart
                     .draw_series(std::iter::once(Rectangle::new(
-                        corners.clone(),
+                        [(x, y), (x + 1, y + 1)],
                         color.filled(),
                     )))
                     .map_err(|e| err(e.to_string()))?;
-                if text && v > 0 {
-                    let fg = if f > 0.5 { WHITE } else { BLACK };
-                    let style = TextStyle::from((FAMILY, 14).into_font()).color(&fg).pos(
-                        plotters::style::text_anchor::Pos::new(
-                            plotters::style::text_anchor::HPos::Center,
-                            plotters::style::text_anchor::VPos::Center,
-                        ),
-                    );
-                    let (px, py) = chart.backend_coord(&corners[0]);
-                    let (qx, qy) = chart.backend_coord(&corners[1]);
-                    root.draw_text(&v.to_string(), &style, ((px + qx) / 2, (py + qy) / 2))
-                        .map_err(|e| err(e.to_string()))?;
+            }
+        }
+        if text {
+            for (r, row) in m.iter().enumerate() {
+                for (c, &v) in row.iter().enumerate() {
+                    if v == 0 {
+                        continue;
+                    }
+                    let (x, y) = (c as i32, n - 1 - r as i32);
+                    let (px, py) = chart.backend_coord(&(x, y + 1));
+                    let (qx, qy) = chart.backend_coord(&(x + 1, y));
+                    let fg = if shade(r, c) > 0.5 { WHITE } else { BLACK };
+                    root.draw_text(
+                        &m[r][c].to_string(),
+                        &centered(14, fg, HPos::Center),
+                        ((px + qx) / 2, (py + qy) / 2),
+                    )
+                    .map_err(|e| err(e.to_string()))?;
                 }
+            }
+        }
+        if text {
+            let (left, bottom) = chart.backend_coord(&(0, 0));
+            for (k, name) in CLASS_NAMES.iter().enumerate() {
+                let k = k as i32;
+                let x = (chart.backend_coord(&(k, 0)).0 + chart.backend_coord(&(k + 1, 0)).0) / 2;
+                // Column names under the matrix, on alternating lines so long names do not touch.
+                let y = bottom + 12 + 14 * (k % 2);
+                root.draw_text(name, &centered(12, BLACK, HPos::Center), (x, y))
+                    .map_err(|e| err(e.to_string()))?;
+                let y = (chart.backend_coord(&(0, n - 1 - k)).1
+                    + chart.backend_coord(&(0, n - k)).1)
+                    / 2;
+                root.draw_text(name, &centered(12, BLACK, HPos::Right), (left - 6, y))
+                    .map_err(|e| err(e.to_string()))?;
             }
         }
         root.present().map_err(|e| err(e.to_string()))?;

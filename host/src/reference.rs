@@ -282,6 +282,27 @@ where
     }
 }
 
+/// PyTorch-style initial parameters of `kind` for `seed` (flat,
+/// `state_dict` order), as every back end starts from them.
+pub fn init_params(
+    kind: ModelKind,
+    act: lenet_core::activation::Activation,
+    seed: u64,
+) -> Vec<f32> {
+    fn init<M: HostModel>(model: M, seed: u64) -> Vec<f32>
+    where
+        M::Params: Send + Sync,
+    {
+        let mut p = M::new_params();
+        model.init(&mut p, &mut Rng::new(seed));
+        flatten(&*p)
+    }
+    match kind {
+        ModelKind::LeNet5 => init(LeNet5 { act }, seed),
+        ModelKind::LeNet5Max => init(LeNet5Max { act }, seed),
+    }
+}
+
 /// A boxed reference trainer for `cfg`, initialized from `seed`.
 pub fn new_reference(cfg: &TrainerConfig, seed: u64) -> Box<dyn Trainer> {
     match cfg.kind {

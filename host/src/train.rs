@@ -72,6 +72,10 @@ pub struct TrainSettings {
     pub limit_train: usize,
     /// Use only the first N test images (0 = all).
     pub limit_test: usize,
+    /// Worker threads of the CPU trainer (0 = all cores). The fast trainer
+    /// is bit-reproducible for a given thread count, so `--resume` reuses it.
+    #[serde(default)]
+    pub threads: usize,
 }
 
 impl Default for TrainSettings {
@@ -92,6 +96,7 @@ impl Default for TrainSettings {
             norm_std: 1.0,
             limit_train: 0,
             limit_test: 0,
+            threads: 0,
         }
     }
 }
@@ -191,21 +196,32 @@ pub struct EpochMetrics {
     /// 1-based epoch.
     pub epoch: u32,
     /// Mean batch loss during the epoch.
+    #[serde(deserialize_with = "null_as_nan")]
     pub train_loss: f64,
     /// Accuracy on the training subset after the epoch.
+    #[serde(deserialize_with = "null_as_nan")]
     pub train_acc: f64,
     /// Validation loss (NaN without a validation split).
+    #[serde(deserialize_with = "null_as_nan")]
     pub val_loss: f64,
     /// Validation accuracy (NaN without a validation split).
+    #[serde(deserialize_with = "null_as_nan")]
     pub val_acc: f64,
     /// Test loss.
+    #[serde(deserialize_with = "null_as_nan")]
     pub test_loss: f64,
     /// Test accuracy.
+    #[serde(deserialize_with = "null_as_nan")]
     pub test_acc: f64,
     /// Wall-clock seconds of the epoch's training steps.
     pub seconds: f64,
     /// Training images per second.
     pub images_per_sec: f64,
+}
+
+/// JSON has no NaN: serde_json writes it as `null`; read `null` back as NaN.
+fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// What a checkpoint's JSON holds.

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use lenet_host::backend::{cpu_trainer, inference_trainer};
+use lenet_host::backend::{cpu_trainer, inference_trainer, reference_trainer};
 use lenet_host::data::{Splits, synth};
 use lenet_host::eval::evaluate;
 use lenet_host::export::{export_safetensors, import_safetensors};
@@ -35,7 +35,7 @@ fn settings(epochs: u32) -> TrainSettings {
 }
 
 fn run(s: &TrainSettings, out: &Path, threads: usize) -> lenet_host::train::TrainSummary {
-    let mut t = cpu_trainer(&s.trainer_config(threads).unwrap(), s.seed);
+    let mut t = cpu_trainer(&s.trainer_config(threads).unwrap(), s.seed).unwrap();
     train(t.as_mut(), s, &data(), out, None, &mut |l| eprintln!("{l}")).unwrap()
 }
 
@@ -69,7 +69,7 @@ fn learns_the_toy_task_and_writes_every_output() {
     // The saved model reproduces the reported test accuracy.
     let m = ModelFile::load(&d.path().join(files::MODEL)).unwrap();
     assert_eq!(m.params, sum.params);
-    let mut t = inference_trainer(m.meta.kind, m.meta.act, &m.params, 1);
+    let mut t = inference_trainer(m.meta.kind, m.meta.act, &m.params, 2).unwrap();
     let r = evaluate(t.as_mut(), &data().test, m.meta.norm, 64);
     assert_eq!(r.accuracy, acc);
 
@@ -85,24 +85,47 @@ fn resume_is_bit_identical_to_an_uninterrupted_run() {
     let full = run(&settings(3), full_dir.path(), 2);
 
     let part_dir = tempfile::tempdir().unwrap();
-    run(&settings(1), part_dir.path(), 3);
+    run(&settings(1), part_dir.path(), 2);
     let (ck, s) = resume_settings(&part_dir.path().join(files::CHECKPOINT), Some(3)).unwrap();
     assert_eq!(s, settings(3));
     // A fresh trainer with another init seed: everything must come from the checkpoint.
-    let mut t = cpu_trainer(&s.trainer_config(1).unwrap(), 999);
-    let resumed = train(t.as_mut(), &s, &data(), part_dir.path(), Some(&ck), &mut |_| {}).unwrap();
+    let mut t = cpu_trainer(&s.trainer_config(2).unwrap(), 999).unwrap();
+    let resumed = train(
+        t.as_mut(),
+        &s,
+        &data(),
+        part_dir.path(),
+        Some(&ck),
+        &mut |_| {},
+    )
+    .unwrap();
 
     assert_eq!(resumed.history.len(), 3);
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(&resumed.params), bits(&full.params), "parameters differ");
+    assert_eq!(
+        bits(&resumed.params),
+        bits(&full.params),
+        "parameters differ"
+    );
     for (a, b) in resumed.history.iter().zip(&full.history) {
-        assert_eq!(a.train_loss.to_bits(), b.train_loss.to_bits(), "epoch {}", a.epoch);
+        assert_eq!(
+            a.train_loss.to_bits(),
+            b.train_loss.to_bits(),
+            "epoch {}",
+            a.epoch
+        );
         assert_eq!(a.test_acc, b.test_acc);
     }
     let a = ModelFile::load(&part_dir.path().join(files::CHECKPOINT)).unwrap();
     let b = ModelFile::load(&full_dir.path().join(files::CHECKPOINT)).unwrap();
-    assert_eq!(a.checkpoint.as_ref().unwrap().optimizer, b.checkpoint.as_ref().unwrap().optimizer);
-    assert_eq!(a.checkpoint.unwrap().rng_state, b.checkpoint.unwrap().rng_state);
+    assert_eq!(
+        a.checkpoint.as_ref().unwrap().optimizer,
+        b.checkpoint.as_ref().unwrap().optimizer
+    );
+    assert_eq!(
+        a.checkpoint.unwrap().rng_state,
+        b.checkpoint.unwrap().rng_state
+    );
 }
 
 #[test]
@@ -118,5 +141,43 @@ fn sgd_and_the_max_pool_variant_train_too() {
         ..settings(3)
     };
     let sum = run(&s, d.path(), 0);
-    assert!(sum.test.accuracy > 0.8, "test accuracy {}", sum.test.accuracy);
+    assert!(
+        sum.test.accuracy > 0.8,
+        "test accuracy {}",
+        sum.test.accuracy
+    );
+}
+
+#[test]
+fn reference_trainer_is_independent_of_the_thread_count_and_agrees_with_the_fast_one() {
+    let s = settings(1);
+    let d = data();
+    let x: Vec<f32> = d.train.images[..64 * 784]
+        .iter()
+        .map(|&p| f32::from(p) / 255.0)
+        .collect();
+    let labels = &d.train.labels[..64];
+    let mut a = reference_trainer(&s.trainer_config(1).unwrap(), 3);
+    let mut b = reference_trainer(&s.trainer_config(3).unwrap(), 3);
+    let mut fast = cpu_trainer(&s.trainer_config(2).unwrap(), 3).unwrap();
+    assert_eq!(a.params(), fast.params(), "same initialization");
+    for _ in 0..3 {
+        let la = a.train_batch(&x, labels);
+        let lb = b.train_batch(&x, labels);
+        let lf = fast.train_batch(&x, labels);
+        assert_eq!(la.to_bits(), lb.to_bits());
+        assert!(
+            (la - lf).abs() <= 1e-4 * la.abs().max(1.0),
+            "loss {la} vs fast {lf}"
+        );
+    }
+    assert_eq!(a.params(), b.params());
+    // The fast trainer sums in another order: equal within float tolerance.
+    let (pa, pf) = (a.params(), fast.params());
+    let worst = pa
+        .iter()
+        .zip(&pf)
+        .map(|(r, f)| (r - f).abs() / (1e-3 + r.abs()))
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-2, "worst relative parameter difference {worst}");
 }

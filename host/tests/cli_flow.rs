@@ -1,0 +1,154 @@
+//! The whole command-line workflow through `cli::run` on a synthetic IDX
+//! dataset: train, resume, eval, predict, export (safetensors and int8),
+//! import.
+
+use std::path::Path;
+
+use clap::Parser;
+use image::{GrayImage, Luma};
+use lenet_host::cli::{Cli, run};
+use lenet_host::data::{Splits, synth};
+use lenet_host::modelfile::ModelFile;
+
+fn host(args: &[&str]) -> anyhow::Result<()> {
+    let mut v = vec!["host"];
+    v.extend_from_slice(args);
+    run(Cli::try_parse_from(v)?)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn train_resume_eval_predict_export_import() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    synth::write_idx_dir(
+        &data,
+        &Splits {
+            train: synth::toy(300, 1),
+            test: synth::toy(100, 2),
+        },
+        true,
+    );
+    let out = d.path().join("run");
+    let common = [
+        "--data",
+        s(&data),
+        "--threads",
+        "2",
+        "--batch-size",
+        "32",
+        "--lr",
+        "0.002",
+    ];
+    let mut a = vec![
+        "train",
+        "--out",
+        s(&out),
+        "--epochs",
+        "1",
+        "--device",
+        "auto",
+    ];
+    a.extend_from_slice(&common);
+    host(&a).unwrap();
+    let ck = out.join("checkpoint.lenet");
+    host(&[
+        "train",
+        "--resume",
+        s(&ck),
+        "--epochs",
+        "3",
+        "--data",
+        s(&data),
+    ])
+    .unwrap();
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4, "3 epochs after resuming: {csv}");
+
+    host(&["eval", "--model", s(&out), "--data", s(&data)]).unwrap();
+    host(&[
+        "predict",
+        "--model",
+        s(&out),
+        "--data",
+        s(&data),
+        "--index",
+        "0",
+        "--index",
+        "7",
+        "--json",
+    ])
+    .unwrap();
+    assert!(
+        host(&[
+            "predict",
+            "--model",
+            s(&out),
+            "--data",
+            s(&data),
+            "--index",
+            "100"
+        ])
+        .is_err()
+    );
+
+    // A large white image with a dark bar, like a photo.
+    let mut img = GrayImage::from_pixel(56, 56, Luma([255]));
+    for y in 10..16 {
+        for x in 8..48 {
+            img.put_pixel(x, y, Luma([0]));
+        }
+    }
+    let png = d.path().join("bar.png");
+    img.save(&png).unwrap();
+    host(&["predict", "--model", s(&out), s(&png)]).unwrap();
+
+    let st = d.path().join("m.safetensors");
+    host(&["export", "--model", s(&out), "--out", s(&st)]).unwrap();
+    let back = d.path().join("back.lenet");
+    host(&["import", s(&st), "--out", s(&back)]).unwrap();
+    assert_eq!(
+        ModelFile::load(&back).unwrap(),
+        ModelFile::load(&out.join("model.lenet")).unwrap()
+    );
+
+    let q8 = d.path().join("m.q8");
+    host(&[
+        "export",
+        "--model",
+        s(&out),
+        "--int8",
+        "--calibration",
+        "100",
+        "--data",
+        s(&data),
+        "--out",
+        s(&q8),
+    ])
+    .unwrap();
+    assert!(std::fs::metadata(&q8).unwrap().len() > 40_000);
+
+    // Clear errors, no panics.
+    let e = host(&[
+        "eval",
+        "--model",
+        s(&d.path().join("nope.lenet")),
+        "--data",
+        s(&data),
+    ])
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("nope.lenet"), "{e:#}");
+    let e = host(&[
+        "train",
+        "--data",
+        s(&d.path().join("missing")),
+        "--out",
+        s(&out),
+    ])
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("missing"), "{e:#}");
+}
