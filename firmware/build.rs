@@ -63,8 +63,14 @@ fn main() {
     fs::write(out.join("model.rs"), code).unwrap();
 
     if let QuantModel::LeNet5(m) = &model {
-        fs::write(out.join("packed.rs"), packed(m)).unwrap();
-        println!("cargo:rustc-cfg=lenet_fast");
+        if accumulators_bounded(m) {
+            fs::write(out.join("packed.rs"), packed(m)).unwrap();
+            println!("cargo:rustc-cfg=lenet_fast");
+        } else {
+            println!(
+                "cargo::warning=model accumulators may exceed 2^29: the firmware runs lenet-core's reference"
+            );
+        }
     }
 }
 
@@ -72,6 +78,33 @@ fn fail(msg: &str) -> ! {
     eprintln!("error: {msg}");
     println!("cargo::error={msg}");
     std::process::exit(1)
+}
+
+/// Whether every accumulator of every layer stays within `±2^29` for any
+/// input (inputs minus their zero point lie in `-255..=255`): the
+/// condition of the Cortex-M4 requantization (see `src/fast.rs`).
+fn accumulators_bounded(m: &QuantLeNet5) -> bool {
+    fn ok<'a>(bias: &[i32], rows: impl Iterator<Item = &'a [i8]>) -> bool {
+        bias.iter().zip(rows).all(|(&b, w)| {
+            let sum: i64 = w.iter().map(|&v| i64::from(v).abs() * 255).sum();
+            i64::from(b).abs() + sum <= 1 << 29
+        })
+    }
+    let conv1 = m
+        .conv1
+        .weight
+        .iter()
+        .map(|w| w.as_flattened().as_flattened());
+    let conv2 = m
+        .conv2
+        .weight
+        .iter()
+        .map(|w| w.as_flattened().as_flattened());
+    ok(&m.conv1.bias, conv1)
+        && ok(&m.conv2.bias, conv2)
+        && ok(&m.fc1.bias, m.fc1.weight.iter().map(|w| &w[..]))
+        && ok(&m.fc2.bias, m.fc2.weight.iter().map(|w| &w[..]))
+        && ok(&m.fc3.bias, m.fc3.weight.iter().map(|w| &w[..]))
 }
 
 /// A u32 holding two i16: `lo` in bits 0..16, `hi` in bits 16..32 (the

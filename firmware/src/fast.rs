@@ -17,7 +17,7 @@
 
 use core::arch::asm;
 
-use lenet_core::quant::{avg_pool_round, requantize, rounding_divide_by_pot};
+use lenet_core::quant::{avg_pool_round, requantize};
 
 #[allow(clippy::all, missing_docs)]
 mod packed {
@@ -138,29 +138,73 @@ pub fn infer(s: &mut Scratch, image: &[u8; 784]) -> [i8; 10] {
     let mut logits = [0i8; 10];
     for (o, l) in logits.iter_mut().enumerate() {
         let acc = dot(&FC3_W[o], &s.f3, FC3_BIAS[o]);
-        *l = requantize(acc, FC3_MULT[o], FC3_SHIFT[o], LOGITS_ZP);
+        *l = (Requant::new(FC3_MULT[o], FC3_SHIFT[o], LOGITS_ZP).index(acc) as i32 - 128) as i8;
     }
     logits
 }
 
-/// `lenet_core::quant::requantize` plus 128: the activation table index.
-///
-/// For the usual right shift the Q31 product is `(acc * m + 2^30) >> 31`,
-/// which is what lenet-core's `saturating_rounding_doubling_high_mul`
-/// computes (its nudge-and-truncate equals this floor for either sign, and
-/// its one saturating case needs a negative multiplier, which the format
-/// rejects); a left shift takes lenet-core's own function.
+/// `acc * b` rounded on the high word: `(a * b + 2^31) >> 32`.
 #[inline(always)]
-fn lut_at(acc: i32, m: i32, shift: i32, zp: i32) -> usize {
-    let q = if shift <= 0 {
-        let hi = ((i64::from(acc) * i64::from(m) + (1 << 30)) >> 31) as i32;
-        rounding_divide_by_pot(hi, shift.unsigned_abs())
-            .saturating_add(zp)
-            .clamp(-128, 127)
-    } else {
-        requantize_left(acc, m, shift, zp)
-    };
-    (q + 128) as usize
+fn smmulr(a: i32, b: i32) -> i32 {
+    let r: i32;
+    // SAFETY: register-only.
+    unsafe {
+        asm!("smmulr {r}, {a}, {b}", r = lateout(reg) r, a = in(reg) a, b = in(reg) b,
+             options(pure, nomem, nostack, preserves_flags));
+    }
+    r
+}
+
+/// One channel's requantization, `lenet_core::quant::requantize`, in a
+/// shorter exact form for accumulators with `|acc| <= 2^29`, which
+/// `build.rs` proves for every channel from the weights and biases (else
+/// it builds the reference instead):
+///
+/// - the Q31 product `srdhm(acc, m)` is `floor((acc * m + 2^30) / 2^31)`
+///   (lenet-core's nudge-and-truncate is that floor for either sign; its
+///   one saturating case needs a negative multiplier, which the format
+///   rejects), which is `SMMULR(2 * acc, m)`;
+/// - `rounding_divide_by_pot(x, e)` (half away from zero) is
+///   `(x + 2^(e-1) - [x < 0]) >> e` for `e >= 1`, and `x` for `e = 0`.
+///
+/// A left shift (a factor of 1 or more, which quantization does not
+/// produce for LeNet) takes lenet-core's own function.
+#[derive(Clone, Copy)]
+struct Requant {
+    m: i32,
+    shift: i32,
+    e: u32,
+    half: i32,
+    neg: i32,
+    zp: i32,
+}
+
+impl Requant {
+    #[inline(always)]
+    fn new(m: i32, shift: i32, zp: i32) -> Self {
+        let e = if shift <= 0 { shift.unsigned_abs() } else { 0 };
+        Self {
+            m,
+            shift,
+            e,
+            half: ((1i64 << e) >> 1) as i32,
+            neg: if e > 0 { -1 } else { 0 },
+            zp,
+        }
+    }
+
+    /// `requantize(acc, m, shift, zp) + 128`: the activation table index.
+    #[inline(always)]
+    fn index(&self, acc: i32) -> usize {
+        let q = if self.shift <= 0 {
+            let hi = smmulr(acc << 1, self.m);
+            let t = hi + ((hi >> 31) & self.neg) + self.half;
+            ((t >> self.e) + self.zp).clamp(-128, 127)
+        } else {
+            requantize_left(acc, self.m, self.shift, self.zp)
+        };
+        (q + 128) as usize
+    }
 }
 
 /// The rare left-shift case of [`lut_at`], out of line.
@@ -173,10 +217,10 @@ fn requantize_left(acc: i32, m: i32, shift: i32, zp: i32) -> i32 {
 /// Requantize the four conv outputs of a 2×2 window, look them up in the
 /// activation table, and average them (lenet-core's fused conv stage).
 #[inline(always)]
-fn act_pool(acc: [i32; 4], m: i32, sh: i32, zp: i32, lut: &[i8; 256]) -> i32 {
+fn act_pool(acc: [i32; 4], rq: &Requant, lut: &[i8; 256]) -> i32 {
     let mut sum = 0;
     for a in acc {
-        sum += i32::from(lut[lut_at(a, m, sh, zp)]);
+        sum += i32::from(lut[rq.index(a)]);
     }
     avg_pool_round(sum, 4)
 }
@@ -192,7 +236,8 @@ fn act_pool(acc: [i32; 4], m: i32, sh: i32, zp: i32, lut: &[i8; 256]) -> i32 {
 fn conv1(s: &mut Scratch) {
     for co in 0..6 {
         let w = &C1_W[co]; // (K, 6)
-        let (b, m, sh) = (C1_BIAS[co], C1_MULT[co], C1_SHIFT[co]);
+        let b = C1_BIAS[co];
+        let rq = Requant::new(C1_MULT[co], C1_SHIFT[co], PRE_ZP1);
         for py in 0..14 {
             for px in 0..14 {
                 // Padded rows 2py .. 2py + 6, words px .. px + 3.
@@ -200,7 +245,7 @@ fn conv1(s: &mut Scratch) {
                 let x: &[u32; 5 * 16 + 3] = s.x1[base..base + 5 * 16 + 3].try_into().unwrap();
                 let [a0, a1] = conv1_pair(b, w, x.first_chunk().unwrap());
                 let [a2, a3] = conv1_pair(b, w, x[16..].try_into().unwrap());
-                let v = act_pool([a0, a1, a2, a3], m, sh, PRE_ZP1, &LUT1);
+                let v = act_pool([a0, a1, a2, a3], &rq, &LUT1);
                 let word = &mut s.x2[(py * 14 + px) * 3 + co / 2];
                 set_half(word, co % 2, v - OUT_ZP1);
             }
@@ -268,13 +313,14 @@ fn conv2(s: &mut Scratch) {
     const SPAN: usize = 5 * 42 + 5 * 3 + 3;
     for co in 0..16 {
         let w = &C2_W[co]; // (K, K, 3)
-        let (b, m, sh) = (C2_BIAS[co], C2_MULT[co], C2_SHIFT[co]);
+        let b = C2_BIAS[co];
+        let rq = Requant::new(C2_MULT[co], C2_SHIFT[co], PRE_ZP2);
         for py in 0..5 {
             for px in 0..5 {
                 let base = (2 * py * 14 + 2 * px) * 3;
                 let x: &[u32; SPAN] = s.x2[base..base + SPAN].try_into().unwrap();
                 let acc = conv2_window(b, w, x);
-                let v = act_pool(acc, m, sh, PRE_ZP2, &LUT2);
+                let v = act_pool(acc, &rq, &LUT2);
                 set_grouped(&mut s.f1, co * 25 + py * 5 + px, v - OUT_ZP2);
             }
         }
@@ -447,7 +493,7 @@ fn linear<const O: usize, const G: usize>(
     for o in (0..O).step_by(4) {
         let acc = dot4(&w[o..], x, bias[o..o + 4].try_into().unwrap());
         for (k, acc) in acc.into_iter().enumerate() {
-            let q = lut[lut_at(acc, mult[o + k], shift[o + k], pre_zp)];
+            let q = lut[Requant::new(mult[o + k], shift[o + k], pre_zp).index(acc)];
             set_grouped(y, o + k, i32::from(q) - out_zp);
         }
     }
