@@ -1,0 +1,154 @@
+//! Throughput and latency of the CPU back end on random data, for the CLI
+//! and the criterion bench: training images/s (Adam), inference images/s,
+//! and the latency of one single-image forward pass.
+
+use std::time::{Duration, Instant};
+
+use super::{CpuError, CpuTrainer, Isa, num_params};
+use crate::trainer::{OptimizerConfig, Trainer, TrainerConfig};
+use lenet_core::activation::Activation;
+use lenet_core::model::ModelKind;
+
+/// What [`bench`] measures.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BenchConfig {
+    /// Network.
+    pub kind: ModelKind,
+    /// Hidden activation.
+    pub act: Activation,
+    /// Worker threads (0: all cores).
+    pub threads: usize,
+    /// Batch size of the training and inference measurements.
+    pub batch: usize,
+    /// Time spent on each measurement (after one warm-up call).
+    pub time: Duration,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        BenchConfig {
+            kind: ModelKind::LeNet5,
+            act: Activation::Sigmoid,
+            threads: 0,
+            batch: 256,
+            time: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Measured numbers of [`bench`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BenchReport {
+    /// Instruction set of the kernels.
+    pub isa: Isa,
+    /// Threads used.
+    pub threads: usize,
+    /// Training throughput: Adam steps on batches of `batch` images.
+    pub train_img_per_s: f64,
+    /// Inference throughput on batches of `batch` images.
+    pub infer_img_per_s: f64,
+    /// Mean latency of a forward pass on one image, in microseconds.
+    pub latency_us: f64,
+}
+
+impl core::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "cpu ({:?}, {} threads): train {:.0} img/s, inference {:.0} img/s, batch-1 latency {:.1} us",
+            self.isa, self.threads, self.train_img_per_s, self.infer_img_per_s, self.latency_us
+        )
+    }
+}
+
+/// Deterministic pseudo-random data in `[-1, 1)` (xorshift).
+pub fn random_data(out: &mut [f32], seed: u64) {
+    let mut s = seed | 1;
+    for v in out {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        *v = (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0;
+    }
+}
+
+/// Parameters drawn like PyTorch's default initialisation bounds
+/// (`U(-1/sqrt(fan_in), 1/sqrt(fan_in))`), from `seed`.
+pub fn random_params(kind: ModelKind, seed: u64) -> Vec<f32> {
+    let fl = match kind {
+        ModelKind::LeNet5 => 400,
+        ModelKind::LeNet5Max => 256,
+    };
+    let fans = [
+        (150, 25),
+        (6, 25),
+        (2400, 150),
+        (16, 150),
+        (120 * fl, fl),
+        (120, fl),
+        (84 * 120, 120),
+        (84, 120),
+        (840, 84),
+        (10, 84),
+    ];
+    let mut p = Vec::with_capacity(num_params(kind));
+    for (i, (len, fan)) in fans.into_iter().enumerate() {
+        let mut t = vec![0.0; len];
+        random_data(&mut t, seed.wrapping_mul(31).wrapping_add(i as u64));
+        let bound = 1.0 / (fan as f32).sqrt();
+        p.extend(t.iter().map(|v| v * bound));
+    }
+    p
+}
+
+/// Runs `f` repeatedly for about `time` after one warm-up call; returns
+/// the mean seconds per call.
+fn time_it(time: Duration, mut f: impl FnMut()) -> f64 {
+    f();
+    let start = Instant::now();
+    let mut calls = 0u32;
+    while start.elapsed() < time || calls < 3 {
+        f();
+        calls += 1;
+    }
+    start.elapsed().as_secs_f64() / f64::from(calls)
+}
+
+/// Measures training and inference throughput and single-image latency.
+///
+/// # Errors
+///
+/// If the trainer cannot be built (see [`CpuTrainer::new`]).
+pub fn bench(cfg: &BenchConfig) -> Result<BenchReport, CpuError> {
+    let tc = TrainerConfig {
+        kind: cfg.kind,
+        act: cfg.act,
+        optimizer: OptimizerConfig::Adam {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        },
+        threads: cfg.threads,
+    };
+    let mut trainer = CpuTrainer::new(&tc, &random_params(cfg.kind, 1))?;
+    let n = cfg.batch.max(1);
+    let mut x = vec![0.0; n * 784];
+    random_data(&mut x, 7);
+    let labels: Vec<u8> = (0..n).map(|i| (i * 7 % 10) as u8).collect();
+    let train = time_it(cfg.time, || {
+        trainer.train_batch(&x, &labels);
+    });
+    let mut logits = vec![0.0; n * 10];
+    let infer = time_it(cfg.time, || trainer.forward(&x, &mut logits));
+    let mut one = [0.0; 10];
+    let lat = time_it(cfg.time / 2, || trainer.forward(&x[..784], &mut one));
+    Ok(BenchReport {
+        isa: trainer.isa(),
+        threads: trainer.threads(),
+        train_img_per_s: n as f64 / train,
+        infer_img_per_s: n as f64 / infer,
+        latency_us: lat * 1e6,
+    })
+}

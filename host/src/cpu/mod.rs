@@ -1,0 +1,443 @@
+//! Fast batched, multi-threaded CPU trainer.
+//!
+//! The batch is cut into contiguous chunks, one per thread of a dedicated
+//! rayon pool; each thread runs its chunk in blocks of `L` images (16 with
+//! AVX-512, 8 with AVX2, 4 otherwise) through lane kernels whose innermost
+//! dimension is the image in the block (see [`kernels`]), so every scalar
+//! formula of the `lenet-core` reference becomes one vector instruction.
+//! Per-thread gradients are then summed in thread order, range by range, by
+//! the same threads, which apply the optimizer to their range: for one
+//! batch, thread count and processor the result is bit-identical from run
+//! to run.
+//!
+//! The instruction set is detected once ([`Isa::detect`]); the kernels are
+//! compiled for each set behind `#[target_feature]` entry points.
+
+pub mod bench;
+mod kernels;
+mod net;
+mod simd;
+#[cfg(test)]
+mod tests;
+
+use crate::trainer::{OptimizerConfig, OptimizerState, Trainer, TrainerConfig};
+use lenet_core::model::ModelKind;
+use net::{CLASSES, Engine, IMG, Layout, Prepared};
+pub use simd::Isa;
+
+/// Error building a [`CpuTrainer`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CpuError {
+    /// The parameter vector does not have the model's length.
+    ParamCount {
+        /// Length the model needs.
+        expected: usize,
+        /// Length given.
+        got: usize,
+    },
+    /// The thread pool could not be built.
+    ThreadPool(rayon::ThreadPoolBuildError),
+}
+
+impl core::fmt::Display for CpuError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            CpuError::ParamCount { expected, got } => {
+                write!(f, "expected {expected} parameters, got {got}")
+            }
+            CpuError::ThreadPool(e) => write!(f, "cannot build the thread pool: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for CpuError {}
+
+/// Number of parameters of `kind` (61 706 for LeNet-5, 44 426 for the
+/// max-pool variant).
+pub const fn num_params(kind: ModelKind) -> usize {
+    Layout::new(flatten_width(kind)).total
+}
+
+const fn flatten_width(kind: ModelKind) -> usize {
+    match kind {
+        ModelKind::LeNet5 => 400,
+        ModelKind::LeNet5Max => 256,
+    }
+}
+
+/// The batched CPU back end of [`Trainer`].
+pub struct CpuTrainer {
+    config: TrainerConfig,
+    isa: Isa,
+    pool: rayon::ThreadPool,
+    threads: usize,
+    params: Vec<f32>,
+    /// Adam first moment or SGD momentum buffer.
+    m: Vec<f32>,
+    /// Adam second moment.
+    v: Vec<f32>,
+    step: u64,
+    prep: Prepared,
+    /// One batched engine per thread.
+    engines: Vec<Box<dyn Engine>>,
+    /// Per-thread gradients, `threads x num_params`.
+    grads: Vec<Vec<f32>>,
+    losses: Vec<f64>,
+}
+
+impl core::fmt::Debug for CpuTrainer {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("CpuTrainer")
+            .field("config", &self.config)
+            .field("isa", &self.isa)
+            .field("threads", &self.threads)
+            .field("step", &self.step)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CpuTrainer {
+    /// A trainer for `config` starting from `params` (flat, `state_dict`
+    /// order), with a fresh optimizer state.
+    ///
+    /// # Errors
+    ///
+    /// [`CpuError::ParamCount`] if `params` has the wrong length,
+    /// [`CpuError::ThreadPool`] if the threads cannot be started.
+    pub fn new(config: &TrainerConfig, params: &[f32]) -> Result<CpuTrainer, CpuError> {
+        Self::with_isa(config, params, Isa::detect())
+    }
+
+    /// As [`new`](Self::new), with the instruction set forced to `isa` (a
+    /// narrower one than detected, to compare; a wider one is clamped to
+    /// what the processor has).
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
+    pub fn with_isa(
+        config: &TrainerConfig,
+        params: &[f32],
+        isa: Isa,
+    ) -> Result<CpuTrainer, CpuError> {
+        let isa = match (Isa::detect(), isa) {
+            (Isa::Generic, _) => Isa::Generic,
+            (Isa::Avx2, Isa::Avx512) => Isa::Avx2,
+            (_, wanted) => wanted,
+        };
+        let expected = num_params(config.kind);
+        if params.len() != expected {
+            return Err(CpuError::ParamCount {
+                expected,
+                got: params.len(),
+            });
+        }
+        let threads = if config.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            config.threads
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("lenet-cpu-{i}"))
+            .build()
+            .map_err(CpuError::ThreadPool)?;
+        let max = config.kind == ModelKind::LeNet5Max;
+        let engines = (0..threads)
+            .map(|_| net::new_engine(isa, config.act, max))
+            .collect();
+        let mut prep = Prepared::new();
+        prep.update(params);
+        let (m, v) = match config.optimizer {
+            OptimizerConfig::Adam { .. } => (vec![0.0; expected], vec![0.0; expected]),
+            OptimizerConfig::Sgd { .. } => (Vec::new(), Vec::new()),
+        };
+        Ok(CpuTrainer {
+            config: config.clone(),
+            isa,
+            pool,
+            threads,
+            params: params.to_vec(),
+            m,
+            v,
+            step: 0,
+            prep,
+            engines,
+            grads: vec![vec![0.0; expected]; threads],
+            losses: vec![0.0; threads],
+        })
+    }
+
+    /// The instruction set the kernels run with.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Worker threads.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// The mean loss and the gradient (flat, `state_dict` order) of a batch
+    /// at the current parameters, without an optimizer step.
+    pub fn loss_and_grad(&mut self, x: &[f32], labels: &[u8], grad: &mut [f32]) -> f32 {
+        let used = self.backprop(x, labels);
+        grad.fill(0.0);
+        for g in &self.grads[..used] {
+            for (d, s) in grad.iter_mut().zip(g) {
+                *d += s;
+            }
+        }
+        self.batch_loss(used, labels.len())
+    }
+
+    /// Image ranges of the chunks: whole blocks of `lanes`, split evenly
+    /// over at most `threads` threads. Returns the number of chunks.
+    fn chunks(&self, n: usize, out: &mut [(usize, usize)]) -> usize {
+        let lanes = self.isa.lanes();
+        let blocks = n.div_ceil(lanes);
+        let used = self.threads.min(blocks).max(1);
+        for (t, r) in out.iter_mut().enumerate().take(used) {
+            let b0 = t * blocks / used;
+            let b1 = (t + 1) * blocks / used;
+            *r = ((b0 * lanes).min(n), (b1 * lanes).min(n));
+        }
+        used
+    }
+
+    /// Forward and backward of the batch on all threads; leaves per-thread
+    /// gradients and losses and returns how many threads took part.
+    fn backprop(&mut self, x: &[f32], labels: &[u8]) -> usize {
+        let n = labels.len();
+        assert_eq!(x.len(), n * IMG, "x must hold labels.len() images of 28x28");
+        self.prep.update(&self.params);
+        let mut ranges = vec![(0, 0); self.threads];
+        let used = self.chunks(n, &mut ranges);
+        let scale = 1.0 / n as f32;
+        let (prep, params) = (&self.prep, &self.params[..]);
+        let work = self
+            .engines
+            .iter_mut()
+            .zip(&mut self.grads)
+            .zip(&mut self.losses);
+        self.pool.scope(|s| {
+            for (((engine, grad), loss), &(a, b)) in work.zip(&ranges).take(used) {
+                s.spawn(move |_| {
+                    *loss = engine.train(
+                        prep,
+                        params,
+                        &x[a * IMG..b * IMG],
+                        &labels[a..b],
+                        scale,
+                        grad,
+                    );
+                });
+            }
+        });
+        used
+    }
+
+    fn batch_loss(&self, used: usize, n: usize) -> f32 {
+        let sum: f64 = self.losses[..used].iter().sum();
+        (sum / n.max(1) as f64) as f32
+    }
+}
+
+/// Sums the per-thread gradients of `range` in thread order into `g`.
+fn reduce(g: &mut [f32], grads: &[Vec<f32>], start: usize) {
+    g.copy_from_slice(&grads[0][start..start + g.len()]);
+    for part in &grads[1..] {
+        for (d, s) in g.iter_mut().zip(&part[start..]) {
+            *d += s;
+        }
+    }
+}
+
+/// One optimizer step on a slice of the parameters, PyTorch formulas.
+#[allow(clippy::too_many_arguments)]
+fn optimize(
+    opt: OptimizerConfig,
+    step: u64,
+    p: &mut [f32],
+    g: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+) {
+    match opt {
+        OptimizerConfig::Adam {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        } => {
+            // Scalars in f64 as PyTorch computes them in Python floats.
+            let t = step as i32;
+            let bc1 = 1.0 - f64::from(beta1).powi(t);
+            let bc2 = 1.0 - f64::from(beta2).powi(t);
+            let step_size = (f64::from(lr) / bc1) as f32;
+            let bc2_sqrt = bc2.sqrt() as f32;
+            for (((p, g), m), v) in p
+                .iter_mut()
+                .zip(g.iter())
+                .zip(m.iter_mut())
+                .zip(v.iter_mut())
+            {
+                let g = *g + weight_decay * *p;
+                *m = beta1 * *m + (1.0 - beta1) * g;
+                *v = beta2 * *v + (1.0 - beta2) * g * g;
+                let denom = v.sqrt() / bc2_sqrt + eps;
+                *p -= step_size * *m / denom;
+            }
+        }
+        OptimizerConfig::Sgd {
+            lr,
+            momentum,
+            weight_decay,
+        } => {
+            for (i, (p, g)) in p.iter_mut().zip(g.iter_mut()).enumerate() {
+                let mut d = *g + weight_decay * *p;
+                if momentum != 0.0 {
+                    let buf = &mut m[i];
+                    *buf = if step == 1 { d } else { momentum * *buf + d };
+                    d = *buf;
+                }
+                *p -= lr * d;
+            }
+        }
+    }
+}
+
+impl Trainer for CpuTrainer {
+    fn device_name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn train_batch(&mut self, x: &[f32], labels: &[u8]) -> f32 {
+        let n = labels.len();
+        if n == 0 {
+            return 0.0;
+        }
+        let used = self.backprop(x, labels);
+        self.step += 1;
+        let opt = self.config.optimizer;
+        if let OptimizerConfig::Sgd { momentum, .. } = opt
+            && momentum != 0.0
+            && self.m.len() != self.params.len()
+        {
+            self.m = vec![0.0; self.params.len()];
+        }
+        // Reduce and update range by range on the pool; each range is
+        // summed in thread order, so the split does not change the result.
+        let total = self.params.len();
+        let per = total.div_ceil(self.threads).next_multiple_of(64);
+        let grads = &self.grads[..used];
+        let step = self.step;
+        let has_m = !self.m.is_empty();
+        let has_v = !self.v.is_empty();
+        let mut m_chunks: Vec<&mut [f32]> = if has_m {
+            self.m.chunks_mut(per).collect()
+        } else {
+            Vec::new()
+        };
+        let mut v_chunks: Vec<&mut [f32]> = if has_v {
+            self.v.chunks_mut(per).collect()
+        } else {
+            Vec::new()
+        };
+        self.pool.scope(|s| {
+            for (i, p) in self.params.chunks_mut(per).enumerate() {
+                let m = if has_m {
+                    core::mem::take(&mut m_chunks[i])
+                } else {
+                    &mut [][..]
+                };
+                let v = if has_v {
+                    core::mem::take(&mut v_chunks[i])
+                } else {
+                    &mut [][..]
+                };
+                s.spawn(move |_| {
+                    let mut g = vec![0.0f32; p.len()];
+                    reduce(&mut g, grads, i * per);
+                    optimize(opt, step, p, &mut g, m, v);
+                });
+            }
+        });
+        self.batch_loss(used, n)
+    }
+
+    fn forward(&mut self, x: &[f32], logits: &mut [f32]) {
+        let n = logits.len() / CLASSES;
+        assert_eq!(logits.len(), n * CLASSES, "logits must be N x 10");
+        assert_eq!(x.len(), n * IMG, "x must hold N images of 28x28");
+        self.prep.update(&self.params);
+        if n <= self.isa.lanes() {
+            // One block: run it here rather than waking the pool.
+            self.engines[0].forward(&self.prep, &self.params, x, logits);
+            return;
+        }
+        let mut ranges = vec![(0, 0); self.threads];
+        let used = self.chunks(n, &mut ranges);
+        let (prep, params) = (&self.prep, &self.params[..]);
+        let mut outs = Vec::with_capacity(used);
+        let mut rest = logits;
+        for &(a, b) in &ranges[..used] {
+            let (head, tail) = rest.split_at_mut((b - a) * CLASSES);
+            outs.push(head);
+            rest = tail;
+        }
+        self.pool.scope(|s| {
+            for ((engine, out), &(a, b)) in self.engines.iter_mut().zip(outs).zip(&ranges) {
+                s.spawn(move |_| engine.forward(prep, params, &x[a * IMG..b * IMG], out));
+            }
+        });
+    }
+
+    fn set_lr(&mut self, lr: f32) {
+        match &mut self.config.optimizer {
+            OptimizerConfig::Adam { lr: l, .. } | OptimizerConfig::Sgd { lr: l, .. } => *l = lr,
+        }
+    }
+
+    fn params(&self) -> Vec<f32> {
+        self.params.clone()
+    }
+
+    fn optimizer_state(&self) -> OptimizerState {
+        OptimizerState {
+            step: self.step,
+            m: self.m.clone(),
+            v: self.v.clone(),
+        }
+    }
+
+    fn load(&mut self, params: &[f32], state: &OptimizerState) {
+        assert_eq!(params.len(), self.params.len(), "parameter count");
+        self.params.copy_from_slice(params);
+        self.step = state.step;
+        let n = params.len();
+        let fit = |s: &[f32]| {
+            if s.len() == n {
+                s.to_vec()
+            } else {
+                vec![0.0; n]
+            }
+        };
+        match self.config.optimizer {
+            OptimizerConfig::Adam { .. } => {
+                self.m = fit(&state.m);
+                self.v = fit(&state.v);
+            }
+            OptimizerConfig::Sgd { .. } => {
+                self.m = if state.m.len() == n {
+                    state.m.clone()
+                } else {
+                    Vec::new()
+                };
+                self.v = Vec::new();
+            }
+        }
+    }
+}
