@@ -32,6 +32,13 @@ fn official_files_load_and_a_short_run_learns() {
     };
     let out = tempfile::tempdir().unwrap();
     let mut t = cpu_trainer(&s.trainer_config(2).unwrap(), s.seed).unwrap();
-    let sum = train(t.as_mut(), &s, &d, out.path(), None, &mut |l| eprintln!("{l}")).unwrap();
-    assert!(sum.test.accuracy > 0.6, "test accuracy {}", sum.test.accuracy);
+    let sum = train(t.as_mut(), &s, &d, out.path(), None, &mut |l| {
+        eprintln!("{l}")
+    })
+    .unwrap();
+    assert!(
+        sum.test.accuracy > 0.6,
+        "test accuracy {}",
+        sum.test.accuracy
+    );
 }
