@@ -27,6 +27,9 @@ fn main() {
         "memory/mps2-an386.x"
     };
     fs::copy(dir.join(map), out.join("memory.x")).unwrap();
+    // cortex-m-rt's `device` feature INCLUDEs device.x, the weak interrupt
+    // handler names a device crate would provide; the programs bind none.
+    fs::write(out.join("device.x"), "/* no device interrupt handlers */\n").unwrap();
     println!("cargo:rerun-if-changed={map}");
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rustc-link-arg=--nmagic");
@@ -202,7 +205,9 @@ fn packed(m: &QuantLeNet5) -> String {
         let n = b.len();
         item(&mut s, &format!("{name}_BIAS"), &format!("[i32; {n}]"), b);
         item(&mut s, &format!("{name}_MULT"), &format!("[i32; {n}]"), mu);
-        item(&mut s, &format!("{name}_SHIFT"), &format!("[i32; {n}]"), sh);
+        // Shifts are validated to -31..=30: one byte each.
+        let sh: Vec<i8> = sh.iter().map(|&v| v as i8).collect();
+        item(&mut s, &format!("{name}_SHIFT"), &format!("[i8; {n}]"), sh);
     }
     for (i, a) in [&m.act1, &m.act2, &m.act3, &m.act4].into_iter().enumerate() {
         let k = i + 1;

@@ -138,7 +138,8 @@ pub fn infer(s: &mut Scratch, image: &[u8; 784]) -> [i8; 10] {
     let mut logits = [0i8; 10];
     for (o, l) in logits.iter_mut().enumerate() {
         let acc = dot(&FC3_W[o], &s.f3, FC3_BIAS[o]);
-        *l = (Requant::new(FC3_MULT[o], FC3_SHIFT[o], LOGITS_ZP).index(acc) as i32 - 128) as i8;
+        *l = (Requant::new(FC3_MULT[o], FC3_SHIFT[o].into(), LOGITS_ZP).index(acc) as i32 - 128)
+            as i8;
     }
     logits
 }
@@ -237,7 +238,7 @@ fn conv1(s: &mut Scratch) {
     for co in 0..6 {
         let w = &C1_W[co]; // (K, 6)
         let b = C1_BIAS[co];
-        let rq = Requant::new(C1_MULT[co], C1_SHIFT[co], PRE_ZP1);
+        let rq = Requant::new(C1_MULT[co], C1_SHIFT[co].into(), PRE_ZP1);
         for py in 0..14 {
             for px in 0..14 {
                 // Padded rows 2py .. 2py + 6, words px .. px + 3.
@@ -314,7 +315,7 @@ fn conv2(s: &mut Scratch) {
     for co in 0..16 {
         let w = &C2_W[co]; // (K, K, 3)
         let b = C2_BIAS[co];
-        let rq = Requant::new(C2_MULT[co], C2_SHIFT[co], PRE_ZP2);
+        let rq = Requant::new(C2_MULT[co], C2_SHIFT[co].into(), PRE_ZP2);
         for py in 0..5 {
             for px in 0..5 {
                 let base = (2 * py * 14 + 2 * px) * 3;
@@ -483,7 +484,7 @@ fn linear<const O: usize, const G: usize>(
     w: &[[u32; G]; O],
     bias: &[i32; O],
     mult: &[i32; O],
-    shift: &[i32; O],
+    shift: &[i8; O],
     pre_zp: i32,
     lut: &[i8; 256],
     out_zp: i32,
@@ -493,7 +494,7 @@ fn linear<const O: usize, const G: usize>(
     for o in (0..O).step_by(4) {
         let acc = dot4(&w[o..], x, bias[o..o + 4].try_into().unwrap());
         for (k, acc) in acc.into_iter().enumerate() {
-            let q = lut[Requant::new(mult[o + k], shift[o + k], pre_zp).index(acc)];
+            let q = lut[Requant::new(mult[o + k], shift[o + k].into(), pre_zp).index(acc)];
             set_grouped(y, o + k, i32::from(q) - out_zp);
         }
     }

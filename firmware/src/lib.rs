@@ -64,6 +64,23 @@ unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
     exit_failure(3)
 }
 
+/// Device interrupts of the chip: 32 on QEMU's mps2-an386, 86 on the
+/// STM32F411.
+#[cfg(not(feature = "nucleo-f411re"))]
+const IRQS: usize = 32;
+#[cfg(feature = "nucleo-f411re")]
+const IRQS: usize = 86;
+
+unsafe extern "C" {
+    fn DefaultHandler();
+}
+
+/// The device part of the vector table (cortex-m-rt's `device` feature):
+/// no program enables an interrupt, so every entry is the default handler.
+#[unsafe(link_section = ".vector_table.interrupts")]
+#[unsafe(no_mangle)]
+static __INTERRUPTS: [unsafe extern "C" fn(); IRQS] = [DefaultHandler; IRQS];
+
 unsafe extern "C" {
     // From cortex-m-rt's link.x: the stack grows down from `_stack_start`
     // to `_stack_end`, and `paint-stack` fills that range with 0xCCCC_CCCC.

@@ -2,7 +2,7 @@
 //! formatting machinery would cost several KB of flash.
 //!
 //! `report!("images: ", n, " done")` writes the pieces in order and a
-//! newline; pieces are `&str` or unsigned/signed integers (decimal), or
+//! newline; pieces are `&str` or 32-bit integers (decimal), or
 //! [`Hex`].
 
 use semihosting::io::Write;
@@ -57,9 +57,9 @@ impl Show for &str {
     }
 }
 
-impl Show for u64 {
+impl Show for u32 {
     fn show(&self, line: &mut Line) {
-        let mut digits = [0u8; 20];
+        let mut digits = [0u8; 10];
         let mut i = digits.len();
         let mut v = *self;
         loop {
@@ -74,15 +74,9 @@ impl Show for u64 {
     }
 }
 
-impl Show for u32 {
-    fn show(&self, line: &mut Line) {
-        u64::from(*self).show(line);
-    }
-}
-
 impl Show for usize {
     fn show(&self, line: &mut Line) {
-        (*self as u64).show(line);
+        (*self as u32).show(line);
     }
 }
 
@@ -91,7 +85,7 @@ impl Show for i32 {
         if *self < 0 {
             line.push(b"-");
         }
-        u64::from(self.unsigned_abs()).show(line);
+        self.unsigned_abs().show(line);
     }
 }
 
