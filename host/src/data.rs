@@ -609,11 +609,11 @@ pub fn detect(path: &Path) -> Option<DataSource> {
 /// environment) that holds no dataset is an error rather than skipped, so a
 /// typo is not silently replaced by another copy.
 pub fn locate(explicit: Option<&Path>) -> Result<DataSource, DataError> {
-    locate_in(
-        explicit,
-        std::env::var_os(ENV_DIR).map(PathBuf::from),
-        &default_dirs(),
-    )
+    // An empty variable counts as unset.
+    let env = std::env::var_os(ENV_DIR)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    locate_in(explicit, env, &default_dirs())
 }
 
 /// The fall-back directories, in search order.
