@@ -188,7 +188,7 @@ impl Requant {
             m,
             shift,
             e,
-            half: ((1i64 << e) >> 1) as i32,
+            half: if e == 0 { 0 } else { 1 << (e - 1) },
             neg: if e > 0 { -1 } else { 0 },
             zp,
         }
