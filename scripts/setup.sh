@@ -10,6 +10,7 @@ command -v qemu-system-arm >/dev/null || need+=(qemu-system-arm)
 [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || need+=(dataset-fashion-mnist)
 command -v arm-none-eabi-size >/dev/null || need+=(binutils-arm-none-eabi)
 command -v curl >/dev/null || need+=(curl)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""

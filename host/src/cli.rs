@@ -379,8 +379,8 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         (None, Some(r)) => r.parent().map(Path::to_owned).unwrap_or_default(),
         (None, None) => PathBuf::from(format!("runs/{}-{}", settings.model, settings.act)),
     };
-    let data = load_data(&a.data)?;
     let (mut trainer, note) = backend::make_trainer(device(a.device), &cfg, settings.seed)?;
+    let data = load_data(&a.data)?;
     eprintln!("{note}");
     eprintln!(
         "model {} act {} optimizer {} lr {} batch {} epochs {} -> {}",

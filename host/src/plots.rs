@@ -3,7 +3,8 @@
 //! Drawn with `plotters` into an RGB buffer and encoded with `image`, so no
 //! system library is needed. Text uses a TrueType font found at run time
 //! (`$LENET_FONT`, else DejaVu Sans from the Debian package
-//! `fonts-dejavu-core`); without one the plots are drawn without text.
+//! `fonts-dejavu-core`); without one (or with `LENET_FONT=none`) the plots
+//! are drawn without text.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -38,6 +39,9 @@ pub fn font_available() -> bool {
     static FONT: OnceLock<bool> = OnceLock::new();
     *FONT.get_or_init(|| {
         let env = std::env::var_os(FONT_ENV).map(PathBuf::from);
+        if env.as_deref() == Some(Path::new("none")) {
+            return false;
+        }
         let candidates = env
             .into_iter()
             .chain(FONT_CANDIDATES.iter().map(PathBuf::from));
