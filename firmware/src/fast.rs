@@ -330,31 +330,30 @@ fn conv2(s: &mut Scratch) {
 
 /// One tap of [`conv2_window`]: the tap's three weight words (channel
 /// pairs) against the three input words of each of the four outputs, at
-/// word offsets 0 (dy 0, dx 0), 3 (dx 1), 42 (dy 1) and 45; then the input
-/// pointer moves one column (3 words) on.
+/// word offsets 0 (dy 0, dx 0), 3 (dx 1), 42 (dy 1) and 45. The first
+/// input LDM moves the pointer one column (3 words) on, so the second
+/// output's words are at the new pointer and the others 12 bytes nearer.
 macro_rules! conv2_tap {
     () => {
         "ldm {wp}!, {{r4, r5, r8}}
-         ldm {xp}, {{r9, r10, r12}}
+         ldm {xp}!, {{r9, r10, r12}}
          smlad r0, r4, r9, r0
          smlad r0, r5, r10, r0
          smlad r0, r8, r12, r0
-         ldrd r9, r10, [{xp}, #12]
-         ldr r12, [{xp}, #20]
+         ldm {xp}, {{r9, r10, r12}}
          smlad r1, r4, r9, r1
          smlad r1, r5, r10, r1
          smlad r1, r8, r12, r1
-         ldrd r9, r10, [{xp}, #168]
-         ldr r12, [{xp}, #176]
+         ldrd r9, r10, [{xp}, #156]
+         ldr r12, [{xp}, #164]
          smlad r2, r4, r9, r2
          smlad r2, r5, r10, r2
          smlad r2, r8, r12, r2
-         ldrd r9, r10, [{xp}, #180]
-         ldr r12, [{xp}, #188]
+         ldrd r9, r10, [{xp}, #168]
+         ldr r12, [{xp}, #176]
          smlad r3, r4, r9, r3
          smlad r3, r5, r10, r3
          smlad r3, r8, r12, r3
-         adds {xp}, #12
         "
     };
 }
@@ -376,7 +375,8 @@ macro_rules! conv2_row {
 
 /// The four conv2 accumulators of a pooled window (outputs `(dy, dx)` in
 /// the order (0,0) (0,1) (1,0) (1,1)), `bias` plus 75 SMLAD each: per tap
-/// one LDM of the weights, three words of input per output.
+/// one LDM of the weights, then the input of each output (LDM, LDM,
+/// LDRD + LDR twice): 19 instructions for 24 MAC.
 #[inline(always)]
 fn conv2_window(bias: i32, w: &[[[u32; 3]; 5]; 5], x: &[u32; 5 * 42 + 5 * 3 + 3]) -> [i32; 4] {
     let [mut a0, mut a1, mut a2, mut a3] = [bias; 4];
