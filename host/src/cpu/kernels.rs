@@ -84,7 +84,7 @@ pub(crate) fn conv_dw<
     dy: &[[[V<L>; OW]; OH]; CO],         // (CO, OH, OW, L)
     x: &[[[V<L>; IW]; IH]; CI],          // (CI, IH, IW, L)
 ) {
-    const { assert!(S::LANES == L && IH == OH + K - 1 && IW == OW + K - 1 && CO % CB == 0) }
+    const { assert!(S::LANES == L && IH == OH + K - 1 && IW == OW + K - 1 && CO.is_multiple_of(CB)) }
     for ci in 0..CI {
         for u in 0..K {
             for c0 in (0..CO).step_by(CB) {
@@ -279,7 +279,7 @@ pub(crate) fn linear_fwd<
     b: &[f32; O],      // (O,)
     act: bool,
 ) {
-    const { assert!(S::LANES == L && O % OB == 0) }
+    const { assert!(S::LANES == L && O.is_multiple_of(OB)) }
     for o0 in (0..O).step_by(OB) {
         let mut acc: [S::V; OB] = core::array::from_fn(|j| S::splat(b[o0 + j]));
         for i in 0..I {
@@ -314,7 +314,7 @@ pub(crate) fn linear_dx<
     xa: &[V<L>; I],     // (I, L)
     act: bool,
 ) {
-    const { assert!(S::LANES == L && I % IB == 0) }
+    const { assert!(S::LANES == L && I.is_multiple_of(IB)) }
     for i0 in (0..I).step_by(IB) {
         let mut acc = [S::zero(); IB];
         for o in 0..O {

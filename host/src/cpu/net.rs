@@ -177,10 +177,18 @@ impl<
 {
     /// A zeroed workspace on the heap (it is hundreds of KiB).
     fn boxed() -> Box<Self> {
-        let b = Box::<Self>::new_zeroed();
-        // SAFETY: `Work` holds only (nested arrays of) `f32`, for which the
-        // all-zero bit pattern is a valid value (0.0).
-        unsafe { b.assume_init() }
+        let layout = std::alloc::Layout::new::<Self>();
+        // SAFETY: `Work` is not zero-sized and holds only (nested arrays
+        // of) `f32`, for which the all-zero bit pattern is a valid value
+        // (0.0); the pointer comes from the global allocator with the
+        // layout of `Self`, as `Box::from_raw` requires.
+        unsafe {
+            let p = std::alloc::alloc_zeroed(layout).cast::<Self>();
+            if p.is_null() {
+                std::alloc::handle_alloc_error(layout);
+            }
+            Box::from_raw(p)
+        }
     }
 }
 
@@ -230,7 +238,7 @@ fn forward_block<
     fc: &Fc<'_, FL>,
     imgs: &[f32],
 ) {
-    const { assert!(FL == 16 * P2 * P2 && XN >= 28 && (XN - 28) % 2 == 0) }
+    const { assert!(FL == 16 * P2 * P2 && XN >= 28 && (XN - 28).is_multiple_of(2)) }
     let pad = (XN - 28) / 2;
     let valid = imgs.len() / IMG;
     for y in 0..28 {

@@ -130,7 +130,7 @@ const EXP_P: [f32; 6] = [
     8.333_452e-3,
     4.166_579_6e-2,
     1.666_666_5e-1,
-    5.000_000_1e-1,
+    0.5,
 ];
 
 /// Portable vectors of 4 lanes (plain arrays; LLVM maps them to SSE).
