@@ -17,6 +17,7 @@ pub mod bench;
 mod kernels;
 mod net;
 mod simd;
+mod single;
 #[cfg(test)]
 mod tests;
 
@@ -84,6 +85,10 @@ pub struct CpuTrainer {
     /// Per-thread gradients, `threads x num_params`.
     grads: Vec<Vec<f32>>,
     losses: Vec<f64>,
+    /// Run small inference batches as blocks too (to test both paths).
+    force_blocks: bool,
+    /// `prep` does not reflect `params` (set whenever they change).
+    prep_stale: bool,
 }
 
 impl core::fmt::Debug for CpuTrainer {
@@ -96,6 +101,11 @@ impl core::fmt::Debug for CpuTrainer {
             .finish_non_exhaustive()
     }
 }
+
+/// Inference batches below this size run image by image on the calling
+/// thread through the single-image path (where the instruction set has
+/// one).
+const SINGLE_BELOW: usize = 4;
 
 impl CpuTrainer {
     /// A trainer for `config` starting from `params` (flat, `state_dict`
@@ -166,6 +176,8 @@ impl CpuTrainer {
             engines,
             grads: vec![vec![0.0; expected]; threads],
             losses: vec![0.0; threads],
+            force_blocks: false,
+            prep_stale: false,
         })
     }
 
@@ -211,7 +223,10 @@ impl CpuTrainer {
     fn backprop(&mut self, x: &[f32], labels: &[u8]) -> usize {
         let n = labels.len();
         assert_eq!(x.len(), n * IMG, "x must hold labels.len() images of 28x28");
-        self.prep.update(&self.params);
+        if self.prep_stale {
+            self.prep.update(&self.params);
+            self.prep_stale = false;
+        }
         let mut ranges = vec![(0, 0); self.threads];
         let used = self.chunks(n, &mut ranges);
         let scale = 1.0 / n as f32;
@@ -365,6 +380,7 @@ impl Trainer for CpuTrainer {
                 });
             }
         });
+        self.prep_stale = true;
         self.batch_loss(used, n)
     }
 
@@ -372,7 +388,21 @@ impl Trainer for CpuTrainer {
         let n = logits.len() / CLASSES;
         assert_eq!(logits.len(), n * CLASSES, "logits must be N x 10");
         assert_eq!(x.len(), n * IMG, "x must hold N images of 28x28");
-        self.prep.update(&self.params);
+        if self.prep_stale {
+            self.prep.update(&self.params);
+            self.prep_stale = false;
+        }
+        if n < SINGLE_BELOW && !self.force_blocks {
+            let (prep, params) = (&self.prep, &self.params[..]);
+            let engine = &mut self.engines[0];
+            let mut done = true;
+            for (img, out) in x.chunks_exact(IMG).zip(logits.chunks_exact_mut(CLASSES)) {
+                done &= engine.forward_one(prep, params, img, out);
+            }
+            if done {
+                return;
+            }
+        }
         if n <= self.isa.lanes() {
             // One block: run it here rather than waking the pool.
             self.engines[0].forward(&self.prep, &self.params, x, logits);
@@ -416,6 +446,7 @@ impl Trainer for CpuTrainer {
     fn load(&mut self, params: &[f32], state: &OptimizerState) {
         assert_eq!(params.len(), self.params.len(), "parameter count");
         self.params.copy_from_slice(params);
+        self.prep_stale = true;
         self.step = state.step;
         let n = params.len();
         let fit = |s: &[f32]| {

@@ -83,9 +83,13 @@ pub(crate) struct Prepared {
     /// conv1 weight as `(CI=1, K, K, CO=6)`.
     wt1: [[[[f32; 6]; 5]; 5]; 1],
     b1: [f32; 6],
+    /// conv1 weight as `(K, K, 16)`, output channels zero-padded to 16.
+    pub(crate) wt1p: [[[f32; 16]; 5]; 5],
+    /// conv1 bias zero-padded to 16.
+    pub(crate) b1p: [f32; 16],
     /// conv2 weight as `(CI=6, K, K, CO=16)` for the forward pass.
-    wt2: [[[[f32; 16]; 5]; 5]; 6],
-    b2: [f32; 16],
+    pub(crate) wt2: [[[[f32; 16]; 5]; 5]; 6],
+    pub(crate) b2: [f32; 16],
     /// conv2 weight as `(CO=16, K, K, CI=6)` for the input gradient.
     wd2: [[[[f32; 6]; 5]; 5]; 16],
 }
@@ -95,6 +99,8 @@ impl Prepared {
         Prepared {
             wt1: [[[[0.0; 6]; 5]; 5]; 1],
             b1: [0.0; 6],
+            wt1p: [[[0.0; 16]; 5]; 5],
+            b1p: [0.0; 16],
             wt2: [[[[0.0; 16]; 5]; 5]; 6],
             b2: [0.0; 16],
             wd2: [[[[0.0; 6]; 5]; 5]; 16],
@@ -110,9 +116,11 @@ impl Prepared {
         for co in 0..6 {
             for t in 0..25 {
                 self.wt1[0][t / 5][t % 5][co] = w1[co * 25 + t];
+                self.wt1p[t / 5][t % 5][co] = w1[co * 25 + t];
             }
         }
         self.b1.copy_from_slice(&params[lay.c1b..lay.c2w]);
+        self.b1p[..6].copy_from_slice(&self.b1);
         for co in 0..16 {
             for ci in 0..6 {
                 for t in 0..25 {
@@ -503,6 +511,17 @@ pub(crate) trait Engine: Send {
     ) -> f64;
     /// See [`forward_chunk`].
     fn forward(&mut self, prep: &Prepared, params: &[f32], x: &[f32], logits: &mut [f32]);
+    /// Low-latency forward pass of one image ([`super::single`]); returns
+    /// false (and does nothing) where the instruction set has no such path.
+    fn forward_one(
+        &mut self,
+        _prep: &Prepared,
+        _params: &[f32],
+        _img: &[f32],
+        _logits: &mut [f32],
+    ) -> bool {
+        false
+    }
 }
 
 /// Instruction-set marker types for [`Worker`].
@@ -530,12 +549,56 @@ pub(crate) struct Worker<
     const MAX: bool,
 > {
     work: Box<Work<L, XN, C1, P1, C2, P2, FL>>,
+    one: Box<super::single::One<XN, C1, P1, C2, P2, FL>>,
     rows: Rows,
     _m: core::marker::PhantomData<fn() -> (I, A)>,
 }
 
+macro_rules! engine_one {
+    (none) => {};
+    ($f:ident) => {
+        fn forward_one(
+            &mut self,
+            prep: &Prepared,
+            params: &[f32],
+            img: &[f32],
+            logits: &mut [f32],
+        ) -> bool {
+            // SAFETY: as in `train`.
+            unsafe {
+                $f::<A, XN, C1, P1, C2, P2, FL, MAX>(&mut self.one, prep, params, img, logits)
+            };
+            true
+        }
+    };
+}
+
+/// The single-image path, compiled for AVX-512.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+unsafe fn one_avx512<
+    A: Act,
+    const XN: usize,
+    const C1: usize,
+    const P1: usize,
+    const C2: usize,
+    const P2: usize,
+    const FL: usize,
+    const MAX: bool,
+>(
+    w: &mut super::single::One<XN, C1, P1, C2, P2, FL>,
+    prep: &Prepared,
+    params: &[f32],
+    img: &[f32],
+    logits: &mut [f32],
+) {
+    super::single::forward_one::<Avx512, A, XN, C1, P1, C2, P2, FL, MAX>(
+        w, prep, params, img, logits,
+    )
+}
+
 macro_rules! engine_impl {
-    ($isa:ty, $s:ty, $train:ident, $fwd:ident $(, $feat:literal)?) => {
+    ($isa:ty, $s:ty, $train:ident, $fwd:ident, $one:tt $(, $feat:literal)?) => {
         $(#[target_feature(enable = $feat)])?
         #[allow(clippy::too_many_arguments)]
         unsafe fn $train<
@@ -627,6 +690,8 @@ macro_rules! engine_impl {
                     $fwd::<L, A, XN, C1, P1, C2, P2, FL, MAX>(&mut self.work, prep, params, x, logits)
                 }
             }
+
+            engine_one!($one);
         }
     };
 }
@@ -637,11 +702,12 @@ engine_impl!(
     Avx512,
     train_avx512,
     forward_avx512,
+    one_avx512,
     "avx512f,avx512vl,avx2,fma"
 );
 #[cfg(target_arch = "x86_64")]
-engine_impl!(isa::Avx2, Avx2, train_avx2, forward_avx2, "avx2,fma");
-engine_impl!(isa::Generic, Portable, train_generic, forward_generic);
+engine_impl!(isa::Avx2, Avx2, train_avx2, forward_avx2, none, "avx2,fma");
+engine_impl!(isa::Generic, Portable, train_generic, forward_generic, none);
 
 fn worker<
     I: 'static,
@@ -660,6 +726,7 @@ where
 {
     Box::new(Worker::<I, A, L, XN, C1, P1, C2, P2, FL, MAX> {
         work: Work::boxed(),
+        one: super::single::One::boxed(),
         rows: Rows::default(),
         _m: core::marker::PhantomData,
     })

@@ -27,7 +27,7 @@ impl Act for Sigmoid {
     #[inline(always)]
     fn fv<S: Simd>(x: S::V) -> S::V {
         let one = S::splat(1.0);
-        S::div(one, S::add(one, S::exp(S::sub(S::zero(), x))))
+        S::recip(S::add(one, S::exp(S::sub(S::zero(), x))))
     }
     #[inline(always)]
     fn dfv<S: Simd>(y: S::V) -> S::V {
@@ -52,7 +52,8 @@ impl Act for Tanh {
     fn fv<S: Simd>(x: S::V) -> S::V {
         let one = S::splat(1.0);
         let e = S::exp(S::add(x, x));
-        S::sub(one, S::div(S::splat(2.0), S::add(one, e)))
+        let r = S::recip(S::add(one, e));
+        S::sub(one, S::add(r, r))
     }
     #[inline(always)]
     fn dfv<S: Simd>(y: S::V) -> S::V {
@@ -87,6 +88,12 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
     fn mul(a: Self::V, b: Self::V) -> Self::V;
     /// `a / b`.
     fn div(a: Self::V, b: Self::V) -> Self::V;
+    /// `1 / a` for `a >= 1` to about 1 ulp (division is slow: the
+    /// x86 sets refine the hardware estimate by one Newton step).
+    #[inline(always)]
+    fn recip(a: Self::V) -> Self::V {
+        Self::div(Self::splat(1.0), a)
+    }
     /// `a * b + c` (fused where the set has FMA).
     fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     /// Lane-wise maximum.
@@ -215,7 +222,8 @@ mod x86 {
     macro_rules! simd_impl {
         ($t:ty, $lanes:literal, $v:ty, $set1:ident, $loadu:ident, $storeu:ident, $add:ident, $sub:ident,
          $mul:ident, $div:ident, $fma:ident, $max:ident, $min:ident, $cast_i:ident, $cast_f:ident,
-         $sub32:ident, $add32:ident, $sll:ident, $set1i:ident, |$a:ident, $b:ident, $tt:ident, $ff:ident| $sel:expr) => {
+         $sub32:ident, $add32:ident, $sll:ident, $set1i:ident, $rcp:ident, $fnmadd:ident,
+         |$a:ident, $b:ident, $tt:ident, $ff:ident| $sel:expr) => {
             impl Simd for $t {
                 const LANES: usize = $lanes;
                 type V = $v;
@@ -252,6 +260,14 @@ mod x86 {
                 #[inline(always)]
                 fn fma(a: $v, b: $v, c: $v) -> $v {
                     unsafe { $fma(a, b, c) }
+                }
+                #[inline(always)]
+                fn recip(a: $v) -> $v {
+                    // r1 = r0 (2 - a r0)
+                    unsafe {
+                        let r0 = $rcp(a);
+                        $mul(r0, $fnmadd(a, r0, $set1(2.0)))
+                    }
                 }
                 #[inline(always)]
                 fn max(a: $v, b: $v) -> $v {
@@ -296,6 +312,8 @@ mod x86 {
         _mm512_add_epi32,
         _mm512_slli_epi32,
         _mm512_set1_epi32,
+        _mm512_rcp14_ps,
+        _mm512_fnmadd_ps,
         |a, b, t, f| _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_EQ_OQ>(a, b), f, t)
     );
     simd_impl!(
@@ -318,6 +336,8 @@ mod x86 {
         _mm256_add_epi32,
         _mm256_slli_epi32,
         _mm256_set1_epi32,
+        _mm256_rcp_ps,
+        _mm256_fnmadd_ps,
         |a, b, t, f| _mm256_blendv_ps(f, t, _mm256_cmp_ps::<_CMP_EQ_OQ>(a, b))
     );
 }

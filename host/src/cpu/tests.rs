@@ -598,3 +598,25 @@ fn matches_lenet_core_model() {
         );
     }
 }
+
+/// The single-image path (used for inference batches of 1 to 3) agrees
+/// with the block path and the reference.
+#[test]
+fn single_image_path_matches_blocks() {
+    for kind in [ModelKind::LeNet5, ModelKind::LeNet5Max] {
+        let params = random_params(kind, 13);
+        let (x, labels) = batch(3, 8);
+        for act in Activation::ALL {
+            let (rl, _, _) = reference_batch(kind, act, &params, &x, &labels);
+            let mut t = CpuTrainer::new(&config(kind, act, 2), &params).unwrap();
+            let mut one = vec![0.0; 30];
+            t.forward(&x, &mut one);
+            t.force_blocks = true;
+            let mut blocks = vec![0.0; 30];
+            t.forward(&x, &mut blocks);
+            let what = format!("{kind:?} {act:?}");
+            assert_close(&format!("{what} single"), &one, &rl, 1e-5, 1e-4);
+            assert_close(&format!("{what} blocks"), &blocks, &rl, 1e-5, 1e-4);
+        }
+    }
+}

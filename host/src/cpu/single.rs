@@ -1,0 +1,208 @@
+//! Low-latency forward pass of one image. The batched lane kernels put
+//! images in the vector lanes, which a single image would fill to 1/16;
+//! here the lanes hold the 16 output channels instead (conv1's 6 padded
+//! to 16), activations are `(H, W, 16)`, and the fully connected layers
+//! are dot products along the input. Needs 16-lane vectors (AVX-512);
+//! other instruction sets run single images as a block.
+
+use super::net::{CLASSES, IMG, Layout, Prepared};
+use super::simd::{Act, Simd};
+
+/// Activations of one image, channels innermost and padded to 16.
+pub(crate) struct One<
+    const XN: usize,
+    const C1: usize,
+    const P1: usize,
+    const C2: usize,
+    const P2: usize,
+    const FL: usize,
+> {
+    x: [[f32; XN]; XN],        // (XN, XN) zero-padded input
+    a1: [[[f32; 16]; C1]; C1], // (C1, C1, 16)
+    p1: [[[f32; 16]; P1]; P1], // (P1, P1, 16)
+    a2: [[[f32; 16]; C2]; C2], // (C2, C2, 16)
+    p2: [[[f32; 16]; P2]; P2], // (P2, P2, 16)
+    f: [f32; FL],              // (FL,) flatten in (C, H, W) order
+    h1: [f32; 120],
+    h2: [f32; 84],
+}
+
+impl<
+    const XN: usize,
+    const C1: usize,
+    const P1: usize,
+    const C2: usize,
+    const P2: usize,
+    const FL: usize,
+> One<XN, C1, P1, C2, P2, FL>
+{
+    pub(crate) fn boxed() -> Box<Self> {
+        let layout = std::alloc::Layout::new::<Self>();
+        // SAFETY: as `Work::boxed`: only `f32`s, all-zero is valid, the
+        // allocation has `Self`'s layout.
+        unsafe {
+            let p = std::alloc::alloc_zeroed(layout).cast::<Self>();
+            if p.is_null() {
+                std::alloc::handle_alloc_error(layout);
+            }
+            Box::from_raw(p)
+        }
+    }
+}
+
+/// 2x2 pooling of `(H, W, 16)` into `(H/2, W/2, 16)`.
+#[inline(always)]
+fn pool<S: Simd, const MAX: bool, const H: usize, const OH: usize>(
+    y: &mut [[[f32; 16]; OH]; OH],
+    a: &[[[f32; 16]; H]; H],
+) {
+    const { assert!(S::LANES == 16 && H == 2 * OH) }
+    for py in 0..OH {
+        for px in 0..OH {
+            let v = [(0, 0), (0, 1), (1, 0), (1, 1)]
+                .map(|(dy, dx)| S::load(&a[2 * py + dy][2 * px + dx]));
+            let out = if MAX {
+                S::max(S::max(v[0], v[1]), S::max(v[2], v[3]))
+            } else {
+                S::mul(
+                    S::add(S::add(v[0], v[1]), S::add(v[2], v[3])),
+                    S::splat(0.25),
+                )
+            };
+            S::store(&mut y[py][px], out);
+        }
+    }
+}
+
+/// `y[o] = act(b[o] + sum_i w[o][i] x[i])`, four outputs at a time, each a
+/// 16-wide dot product summed across lanes at the end.
+#[inline(always)]
+fn dense<S: Simd, A: Act, const I: usize, const O: usize>(
+    y: &mut [f32],
+    x: &[f32; I],
+    w: &[[f32; I]; O],
+    b: &[f32; O],
+    act: bool,
+) {
+    const { assert!(S::LANES == 16) }
+    let (xc, xr) = x.as_chunks::<16>();
+    let hsum = |v: S::V| {
+        let mut t = [0.0f32; 16];
+        S::store(&mut t, v);
+        t.iter().sum::<f32>()
+    };
+    let mut o = 0;
+    while o < O {
+        let nb = (O - o).min(4);
+        let mut acc = [S::zero(); 4];
+        for (k, xv) in xc.iter().enumerate() {
+            let xv = S::load(xv);
+            for j in 0..nb {
+                acc[j] = S::fma(S::load(&w[o + j][k * 16..]), xv, acc[j]);
+            }
+        }
+        for j in 0..nb {
+            let mut s = b[o + j] + hsum(acc[j]);
+            for (i, xi) in xr.iter().enumerate() {
+                s += w[o + j][I - xr.len() + i] * xi;
+            }
+            y[o + j] = if act {
+                let mut t = [0.0f32; 16];
+                S::store(&mut t, A::fv::<S>(S::splat(s)));
+                t[0]
+            } else {
+                s
+            };
+        }
+        o += nb;
+    }
+}
+
+/// Forward pass of one image; writes 10 logits.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_one<
+    S: Simd,
+    A: Act,
+    const XN: usize,
+    const C1: usize,
+    const P1: usize,
+    const C2: usize,
+    const P2: usize,
+    const FL: usize,
+    const MAX: bool,
+>(
+    w: &mut One<XN, C1, P1, C2, P2, FL>,
+    prep: &Prepared,
+    params: &[f32],
+    img: &[f32],
+    logits: &mut [f32],
+) {
+    const { assert!(S::LANES == 16 && FL == 16 * P2 * P2 && XN == C1 + 4 && P1 == C2 + 4) }
+    assert!(img.len() == IMG && logits.len() == CLASSES);
+    let pad = (XN - 28) / 2;
+    for y in 0..28 {
+        w.x[y + pad][pad..pad + 28].copy_from_slice(&img[y * 28..y * 28 + 28]);
+    }
+    // conv1: 5 partial sums (one per kernel column) hide the FMA latency.
+    let b1 = S::load(&prep.b1p);
+    for oy in 0..C1 {
+        for ox in 0..C1 {
+            let mut acc = [S::zero(); 5];
+            acc[0] = b1;
+            for u in 0..5 {
+                for (v, a) in acc.iter_mut().enumerate() {
+                    *a = S::fma(S::splat(w.x[oy + u][ox + v]), S::load(&prep.wt1p[u][v]), *a);
+                }
+            }
+            let s = S::add(
+                S::add(S::add(acc[0], acc[1]), S::add(acc[2], acc[3])),
+                acc[4],
+            );
+            S::store(&mut w.a1[oy][ox], A::fv::<S>(s));
+        }
+    }
+    pool::<S, MAX, C1, P1>(&mut w.p1, &w.a1);
+    let b2 = S::load(&prep.b2);
+    for oy in 0..C2 {
+        for ox in 0..C2 {
+            let mut acc = [S::zero(); 5];
+            acc[0] = b2;
+            for ci in 0..6 {
+                for u in 0..5 {
+                    for (v, a) in acc.iter_mut().enumerate() {
+                        *a = S::fma(
+                            S::splat(w.p1[oy + u][ox + v][ci]),
+                            S::load(&prep.wt2[ci][u][v]),
+                            *a,
+                        );
+                    }
+                }
+            }
+            let s = S::add(
+                S::add(S::add(acc[0], acc[1]), S::add(acc[2], acc[3])),
+                acc[4],
+            );
+            S::store(&mut w.a2[oy][ox], A::fv::<S>(s));
+        }
+    }
+    pool::<S, MAX, C2, P2>(&mut w.p2, &w.a2);
+    for c in 0..16 {
+        for y in 0..P2 {
+            for x in 0..P2 {
+                w.f[(c * P2 + y) * P2 + x] = w.p2[y][x][c];
+            }
+        }
+    }
+    let lay = Layout::new(FL);
+    let m = |a: usize, b: usize| &params[a..b];
+    let w1: &[[f32; FL]; 120] = m(lay.f1w, lay.f1b).as_chunks().0.try_into().expect("fc1");
+    let w2: &[[f32; 120]; 84] = m(lay.f2w, lay.f2b).as_chunks().0.try_into().expect("fc2");
+    let w3: &[[f32; 84]; CLASSES] = m(lay.f3w, lay.f3b).as_chunks().0.try_into().expect("fc3");
+    let b1: &[f32; 120] = m(lay.f1b, lay.f2w).try_into().expect("fc1 bias");
+    let b2: &[f32; 84] = m(lay.f2b, lay.f3w).try_into().expect("fc2 bias");
+    let b3: &[f32; CLASSES] = m(lay.f3b, lay.total).try_into().expect("fc3 bias");
+    dense::<S, A, FL, 120>(&mut w.h1, &w.f, w1, b1, true);
+    dense::<S, A, 120, 84>(&mut w.h2, &w.h1, w2, b2, true);
+    dense::<S, A, 84, CLASSES>(logits, &w.h2, w3, b3, false);
+}
