@@ -17,12 +17,12 @@ pub(crate) struct One<
     const P2: usize,
     const FL: usize,
 > {
-    x: [[f32; XN]; XN],        // (XN, XN) zero-padded input
-    a1: [[[f32; 16]; C1]; C1], // (C1, C1, 16)
+    x: [[f32; 48]; XN], // (XN, 48) zero-padded input, rows padded for 2 vector loads
+    a1: [[[f32; 32]; C1]; 6], // (6, C1, 32) conv1 output, rows padded to 2 vectors
     p1: [[[f32; 16]; P1]; P1], // (P1, P1, 16)
     a2: [[[f32; 16]; C2]; C2], // (C2, C2, 16)
     p2: [[[f32; 16]; P2]; P2], // (P2, P2, 16)
-    f: [f32; FL],              // (FL,) flatten in (C, H, W) order
+    f: [f32; FL],       // (FL,) flatten in (C, H, W) order
     h1: [f32; 120],
     h2: [f32; 84],
 }
@@ -144,25 +144,43 @@ pub(crate) fn forward_one<
     for y in 0..28 {
         w.x[y + pad][pad..pad + 28].copy_from_slice(&img[y * 28..y * 28 + 28]);
     }
-    // conv1: 5 partial sums (one per kernel column) hide the FMA latency.
-    let b1 = S::load(&prep.b1p);
+    // conv1: lanes along the output row (two vectors cover up to 32
+    // columns), 6 channels x 2 vectors of accumulators.
+    const { assert!(C1 <= 32 && XN <= 48 - 4) }
     for oy in 0..C1 {
-        for ox in 0..C1 {
-            let mut acc = [S::zero(); 5];
-            acc[0] = b1;
-            for u in 0..5 {
-                for (v, a) in acc.iter_mut().enumerate() {
-                    *a = S::fma(S::splat(w.x[oy + u][ox + v]), S::load(&prep.wt1p[u][v]), *a);
+        let mut acc: [[S::V; 2]; 6] = core::array::from_fn(|co| [S::splat(prep.b1p[co]); 2]);
+        for u in 0..5 {
+            let row = &w.x[oy + u];
+            for v in 0..5 {
+                let x0 = S::load(&row[v..]);
+                let x1 = S::load(&row[v + 16..]);
+                for (co, a) in acc.iter_mut().enumerate() {
+                    let wv = S::splat(prep.wt1p[u][v][co]);
+                    a[0] = S::fma(wv, x0, a[0]);
+                    a[1] = S::fma(wv, x1, a[1]);
                 }
             }
-            let s = S::add(
-                S::add(S::add(acc[0], acc[1]), S::add(acc[2], acc[3])),
-                acc[4],
-            );
-            S::store(&mut w.a1[oy][ox], A::fv::<S>(s));
+        }
+        for (co, a) in acc.iter().enumerate() {
+            let out = &mut w.a1[co][oy];
+            S::store(&mut out[..16], A::fv::<S>(a[0]));
+            S::store(&mut out[16..], A::fv::<S>(a[1]));
         }
     }
-    pool::<S, MAX, C1, P1>(&mut w.p1, &w.a1);
+    // pool1 into (P1, P1, 16), channels 6.. stay zero.
+    for c in 0..6 {
+        for py in 0..P1 {
+            let (r0, r1) = (&w.a1[c][2 * py], &w.a1[c][2 * py + 1]);
+            for px in 0..P1 {
+                let (a, b, d, e) = (r0[2 * px], r0[2 * px + 1], r1[2 * px], r1[2 * px + 1]);
+                w.p1[py][px][c] = if MAX {
+                    a.max(b).max(d.max(e))
+                } else {
+                    ((a + b) + (d + e)) * 0.25
+                };
+            }
+        }
+    }
     let b2 = S::load(&prep.b2);
     for oy in 0..C2 {
         for ox in 0..C2 {
