@@ -66,12 +66,12 @@ fn main() {
     fs::write(out.join("model.rs"), code).unwrap();
 
     if let QuantModel::LeNet5(m) = &model {
-        if accumulators_bounded(m) {
+        if accumulators_bounded(m) && right_shifts(m) {
             fs::write(out.join("packed.rs"), packed(m)).unwrap();
             println!("cargo:rustc-cfg=lenet_fast");
         } else {
             println!(
-                "cargo::warning=model accumulators may exceed 2^29: the firmware runs lenet-core's reference"
+                "cargo::warning=model accumulators may exceed 2^29 or a requantization shift is out of range: the firmware runs lenet-core's reference"
             );
         }
     }
@@ -108,6 +108,24 @@ fn accumulators_bounded(m: &QuantLeNet5) -> bool {
         && ok(&m.fc1.bias, m.fc1.weight.iter().map(|w| &w[..]))
         && ok(&m.fc2.bias, m.fc2.weight.iter().map(|w| &w[..]))
         && ok(&m.fc3.bias, m.fc3.weight.iter().map(|w| &w[..]))
+}
+
+/// Whether every requantization shifts right by `e` in `1..=22` with
+/// `|zp| * 2^e + 2^(e - 1) + 2^29 < 2^31`: then `src/fast.rs` folds the
+/// rounding half and the zero point into one constant of the high multiply.
+fn right_shifts(m: &QuantLeNet5) -> bool {
+    let ok = |shift: &[i32], zp: i32| {
+        shift.iter().all(|&s| {
+            let e = -i64::from(s);
+            (1..=22).contains(&e)
+                && i64::from(zp).abs() * (1 << e) + (1 << (e - 1)) + (1 << 29) < 1 << 31
+        })
+    };
+    ok(&m.conv1.shift, m.act1.pre.zero_point)
+        && ok(&m.conv2.shift, m.act2.pre.zero_point)
+        && ok(&m.fc1.shift, m.act3.pre.zero_point)
+        && ok(&m.fc2.shift, m.act4.pre.zero_point)
+        && ok(&m.fc3.shift, m.logits.zero_point)
 }
 
 /// A u32 holding two i16: `lo` in bits 0..16, `hi` in bits 16..32 (the
@@ -161,13 +179,59 @@ fn packed(m: &QuantLeNet5) -> String {
     }
     item(&mut s, "C2_W", "[[[[u32; 3]; 5]; 5]; 16]", c2);
 
-    // Linear layers: int8 weights four to a word, read with SXTB16.
-    let fc = |w: &[i8]| w.chunks_exact(4).map(quad).collect::<Vec<_>>();
-    let fc1: Vec<Vec<u32>> = m.fc1.weight.iter().map(|r| fc(r)).collect();
-    let fc2: Vec<Vec<u32>> = m.fc2.weight.iter().map(|r| fc(r)).collect();
-    let fc3: Vec<Vec<u32>> = m.fc3.weight.iter().map(|r| fc(r)).collect();
-    item(&mut s, "FC1_W", "[[u32; 100]; 120]", fc1);
-    item(&mut s, "FC2_W", "[[u32; 30]; 84]", fc2);
+    // fc1, fc2: per pass of four outputs o..o+3 (pairs (o, o+1), (o+2,
+    // o+3)) and per input word k (inputs 2k, 2k+1), one word per pair (a, b):
+    // bytes (w[a][2k] + 128, w[b][2k], w[a][2k+1] + 128, w[b][2k+1]); the
+    // pair's bias word a becomes bias[a] + 256 * bias[b] (see `src/fast.rs`).
+    fn pairs(w: &[Vec<i8>], bias: &[i32]) -> (Vec<Vec<[u32; 4]>>, Vec<i32>) {
+        let (o, i) = (w.len(), w[0].len());
+        assert!(o % 4 == 0 && i % 4 == 0);
+        let mut words = Vec::new();
+        for pass in (0..o).step_by(4) {
+            let mut ws = Vec::new();
+            for k in (0..i / 2).step_by(2) {
+                let mut q = [0u32; 4];
+                for (j, (k, a)) in [(k, pass), (k, pass + 2), (k + 1, pass), (k + 1, pass + 2)]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let (wa, wb) = (&w[a], &w[a + 1]);
+                    q[j] = u32::from_le_bytes([
+                        (wa[2 * k] as u8).wrapping_add(128),
+                        wb[2 * k] as u8,
+                        (wa[2 * k + 1] as u8).wrapping_add(128),
+                        wb[2 * k + 1] as u8,
+                    ]);
+                }
+                ws.push(q);
+            }
+            words.push(ws);
+        }
+        let mut b = bias.to_vec();
+        for a in (0..o).step_by(2) {
+            b[a] = bias[a].wrapping_add(bias[a + 1].wrapping_mul(256));
+        }
+        (words, b)
+    }
+    let rows1: Vec<Vec<i8>> = m.fc1.weight.iter().map(|r| r.to_vec()).collect();
+    let (fc1, fc1_bias) = pairs(&rows1, &m.fc1.bias);
+    let rows2: Vec<Vec<i8>> = m.fc2.weight.iter().map(|r| r.to_vec()).collect();
+    let (fc2, fc2_bias) = pairs(&rows2, &m.fc2.bias);
+    item(&mut s, "FC1_W", "[[[u32; 4]; 100]; 30]", fc1);
+    item(&mut s, "FC2_W", "[[[u32; 4]; 30]; 21]", fc2);
+    // fc3: per row, group g of inputs 4g..4g+4 as one word with bytes
+    // (w[4g], w[4g+2], w[4g+1], w[4g+3]): SXTB16 gives (w[4g], w[4g+1]),
+    // SXTB16 ROR 8 (w[4g+2], w[4g+3]), the halves of input words 2g, 2g+1.
+    let fc3: Vec<Vec<u32>> = m
+        .fc3
+        .weight
+        .iter()
+        .map(|r| {
+            r.chunks_exact(4)
+                .map(|v| quad(&[v[0], v[2], v[1], v[3]]))
+                .collect()
+        })
+        .collect();
     item(&mut s, "FC3_W", "[[u32; 21]; 10]", fc3);
 
     for (name, b, mu, sh) in [
@@ -185,13 +249,13 @@ fn packed(m: &QuantLeNet5) -> String {
         ),
         (
             "FC1",
-            &m.fc1.bias[..],
+            &fc1_bias[..],
             &m.fc1.multiplier[..],
             &m.fc1.shift[..],
         ),
         (
             "FC2",
-            &m.fc2.bias[..],
+            &fc2_bias[..],
             &m.fc2.multiplier[..],
             &m.fc2.shift[..],
         ),

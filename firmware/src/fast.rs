@@ -17,7 +17,7 @@
 
 use core::arch::asm;
 
-use lenet_core::quant::{avg_pool_round, requantize};
+use lenet_core::quant::avg_pool_round;
 
 #[allow(clippy::all, missing_docs)]
 mod packed {
@@ -105,12 +105,11 @@ impl Default for Scratch {
     }
 }
 
-/// Stores value `i` of a linear layer's input (minus its zero point) in the
-/// grouped layout of [`Scratch::f1`].
+/// Stores i16 value `i` of a linear layer's input (minus its zero point):
+/// halfword `i`, two to a word.
 #[inline(always)]
-fn set_grouped(f: &mut [[u32; 2]], i: usize, v: i32) {
-    let (g, r) = (i / 4, i % 4);
-    set_half(&mut f[g][r & 1], r >> 1, v);
+fn set_seq(f: &mut [[u32; 2]], i: usize, v: i32) {
+    set_half(&mut f[i / 4][(i / 2) % 2], i % 2, v);
 }
 
 /// int8 logits of a raw 28×28 image, as `QuantLeNet5::infer`.
@@ -138,90 +137,102 @@ pub fn infer(s: &mut Scratch, image: &[u8; 784]) -> [i8; 10] {
     let mut logits = [0i8; 10];
     for (o, l) in logits.iter_mut().enumerate() {
         let acc = dot(&FC3_W[o], &s.f3, FC3_BIAS[o]);
-        *l = (Requant::new(FC3_MULT[o], FC3_SHIFT[o].into(), LOGITS_ZP).index(acc) as i32 - 128)
-            as i8;
+        *l = Requant::new(FC3_MULT[o], FC3_SHIFT[o], LOGITS_ZP).q(acc << 1) as i8;
     }
     logits
 }
 
-/// `acc * b` rounded on the high word: `(a * b + 2^31) >> 32`.
+/// `c + round(a * b / 2^32)` (ties up): SMMLAR with `c` in the high word.
 #[inline(always)]
-fn smmulr(a: i32, b: i32) -> i32 {
+fn smmlar(a: i32, b: i32, c: i32) -> i32 {
     let r: i32;
     // SAFETY: register-only.
     unsafe {
-        asm!("smmulr {r}, {a}, {b}", r = lateout(reg) r, a = in(reg) a, b = in(reg) b,
-             options(pure, nomem, nostack, preserves_flags));
+        asm!("smmlar {r}, {a}, {b}, {c}", r = lateout(reg) r, a = in(reg) a, b = in(reg) b,
+             c = in(reg) c, options(pure, nomem, nostack, preserves_flags));
+    }
+    r
+}
+
+/// `x` saturated to `-128..=127`.
+#[inline(always)]
+fn ssat8(x: i32) -> i32 {
+    let r: i32;
+    // SAFETY: register-only (sets only the Q flag).
+    unsafe {
+        asm!("ssat {r}, #8, {x}", r = lateout(reg) r, x = in(reg) x,
+             options(pure, nomem, nostack));
     }
     r
 }
 
 /// One channel's requantization, `lenet_core::quant::requantize`, in a
-/// shorter exact form for accumulators with `|acc| <= 2^29`, which
-/// `build.rs` proves for every channel from the weights and biases (else
-/// it builds the reference instead):
+/// shorter exact form, for a doubled accumulator `acc2 = 2 * acc` with
+/// `|acc| <= 2^29` and a right shift `e = -shift` in `1..=22` (`build.rs`
+/// checks both for every channel, else it builds the reference instead):
 ///
 /// - the Q31 product `srdhm(acc, m)` is `floor((acc * m + 2^30) / 2^31)`
 ///   (lenet-core's nudge-and-truncate is that floor for either sign; its
 ///   one saturating case needs a negative multiplier, which the format
-///   rejects), which is `SMMULR(2 * acc, m)`;
+///   rejects), which is `SMMULR(acc2, m)`;
 /// - `rounding_divide_by_pot(x, e)` (half away from zero) is
-///   `(x + 2^(e-1) - [x < 0]) >> e` for `e >= 1`, and `x` for `e = 0`.
-///
-/// A left shift (a factor of 1 or more, which quantization does not
-/// produce for LeNet) takes lenet-core's own function.
+///   `(x + 2^(e-1) - [x < 0]) >> e`, and `[x < 0]` may be `[acc < 0]`
+///   (they differ only for `x = 0`, which gives 0 either way);
+/// - adding the zero point before the shift as `zp << e` is exact, so
+///   `SMMLAR(acc2, m, 2^(e-1) + (zp << e))`, plus `acc2 >> 31`, shifted
+///   right by `e` and saturated to int8 is `requantize(acc, m, shift, zp)`.
 #[derive(Clone, Copy)]
 struct Requant {
     m: i32,
-    shift: i32,
+    c: i32,
     e: u32,
-    half: i32,
-    neg: i32,
-    zp: i32,
 }
 
 impl Requant {
     #[inline(always)]
-    fn new(m: i32, shift: i32, zp: i32) -> Self {
-        let e = if shift <= 0 { shift.unsigned_abs() } else { 0 };
+    fn new(m: i32, shift: i8, zp: i32) -> Self {
+        let e = u32::from(shift.unsigned_abs());
         Self {
             m,
-            shift,
+            c: (1 << (e - 1)) + (zp << e),
             e,
-            half: if e == 0 { 0 } else { 1 << (e - 1) },
-            neg: if e > 0 { -1 } else { 0 },
-            zp,
         }
     }
 
-    /// `requantize(acc, m, shift, zp) + 128`: the activation table index.
+    /// `requantize(acc2 / 2, m, shift, zp)`.
     #[inline(always)]
-    fn index(&self, acc: i32) -> usize {
-        let q = if self.shift <= 0 {
-            let hi = smmulr(acc << 1, self.m);
-            let t = hi + ((hi >> 31) & self.neg) + self.half;
-            ((t >> self.e) + self.zp).clamp(-128, 127)
-        } else {
-            requantize_left(acc, self.m, self.shift, self.zp)
-        };
-        (q + 128) as usize
+    fn q(&self, acc2: i32) -> i32 {
+        ssat8((smmlar(acc2, self.m, self.c) + (acc2 >> 31)) >> self.e)
     }
 }
 
-/// The rare left-shift case of [`lut_at`], out of line.
-#[cold]
-#[inline(never)]
-fn requantize_left(acc: i32, m: i32, shift: i32, zp: i32) -> i32 {
-    i32::from(requantize(acc, m, shift, zp))
+/// An activation table addressed by the int8 pre-activation.
+#[derive(Clone, Copy)]
+struct Lut(*const i8);
+
+impl Lut {
+    #[inline(always)]
+    fn new(t: &'static [i8; 256]) -> Self {
+        Self(t.as_ptr().wrapping_add(128))
+    }
+
+    /// `t[lut_index(q)]` for `q` in `-128..=127`.
+    #[inline(always)]
+    fn at(self, q: i32) -> i32 {
+        debug_assert!((-128..=127).contains(&q));
+        // SAFETY: `q + 128` is in `0..256`, within the table.
+        i32::from(unsafe { *self.0.offset(q as isize) })
+    }
 }
 
-/// Requantize the four conv outputs of a 2×2 window, look them up in the
-/// activation table, and average them (lenet-core's fused conv stage).
+/// Requantize the four conv outputs of a 2×2 window (doubled
+/// accumulators), look them up in the activation table, and average them
+/// (lenet-core's fused conv stage).
 #[inline(always)]
-fn act_pool(acc: [i32; 4], rq: &Requant, lut: &[i8; 256]) -> i32 {
+fn act_pool(acc: [i32; 4], rq: &Requant, lut: Lut) -> i32 {
     let mut sum = 0;
     for a in acc {
-        sum += i32::from(lut[rq.index(a)]);
+        sum += lut.at(rq.q(a));
     }
     avg_pool_round(sum, 4)
 }
@@ -238,7 +249,7 @@ fn conv1(s: &mut Scratch) {
     for co in 0..6 {
         let w = &C1_W[co]; // (K, 6)
         let b = C1_BIAS[co];
-        let rq = Requant::new(C1_MULT[co], C1_SHIFT[co].into(), PRE_ZP1);
+        let rq = Requant::new(C1_MULT[co], C1_SHIFT[co], PRE_ZP1);
         for py in 0..14 {
             for px in 0..14 {
                 // Padded rows 2py .. 2py + 6, words px .. px + 3.
@@ -246,7 +257,7 @@ fn conv1(s: &mut Scratch) {
                 let x: &[u32; 5 * 16 + 3] = s.x1[base..base + 5 * 16 + 3].try_into().unwrap();
                 let [a0, a1] = conv1_pair(b, w, x.first_chunk().unwrap());
                 let [a2, a3] = conv1_pair(b, w, x[16..].try_into().unwrap());
-                let v = act_pool([a0, a1, a2, a3], &rq, &LUT1);
+                let v = act_pool([a0 << 1, a1 << 1, a2 << 1, a3 << 1], &rq, Lut::new(&LUT1));
                 let word = &mut s.x2[(py * 14 + px) * 3 + co / 2];
                 set_half(word, co % 2, v - OUT_ZP1);
             }
@@ -315,14 +326,14 @@ fn conv2(s: &mut Scratch) {
     for co in 0..16 {
         let w = &C2_W[co]; // (K, K, 3)
         let b = C2_BIAS[co];
-        let rq = Requant::new(C2_MULT[co], C2_SHIFT[co].into(), PRE_ZP2);
+        let rq = Requant::new(C2_MULT[co], C2_SHIFT[co], PRE_ZP2);
         for py in 0..5 {
             for px in 0..5 {
                 let base = (2 * py * 14 + 2 * px) * 3;
                 let x: &[u32; SPAN] = s.x2[base..base + SPAN].try_into().unwrap();
                 let acc = conv2_window(b, w, x);
-                let v = act_pool(acc, &rq, &LUT2);
-                set_grouped(&mut s.f1, co * 25 + py * 5 + px, v - OUT_ZP2);
+                let v = act_pool(acc.map(|a| a << 1), &rq, Lut::new(&LUT2));
+                set_seq(&mut s.f1, co * 25 + py * 5 + px, v - OUT_ZP2);
             }
         }
     }
@@ -420,52 +431,36 @@ fn dot<const G: usize>(w: &[u32; G], x: &[[u32; 2]; G], bias: i32) -> i32 {
     acc
 }
 
-/// Four outputs of a linear layer at once (rows `w[0..4]`, `G` words
-/// apart), sharing the input loads: per group of four inputs one LDRD of
-/// the input pairs, then per row one LDR of four int8 weights, two SXTB16
-/// and two SMLAD.
+/// Four outputs `o..o + 4` of a linear layer (`build.rs`'s pass of two
+/// output pairs) over the `2 * N` input words of `x`. A weight word of pair
+/// `(a, b)` at input word `k` holds bytes `(w[a][2k] + 128, w[b][2k],
+/// w[a][2k+1] + 128, w[b][2k+1])`: as two i16 halves it is `(w[a][2k] +
+/// 128 + 256 w[b][2k], ..)`, so one SMLAD of the raw word adds `S_a + 128 *
+/// (x sum) + 256 * S_b` to accumulator `A`, and one of its SXTB16 ROR 8,
+/// `(w[b][2k], w[b][2k+1])`, adds `S_b` to `B`: two MACs per instruction
+/// with one unpack for four. Returns `[A0, B0, A1, B1]`; the caller
+/// separates `a` as `A - 256 * B` (wrapping, as the sums).
 #[inline(always)]
-fn dot4<const G: usize>(w: &[[u32; G]], x: &[[u32; 2]; G], acc: [i32; 4]) -> [i32; 4] {
-    let w: &[[u32; G]; 4] = w[..4].try_into().unwrap();
-    let [mut a0, mut a1, mut a2, mut a3] = acc;
-    // SAFETY: reads words 0..G of each of the four rows of `w` and the
-    // 2 * G words of `x`, in order; G > 0.
+fn pass4<const N: usize>(w: &[[u32; 4]; N], x: &[[u32; 2]; N], acc: [i32; 4]) -> [i32; 4] {
+    const { assert!(N > 0 && N.is_multiple_of(2)) };
+    let [mut a0, mut b0, mut a1, mut b1] = acc;
+    // SAFETY: reads the 4 * N words of `w` and the 2 * N words of `x` in
+    // order, four and two per step, two steps per loop; N is even.
     unsafe {
         asm!(
             "2:",
-            "ldrd r8, r9, [{xp}], #8",
-            "ldr r10, [{wp}, #{g1}]",
-            "sxtb16 r12, r10",
-            "sxtb16 r10, r10, ror #8",
-            "smlad r1, r12, r8, r1",
-            "smlad r1, r10, r9, r1",
-            "ldr r10, [{wp}, #{g2}]",
-            "sxtb16 r12, r10",
-            "sxtb16 r10, r10, ror #8",
-            "smlad r2, r12, r8, r2",
-            "smlad r2, r10, r9, r2",
-            "ldr r10, [{wp}, #{g3}]",
-            "sxtb16 r12, r10",
-            "sxtb16 r10, r10, ror #8",
-            "smlad r3, r12, r8, r3",
-            "smlad r3, r10, r9, r3",
-            "ldr r10, [{wp}], #4",
-            "sxtb16 r12, r10",
-            "sxtb16 r10, r10, ror #8",
-            "smlad r0, r12, r8, r0",
-            "smlad r0, r10, r9, r0",
+            pass4_step!(),
+            pass4_step!(),
             "subs {n}, #1",
             "bne 2b",
             wp = inout(reg) w.as_ptr() => _,
             xp = inout(reg) x.as_ptr() => _,
-            n = inout(reg) G => _,
-            g1 = const 4 * G,
-            g2 = const 8 * G,
-            g3 = const 12 * G,
+            n = inout(reg) N / 2 => _,
             inout("r0") a0,
-            inout("r1") a1,
-            inout("r2") a2,
-            inout("r3") a3,
+            inout("r1") b0,
+            inout("r2") a1,
+            inout("r3") b1,
+            out("r4") _,
             out("r8") _,
             out("r9") _,
             out("r10") _,
@@ -473,29 +468,83 @@ fn dot4<const G: usize>(w: &[[u32; G]], x: &[[u32; 2]; G], acc: [i32; 4]) -> [i3
             options(readonly, nostack),
         );
     }
-    [a0, a1, a2, a3]
+    [a0, b0, a1, b1]
 }
 
-/// Linear layer + activation table: `y` (grouped, minus `out_zp`) from `x`.
+/// One input word pair of [`pass4`]: LDRD of the inputs, then per input
+/// word the two pairs' weight words (LDM), each used raw and unpacked.
+macro_rules! pass4_step {
+    () => {
+        "ldrd r8, r9, [{xp}], #8
+         ldm {wp}!, {{r10, r12}}
+         sxtb16 r4, r10, ror #8
+         smlad r0, r10, r8, r0
+         smlad r1, r4, r8, r1
+         sxtb16 r4, r12, ror #8
+         smlad r2, r12, r8, r2
+         smlad r3, r4, r8, r3
+         ldm {wp}!, {{r10, r12}}
+         sxtb16 r4, r10, ror #8
+         smlad r0, r10, r9, r0
+         smlad r1, r4, r9, r1
+         sxtb16 r4, r12, ror #8
+         smlad r2, r12, r9, r2
+         smlad r3, r4, r9, r3
+        "
+    };
+}
+use pass4_step;
+
+/// Linear layer + activation table: `y` (i16 halfwords, minus `out_zp`)
+/// from `x` (`2 * N` words). `w` and `bias` as `build.rs` arranges them
+/// (the first bias of each output pair carries `256 *` the second's).
 #[allow(clippy::too_many_arguments)]
-fn linear<const O: usize, const G: usize>(
+fn linear<const O: usize, const N: usize, const P: usize>(
     y: &mut [[u32; 2]],
     x: &[[u32; 2]],
-    w: &[[u32; G]; O],
+    w: &[[[u32; 4]; N]; P],
     bias: &[i32; O],
     mult: &[i32; O],
     shift: &[i8; O],
     pre_zp: i32,
-    lut: &[i8; 256],
+    lut: &'static [i8; 256],
     out_zp: i32,
 ) {
-    let x: &[[u32; 2]; G] = x[..G].try_into().unwrap();
-    const { assert!(O.is_multiple_of(4) && G > 0 && 12 * G < 4096) };
-    for o in (0..O).step_by(4) {
-        let acc = dot4(&w[o..], x, bias[o..o + 4].try_into().unwrap());
-        for (k, acc) in acc.into_iter().enumerate() {
-            let q = lut[Requant::new(mult[o + k], shift[o + k].into(), pre_zp).index(acc)];
-            set_grouped(y, o + k, i32::from(q) - out_zp);
-        }
+    const { assert!(O == 4 * P) };
+    let x: &[[u32; 2]; N] = x[..N].try_into().unwrap();
+    let lut = Lut::new(lut);
+    // Sum of the inputs (both halves of every word), times 128: the offset
+    // the raw weight words add to each `A`.
+    let sx = x
+        .as_flattened()
+        .iter()
+        .fold(0, |s, &v| smlad(s, v, 0x0001_0001));
+    let off = sx.wrapping_mul(128);
+    for (p, w) in w.iter().enumerate() {
+        let o = 4 * p;
+        let acc = pass4(
+            w,
+            x,
+            [
+                bias[o].wrapping_sub(off),
+                bias[o + 1],
+                bias[o + 2].wrapping_sub(off),
+                bias[o + 3],
+            ],
+        );
+        let acc = [
+            acc[0].wrapping_sub(acc[1] << 8),
+            acc[1],
+            acc[2].wrapping_sub(acc[3] << 8),
+            acc[3],
+        ];
+        let v = core::array::from_fn::<i32, 4, _>(|k| {
+            let rq = Requant::new(mult[o + k], shift[o + k], pre_zp);
+            lut.at(rq.q(acc[k] << 1)) - out_zp
+        });
+        y[p] = [
+            u32::from(v[0] as u16) | (u32::from(v[1] as u16) << 16),
+            u32::from(v[2] as u16) | (u32::from(v[3] as u16) << 16),
+        ];
     }
 }
