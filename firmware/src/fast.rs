@@ -17,8 +17,6 @@
 
 use core::arch::asm;
 
-use lenet_core::quant::avg_pool_round;
-
 #[allow(clippy::all, missing_docs)]
 mod packed {
     include!(concat!(env!("OUT_DIR"), "/packed.rs"));
@@ -227,47 +225,50 @@ impl Lut {
 
 /// Requantize the four conv outputs of a 2×2 window (doubled
 /// accumulators), look them up in the activation table, and average them
-/// (lenet-core's fused conv stage).
+/// (lenet-core's fused conv stage), less the output zero point `zp`.
+/// `avg_pool_round(sum, 4)` is `(sum + 2 + (sum >> 31)) >> 2` (`build.rs`
+/// checks it on every sum), and subtracting `zp` after the shift is
+/// subtracting `4 zp` before.
 #[inline(always)]
-fn act_pool(acc: [i32; 4], rq: &Requant, lut: Lut) -> i32 {
+fn act_pool(acc: [i32; 4], rq: &Requant, lut: Lut, zp: i32) -> i32 {
     let mut sum = 0;
     for a in acc {
         sum += lut.at(rq.q(a));
     }
-    avg_pool_round(sum, 4)
+    (sum + (2 - 4 * zp) + (sum >> 31)) >> 2
 }
 
 /// conv1 (1 → 6, K 5, pad 2) + act1 + avg pool 2: `x1` → `x2`.
 ///
-/// Per pooled pixel `(py, px)` the four conv outputs at rows `2py + dy`,
-/// columns `2px + dx` read padded rows `2py .. 2py + 6`, words `px .. px + 3`
-/// (columns `2px .. 2px + 6`): an even column takes the words with the
-/// weights W = (w0,w1) (w2,w3) (w4,0), the odd one with V = (0,w0) (w1,w2)
-/// (w3,w4). Input row `r` feeds output row 0 with kernel row `r` and output
-/// row 1 with kernel row `r - 1`.
+/// Per pooled pixel `(py, px)` and channel pair the four conv outputs of
+/// each channel at rows `2py + dy`, columns `2px + dx` read padded rows
+/// `2py + dy .. 2py + dy + 5`, words `px .. px + 3` (columns `2px .. 2px +
+/// 6`): an even column takes the words with the weights W = (w0,w1)
+/// (w2,w3) (w4,0), the odd one with V = (0,w0) (w1,w2) (w3,w4). The pair's
+/// two pooled values make one word of `x2`.
 fn conv1(s: &mut Scratch) {
-    for co in 0..6 {
-        let w = &C1_W[co]; // (K, 6)
-        let b = C1_BIAS[co];
-        let rq = Requant::new(C1_MULT[co], C1_SHIFT[co], PRE_ZP1);
-        for py in 0..14 {
-            for px in 0..14 {
-                // Padded rows 2py .. 2py + 6, words px .. px + 3.
+    let lut = Lut::new(&LUT1);
+    let rq: [Requant; 6] = core::array::from_fn(|c| Requant::new(C1_MULT[c], C1_SHIFT[c], PRE_ZP1));
+    for py in 0..14 {
+        for px in 0..14 {
+            for (g, w) in C1_W.iter().enumerate() {
+                let bias = [C1_BIAS[2 * g], C1_BIAS[2 * g + 1]];
+                // Padded rows 2py + dy .., words px .. px + 3.
                 let base = 2 * py * 16 + px;
                 let x: &[u32; 5 * 16 + 3] = s.x1[base..base + 5 * 16 + 3].try_into().unwrap();
-                let [a0, a1] = conv1_pair(b, w, x.first_chunk().unwrap());
-                let [a2, a3] = conv1_pair(b, w, x[16..].try_into().unwrap());
-                let v = act_pool([a0 << 1, a1 << 1, a2 << 1, a3 << 1], &rq, Lut::new(&LUT1));
-                let word = &mut s.x2[(py * 14 + px) * 3 + co / 2];
-                set_half(word, co % 2, v - OUT_ZP1);
+                let [e0, o0, e1, o1] = conv1_quad(bias, w, x.first_chunk().unwrap());
+                let [f0, p0, f1, p1] = conv1_quad(bias, w, x[16..].try_into().unwrap());
+                let v0 = act_pool([e0, o0, f0, p0], &rq[2 * g], lut, OUT_ZP1);
+                let v1 = act_pool([e1, o1, f1, p1], &rq[2 * g + 1], lut, OUT_ZP1);
+                s.x2[(py * 14 + px) * 3 + g] = u32::from(v0 as u16) | (u32::from(v1 as u16) << 16);
             }
         }
     }
 }
 
-/// One kernel row of [`conv1_pair`]: three input words, then W against
-/// them for the even column and V for the odd one; the input pointer moves
-/// one padded row (16 words) down.
+/// One kernel row of [`conv1_quad`]: three input words (the pointer then
+/// moves one padded row, 16 words, down), then per channel W against them
+/// for the even column and V for the odd one.
 macro_rules! conv1_row {
     () => {
         "ldm {xp}, {{r9, r10, r12}}
@@ -280,18 +281,27 @@ macro_rules! conv1_row {
          smlad r1, r4, r9, r1
          smlad r1, r5, r10, r1
          smlad r1, r8, r12, r1
+         ldm {wp}!, {{r4, r5, r8}}
+         smlad r2, r4, r9, r2
+         smlad r2, r5, r10, r2
+         smlad r2, r8, r12, r2
+         ldm {wp}!, {{r4, r5, r8}}
+         smlad r3, r4, r9, r3
+         smlad r3, r5, r10, r3
+         smlad r3, r8, r12, r3
         "
     };
 }
 
-/// Two horizontally adjacent conv1 outputs (even column, odd column)
-/// whose 5×6 input patch starts at `x[0]` (rows 16 words apart): `bias`
-/// plus 15 SMLAD each, one LDM per kernel row for the input and one per
-/// weight triple.
+/// Two horizontally adjacent conv1 outputs (even column, odd column) of
+/// two channels, whose 5×6 input patch starts at `x[0]` (rows 16 words
+/// apart): `bias` plus 15 SMLAD each, one LDM per kernel row for the input
+/// and one per weight triple. Returns (even, odd) of the first channel,
+/// then of the second.
 #[inline(always)]
-fn conv1_pair(bias: i32, w: &[[u32; 6]; 5], x: &[u32; 4 * 16 + 3]) -> [i32; 2] {
-    let [mut a0, mut a1] = [bias; 2];
-    // SAFETY: reads the 30 words of `w` in order and words r * 16 + 0..3
+fn conv1_quad(bias: [i32; 2], w: &[[u32; 12]; 5], x: &[u32; 4 * 16 + 3]) -> [i32; 4] {
+    let [mut a0, mut a1, mut a2, mut a3] = [bias[0], bias[0], bias[1], bias[1]];
+    // SAFETY: reads the 60 words of `w` in order and words r * 16 + 0..3
     // of `x` for r in 0..5, the last at 4 * 16 + 2 = 66 < 67.
     unsafe {
         asm!(
@@ -304,6 +314,8 @@ fn conv1_pair(bias: i32, w: &[[u32; 6]; 5], x: &[u32; 4 * 16 + 3]) -> [i32; 2] {
             xp = inout(reg) x.as_ptr() => _,
             inout("r0") a0,
             inout("r1") a1,
+            inout("r2") a2,
+            inout("r3") a3,
             out("r4") _,
             out("r5") _,
             out("r8") _,
@@ -313,7 +325,7 @@ fn conv1_pair(bias: i32, w: &[[u32; 6]; 5], x: &[u32; 4 * 16 + 3]) -> [i32; 2] {
             options(readonly, nostack),
         );
     }
-    [a0, a1]
+    [a0, a1, a2, a3]
 }
 
 /// conv2 (6 → 16, K 5) + act2 + avg pool 2: `x2` → `f1` (flattened in
@@ -332,8 +344,8 @@ fn conv2(s: &mut Scratch) {
                 let base = (2 * py * 14 + 2 * px) * 3;
                 let x: &[u32; SPAN] = s.x2[base..base + SPAN].try_into().unwrap();
                 let acc = conv2_window(b, w, x);
-                let v = act_pool(acc.map(|a| a << 1), &rq, Lut::new(&LUT2));
-                set_seq(&mut s.f1, co * 25 + py * 5 + px, v - OUT_ZP2);
+                let v = act_pool(acc.map(|a| a << 1), &rq, Lut::new(&LUT2), OUT_ZP2);
+                set_seq(&mut s.f1, co * 25 + py * 5 + px, v);
             }
         }
     }
