@@ -38,6 +38,7 @@ fn main() {
 
     println!("cargo:rerun-if-env-changed=LENET_MODEL");
     println!("cargo::rustc-check-cfg=cfg(lenet_fast)");
+    println!("cargo::rustc-check-cfg=cfg(lenet_act1_id, lenet_act2_id)");
     let path = env::var_os("LENET_MODEL")
         .map(PathBuf::from)
         .unwrap_or_else(|| dir.join("model/lenet5.q8"));
@@ -69,12 +70,27 @@ fn main() {
         if accumulators_bounded(m) && right_shifts(m) {
             fs::write(out.join("packed.rs"), packed(m)).unwrap();
             println!("cargo:rustc-cfg=lenet_fast");
+            // An activation table that maps every int8 value to itself
+            // (ReLU whose pre-activation zero point is -128) is skipped.
+            if identity(&m.act1.lut) {
+                println!("cargo:rustc-cfg=lenet_act1_id");
+            }
+            if identity(&m.act2.lut) {
+                println!("cargo:rustc-cfg=lenet_act2_id");
+            }
         } else {
             println!(
                 "cargo::warning=model accumulators may exceed 2^29 or a requantization shift is out of range: the firmware runs lenet-core's reference"
             );
         }
     }
+}
+
+/// Whether an activation table maps each int8 value to itself.
+fn identity(lut: &[i8; 256]) -> bool {
+    lut.iter()
+        .enumerate()
+        .all(|(i, &v)| i32::from(v) == i as i32 - 128)
 }
 
 fn fail(msg: &str) -> ! {
@@ -111,14 +127,17 @@ fn accumulators_bounded(m: &QuantLeNet5) -> bool {
 }
 
 /// Whether every requantization shifts right by `e` in `1..=22` with
-/// `|zp| * 2^e + 2^(e - 1) + 2^29 < 2^31`: then `src/fast.rs` folds the
-/// rounding half and the zero point into one constant of the high multiply.
+/// `z * 2^e + 2^(e - 1) + 2^29 < 2^31` for `z = max(|zp|, |zp + 128|)`:
+/// then `src/fast.rs` folds the rounding half and the zero point (or the
+/// zero point plus the table offset 128) into one constant of the high
+/// multiply.
 fn right_shifts(m: &QuantLeNet5) -> bool {
     let ok = |shift: &[i32], zp: i32| {
         shift.iter().all(|&s| {
             let e = -i64::from(s);
-            (1..=22).contains(&e)
-                && i64::from(zp).abs() * (1 << e) + (1 << (e - 1)) + (1 << 29) < 1 << 31
+            // zp itself (linear layers) or zp + 128 (conv layers).
+            let z = i64::from(zp).abs().max(i64::from(zp + 128).abs());
+            (1..=22).contains(&e) && z * (1 << e) + (1 << (e - 1)) + (1 << 29) < 1 << 31
         })
     };
     ok(&m.conv1.shift, m.act1.pre.zero_point)
@@ -174,20 +193,71 @@ fn packed(m: &QuantLeNet5) -> String {
             }
         }
     }
-    item(&mut s, "C1_W", "[[[u32; 12]; 5]; 3]", c1);
-    let c1_bias: Vec<i32> = m.conv1.bias.iter().map(|&b| 2 * b).collect();
 
-    // conv2: per (co, ky, kx) three words, input channel pairs (0,1) (2,3) (4,5).
-    let mut c2 = [[[[0u32; 3]; 5]; 5]; 16];
-    for (co, c) in c2.iter_mut().enumerate() {
-        for (ky, row) in c.iter_mut().enumerate() {
-            for (kx, tap) in row.iter_mut().enumerate() {
-                let w = |ci: usize| i32::from(m.conv2.weight[co][ci][ky][kx]);
-                *tap = [pair(w(0), w(1)), pair(w(2), w(3)), pair(w(4), w(5))];
+    // conv2: per channel pair (2g, 2g+1) and tap (ky, kx) six words: the
+    // first channel's three input channel pairs (0,1) (2,3) (4,5), then
+    // the second's; doubled, as conv1's.
+    let mut c2 = [[[0u32; 6]; 25]; 8];
+    for (g, c) in c2.iter_mut().enumerate() {
+        for (t, tap) in c.iter_mut().enumerate() {
+            for (j, co) in [2 * g, 2 * g + 1].into_iter().enumerate() {
+                let w = |ci: usize| 2 * i32::from(m.conv2.weight[co][ci][t / 5][t % 5]);
+                tap[3 * j..3 * j + 3].copy_from_slice(&[
+                    pair(w(0), w(1)),
+                    pair(w(2), w(3)),
+                    pair(w(4), w(5)),
+                ]);
             }
         }
     }
-    item(&mut s, "C2_W", "[[[[u32; 3]; 5]; 5]; 16]", c2);
+
+    // conv1, conv2: per channel pair the requantization constants of
+    // `src/fast.rs` for each channel: multiplier, `2^(e-1) + ((zp + off)
+    // << e)`, `e`, where `off` is 128 (the table index) when the layer's
+    // activation table is used, 0 when it is the identity and skipped.
+    let rq = |mult: &[i32], shift: &[i32], zp: i32, lut: &[i8; 256]| -> Vec<[i32; 6]> {
+        let off = if identity(lut) { 0 } else { 128 };
+        let one = |c: usize| {
+            let e = -shift[c];
+            [mult[c], (1 << (e - 1)) + ((zp + off) << e), e]
+        };
+        (0..mult.len() / 2)
+            .map(|g| {
+                let (a, b) = (one(2 * g), one(2 * g + 1));
+                [a[0], a[1], a[2], b[0], b[1], b[2]]
+            })
+            .collect()
+    };
+    let c1_rq = rq(
+        &m.conv1.multiplier,
+        &m.conv1.shift,
+        m.act1.pre.zero_point,
+        &m.act1.lut,
+    );
+    let c2_rq = rq(
+        &m.conv2.multiplier,
+        &m.conv2.shift,
+        m.act2.pre.zero_point,
+        &m.act2.lut,
+    );
+    // Per channel pair one table in the order the kernel reads it: the
+    // doubled biases (first channel twice, second twice), the weights,
+    // the requantization constants.
+    let table = |bias: &[i32], g: usize, w: &[u32], rq: &[i32; 6]| -> Vec<u32> {
+        let (a, b) = (2 * bias[2 * g], 2 * bias[2 * g + 1]);
+        let mut t: Vec<u32> = [a, a, b, b].iter().map(|&v| v as u32).collect();
+        t.extend_from_slice(w);
+        t.extend(rq.iter().map(|&v| v as u32));
+        t
+    };
+    let c1_t: Vec<Vec<u32>> = (0..3)
+        .map(|g| table(&m.conv1.bias, g, c1[g].as_flattened(), &c1_rq[g]))
+        .collect();
+    let c2_t: Vec<Vec<u32>> = (0..8)
+        .map(|g| table(&m.conv2.bias, g, c2[g].as_flattened(), &c2_rq[g]))
+        .collect();
+    item(&mut s, "C1_T", "[[u32; 4 + 60 + 6]; 3]", c1_t);
+    item(&mut s, "C2_T", "[[u32; 4 + 150 + 6]; 8]", c2_t);
 
     // fc1, fc2: per pass of four outputs o..o+3 (pairs (o, o+1), (o+2,
     // o+3)) and per input word k (inputs 2k, 2k+1), one word per pair (a, b):
@@ -246,18 +316,6 @@ fn packed(m: &QuantLeNet5) -> String {
 
     for (name, b, mu, sh) in [
         (
-            "C1",
-            &c1_bias[..],
-            &m.conv1.multiplier[..],
-            &m.conv1.shift[..],
-        ),
-        (
-            "C2",
-            &m.conv2.bias[..],
-            &m.conv2.multiplier[..],
-            &m.conv2.shift[..],
-        ),
-        (
             "FC1",
             &fc1_bias[..],
             &m.fc1.multiplier[..],
@@ -286,7 +344,9 @@ fn packed(m: &QuantLeNet5) -> String {
     for (i, a) in [&m.act1, &m.act2, &m.act3, &m.act4].into_iter().enumerate() {
         let k = i + 1;
         item(&mut s, &format!("LUT{k}"), "[i8; 256]", a.lut);
-        item(&mut s, &format!("PRE_ZP{k}"), "i32", a.pre.zero_point);
+        if k > 2 {
+            item(&mut s, &format!("PRE_ZP{k}"), "i32", a.pre.zero_point);
+        }
         item(&mut s, &format!("OUT_ZP{k}"), "i32", a.out.zero_point);
     }
     item(&mut s, "INPUT_ZP", "i32", m.input.zero_point);

@@ -59,13 +59,6 @@ fn sxtb16_ror8(x: u32) -> u32 {
     r
 }
 
-/// Writes i16 `v` into halfword `half` (0 low, 1 high) of `word`.
-#[inline(always)]
-fn set_half(word: &mut u32, half: usize, v: i32) {
-    let sh = 16 * half as u32;
-    *word = (*word & !(0xffff << sh)) | (u32::from(v as u16) << sh);
-}
-
 /// Working memory of one inference (5.6 KB).
 pub struct Scratch {
     /// conv1 input: the image padded by 2, (32, 32) i16 `p - 128 - zp_in`,
@@ -101,13 +94,6 @@ impl Default for Scratch {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// Stores i16 value `i` of a linear layer's input (minus its zero point):
-/// halfword `i`, two to a word.
-#[inline(always)]
-fn set_seq(f: &mut [[u32; 2]], i: usize, v: i32) {
-    set_half(&mut f[i / 4][(i / 2) % 2], i % 2, v);
 }
 
 /// int8 logits of a raw 28×28 image, as `QuantLeNet5::infer`.
@@ -223,69 +209,194 @@ impl Lut {
     }
 }
 
-/// Requantize the four conv outputs of a 2×2 window (doubled
-/// accumulators), look them up in the activation table, and average them
-/// (lenet-core's fused conv stage), less the output zero point `zp`.
-/// `avg_pool_round(sum, 4)` is `(sum + 2 + (sum >> 31)) >> 2` (`build.rs`
-/// checks it on every sum), and subtracting `zp` after the shift is
-/// subtracting `4 zp` before.
+/// The end of the conv kernels: requantizes the four doubled accumulators
+/// of two channels (r0, r1 of the first, r2, r3 of the second) with the
+/// constants at the table pointer r11 (per channel the multiplier,
+/// `2^(e-1) + ((zp + 128) << e)` and `e`: [`Requant`] with the table offset
+/// folded in, so USAT gives the table index), reads the activation table
+/// `{lut}` (address into r10) and leaves each channel's sum of its two
+/// values in r0 and r2. Sets no flags.
+#[allow(unused_macros)] // used when a table is not the identity
+macro_rules! act_pair_lut {
+    () => {
+        concat!(
+            "movw r10, :lower16:{lut}\n",
+            "movt r10, :upper16:{lut}\n",
+            "ldm r11!, {{r4, r5, r8}}\n",
+            act_one!("r0", "usat", "ldrsb r0, [r10, r9]\n"),
+            act_one!("r1", "usat", "ldrsb r1, [r10, r9]\n"),
+            "ldm r11, {{r4, r5, r8}}\n",
+            act_one!("r2", "usat", "ldrsb r2, [r10, r9]\n"),
+            act_one!("r3", "usat", "ldrsb r3, [r10, r9]\n"),
+            "add.w r0, r0, r1\n",
+            "add.w r2, r2, r3\n",
+        )
+    };
+}
+
+/// [`act_pair_lut`] for an identity activation table (`build.rs` checks
+/// every entry): the constants are [`Requant`]'s, SSAT gives the value.
+macro_rules! act_pair_id {
+    () => {
+        concat!(
+            "/* identity table, not read: {lut} */\n",
+            "ldm r11!, {{r4, r5, r8}}\n",
+            act_one!("r0", "ssat", "mov r0, r9\n"),
+            act_one!("r1", "ssat", "add.w r0, r0, r9\n"),
+            "ldm r11, {{r4, r5, r8}}\n",
+            act_one!("r2", "ssat", "mov r2, r9\n"),
+            act_one!("r3", "ssat", "add.w r2, r2, r9\n"),
+        )
+    };
+}
+
+/// One output of [`act_pair_lut`]: SMMLAR with the constant, plus the
+/// sign, shift, saturate (`$sat`) into r9, then `$then`.
+macro_rules! act_one {
+    ($a:literal, $sat:literal, $then:literal) => {
+        concat!(
+            "smmlar r9, ",
+            $a,
+            ", r4, r5\n",
+            "add.w r9, r9, ",
+            $a,
+            ", asr #31\n",
+            "asr.w r9, r9, r8\n",
+            $sat,
+            " r9, #8, r9\n",
+            $then,
+        )
+    };
+}
+
+#[cfg(lenet_act1_id)]
+macro_rules! act1 {
+    () => {
+        act_pair_id!()
+    };
+}
+#[cfg(not(lenet_act1_id))]
+macro_rules! act1 {
+    () => {
+        act_pair_lut!()
+    };
+}
+#[cfg(lenet_act2_id)]
+macro_rules! act2 {
+    () => {
+        act_pair_id!()
+    };
+}
+#[cfg(not(lenet_act2_id))]
+macro_rules! act2 {
+    () => {
+        act_pair_lut!()
+    };
+}
+
+/// A pooled window of a channel pair: the kernel `$mac` (accumulators r0..r3
+/// loaded from the table's biases) and `$act` (an [`act_pair_lut`]) once
+/// per output row; the first row's sums wait in r6 and r7 (saved on the
+/// stack, as the kernel needs every other register) and are added to the
+/// second's in r0 and r2. Between the rows the input pointer moves back by
+/// `$xback` bytes (to the next row's start) and the table pointer by
+/// `$tback` (to its start). The flags tell the rows apart: nothing in the
+/// loop body sets them.
+macro_rules! pooled_pair {
+    ($mac:expr, $act:expr, $xback:literal, $tback:literal) => {
+        concat!(
+            "push {{r6, r7}}\n",
+            "cmp r0, r0\n",
+            "2:\n",
+            "ldm r11!, {{r0, r1, r2, r3}}\n",
+            $mac,
+            $act,
+            "bne 3f\n",
+            "mov r6, r0\n",
+            "mov r7, r2\n",
+            "sub.w lr, lr, #",
+            $xback,
+            "\n",
+            "sub.w r11, r11, #",
+            $tback,
+            "\n",
+            "movs r0, #1\n",
+            "b 2b\n",
+            "3:\n",
+            "add.w r0, r0, r6\n",
+            "add.w r2, r2, r7\n",
+            "pop {{r6, r7}}\n",
+        )
+    };
+}
+
+/// lenet-core's 2×2 average of four activations summing to `sum`, less
+/// the output zero point `zp`: `avg_pool_round(sum, 4)` is `(sum + 2 +
+/// (sum >> 31)) >> 2` (`build.rs` checks it on every sum), and
+/// subtracting `zp` after the shift is subtracting `4 zp` before.
 #[inline(always)]
-fn act_pool(acc: [i32; 4], rq: &Requant, lut: Lut, zp: i32) -> i32 {
-    let mut sum = 0;
-    for a in acc {
-        sum += lut.at(rq.q(a));
-    }
+fn pool(sum: i32, zp: i32) -> i32 {
     (sum + (2 - 4 * zp) + (sum >> 31)) >> 2
 }
 
 /// conv1 (1 → 6, K 5, pad 2) + act1 + avg pool 2: `x1` → `x2`.
 ///
-/// Per pooled pixel `(py, px)` and channel pair the four conv outputs of
-/// each channel at rows `2py + dy`, columns `2px + dx` read padded rows
+/// Per pooled pixel `(py, px)` and channel pair the two conv outputs of
+/// each channel at row `2py + dy`, columns `2px + dx` read padded rows
 /// `2py + dy .. 2py + dy + 5`, words `px .. px + 3` (columns `2px .. 2px +
 /// 6`): an even column takes the words with the weights W = (w0,w1)
 /// (w2,w3) (w4,0), the odd one with V = (0,w0) (w1,w2) (w3,w4). The pair's
 /// two pooled values make one word of `x2`.
 fn conv1(s: &mut Scratch) {
-    let lut = Lut::new(&LUT1);
-    let rq: [Requant; 6] = core::array::from_fn(|c| Requant::new(C1_MULT[c], C1_SHIFT[c], PRE_ZP1));
-    for py in 0..14 {
-        for px in 0..14 {
-            for (g, w) in C1_W.iter().enumerate() {
-                let bias = [C1_BIAS[2 * g], C1_BIAS[2 * g + 1]];
-                // Padded rows 2py + dy .., words px .. px + 3.
-                let base = 2 * py * 16 + px;
-                let x: &[u32; 5 * 16 + 3] = s.x1[base..base + 5 * 16 + 3].try_into().unwrap();
-                let [e0, o0, e1, o1] = conv1_quad(bias, w, x.first_chunk().unwrap());
-                let [f0, p0, f1, p1] = conv1_quad(bias, w, x[16..].try_into().unwrap());
-                let v0 = act_pool([e0, o0, f0, p0], &rq[2 * g], lut, OUT_ZP1);
-                let v1 = act_pool([e1, o1, f1, p1], &rq[2 * g + 1], lut, OUT_ZP1);
-                s.x2[(py * 14 + px) * 3 + g] = u32::from(v0 as u16) | (u32::from(v1 as u16) << 16);
+    // Trip counts the optimizer cannot see, so that it does not unroll the
+    // loops around the kernels (flash).
+    let (n14, n3) = core::hint::black_box((14, 3));
+    let x1 = s.x1.as_ptr();
+    let mut out = s.x2.as_mut_ptr();
+    for py in 0..n14 {
+        for px in 0..n14 {
+            let base = 2 * py * 16 + px;
+            debug_assert!(base + 5 * 16 + 3 <= s.x1.len());
+            // SAFETY: py, px < 14, so base <= 26 * 16 + 13 = 429 and the
+            // window's 6 rows end within the 512 words.
+            let x = unsafe { &*x1.add(base).cast::<[u32; 5 * 16 + 3]>() };
+            for g in 0..n3 {
+                debug_assert!(g < C1_T.len());
+                // SAFETY: g < 3, a channel pair's table (an index the
+                // optimizer cannot bound, so it keeps the loop).
+                let t = unsafe { &*C1_T.as_ptr().add(g) };
+                let [a, b] = conv1_pooled(t, x);
+                let (v0, v1) = (pool(a, OUT_ZP1), pool(b, OUT_ZP1));
+                // SAFETY: 14 * 14 * 3 writes in all, the words of x2.
+                unsafe {
+                    out.write(u32::from(v0 as u16) | (u32::from(v1 as u16) << 16));
+                    out = out.add(1);
+                }
             }
         }
     }
 }
 
-/// One kernel row of [`conv1_quad`]: three input words (the pointer then
+/// One kernel row of [`conv1_pair`]: three input words (the pointer then
 /// moves one padded row, 16 words, down), then per channel W against them
 /// for the even column and V for the odd one.
 macro_rules! conv1_row {
     () => {
-        "ldm {xp}, {{r9, r10, r12}}
-         adds {xp}, #64
-         ldm {wp}!, {{r4, r5, r8}}
+        "ldm lr, {{r9, r10, r12}}
+         add.w lr, lr, #64
+         ldm r11!, {{r4, r5, r8}}
          smlad r0, r4, r9, r0
          smlad r0, r5, r10, r0
          smlad r0, r8, r12, r0
-         ldm {wp}!, {{r4, r5, r8}}
+         ldm r11!, {{r4, r5, r8}}
          smlad r1, r4, r9, r1
          smlad r1, r5, r10, r1
          smlad r1, r8, r12, r1
-         ldm {wp}!, {{r4, r5, r8}}
+         ldm r11!, {{r4, r5, r8}}
          smlad r2, r4, r9, r2
          smlad r2, r5, r10, r2
          smlad r2, r8, r12, r2
-         ldm {wp}!, {{r4, r5, r8}}
+         ldm r11!, {{r4, r5, r8}}
          smlad r3, r4, r9, r3
          smlad r3, r5, r10, r3
          smlad r3, r8, r12, r3
@@ -293,95 +404,110 @@ macro_rules! conv1_row {
     };
 }
 
-/// Two horizontally adjacent conv1 outputs (even column, odd column) of
-/// two channels, whose 5×6 input patch starts at `x[0]` (rows 16 words
-/// apart): `bias` plus 15 SMLAD each, one LDM per kernel row for the input
-/// and one per weight triple. Returns (even, odd) of the first channel,
-/// then of the second.
+/// The sums of the four activations of a pooled conv1 window, per
+/// channel of a pair: per output row `dy` the even and the odd column,
+/// whose 5×6 input patch starts at `x[16 dy]` (rows 16 words apart). The
+/// table `t` (`build.rs`) holds the biases (loaded as the accumulators),
+/// per kernel row the four weight triples, then the requantization
+/// constants. 15 SMLAD per output, one LDM per kernel row for the input
+/// and one per weight triple.
 #[inline(always)]
-fn conv1_quad(bias: [i32; 2], w: &[[u32; 12]; 5], x: &[u32; 4 * 16 + 3]) -> [i32; 4] {
-    let [mut a0, mut a1, mut a2, mut a3] = [bias[0], bias[0], bias[1], bias[1]];
-    // SAFETY: reads the 60 words of `w` in order and words r * 16 + 0..3
-    // of `x` for r in 0..5, the last at 4 * 16 + 2 = 66 < 67.
+fn conv1_pooled(t: &[u32; 4 + 60 + 6], x: &[u32; 5 * 16 + 3]) -> [i32; 2] {
+    let (a, b): (i32, i32);
+    // SAFETY: reads the 70 words of `t` twice, words r * 16 + 0..3 of `x`
+    // for r in 0..6 (the last at 5 * 16 + 2 = 82 < 83), and bytes of LUT1
+    // at indices 0..=255 (USAT); r6 and r7 are restored, the pointers are
+    // pinned to r11 and lr so that they are neither.
     unsafe {
         asm!(
-            conv1_row!(),
-            conv1_row!(),
-            conv1_row!(),
-            conv1_row!(),
-            conv1_row!(),
-            wp = inout(reg) w.as_ptr() => _,
-            xp = inout(reg) x.as_ptr() => _,
-            inout("r0") a0,
-            inout("r1") a1,
-            inout("r2") a2,
-            inout("r3") a3,
+            pooled_pair!(
+                concat!(conv1_row!(), conv1_row!(), conv1_row!(), conv1_row!(), conv1_row!()),
+                act1!(),
+                "256",
+                "268"
+            ),
+            inout("r11") t.as_ptr() => _,
+            inout("lr") x.as_ptr() => _,
+            lut = sym LUT1,
+            out("r0") a,
+            out("r1") _,
+            out("r2") b,
+            out("r3") _,
             out("r4") _,
             out("r5") _,
             out("r8") _,
             out("r9") _,
             out("r10") _,
             out("r12") _,
-            options(readonly, nostack),
+            options(readonly),
         );
     }
-    [a0, a1, a2, a3]
+    [a, b]
 }
 
 /// conv2 (6 → 16, K 5) + act2 + avg pool 2: `x2` → `f1` (flattened in
 /// PyTorch order `co * 25 + py * 5 + px`). One SMLAD takes an input
-/// channel pair at one tap.
+/// channel pair at one tap; per pooled window and output channel pair the
+/// two output rows `dy` each take one [`conv2_pair`].
 fn conv2(s: &mut Scratch) {
-    // Words of the input a pooled window reads: rows 2py .. 2py + 6,
-    // columns 2px .. 2px + 6, from its top-left word.
-    const SPAN: usize = 5 * 42 + 5 * 3 + 3;
-    for co in 0..16 {
-        let w = &C2_W[co]; // (K, K, 3)
-        let b = C2_BIAS[co];
-        let rq = Requant::new(C2_MULT[co], C2_SHIFT[co], PRE_ZP2);
-        for py in 0..5 {
-            for px in 0..5 {
+    let f1 = s.f1.as_flattened_mut().as_mut_ptr().cast::<i16>();
+    let x2 = s.x2.as_ptr();
+    // Trip counts the optimizer cannot see, so that it does not unroll the
+    // loops around the long kernel (flash).
+    let (n8, n5) = core::hint::black_box((8, 5));
+    for g in 0..n8 {
+        debug_assert!(g < C2_T.len());
+        // SAFETY: g < 8, a channel pair's table (an index the optimizer
+        // cannot bound, so it keeps the loop).
+        let t = unsafe { &*C2_T.as_ptr().add(g) };
+        for py in 0..n5 {
+            for px in 0..n5 {
                 let base = (2 * py * 14 + 2 * px) * 3;
-                let x: &[u32; SPAN] = s.x2[base..base + SPAN].try_into().unwrap();
-                let acc = conv2_window(b, w, x);
-                let v = act_pool(acc.map(|a| a << 1), &rq, Lut::new(&LUT2), OUT_ZP2);
-                set_seq(&mut s.f1, co * 25 + py * 5 + px, v);
+                debug_assert!(base + 5 * 42 + 18 <= s.x2.len());
+                // SAFETY: py, px < 5, so base <= (8 * 14 + 8) * 3 = 360 and
+                // the 228 words end within the 588 of x2.
+                let x = unsafe { &*x2.add(base).cast::<[u32; 5 * 42 + 18]>() };
+                let sum = conv2_pooled(t, x);
+                let i = 2 * g * 25 + py * 5 + px;
+                // SAFETY: `i` and `i + 25` are below 400, the halfwords of `f1`.
+                unsafe {
+                    f1.add(i).write(pool(sum[0], OUT_ZP2) as i16);
+                    f1.add(i + 25).write(pool(sum[1], OUT_ZP2) as i16);
+                }
             }
         }
     }
 }
 
-/// One tap of [`conv2_window`]: the tap's three weight words (channel
-/// pairs) against the three input words of each of the four outputs, at
-/// word offsets 0 (dy 0, dx 0), 3 (dx 1), 42 (dy 1) and 45. The first
-/// input LDM moves the pointer one column (3 words) on, so the second
-/// output's words are at the new pointer and the others 12 bytes nearer.
+/// One tap of [`conv2_pair`]: the first channel's three weight words
+/// (input channel pairs) against the input words of the even column
+/// (LDM, moving the pointer one column on) and of the odd one (at the
+/// pointer), then the second channel's against the odd column's and the
+/// even one's again (the three words below the pointer).
 macro_rules! conv2_tap {
     () => {
-        "ldm {wp}!, {{r4, r5, r8}}
-         ldm {xp}!, {{r9, r10, r12}}
+        "ldm r11!, {{r4, r5, r8}}
+         ldm lr!, {{r9, r10, r12}}
          smlad r0, r4, r9, r0
          smlad r0, r5, r10, r0
          smlad r0, r8, r12, r0
-         ldm {xp}, {{r9, r10, r12}}
+         ldm lr, {{r9, r10, r12}}
          smlad r1, r4, r9, r1
          smlad r1, r5, r10, r1
          smlad r1, r8, r12, r1
-         ldrd r9, r10, [{xp}, #156]
-         ldr r12, [{xp}, #164]
-         smlad r2, r4, r9, r2
-         smlad r2, r5, r10, r2
-         smlad r2, r8, r12, r2
-         ldrd r9, r10, [{xp}, #168]
-         ldr r12, [{xp}, #176]
+         ldm r11!, {{r4, r5, r8}}
          smlad r3, r4, r9, r3
          smlad r3, r5, r10, r3
          smlad r3, r8, r12, r3
+         ldmdb lr, {{r9, r10, r12}}
+         smlad r2, r4, r9, r2
+         smlad r2, r5, r10, r2
+         smlad r2, r8, r12, r2
         "
     };
 }
 
-/// One kernel row of [`conv2_window`]: five taps, then the input pointer
+/// One kernel row of [`conv2_pair`]: five taps, then the input pointer
 /// moves to the next row (14 columns of 3 words, 5 columns already done).
 macro_rules! conv2_row {
     () => {
@@ -391,44 +517,48 @@ macro_rules! conv2_row {
             conv2_tap!(),
             conv2_tap!(),
             conv2_tap!(),
-            "adds {xp}, #108\n"
+            "add.w lr, lr, #108\n"
         )
     };
 }
 
-/// The four conv2 accumulators of a pooled window (outputs `(dy, dx)` in
-/// the order (0,0) (0,1) (1,0) (1,1)), `bias` plus 75 SMLAD each: per tap
-/// one LDM of the weights, then the input of each output (LDM, LDM,
-/// LDRD + LDR twice): 19 instructions for 24 MAC.
+/// The sums of the four activations of a pooled conv2 window, per output
+/// channel of a pair, as [`conv1_pooled`]: per output row `dy` the even
+/// and the odd column, whose input starts at `x[42 dy]` (rows 42 words
+/// apart). 75 SMLAD per output; per tap two LDM of weights and three of
+/// inputs for 12 SMLAD.
 #[inline(always)]
-fn conv2_window(bias: i32, w: &[[[u32; 3]; 5]; 5], x: &[u32; 5 * 42 + 5 * 3 + 3]) -> [i32; 4] {
-    let [mut a0, mut a1, mut a2, mut a3] = [bias; 4];
-    // SAFETY: reads the 75 weight words of `w` in order and, for each of
-    // the 25 taps (ky, kx), the words at (ky * 42 + kx * 3) + {0..3, 3..6,
-    // 42..45, 45..48} of `x`, the last at 4 * 42 + 4 * 3 + 47 = 227 < 228.
+fn conv2_pooled(t: &[u32; 4 + 150 + 6], x: &[u32; 5 * 42 + 18]) -> [i32; 2] {
+    let (a, b): (i32, i32);
+    // SAFETY: reads the 160 words of `t` twice, for each output row dy and
+    // tap (ky, kx) the words (dy + ky) * 42 + kx * 3 + 0..6 of `x` (the last
+    // at 5 * 42 + 4 * 3 + 5 = 227 < 228), and bytes of LUT2 at indices
+    // 0..=255; r6 and r7 are restored, the pointers pinned as in conv1.
     unsafe {
         asm!(
-            conv2_row!(),
-            conv2_row!(),
-            conv2_row!(),
-            conv2_row!(),
-            conv2_row!(),
-            wp = inout(reg) w.as_ptr() => _,
-            xp = inout(reg) x.as_ptr() => _,
-            inout("r0") a0,
-            inout("r1") a1,
-            inout("r2") a2,
-            inout("r3") a3,
+            pooled_pair!(
+                concat!(conv2_row!(), conv2_row!(), conv2_row!(), conv2_row!(), conv2_row!()),
+                act2!(),
+                "672",
+                "628"
+            ),
+            inout("r11") t.as_ptr() => _,
+            inout("lr") x.as_ptr() => _,
+            lut = sym LUT2,
+            out("r0") a,
+            out("r1") _,
+            out("r2") b,
+            out("r3") _,
             out("r4") _,
             out("r5") _,
             out("r8") _,
             out("r9") _,
             out("r10") _,
             out("r12") _,
-            options(readonly, nostack),
+            options(readonly),
         );
     }
-    [a0, a1, a2, a3]
+    [a, b]
 }
 
 /// `bias + sum_i w[i] * x[i]` over `G` groups of four: int8 weights four

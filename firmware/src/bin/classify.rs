@@ -70,7 +70,7 @@ fn main() -> ! {
     let n = body / PIXELS;
     defmt::info!("classifying {} images", n);
 
-    let mut records = [0u8; RECORD * BATCH];
+    let mut records = [[0u8; RECORD]; BATCH];
     let mut filled = 0;
     let (mut total, mut min, mut max) = (0u64, u32::MAX, 0u32);
     let mut logits = [0i8; 10];
@@ -83,14 +83,19 @@ fn main() -> ! {
         min = min.min(work);
         max = max.max(work);
 
-        let rec = &mut records[filled * RECORD..][..RECORD];
+        // `filled < BATCH` here (it is reset when it reaches BATCH).
+        let rec = &mut records[filled % BATCH];
         rec[0] = argmax(&logits) as u8;
         for (r, &l) in rec[1..].iter_mut().zip(&logits) {
             *r = l as u8;
         }
         filled += 1;
         if filled == BATCH || i + 1 == n {
-            if output.write_all(&records[..filled * RECORD]).is_err() {
+            let done = records
+                .as_flattened()
+                .get(..filled * RECORD)
+                .unwrap_or_default();
+            if output.write_all(done).is_err() {
                 report!("classify: writing predictions.bin failed");
                 exit_failure(2);
             }
