@@ -269,16 +269,59 @@ macro_rules! act_one {
     };
 }
 
+/// [`act_pair_lut`] for three channels (r0, r1; r2, r3; r6, r7), sums in
+/// r0, r2 and r6.
+#[allow(unused_macros)] // used when a table is not the identity
+macro_rules! act_triple_lut {
+    () => {
+        concat!(
+            "movw r10, :lower16:{lut}\n",
+            "movt r10, :upper16:{lut}\n",
+            "ldm r11!, {{r4, r5, r8}}\n",
+            act_one!("r0", "usat", "ldrsb r0, [r10, r9]\n"),
+            act_one!("r1", "usat", "ldrsb r1, [r10, r9]\n"),
+            "ldm r11!, {{r4, r5, r8}}\n",
+            act_one!("r2", "usat", "ldrsb r2, [r10, r9]\n"),
+            act_one!("r3", "usat", "ldrsb r3, [r10, r9]\n"),
+            "ldm r11, {{r4, r5, r8}}\n",
+            act_one!("r6", "usat", "ldrsb r6, [r10, r9]\n"),
+            act_one!("r7", "usat", "ldrsb r7, [r10, r9]\n"),
+            "add.w r0, r0, r1\n",
+            "add.w r2, r2, r3\n",
+            "add.w r6, r6, r7\n",
+        )
+    };
+}
+
+/// [`act_triple_lut`] for an identity table, as [`act_pair_id`].
+#[allow(unused_macros)] // used when the table is the identity
+macro_rules! act_triple_id {
+    () => {
+        concat!(
+            "/* identity table, not read: {lut} */\n",
+            "ldm r11!, {{r4, r5, r8}}\n",
+            act_one!("r0", "ssat", "mov r0, r9\n"),
+            act_one!("r1", "ssat", "add.w r0, r0, r9\n"),
+            "ldm r11!, {{r4, r5, r8}}\n",
+            act_one!("r2", "ssat", "mov r2, r9\n"),
+            act_one!("r3", "ssat", "add.w r2, r2, r9\n"),
+            "ldm r11, {{r4, r5, r8}}\n",
+            act_one!("r6", "ssat", "mov r6, r9\n"),
+            act_one!("r7", "ssat", "add.w r6, r6, r9\n"),
+        )
+    };
+}
+
 #[cfg(lenet_act1_id)]
 macro_rules! act1 {
     () => {
-        act_pair_id!()
+        act_triple_id!()
     };
 }
 #[cfg(not(lenet_act1_id))]
 macro_rules! act1 {
     () => {
-        act_pair_lut!()
+        act_triple_lut!()
     };
 }
 #[cfg(lenet_act2_id)]
@@ -341,18 +384,17 @@ fn pool(sum: i32, zp: i32) -> i32 {
 
 /// conv1 (1 → 6, K 5, pad 2) + act1 + avg pool 2: `x1` → `x2`.
 ///
-/// Per pooled pixel `(py, px)` and channel pair the two conv outputs of
+/// Per pooled pixel `(py, px)` and channel triple the two conv outputs of
 /// each channel at row `2py + dy`, columns `2px + dx` read padded rows
 /// `2py + dy .. 2py + dy + 5`, words `px .. px + 3` (columns `2px .. 2px +
 /// 6`): an even column takes the words with the weights W = (w0,w1)
-/// (w2,w3) (w4,0), the odd one with V = (0,w0) (w1,w2) (w3,w4). The pair's
-/// two pooled values make one word of `x2`.
+/// (w2,w3) (w4,0), the odd one with V = (0,w0) (w1,w2) (w3,w4).
 fn conv1(s: &mut Scratch) {
     // Trip counts the optimizer cannot see, so that it does not unroll the
-    // loops around the kernels (flash).
-    let (n14, n3) = core::hint::black_box((14, 3));
+    // loops around the kernel (flash).
+    let (n14, n2) = core::hint::black_box((14, 2));
     let x1 = s.x1.as_ptr();
-    let mut out = s.x2.as_mut_ptr();
+    let mut out = s.x2.as_mut_ptr().cast::<i16>();
     for py in 0..n14 {
         for px in 0..n14 {
             let base = 2 * py * 16 + px;
@@ -360,24 +402,26 @@ fn conv1(s: &mut Scratch) {
             // SAFETY: py, px < 14, so base <= 26 * 16 + 13 = 429 and the
             // window's 6 rows end within the 512 words.
             let x = unsafe { &*x1.add(base).cast::<[u32; 5 * 16 + 3]>() };
-            for g in 0..n3 {
+            for g in 0..n2 {
                 debug_assert!(g < C1_T.len());
-                // SAFETY: g < 3, a channel pair's table (an index the
+                // SAFETY: g < 2, a channel triple's table (an index the
                 // optimizer cannot bound, so it keeps the loop).
                 let t = unsafe { &*C1_T.as_ptr().add(g) };
-                let [a, b] = conv1_pooled(t, x);
-                let (v0, v1) = (pool(a, OUT_ZP1), pool(b, OUT_ZP1));
-                // SAFETY: 14 * 14 * 3 writes in all, the words of x2.
+                let v = conv1_pooled(t, x).map(|a| pool(a, OUT_ZP1) as i16);
+                // SAFETY: 14 * 14 * 6 halfwords in all, those of x2 (per
+                // pixel the channels in order, two to a word).
                 unsafe {
-                    out.write(u32::from(v0 as u16) | (u32::from(v1 as u16) << 16));
-                    out = out.add(1);
+                    out.write(v[0]);
+                    out.add(1).write(v[1]);
+                    out.add(2).write(v[2]);
+                    out = out.add(3);
                 }
             }
         }
     }
 }
 
-/// One kernel row of [`conv1_pair`]: three input words (the pointer then
+/// One kernel row of [`conv1_pooled`]: three input words (the pointer then
 /// moves one padded row, 16 words, down), then per channel W against them
 /// for the even column and V for the odd one.
 macro_rules! conv1_row {
@@ -400,37 +444,64 @@ macro_rules! conv1_row {
          smlad r3, r4, r9, r3
          smlad r3, r5, r10, r3
          smlad r3, r8, r12, r3
+         ldm r11!, {{r4, r5, r8}}
+         smlad r6, r4, r9, r6
+         smlad r6, r5, r10, r6
+         smlad r6, r8, r12, r6
+         ldm r11!, {{r4, r5, r8}}
+         smlad r7, r4, r9, r7
+         smlad r7, r5, r10, r7
+         smlad r7, r8, r12, r7
         "
     };
 }
 
-/// The sums of the four activations of a pooled conv1 window, per
-/// channel of a pair: per output row `dy` the even and the odd column,
+/// The sums of the four activations of a pooled conv1 window, per channel
+/// of a triple: per output row `dy` the even and the odd column of each
+/// channel (six accumulators, r6 and r7 among them, saved on the stack),
 /// whose 5×6 input patch starts at `x[16 dy]` (rows 16 words apart). The
 /// table `t` (`build.rs`) holds the biases (loaded as the accumulators),
-/// per kernel row the four weight triples, then the requantization
-/// constants. 15 SMLAD per output, one LDM per kernel row for the input
-/// and one per weight triple.
+/// per kernel row the six weight triples, then the requantization
+/// constants. 15 SMLAD per output; per kernel row one LDM for the input
+/// and one per weight triple. The first row's sums wait on the stack; the
+/// flags tell the rows apart, as in [`pooled_pair`].
 #[inline(always)]
-fn conv1_pooled(t: &[u32; 4 + 60 + 6], x: &[u32; 5 * 16 + 3]) -> [i32; 2] {
-    let (a, b): (i32, i32);
-    // SAFETY: reads the 70 words of `t` twice, words r * 16 + 0..3 of `x`
+fn conv1_pooled(t: &[u32; 6 + 90 + 9], x: &[u32; 5 * 16 + 3]) -> [i32; 3] {
+    let (a, b, c): (i32, i32, i32);
+    // SAFETY: reads the 105 words of `t` twice, words r * 16 + 0..3 of `x`
     // for r in 0..6 (the last at 5 * 16 + 2 = 82 < 83), and bytes of LUT1
-    // at indices 0..=255 (USAT); r6 and r7 are restored, the pointers are
-    // pinned to r11 and lr so that they are neither.
+    // at indices 0..=255 (USAT); r6 and r7 are restored and the stack is
+    // balanced; the pointers are pinned to r11 and lr so that they are
+    // neither r6 nor r7.
     unsafe {
         asm!(
-            pooled_pair!(
-                concat!(conv1_row!(), conv1_row!(), conv1_row!(), conv1_row!(), conv1_row!()),
-                act1!(),
-                "256",
-                "268"
-            ),
+            "push {{r6, r7}}",
+            "cmp r0, r0",
+            "2:",
+            "ldm r11!, {{r0, r1, r2, r3, r6, r7}}",
+            conv1_row!(),
+            conv1_row!(),
+            conv1_row!(),
+            conv1_row!(),
+            conv1_row!(),
+            act1!(),
+            "bne 3f",
+            "push {{r0, r2, r6}}",
+            "subw lr, lr, #256",
+            "subw r11, r11, #408",
+            "movs r0, #1",
+            "b 2b",
+            "3:",
+            "pop {{r4, r5, r8}}",
+            "add.w r0, r0, r4",
+            "add.w r2, r2, r5",
+            "add.w r1, r6, r8",
+            "pop {{r6, r7}}",
             inout("r11") t.as_ptr() => _,
             inout("lr") x.as_ptr() => _,
             lut = sym LUT1,
             out("r0") a,
-            out("r1") _,
+            out("r1") c,
             out("r2") b,
             out("r3") _,
             out("r4") _,
@@ -442,7 +513,7 @@ fn conv1_pooled(t: &[u32; 4 + 60 + 6], x: &[u32; 5 * 16 + 3]) -> [i32; 2] {
             options(readonly),
         );
     }
-    [a, b]
+    [a, b, c]
 }
 
 /// conv2 (6 → 16, K 5) + act2 + avg pool 2: `x2` → `f1` (flattened in
