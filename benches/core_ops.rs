@@ -45,9 +45,9 @@ fn bench_corr2d(c: &mut Criterion) {
     g.bench_function("lenet_conv1_1x28x28_k5_p2_to6", |bn| {
         bn.iter(|| {
             conv2d(
-                &mut *y,
+                &mut y,
                 black_box(&*x),
-                &*w,
+                &w,
                 Some(&b),
                 Padding::<2, 2>,
                 Stride::<1, 1>,
@@ -61,11 +61,11 @@ fn bench_corr2d(c: &mut Criterion) {
         bn.iter(|| {
             conv2d_backward(
                 None,
-                &mut *dw,
+                &mut dw,
                 Some(&mut db),
                 black_box(&*dy),
-                &*x,
-                &*w,
+                &x,
+                &w,
                 Padding::<2, 2>,
                 Stride::<1, 1>,
             )
@@ -86,9 +86,9 @@ fn bench_corr2d(c: &mut Criterion) {
     g.bench_function("lenet_conv2_6x14x14_k5_to16", |bn| {
         bn.iter(|| {
             conv2d(
-                &mut *y2,
+                &mut y2,
                 black_box(&*x2),
-                &*w2,
+                &w2,
                 Some(&b2),
                 Padding::<0, 0>,
                 Stride::<1, 1>,
@@ -109,9 +109,9 @@ fn bench_corr2d(c: &mut Criterion) {
     g.bench_function("16x32x32_k3_p1_s2_to32", |bn| {
         bn.iter(|| {
             conv2d(
-                &mut *y3,
+                &mut y3,
                 black_box(&*x3),
-                &*w3,
+                &w3,
                 None,
                 Padding::<1, 1>,
                 Stride::<2, 2>,
@@ -131,7 +131,7 @@ fn bench_pool(c: &mut Criterion) {
     g.bench_function("avg_6x28x28_w2", |bn| {
         bn.iter(|| {
             avg_pool2d(
-                &mut *y,
+                &mut y,
                 black_box(&*x),
                 Window::<2, 2>,
                 Padding::<0, 0>,
@@ -142,8 +142,8 @@ fn bench_pool(c: &mut Criterion) {
     g.bench_function("max_6x28x28_w2", |bn| {
         bn.iter(|| {
             max_pool2d(
-                &mut *y,
-                &mut *idx,
+                &mut y,
+                &mut idx,
                 black_box(&*x),
                 Window::<2, 2>,
                 Padding::<0, 0>,
@@ -156,8 +156,8 @@ fn bench_pool(c: &mut Criterion) {
     g.bench_function("max_6x28x28_w3_p1_s2", |bn| {
         bn.iter(|| {
             max_pool2d(
-                &mut *y3,
-                &mut *idx3,
+                &mut y3,
+                &mut idx3,
                 black_box(&*x),
                 Window::<3, 3>,
                 Padding::<1, 1>,

@@ -24,5 +24,10 @@ step "firmware: clippy and release build"
 (cd firmware && cargo clippy --release -- -D warnings && cargo build --release)
 
 step "tests (unit, integration, golden, doctests, firmware in QEMU)"
-cargo test --workspace --all-features --exclude lenet-host
-cargo test -p lenet-host
+# Default features: the golden tolerances are stated for libm's exp.
+cargo test --workspace
+# lenet-core's own tests with its optional features (micromath's exp, defmt);
+# the host with the CUDA back end compiled in (no GPU needed: it must fall
+# back to the CPU, or fail clearly for --device cuda).
+cargo test -p lenet-core --all-features
+cargo test -p lenet-host --features cuda

@@ -122,3 +122,57 @@ pub fn inference_trainer(
         crate::cpu::CpuTrainer::new(&cfg, params).map_err(|e| BackendError::Cpu(e.to_string()))?;
     Ok(Box::new(t))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lenet_core::activation::Activation;
+    use lenet_core::model::ModelKind;
+
+    fn cfg() -> TrainerConfig {
+        TrainerConfig {
+            kind: ModelKind::LeNet5,
+            act: Activation::Sigmoid,
+            optimizer: OptimizerConfig::Adam {
+                lr: 1e-3,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.0,
+            },
+            threads: 1,
+        }
+    }
+
+    /// Without a usable CUDA trainer (no `cuda` feature, no driver, or no
+    /// CUDA trainer in this build), `cuda` is a clear error and `auto`
+    /// falls back to the CPU, saying why.
+    #[test]
+    fn cuda_falls_back_or_fails_clearly() {
+        if HAS_CUDA_TRAINER && cuda_status().is_ok() {
+            return; // a GPU machine: nothing to fall back from
+        }
+        let why = match make_trainer(Device::Cuda, &cfg(), 0) {
+            Err(BackendError::CudaUnavailable(why)) => why,
+            Err(e) => panic!("unexpected error {e}"),
+            Ok((t, note)) => panic!("got a {} trainer ({note})", t.device_name()),
+        };
+        assert!(!why.is_empty());
+        #[cfg(not(feature = "cuda"))]
+        assert!(why.contains("without the `cuda` feature"), "{why}");
+        #[cfg(feature = "cuda")]
+        assert!(
+            why.contains("libcuda") || why.contains("CUDA device") || why.contains("CUDA trainer"),
+            "{why}"
+        );
+        let (t, note) = make_trainer(Device::Auto, &cfg(), 0).unwrap();
+        assert_eq!(t.device_name(), "cpu");
+        assert!(
+            note.starts_with("device: cpu (auto: CUDA not used: "),
+            "{note}"
+        );
+        assert!(note.contains(&why), "{note} / {why}");
+        let (t, note) = make_trainer(Device::Cpu, &cfg(), 0).unwrap();
+        assert_eq!((t.device_name(), note.as_str()), ("cpu", "device: cpu"));
+    }
+}
