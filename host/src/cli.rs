@@ -41,6 +41,8 @@ pub enum Command {
     Fetch(FetchArgs),
     /// Show where the data is and which devices are usable.
     Info(DataArg),
+    /// Measure training and inference speed of the CPU back end (random data).
+    Bench(BenchArgs),
 }
 
 /// Network architecture.
@@ -83,6 +85,15 @@ pub enum DeviceArg {
     Cuda,
     /// CUDA when usable, otherwise the CPU (says which).
     Auto,
+}
+
+/// Learning-rate schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleArg {
+    /// The same learning rate throughout.
+    Constant,
+    /// Half a cosine from --lr down to --lr/100 over the run.
+    Cosine,
 }
 
 /// Input normalization.
@@ -139,6 +150,12 @@ pub struct TrainArgs {
     /// Number of epochs (with --resume: total epochs to reach; default 10).
     #[arg(long)]
     pub epochs: Option<u32>,
+    /// Learning-rate schedule over the run (per optimizer step).
+    #[arg(long, value_enum, default_value = "cosine")]
+    pub schedule: ScheduleArg,
+    /// Epochs of linear learning-rate warm-up from --lr/10.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub warmup_epochs: u32,
     /// Mini-batch size.
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
@@ -196,6 +213,16 @@ pub struct EvalArgs {
     /// Worker threads (0: all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Also quantize the model to int8 (calibrated on training images) and
+    /// report the int8 accuracy next to the float one.
+    #[arg(long)]
+    pub int8: bool,
+    /// With --int8: evaluate this exported .q8 file instead of quantizing anew.
+    #[arg(long, value_name = "FILE", requires = "int8")]
+    pub q8: Option<PathBuf>,
+    /// With --int8: training images used to calibrate the int8 ranges.
+    #[arg(long, default_value_t = crate::int8::DEFAULT_CALIBRATION_IMAGES, value_name = "N", requires = "int8")]
+    pub calibration: usize,
 }
 
 /// `host predict`.
@@ -257,6 +284,26 @@ pub struct ImportArgs {
     /// Input normalization, when the file does not record it (default unit).
     #[arg(long, value_enum)]
     pub normalize: Option<NormArg>,
+}
+
+/// `host bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Network architecture.
+    #[arg(long, value_enum, default_value = "lenet5")]
+    pub model: ModelArg,
+    /// Hidden-layer activation.
+    #[arg(long, value_enum, default_value = "sigmoid")]
+    pub act: ActArg,
+    /// Worker threads (0: all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Batch size of the training and inference measurements.
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Seconds spent on each measurement.
+    #[arg(long, default_value_t = 2.0)]
+    pub seconds: f64,
 }
 
 /// `host fetch`.
@@ -326,6 +373,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Import(a) => cmd_import(a),
         Command::Fetch(a) => cmd_fetch(a),
         Command::Info(a) => cmd_info(a),
+        Command::Bench(a) => cmd_bench(a),
     }
 }
 
@@ -334,6 +382,14 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         Some(p) => {
             let (f, mut s) = resume_settings(p, a.epochs)?;
             eprintln!("resuming {} (settings from the checkpoint)", p.display());
+            let (_, orig) = resume_settings(p, None)?;
+            if s.epochs != orig.epochs && s.schedule != "constant" {
+                eprintln!(
+                    "note: {} epochs instead of {}: the {} schedule is stretched from here on, \
+                     so the run differs from an uninterrupted {}-epoch one",
+                    s.epochs, orig.epochs, s.schedule, orig.epochs
+                );
+            }
             if let Some(t) = a.threads.filter(|&t| t != s.threads) {
                 eprintln!(
                     "note: {t} threads instead of the checkpoint's {}: not bit-identical to an uninterrupted run",
@@ -369,6 +425,12 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
                     Some(t) if t > 0 => t,
                     _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
                 },
+                schedule: match a.schedule {
+                    ScheduleArg::Constant => "constant",
+                    ScheduleArg::Cosine => "cosine",
+                }
+                .into(),
+                warmup_epochs: a.warmup_epochs,
             };
             (None, s)
         }
@@ -383,11 +445,12 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     let data = load_data(&a.data)?;
     eprintln!("{note}");
     eprintln!(
-        "model {} act {} optimizer {} lr {} batch {} epochs {} -> {}",
+        "model {} act {} optimizer {} lr {} ({}) batch {} epochs {} -> {}",
         settings.model,
         settings.act,
         settings.optimizer,
         settings.lr,
+        settings.schedule,
         settings.batch_size,
         settings.epochs,
         out.display()
@@ -417,7 +480,11 @@ fn load_model(p: &Path) -> Result<(PathBuf, ModelFile)> {
 fn cmd_eval(a: EvalArgs) -> Result<()> {
     let (path, m) = load_model(&a.model)?;
     let data = load_data(&a.data)?;
-    let mut ds = if a.train_set { data.train } else { data.test };
+    let mut ds = if a.train_set {
+        data.train.clone()
+    } else {
+        data.test.clone()
+    };
     if a.limit > 0 {
         ds = ds.take(a.limit);
     }
@@ -431,7 +498,48 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         if a.train_set { "training" } else { "test" }
     );
     print!("{}", r.render());
+    if a.int8 {
+        let q = match &a.q8 {
+            Some(f) => crate::int8::read_q8(f)?,
+            None => quantize_model(&m, a.calibration, &data.train)?,
+        };
+        let c = crate::int8::compare(&q, &m.params, &ds.images, &ds.labels)?;
+        println!(
+            "int8 ({}): accuracy {:.2}%  (float {:.2}%, {:+.2} pp; same prediction on {:.2}%)",
+            match &a.q8 {
+                Some(f) => f.display().to_string(),
+                None => format!("calibrated on {} training images", a.calibration),
+            },
+            100.0 * c.int8.accuracy(),
+            100.0 * c.float.accuracy(),
+            100.0 * (c.int8.accuracy() - c.float.accuracy()),
+            100.0 * c.agree as f64 / ds.len().max(1) as f64
+        );
+    }
     Ok(())
+}
+
+/// Quantizes `m`, calibrating on the first `calibration` images of `train`.
+fn quantize_model(
+    m: &ModelFile,
+    calibration: usize,
+    train: &data::Dataset,
+) -> Result<Box<lenet_core::quant::QuantModel>> {
+    use crate::int8::{QuantArch, quantize};
+    use lenet_core::model::ModelKind;
+    let n = calibration.clamp(1, train.len());
+    let arch = match m.meta.kind {
+        ModelKind::LeNet5 => QuantArch::LeNet5,
+        ModelKind::LeNet5Max => QuantArch::LeNet5Max,
+    };
+    Ok(quantize(
+        arch,
+        m.meta.act.into(),
+        &m.params,
+        &train.images[..n * data::PIXELS],
+        m.meta.norm.mean,
+        m.meta.norm.std,
+    )?)
 }
 
 fn cmd_predict(a: PredictArgs) -> Result<()> {
@@ -487,22 +595,10 @@ fn export_int8(
     calibration: usize,
     d: &DataArg,
 ) -> Result<()> {
-    use crate::int8::{QuantArch, compare, quantize, write_q8};
-    use lenet_core::model::ModelKind;
+    use crate::int8::{compare, write_q8};
     let data = load_data(d)?;
     let n = calibration.clamp(1, data.train.len());
-    let arch = match m.meta.kind {
-        ModelKind::LeNet5 => QuantArch::LeNet5,
-        ModelKind::LeNet5Max => QuantArch::LeNet5Max,
-    };
-    let q = quantize(
-        arch,
-        m.meta.act.into(),
-        &m.params,
-        &data.train.images[..n * data::PIXELS],
-        m.meta.norm.mean,
-        m.meta.norm.std,
-    )?;
+    let q = quantize_model(m, calibration, &data.train)?;
     let out = out.unwrap_or_else(|| path.with_extension("q8"));
     write_q8(&out, &q)?;
     println!(
@@ -543,6 +639,33 @@ fn cmd_fetch(a: FetchArgs) -> Result<()> {
     o.force = a.force;
     fetch(&o).with_context(|| format!("fetching into {}", a.dest.display()))?;
     println!("Fashion-MNIST is in {}", a.dest.display());
+    Ok(())
+}
+
+fn cmd_bench(a: BenchArgs) -> Result<()> {
+    use crate::cpu::bench::{BenchConfig, bench};
+    use lenet_core::model::ModelKind;
+    if !(a.seconds.is_finite() && a.seconds > 0.0) {
+        bail!("--seconds {} must be > 0", a.seconds);
+    }
+    let cfg = BenchConfig {
+        kind: match a.model {
+            ModelArg::Lenet5 => ModelKind::LeNet5,
+            ModelArg::Lenet5Max => ModelKind::LeNet5Max,
+        },
+        act: core_act(a.act),
+        threads: a.threads,
+        batch: a.batch.max(1),
+        time: std::time::Duration::from_secs_f64(a.seconds),
+    };
+    let r = bench(&cfg)?;
+    println!(
+        "lenet-host {} ({}, {}, batch {}): {r}",
+        env!("CARGO_PKG_VERSION"),
+        core_kind(a.model),
+        act_name(cfg.act),
+        cfg.batch
+    );
     Ok(())
 }
 

@@ -76,6 +76,40 @@ pub struct TrainSettings {
     /// is bit-reproducible for a given thread count, so `--resume` reuses it.
     #[serde(default)]
     pub threads: usize,
+    /// Learning-rate schedule over the whole run: `constant` or `cosine`.
+    #[serde(default = "constant_schedule")]
+    pub schedule: String,
+    /// Epochs of linear warm-up from `lr / 10` before the schedule starts.
+    #[serde(default)]
+    pub warmup_epochs: u32,
+}
+
+fn constant_schedule() -> String {
+    "constant".into()
+}
+
+/// The learning rate at optimizer step `step` of `total` steps, for
+/// schedule `schedule` (`constant` or `cosine`) with `warmup` warm-up steps.
+///
+/// `cosine` decays from `lr` to `lr / 100` along half a cosine period,
+/// `lr_t = lr_min + (lr - lr_min) * (1 + cos(pi * t / T)) / 2`, where `t`
+/// counts the steps after warm-up. Warm-up rises linearly from `lr / 10`.
+/// It depends on the step index only, so a resumed run follows the same
+/// curve as an uninterrupted one.
+pub fn scheduled_lr(schedule: &str, lr: f32, step: u64, total: u64, warmup: u64) -> f32 {
+    if step < warmup {
+        let f = (step + 1) as f64 / warmup as f64;
+        return (f64::from(lr) * (0.1 + 0.9 * f)) as f32;
+    }
+    match schedule {
+        "cosine" => {
+            let span = total.saturating_sub(warmup).max(1);
+            let t = ((step - warmup) as f64 / span as f64).min(1.0);
+            let lo = f64::from(lr) / 100.0;
+            (lo + (f64::from(lr) - lo) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())) as f32
+        }
+        _ => lr,
+    }
 }
 
 impl Default for TrainSettings {
@@ -97,6 +131,8 @@ impl Default for TrainSettings {
             limit_train: 0,
             limit_test: 0,
             threads: 0,
+            schedule: constant_schedule(),
+            warmup_epochs: 0,
         }
     }
 }
@@ -161,6 +197,18 @@ impl TrainSettings {
             return bad(format!(
                 "validation split {} must be in [0, 1)",
                 self.val_split
+            ));
+        }
+        if !matches!(self.schedule.as_str(), "constant" | "cosine") {
+            return bad(format!(
+                "learning-rate schedule `{}` (constant or cosine)",
+                self.schedule
+            ));
+        }
+        if self.warmup_epochs > self.epochs {
+            return bad(format!(
+                "{} warm-up epochs exceed the {} epochs",
+                self.warmup_epochs, self.epochs
             ));
         }
         if !(self.norm_std.is_finite() && self.norm_std > 0.0) {
@@ -442,7 +490,15 @@ pub fn train(
             Some(batches as u64),
             Unit::Items,
         );
-        for chunk in order.chunks(bs) {
+        for (b, chunk) in order.chunks(bs).enumerate() {
+            let step = u64::from(epoch - 1) * batches as u64 + b as u64;
+            trainer.set_lr(scheduled_lr(
+                &settings.schedule,
+                settings.lr,
+                step,
+                u64::from(settings.epochs) * batches as u64,
+                u64::from(settings.warmup_epochs) * batches as u64,
+            ));
             x.clear();
             labels.clear();
             for &i in chunk {
@@ -599,6 +655,24 @@ mod tests {
     }
 
     #[test]
+    fn schedules_follow_their_formulas() {
+        for step in [0, 10, 99] {
+            assert_eq!(scheduled_lr("constant", 0.01, step, 100, 0), 0.01);
+        }
+        let c = |step| scheduled_lr("cosine", 0.01, step, 100, 0);
+        assert!((c(0) - 0.01).abs() < 1e-9);
+        assert!((c(50) - 0.00505).abs() < 1e-7, "{}", c(50));
+        assert!((c(100) - 0.0001).abs() < 1e-9);
+        assert!((1..100).all(|t| c(t) < c(t - 1)), "decreasing");
+        // Warm-up rises linearly from lr/10 to lr, then the cosine starts.
+        let w = |step| scheduled_lr("cosine", 0.01, step, 110, 10);
+        assert!((w(0) - 0.0019).abs() < 1e-7, "{}", w(0));
+        assert!((w(9) - 0.01).abs() < 1e-9);
+        assert!((w(10) - 0.01).abs() < 1e-9);
+        assert!((1..10).all(|t| w(t) > w(t - 1)), "increasing");
+    }
+
+    #[test]
     fn settings_validation() {
         let s = TrainSettings::default();
         assert!(s.trainer_config(1).is_ok());
@@ -625,6 +699,14 @@ mod tests {
             },
             TrainSettings {
                 norm_std: 0.0,
+                ..s.clone()
+            },
+            TrainSettings {
+                schedule: "step".into(),
+                ..s.clone()
+            },
+            TrainSettings {
+                warmup_epochs: 11,
                 ..s.clone()
             },
         ] {

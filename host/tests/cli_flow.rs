@@ -131,6 +131,55 @@ fn train_resume_eval_predict_export_import() {
     ])
     .unwrap();
     assert!(std::fs::metadata(&q8).unwrap().len() > 40_000);
+    // int8 next to float: quantized anew, and from the exported file.
+    host(&[
+        "eval",
+        "--model",
+        s(&out),
+        "--data",
+        s(&data),
+        "--int8",
+        "--calibration",
+        "100",
+    ])
+    .unwrap();
+    host(&[
+        "eval",
+        "--model",
+        s(&out),
+        "--data",
+        s(&data),
+        "--int8",
+        "--q8",
+        s(&q8),
+    ])
+    .unwrap();
+    let bad = d.path().join("bad.q8");
+    std::fs::write(&bad, b"not a model").unwrap();
+    let e = host(&[
+        "eval",
+        "--model",
+        s(&out),
+        "--data",
+        s(&data),
+        "--int8",
+        "--q8",
+        s(&bad),
+    ])
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("bad.q8"), "{e:#}");
+
+    host(&[
+        "bench",
+        "--threads",
+        "1",
+        "--batch",
+        "8",
+        "--seconds",
+        "0.01",
+    ])
+    .unwrap();
+    assert!(host(&["bench", "--seconds", "0"]).is_err());
 
     // Clear errors, no panics.
     let e = host(&[
