@@ -658,51 +658,55 @@ fn pass4<const N: usize>(w: &[[u32; 4]; N], x: &[[u32; 2]; N], acc: [i32; 4]) ->
     const { assert!(N > 0 && N.is_multiple_of(2)) };
     let [mut a0, mut b0, mut a1, mut b1] = acc;
     // SAFETY: reads the 4 * N words of `w` and the 2 * N words of `x` in
-    // order, four and two per step, two steps per loop; N is even.
+    // order, four and two per step, two steps per loop; N is even. r6 and
+    // r7 are restored; the pointers are pinned to r11 and lr so that they
+    // are neither.
     unsafe {
         asm!(
+            "push {{r6, r7}}",
             "2:",
             pass4_step!(),
             pass4_step!(),
-            "subs {n}, #1",
+            "subs r12, #1",
             "bne 2b",
-            wp = inout(reg) w.as_ptr() => _,
-            xp = inout(reg) x.as_ptr() => _,
-            n = inout(reg) N / 2 => _,
+            "pop {{r6, r7}}",
+            inout("r11") w.as_ptr() => _,
+            inout("lr") x.as_ptr() => _,
+            inout("r12") N / 2 => _,
             inout("r0") a0,
             inout("r1") b0,
             inout("r2") a1,
             inout("r3") b1,
             out("r4") _,
+            out("r5") _,
             out("r8") _,
             out("r9") _,
             out("r10") _,
-            out("r12") _,
-            options(readonly, nostack),
+            options(readonly),
         );
     }
     [a0, b0, a1, b1]
 }
 
-/// One input word pair of [`pass4`]: LDRD of the inputs, then per input
-/// word the two pairs' weight words (LDM), each used raw and unpacked.
+/// One input word pair of [`pass4`]: LDRD of the inputs, LDM of the four
+/// weight words (two per input word, one per output pair), each used raw
+/// and unpacked.
 macro_rules! pass4_step {
     () => {
-        "ldrd r8, r9, [{xp}], #8
-         ldm {wp}!, {{r10, r12}}
-         sxtb16 r4, r10, ror #8
-         smlad r0, r10, r8, r0
-         smlad r1, r4, r8, r1
-         sxtb16 r4, r12, ror #8
-         smlad r2, r12, r8, r2
-         smlad r3, r4, r8, r3
-         ldm {wp}!, {{r10, r12}}
-         sxtb16 r4, r10, ror #8
-         smlad r0, r10, r9, r0
-         smlad r1, r4, r9, r1
-         sxtb16 r4, r12, ror #8
-         smlad r2, r12, r9, r2
-         smlad r3, r4, r9, r3
+        "ldrd r8, r9, [lr], #8
+         ldm r11!, {{r4, r5, r6, r7}}
+         sxtb16 r10, r4, ror #8
+         smlad r0, r4, r8, r0
+         smlad r1, r10, r8, r1
+         sxtb16 r10, r5, ror #8
+         smlad r2, r5, r8, r2
+         smlad r3, r10, r8, r3
+         sxtb16 r10, r6, ror #8
+         smlad r0, r6, r9, r0
+         smlad r1, r10, r9, r1
+         sxtb16 r10, r7, ror #8
+         smlad r2, r7, r9, r2
+         smlad r3, r10, r9, r3
         "
     };
 }
