@@ -38,7 +38,9 @@ fn main() {
 
     println!("cargo:rerun-if-env-changed=LENET_MODEL");
     println!("cargo::rustc-check-cfg=cfg(lenet_fast)");
-    println!("cargo::rustc-check-cfg=cfg(lenet_act1_id, lenet_act2_id)");
+    println!(
+        "cargo::rustc-check-cfg=cfg(lenet_act1_id, lenet_act2_id, lenet_act3_id, lenet_act4_id)"
+    );
     let path = env::var_os("LENET_MODEL")
         .map(PathBuf::from)
         .unwrap_or_else(|| dir.join("model/lenet5.q8"));
@@ -72,11 +74,10 @@ fn main() {
             println!("cargo:rustc-cfg=lenet_fast");
             // An activation table that maps every int8 value to itself
             // (ReLU whose pre-activation zero point is -128) is skipped.
-            if identity(&m.act1.lut) {
-                println!("cargo:rustc-cfg=lenet_act1_id");
-            }
-            if identity(&m.act2.lut) {
-                println!("cargo:rustc-cfg=lenet_act2_id");
+            for (k, a) in [&m.act1, &m.act2, &m.act3, &m.act4].into_iter().enumerate() {
+                if identity(&a.lut) {
+                    println!("cargo:rustc-cfg=lenet_act{}_id", k + 1);
+                }
             }
         } else {
             println!(

@@ -113,10 +113,26 @@ pub fn infer(s: &mut Scratch, image: &[u8; 784]) -> [i8; 10] {
     conv1(s);
     conv2(s);
     linear(
-        &mut s.f2, &s.f1, &FC1_W, &FC1_BIAS, &FC1_MULT, &FC1_SHIFT, PRE_ZP3, &LUT3, OUT_ZP3,
+        &mut s.f2,
+        &s.f1,
+        &FC1_W,
+        &FC1_BIAS,
+        &FC1_MULT,
+        &FC1_SHIFT,
+        PRE_ZP3,
+        (!cfg!(lenet_act3_id)).then_some(&LUT3),
+        OUT_ZP3,
     );
     linear(
-        &mut s.f3, &s.f2, &FC2_W, &FC2_BIAS, &FC2_MULT, &FC2_SHIFT, PRE_ZP4, &LUT4, OUT_ZP4,
+        &mut s.f3,
+        &s.f2,
+        &FC2_W,
+        &FC2_BIAS,
+        &FC2_MULT,
+        &FC2_SHIFT,
+        PRE_ZP4,
+        (!cfg!(lenet_act4_id)).then_some(&LUT4),
+        OUT_ZP4,
     );
     let mut logits = [0i8; 10];
     for (o, l) in logits.iter_mut().enumerate() {
@@ -175,10 +191,11 @@ struct Requant {
 impl Requant {
     #[inline(always)]
     fn new(m: i32, shift: i8, zp: i32) -> Self {
-        let e = u32::from(shift.unsigned_abs());
+        let e = -i32::from(shift) as u32;
         Self {
             m,
-            c: (1 << (e - 1)) + (zp << e),
+            // 2^(e-1) + (zp << e), as (2 zp + 1) << e >> 1.
+            c: shl(2 * zp + 1, e) >> 1,
             e,
         }
     }
@@ -186,8 +203,33 @@ impl Requant {
     /// `requantize(acc2 / 2, m, shift, zp)`.
     #[inline(always)]
     fn q(&self, acc2: i32) -> i32 {
-        ssat8((smmlar(acc2, self.m, self.c) + (acc2 >> 31)) >> self.e)
+        ssat8(asr(smmlar(acc2, self.m, self.c) + (acc2 >> 31), self.e))
     }
+}
+
+/// `x << e` for `e` in `0..32` (the shift register's bottom byte; no
+/// masking, which `<<` on a variable count costs).
+#[inline(always)]
+fn shl(x: i32, e: u32) -> i32 {
+    let r: i32;
+    // SAFETY: register-only.
+    unsafe {
+        asm!("lsl {r}, {x}, {e}", r = lateout(reg) r, x = in(reg) x, e = in(reg) e,
+             options(pure, nomem, nostack, preserves_flags));
+    }
+    r
+}
+
+/// `x >> e` (arithmetic) for `e` in `0..32`, as [`shl`].
+#[inline(always)]
+fn asr(x: i32, e: u32) -> i32 {
+    let r: i32;
+    // SAFETY: register-only.
+    unsafe {
+        asm!("asr {r}, {x}, {e}", r = lateout(reg) r, x = in(reg) x, e = in(reg) e,
+             options(pure, nomem, nostack, preserves_flags));
+    }
+    r
 }
 
 /// An activation table addressed by the int8 pre-activation.
@@ -712,7 +754,8 @@ macro_rules! pass4_step {
 }
 use pass4_step;
 
-/// Linear layer + activation table: `y` (i16 halfwords, minus `out_zp`)
+/// Linear layer + activation table (`None`: the identity, skipped): `y`
+/// (i16 halfwords, minus `out_zp`)
 /// from `x` (`2 * N` words). `w` and `bias` as `build.rs` arranges them
 /// (the first bias of each output pair carries `256 *` the second's).
 #[allow(clippy::too_many_arguments)]
@@ -724,12 +767,12 @@ fn linear<const O: usize, const N: usize, const P: usize>(
     mult: &[i32; O],
     shift: &[i8; O],
     pre_zp: i32,
-    lut: &'static [i8; 256],
+    lut: Option<&'static [i8; 256]>,
     out_zp: i32,
 ) {
     const { assert!(O == 4 * P) };
     let x: &[[u32; 2]; N] = x[..N].try_into().unwrap();
-    let lut = Lut::new(lut);
+    let lut = lut.map(Lut::new);
     // Sum of the inputs (both halves of every word), times 128: the offset
     // the raw weight words add to each `A`.
     let sx = x
@@ -757,7 +800,8 @@ fn linear<const O: usize, const N: usize, const P: usize>(
         ];
         let v = core::array::from_fn::<i32, 4, _>(|k| {
             let rq = Requant::new(mult[o + k], shift[o + k], pre_zp);
-            lut.at(rq.q(acc[k] << 1)) - out_zp
+            let q = rq.q(acc[k] << 1);
+            lut.map_or(q, |t| t.at(q)) - out_zp
         });
         y[p] = [
             u32::from(v[0] as u16) | (u32::from(v[1] as u16) << 16),
