@@ -23,6 +23,42 @@ mod packed {
 }
 use packed::*;
 
+/// Bytes 0 and 2 of `x` zero-extended to the two halves.
+#[inline(always)]
+fn uxtb16(x: u32) -> u32 {
+    let r: u32;
+    // SAFETY: register-only.
+    unsafe {
+        asm!("uxtb16 {r}, {x}", r = lateout(reg) r, x = in(reg) x,
+             options(pure, nomem, nostack, preserves_flags));
+    }
+    r
+}
+
+/// Bytes 1 and 3 of `x` zero-extended to the two halves.
+#[inline(always)]
+fn uxtb16_ror8(x: u32) -> u32 {
+    let r: u32;
+    // SAFETY: register-only.
+    unsafe {
+        asm!("uxtb16 {r}, {x}, ror #8", r = lateout(reg) r, x = in(reg) x,
+             options(pure, nomem, nostack, preserves_flags));
+    }
+    r
+}
+
+/// Halfwise `a - b` (16-bit lanes, wrapping; sets only the GE flags).
+#[inline(always)]
+fn ssub16(a: u32, b: u32) -> u32 {
+    let r: u32;
+    // SAFETY: register-only.
+    unsafe {
+        asm!("ssub16 {r}, {a}, {b}", r = lateout(reg) r, a = in(reg) a, b = in(reg) b,
+             options(pure, nomem, nostack));
+    }
+    r
+}
+
 /// `acc + a.lo * b.lo + a.hi * b.hi` (signed 16-bit halves), wrapping.
 #[inline(always)]
 fn smlad(acc: i32, a: u32, b: u32) -> i32 {
@@ -59,22 +95,19 @@ fn sxtb16_ror8(x: u32) -> u32 {
     r
 }
 
-/// Working memory of one inference (5.6 KB).
+/// Working memory of one inference (4.4 KB).
 pub struct Scratch {
     /// conv1 input: the image padded by 2, (32, 32) i16 `p - 128 - zp_in`,
-    /// two columns to a word; the border stays 0. // (H+4, (W+4)/2)
+    /// two columns to a word; the border is 0. Once conv1 has read it, its
+    /// first 200 words hold the fc1 input (the flattened pooled conv2 map,
+    /// PyTorch order, minus its zero point, i16 two to a word), so the
+    /// border is written again with every image. // (H+4, (W+4)/2)
     x1: [u32; 32 * 16],
     /// conv2 input: pooled conv1 map minus its zero point; per pixel the
-    /// channel pairs (0,1) (2,3) (4,5). // (14, 14, 3)
+    /// channel pairs (0,1) (2,3) (4,5). Once conv2 has read it, words
+    /// 0..60 hold the fc2 input and 60..102 the fc3 input (layout as fc1's).
+    /// // (14, 14, 3)
     x2: [u32; 14 * 14 * 3],
-    /// fc1 input (flattened pooled conv2 map, PyTorch order) minus its zero
-    /// point; group `g` of four values `x0..x3` as words (x0,x2) (x1,x3),
-    /// the two halves SXTB16 makes of a word of four int8 weights. // (100, 2)
-    f1: [[u32; 2]; 100],
-    /// fc2 input, same layout. // (30, 2)
-    f2: [[u32; 2]; 30],
-    /// fc3 input, same layout. // (21, 2)
-    f3: [[u32; 2]; 21],
 }
 
 impl Scratch {
@@ -83,9 +116,6 @@ impl Scratch {
         Self {
             x1: [0; 32 * 16],
             x2: [0; 14 * 14 * 3],
-            f1: [[0; 2]; 100],
-            f2: [[0; 2]; 30],
-            f3: [[0; 2]; 21],
         }
     }
 }
@@ -98,23 +128,36 @@ impl Default for Scratch {
 
 /// int8 logits of a raw 28×28 image, as `QuantLeNet5::infer`.
 pub fn infer(s: &mut Scratch, image: &[u8; 784]) -> [i8; 10] {
-    // Input: p - 128 - zp_in as i16, padded row iy + 2, column ix + 2.
-    let off = 128 + INPUT_ZP;
+    // Input: p - 128 - zp_in as i16, padded row iy + 2, column ix + 2; the
+    // border rows 0, 1 and columns 0, 1, 30, 31 of rows 2..30 are 0 (rows
+    // 30, 31 are never overwritten).
+    s.x1[..2 * 16].fill(0);
+    let off = (128 + INPUT_ZP) as u32 * 0x0001_0001;
     for (row, pixels) in s.x1[2 * 16..30 * 16]
         .chunks_exact_mut(16)
         .zip(image.as_chunks::<28>().0)
     {
-        for (word, p) in row[1..15].iter_mut().zip(pixels.as_chunks::<2>().0) {
-            let lo = i32::from(p[0]) - off;
-            let hi = i32::from(p[1]) - off;
-            *word = u32::from(lo as u16) | (u32::from(hi as u16) << 16);
+        row[0] = 0;
+        row[15] = 0;
+        for (w, p) in row[1..15]
+            .as_chunks_mut::<2>()
+            .0
+            .iter_mut()
+            .zip(pixels.as_chunks::<4>().0)
+        {
+            let q = u32::from_le_bytes(*p);
+            let (even, odd) = (uxtb16(q), uxtb16_ror8(q));
+            // (p0, p1) and (p2, p3), each half minus the offset.
+            w[0] = ssub16((even & 0xffff) | (odd << 16), off);
+            w[1] = ssub16((odd & 0xffff_0000) | (even >> 16), off);
         }
     }
     conv1(s);
     conv2(s);
+    let (f2, f3) = s.x2.split_at_mut(60);
     linear(
-        &mut s.f2,
-        &s.f1,
+        f2.as_chunks_mut::<2>().0,
+        s.x1[..200].as_chunks::<2>().0,
         &FC1_W,
         &FC1_BIAS,
         &FC1_MULT,
@@ -124,8 +167,8 @@ pub fn infer(s: &mut Scratch, image: &[u8; 784]) -> [i8; 10] {
         OUT_ZP3,
     );
     linear(
-        &mut s.f3,
-        &s.f2,
+        f3[..42].as_chunks_mut::<2>().0,
+        f2.as_chunks::<2>().0,
         &FC2_W,
         &FC2_BIAS,
         &FC2_MULT,
@@ -134,9 +177,10 @@ pub fn infer(s: &mut Scratch, image: &[u8; 784]) -> [i8; 10] {
         (!cfg!(lenet_act4_id)).then_some(&LUT4),
         OUT_ZP4,
     );
+    let f3: &[[u32; 2]; 21] = f3[..42].as_chunks::<2>().0.try_into().unwrap();
     let mut logits = [0i8; 10];
     for (o, l) in logits.iter_mut().enumerate() {
-        let acc = dot(&FC3_W[o], &s.f3, FC3_BIAS[o]);
+        let acc = dot(&FC3_W[o], f3, FC3_BIAS[o]);
         *l = Requant::new(FC3_MULT[o], FC3_SHIFT[o], LOGITS_ZP).q(acc << 1) as i8;
     }
     logits
@@ -563,7 +607,7 @@ fn conv1_pooled(t: &[u32; 6 + 90 + 9], x: &[u32; 5 * 16 + 3]) -> [i32; 3] {
 /// channel pair at one tap; per pooled window and output channel pair the
 /// two output rows `dy` each take one [`conv2_pair`].
 fn conv2(s: &mut Scratch) {
-    let f1 = s.f1.as_flattened_mut().as_mut_ptr().cast::<i16>();
+    let f1 = s.x1.as_mut_ptr().cast::<i16>();
     let x2 = s.x2.as_ptr();
     // Trip counts the optimizer cannot see, so that it does not unroll the
     // loops around the long kernel (flash).
