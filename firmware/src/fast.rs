@@ -309,11 +309,11 @@ macro_rules! act_pair_lut {
             "movw r10, :lower16:{lut}\n",
             "movt r10, :upper16:{lut}\n",
             "ldm r11!, {{r4, r5, r8}}\n",
-            act_one!("r0", "usat", "ldrsb r0, [r10, r9]\n"),
-            act_one!("r1", "usat", "ldrsb r1, [r10, r9]\n"),
+            act_one!("r0", "usat r9,", "ldrsb r0, [r10, r9]\n"),
+            act_one!("r1", "usat r9,", "ldrsb r1, [r10, r9]\n"),
             "ldm r11, {{r4, r5, r8}}\n",
-            act_one!("r2", "usat", "ldrsb r2, [r10, r9]\n"),
-            act_one!("r3", "usat", "ldrsb r3, [r10, r9]\n"),
+            act_one!("r2", "usat r9,", "ldrsb r2, [r10, r9]\n"),
+            act_one!("r3", "usat r9,", "ldrsb r3, [r10, r9]\n"),
             "add.w r0, r0, r1\n",
             "add.w r2, r2, r3\n",
         )
@@ -327,18 +327,26 @@ macro_rules! act_pair_id {
         concat!(
             "/* identity table, not read: {lut} */\n",
             "ldm r11!, {{r4, r5, r8}}\n",
-            act_one!("r0", "ssat", "mov r0, r9\n"),
-            act_one!("r1", "ssat", "add.w r0, r0, r9\n"),
+            act_one!("r0", "ssat r0,"),
+            act_one!("r1", "ssat r1,"),
             "ldm r11, {{r4, r5, r8}}\n",
-            act_one!("r2", "ssat", "mov r2, r9\n"),
-            act_one!("r3", "ssat", "add.w r2, r2, r9\n"),
+            act_one!("r2", "ssat r2,"),
+            act_one!("r3", "ssat r3,"),
+            "add.w r0, r0, r1\n",
+            "add.w r2, r2, r3\n",
         )
     };
 }
 
 /// One output of [`act_pair_lut`]: SMMLAR with the constant, plus the
-/// sign, shift, saturate (`$sat`) into r9, then `$then`.
+/// sign, shift into r9, then `$sat` (`"usat r9,"` for the table index and
+/// `$then`, the table read, or `"ssat rN,"`: the value into the output's
+/// own accumulator register, with an empty `$then`), saturating r9 to
+/// 8 bits.
 macro_rules! act_one {
+    ($a:literal, $sat:literal) => {
+        act_one!($a, $sat, "")
+    };
     ($a:literal, $sat:literal, $then:literal) => {
         concat!(
             "smmlar r9, ",
@@ -349,7 +357,7 @@ macro_rules! act_one {
             ", asr #31\n",
             "asr.w r9, r9, r8\n",
             $sat,
-            " r9, #8, r9\n",
+            " #8, r9\n",
             $then,
         )
     };
@@ -364,14 +372,14 @@ macro_rules! act_triple_lut {
             "movw r10, :lower16:{lut}\n",
             "movt r10, :upper16:{lut}\n",
             "ldm r11!, {{r4, r5, r8}}\n",
-            act_one!("r0", "usat", "ldrsb r0, [r10, r9]\n"),
-            act_one!("r1", "usat", "ldrsb r1, [r10, r9]\n"),
+            act_one!("r0", "usat r9,", "ldrsb r0, [r10, r9]\n"),
+            act_one!("r1", "usat r9,", "ldrsb r1, [r10, r9]\n"),
             "ldm r11!, {{r4, r5, r8}}\n",
-            act_one!("r2", "usat", "ldrsb r2, [r10, r9]\n"),
-            act_one!("r3", "usat", "ldrsb r3, [r10, r9]\n"),
+            act_one!("r2", "usat r9,", "ldrsb r2, [r10, r9]\n"),
+            act_one!("r3", "usat r9,", "ldrsb r3, [r10, r9]\n"),
             "ldm r11, {{r4, r5, r8}}\n",
-            act_one!("r6", "usat", "ldrsb r6, [r10, r9]\n"),
-            act_one!("r7", "usat", "ldrsb r7, [r10, r9]\n"),
+            act_one!("r6", "usat r9,", "ldrsb r6, [r10, r9]\n"),
+            act_one!("r7", "usat r9,", "ldrsb r7, [r10, r9]\n"),
             "add.w r0, r0, r1\n",
             "add.w r2, r2, r3\n",
             "add.w r6, r6, r7\n",
@@ -386,14 +394,17 @@ macro_rules! act_triple_id {
         concat!(
             "/* identity table, not read: {lut} */\n",
             "ldm r11!, {{r4, r5, r8}}\n",
-            act_one!("r0", "ssat", "mov r0, r9\n"),
-            act_one!("r1", "ssat", "add.w r0, r0, r9\n"),
+            act_one!("r0", "ssat r0,"),
+            act_one!("r1", "ssat r1,"),
             "ldm r11!, {{r4, r5, r8}}\n",
-            act_one!("r2", "ssat", "mov r2, r9\n"),
-            act_one!("r3", "ssat", "add.w r2, r2, r9\n"),
+            act_one!("r2", "ssat r2,"),
+            act_one!("r3", "ssat r3,"),
             "ldm r11, {{r4, r5, r8}}\n",
-            act_one!("r6", "ssat", "mov r6, r9\n"),
-            act_one!("r7", "ssat", "add.w r6, r6, r9\n"),
+            act_one!("r6", "ssat r6,"),
+            act_one!("r7", "ssat r7,"),
+            "add.w r0, r0, r1\n",
+            "add.w r2, r2, r3\n",
+            "add.w r6, r6, r7\n",
         )
     };
 }
