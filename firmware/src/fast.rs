@@ -755,32 +755,59 @@ fn pass4<const N: usize>(w: &[[u32; 4]; N], x: &[[u32; 2]; N], acc: [i32; 4]) ->
     const { assert!(N > 0 && N.is_multiple_of(2)) };
     let [mut a0, mut b0, mut a1, mut b1] = acc;
     // SAFETY: reads the 4 * N words of `w` and the 2 * N words of `x` in
-    // order, four and two per step, two steps per loop; N is even. r6 and
-    // r7 are restored; the pointers are pinned to r11 and lr so that they
-    // are neither.
+    // order, four and two per step, four steps per loop if N is a multiple
+    // of 4, else two (N is even). r6 and r7 are restored; the pointers are
+    // pinned to r11 and lr so that they are neither.
     unsafe {
-        asm!(
-            "push {{r6, r7}}",
-            "2:",
-            pass4_step!(),
-            pass4_step!(),
-            "subs r12, #1",
-            "bne 2b",
-            "pop {{r6, r7}}",
-            inout("r11") w.as_ptr() => _,
-            inout("lr") x.as_ptr() => _,
-            inout("r12") N / 2 => _,
-            inout("r0") a0,
-            inout("r1") b0,
-            inout("r2") a1,
-            inout("r3") b1,
-            out("r4") _,
-            out("r5") _,
-            out("r8") _,
-            out("r9") _,
-            out("r10") _,
-            options(readonly),
-        );
+        if N.is_multiple_of(4) {
+            asm!(
+                "push {{r6, r7}}",
+                "2:",
+                pass4_step!(),
+                pass4_step!(),
+                pass4_step!(),
+                pass4_step!(),
+                "subs r12, #1",
+                "bne 2b",
+                "pop {{r6, r7}}",
+                inout("r11") w.as_ptr() => _,
+                inout("lr") x.as_ptr() => _,
+                inout("r12") N / 4 => _,
+                inout("r0") a0,
+                inout("r1") b0,
+                inout("r2") a1,
+                inout("r3") b1,
+                out("r4") _,
+                out("r5") _,
+                out("r8") _,
+                out("r9") _,
+                out("r10") _,
+                options(readonly),
+            );
+        } else {
+            asm!(
+                "push {{r6, r7}}",
+                "2:",
+                pass4_step!(),
+                pass4_step!(),
+                "subs r12, #1",
+                "bne 2b",
+                "pop {{r6, r7}}",
+                inout("r11") w.as_ptr() => _,
+                inout("lr") x.as_ptr() => _,
+                inout("r12") N / 2 => _,
+                inout("r0") a0,
+                inout("r1") b0,
+                inout("r2") a1,
+                inout("r3") b1,
+                out("r4") _,
+                out("r5") _,
+                out("r8") _,
+                out("r9") _,
+                out("r10") _,
+                options(readonly),
+            );
+        }
     }
     [a0, b0, a1, b1]
 }
