@@ -136,18 +136,18 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value = "lenet5")]
     pub model: ModelArg,
     /// Hidden-layer activation.
-    #[arg(long, value_enum, default_value = "relu")]
+    #[arg(long, value_enum, default_value = "sigmoid")]
     pub act: ActArg,
     /// Optimizer.
     #[arg(long, value_enum, default_value = "adam")]
     pub optimizer: OptimizerArg,
-    /// Learning rate.
-    #[arg(long, default_value_t = 1e-3)]
+    /// Learning rate (the peak of the schedule).
+    #[arg(long, default_value_t = 5e-3)]
     pub lr: f32,
     /// SGD momentum (ignored by Adam).
     #[arg(long, default_value_t = 0.9)]
     pub momentum: f32,
-    /// Number of epochs (with --resume: total epochs to reach; default 10).
+    /// Number of epochs (with --resume: total epochs to reach; default 30).
     #[arg(long)]
     pub epochs: Option<u32>,
     /// Learning-rate schedule over the run (per optimizer step).
@@ -157,7 +157,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub warmup_epochs: u32,
     /// Mini-batch size.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 128)]
     pub batch_size: usize,
     /// L2 weight decay.
     #[arg(long, default_value_t = 0.0)]
@@ -176,7 +176,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub augment: bool,
     /// Input normalization (stored in the model file).
-    #[arg(long, value_enum, default_value = "unit")]
+    #[arg(long, value_enum, default_value = "standard")]
     pub normalize: NormArg,
     /// Compute device.
     #[arg(long, value_enum, default_value = "auto")]
@@ -399,41 +399,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
             }
             (Some(f), s)
         }
-        None => {
-            let norm = a.normalize.norm();
-            let s = TrainSettings {
-                model: core_kind(a.model).into(),
-                act: act_name(core_act(a.act)).into(),
-                optimizer: match a.optimizer {
-                    OptimizerArg::Adam => "adam",
-                    OptimizerArg::Sgd => "sgd",
-                }
-                .into(),
-                lr: a.lr,
-                momentum: a.momentum,
-                weight_decay: a.weight_decay,
-                epochs: a.epochs.unwrap_or(10),
-                batch_size: a.batch_size,
-                seed: a.seed,
-                val_split: a.val_split,
-                augment: a.augment,
-                norm_mean: norm.mean,
-                norm_std: norm.std,
-                limit_train: a.limit_train,
-                limit_test: a.limit_test,
-                threads: match a.threads {
-                    Some(t) if t > 0 => t,
-                    _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
-                },
-                schedule: match a.schedule {
-                    ScheduleArg::Constant => "constant",
-                    ScheduleArg::Cosine => "cosine",
-                }
-                .into(),
-                warmup_epochs: a.warmup_epochs,
-            };
-            (None, s)
-        }
+        None => (None, new_settings(&a)),
     };
     let cfg = settings.trainer_config(settings.threads)?;
     let out = match (&a.out, &a.resume) {
@@ -469,6 +435,42 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         summary.model_path.display()
     );
     Ok(())
+}
+
+/// The settings of a new run (not `--resume`) from the command line.
+pub fn new_settings(a: &TrainArgs) -> TrainSettings {
+    let norm = a.normalize.norm();
+    TrainSettings {
+        model: core_kind(a.model).into(),
+        act: act_name(core_act(a.act)).into(),
+        optimizer: match a.optimizer {
+            OptimizerArg::Adam => "adam",
+            OptimizerArg::Sgd => "sgd",
+        }
+        .into(),
+        lr: a.lr,
+        momentum: a.momentum,
+        weight_decay: a.weight_decay,
+        epochs: a.epochs.unwrap_or(crate::train::DEFAULT_EPOCHS),
+        batch_size: a.batch_size,
+        seed: a.seed,
+        val_split: a.val_split,
+        augment: a.augment,
+        norm_mean: norm.mean,
+        norm_std: norm.std,
+        limit_train: a.limit_train,
+        limit_test: a.limit_test,
+        threads: match a.threads {
+            Some(t) if t > 0 => t,
+            _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        },
+        schedule: match a.schedule {
+            ScheduleArg::Constant => "constant",
+            ScheduleArg::Cosine => "cosine",
+        }
+        .into(),
+        warmup_epochs: a.warmup_epochs,
+    }
 }
 
 fn load_model(p: &Path) -> Result<(PathBuf, ModelFile)> {
@@ -707,6 +709,21 @@ mod tests {
             }
         }
         walk(&Cli::command());
+    }
+
+    #[test]
+    fn train_defaults_are_the_library_defaults() {
+        let Command::Train(t) = Cli::try_parse_from(["host", "train"]).unwrap().command else {
+            panic!("train")
+        };
+        let s = new_settings(&t);
+        assert_eq!(
+            s,
+            TrainSettings {
+                threads: s.threads,
+                ..TrainSettings::default()
+            }
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Checks on the real Fashion-MNIST when it is installed (Debian package
-//! `dataset-fashion-mnist`, `$FASHION_MNIST_DIR` or `./data/fashion-mnist`).
-//! Without it the test says so and checks nothing else.
+//! Checks on the real Fashion-MNIST (Debian package `dataset-fashion-mnist`,
+//! `$FASHION_MNIST_DIR` or `./data/fashion-mnist`; `scripts/setup.sh`
+//! installs it). Without it the test fails, unless `LENET_SKIP_REAL_DATA=1`
+//! says to skip it.
 
 use lenet_host::backend::cpu_trainer;
 use lenet_host::data::{self, CLASSES};
@@ -10,9 +11,14 @@ use lenet_host::train::{TrainSettings, train};
 fn official_files_load_and_a_short_run_learns() {
     let src = match data::locate(None) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("SKIPPED: real Fashion-MNIST not installed: {e}");
+        Err(e) if std::env::var_os("LENET_SKIP_REAL_DATA").is_some_and(|v| v == "1") => {
+            eprintln!("SKIPPED (LENET_SKIP_REAL_DATA=1): real Fashion-MNIST not installed: {e}");
             return;
+        }
+        Err(e) => {
+            panic!(
+                "real Fashion-MNIST not installed ({e}); run scripts/setup.sh, or set LENET_SKIP_REAL_DATA=1 to skip"
+            );
         }
     };
     let d = data::load(&src, 0).unwrap();
@@ -20,12 +26,13 @@ fn official_files_load_and_a_short_run_learns() {
     assert_eq!(d.train.class_counts(), [6000; CLASSES]);
     assert_eq!(d.test.class_counts(), [1000; CLASSES]);
 
-    // 4000 images, 3 epochs: far above the 10 % of chance (73 % when written).
+    // The default recipe (sigmoid LeNet-5, as `host train` runs it) on the
+    // first 6000 training images for 6 epochs, tested on 2000 images: far
+    // above the 10 % of chance; 71 % when written (seed 1), the bar is 60 %.
+    // Sigmoid networks start slowly: 1 epoch gives about 20 %, 3 about 58 %.
     let s = TrainSettings {
-        epochs: 3,
-        lr: 2e-3,
-        batch_size: 64,
-        limit_train: 4000,
+        epochs: 6,
+        limit_train: 6000,
         limit_test: 2000,
         seed: 1,
         ..TrainSettings::default()
