@@ -9,11 +9,17 @@
 //! intrinsics are nightly-only. Activations are kept as i16 *minus their
 //! zero point*, two to a word, so a padded tap is a 0 and every product is
 //! `w * (x - zp)` as in the reference; the int32 sums wrap like the
-//! reference's `wrapping_add`. `build.rs` pre-arranges the weights
-//! (`packed.rs`) to match each layout below. Requantization, activation
-//! table and pooling call lenet-core's own `requantize`, `lut_index` and
-//! `avg_pool_round`, so only the accumulation order differs from the
-//! reference (which integer addition does not notice).
+//! reference's `wrapping_add`. `build.rs` pre-arranges the weights and
+//! the per-channel constants (`packed.rs`) to match each layout below.
+//! Requantization (`Requant`) and the 2×2 average (`pool`) are shorter
+//! forms of lenet-core's `requantize` and `avg_pool_round`, exact under
+//! conditions `build.rs` checks for the embedded model (else it builds
+//! the reference); apart from that only the accumulation order differs
+//! from the reference (which integer addition does not notice).
+//!
+//! The conv kernels use r6 and r7, which the compiler reserves, by saving
+//! them on the stack inside the asm block, with their pointer operands
+//! pinned to r11 and lr so that they are neither.
 
 use core::arch::asm;
 
