@@ -172,9 +172,12 @@ pub struct TrainArgs {
     /// Fraction of the training set held out for validation.
     #[arg(long, default_value_t = 0.0)]
     pub val_split: f64,
-    /// Augment: random shifts by up to 2 pixels and horizontal flips.
+    /// Augment: random shifts by up to --shift pixels and horizontal flips.
     #[arg(long)]
     pub augment: bool,
+    /// Largest shift of --augment, in pixels (0: flips only).
+    #[arg(long, default_value_t = 2, value_name = "PIXELS")]
+    pub shift: u32,
     /// Input normalization (stored in the model file).
     #[arg(long, value_enum, default_value = "standard")]
     pub normalize: NormArg,
@@ -456,6 +459,7 @@ pub fn new_settings(a: &TrainArgs) -> TrainSettings {
         seed: a.seed,
         val_split: a.val_split,
         augment: a.augment,
+        shift: a.shift,
         norm_mean: norm.mean,
         norm_std: norm.std,
         limit_train: a.limit_train,

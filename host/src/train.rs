@@ -62,8 +62,11 @@ pub struct TrainSettings {
     pub seed: u64,
     /// Fraction of the training set held out for validation (0 = none).
     pub val_split: f64,
-    /// Random shifts by up to 2 pixels and horizontal flips.
+    /// Random shifts by up to `shift` pixels and horizontal flips.
     pub augment: bool,
+    /// Largest random shift of `augment`, in pixels (0: flips only).
+    #[serde(default = "default_shift")]
+    pub shift: u32,
     /// Input normalization mean.
     pub norm_mean: f32,
     /// Input normalization std.
@@ -82,6 +85,10 @@ pub struct TrainSettings {
     /// Epochs of linear warm-up from `lr / 10` before the schedule starts.
     #[serde(default)]
     pub warmup_epochs: u32,
+}
+
+fn default_shift() -> u32 {
+    2
 }
 
 fn constant_schedule() -> String {
@@ -136,6 +143,7 @@ impl Default for TrainSettings {
             seed: 0,
             val_split: 0.0,
             augment: false,
+            shift: default_shift(),
             norm_mean: norm.mean,
             norm_std: norm.std,
             limit_train: 0,
@@ -199,6 +207,9 @@ impl TrainSettings {
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return bad(format!("weight decay {} must be >= 0", self.weight_decay));
+        }
+        if self.shift > 8 {
+            return bad(format!("shift {} must be at most 8 pixels", self.shift));
         }
         if self.batch_size == 0 {
             return bad("batch size must be > 0".into());
@@ -320,12 +331,13 @@ pub struct TrainSummary {
     pub model_path: PathBuf,
 }
 
-/// Shifts by up to 2 pixels in each direction (zero fill) and flips
+/// Shifts by up to `shift` pixels in each direction (zero fill) and flips
 /// horizontally with probability 1/2, drawing from `rng`.
-pub fn augment(img: &mut [u8], rng: &mut SplitMix64) {
+pub fn augment(img: &mut [u8], shift: u32, rng: &mut SplitMix64) {
     let flip = rng.below(2) == 1;
-    let dy = rng.below(5) as isize - 2;
-    let dx = rng.below(5) as isize - 2;
+    let s = u64::from(shift);
+    let dy = rng.below(2 * s + 1) as isize - shift as isize;
+    let dx = rng.below(2 * s + 1) as isize - shift as isize;
     let src = img.to_vec();
     for y in 0..SIDE as isize {
         for x in 0..SIDE as isize {
@@ -514,7 +526,7 @@ pub fn train(
             for &i in chunk {
                 img.copy_from_slice(train.image(i));
                 if settings.augment {
-                    augment(&mut img, &mut rng);
+                    augment(&mut img, settings.shift, &mut rng);
                 }
                 norm.extend(&mut x, &img);
                 labels.push(train.labels[i]);
@@ -646,7 +658,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for _ in 0..200 {
             let mut img = base.clone();
-            augment(&mut img, &mut rng);
+            augment(&mut img, 2, &mut rng);
             let on: Vec<usize> = img
                 .iter()
                 .enumerate()
@@ -662,6 +674,14 @@ mod tests {
             seen.insert(on[0]);
         }
         assert!(seen.len() > 10, "augmentation varies: {}", seen.len());
+        // Shift 0: flips only.
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..50 {
+            let mut img = base.clone();
+            augment(&mut img, 0, &mut rng);
+            seen.insert(img.iter().position(|v| *v == 255).unwrap());
+        }
+        assert_eq!(seen.len(), 2, "{seen:?}");
     }
 
     #[test]
