@@ -736,7 +736,11 @@ mod tests {
                 ..s.clone()
             },
             TrainSettings {
-                warmup_epochs: 11,
+                warmup_epochs: s.epochs + 1,
+                ..s.clone()
+            },
+            TrainSettings {
+                shift: 9,
                 ..s.clone()
             },
         ] {
