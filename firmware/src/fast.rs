@@ -328,6 +328,7 @@ macro_rules! act_pair_lut {
 
 /// [`act_pair_lut`] for an identity activation table (`build.rs` checks
 /// every entry): the constants are [`Requant`]'s, SSAT gives the value.
+#[allow(unused_macros)] // used when a table is the identity
 macro_rules! act_pair_id {
     () => {
         concat!(
