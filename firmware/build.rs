@@ -15,7 +15,7 @@
 //!    sets `cfg(lenet_fast)`.
 use std::{env, fmt::Write as _, fs, path::PathBuf};
 
-use lenet_core::quant::{QuantLeNet5, QuantModel, avg_pool_round};
+use lenet_core::quant::{QAct, QuantLeNet5, QuantModel, avg_pool_round};
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").unwrap());
@@ -261,8 +261,38 @@ fn packed(m: &QuantLeNet5) -> String {
     let c2_t: Vec<Vec<u32>> = (0..8)
         .map(|g| table(&l2.bias, 2, g, c2[g].as_flattened(), &rq2))
         .collect();
-    item(&mut s, "C1_T", "[[u32; 6 + 90 + 9]; 2]", c1_t);
-    item(&mut s, "C2_T", "[[u32; 4 + 150 + 6]; 8]", c2_t);
+    // The activation table's address follows the first channel's
+    // constants, so the LDM that loads them loads it too (see `src/fast.rs`);
+    // an identity table, skipped, has none.
+    let tables =
+        |s: &mut String, name: &str, head: usize, tail: usize, lut: &str, t: &[Vec<u32>]| {
+            writeln!(
+                s,
+                "pub static {name}: [ConvTable<{head}, {tail}>; {}] = [",
+                t.len()
+            )
+            .unwrap();
+            for t in t {
+                assert_eq!(t.len(), head + tail);
+                writeln!(
+                    s,
+                    "ConvTable {{ head: {:?}, lut: {lut}, tail: {:?} }},",
+                    &t[..head],
+                    &t[head..]
+                )
+                .unwrap();
+            }
+            s.push_str("];\n");
+        };
+    let lut = |a: &QAct, name| {
+        if identity(&a.lut) {
+            "None".to_string()
+        } else {
+            format!("Some(&{name})")
+        }
+    };
+    tables(&mut s, "C1_T", 6 + 90 + 3, 6, &lut(&m.act1, "LUT1"), &c1_t);
+    tables(&mut s, "C2_T", 4 + 150 + 3, 3, &lut(&m.act2, "LUT2"), &c2_t);
 
     // fc1, fc2: per pass of four outputs o..o+3 (pairs (o, o+1), (o+2,
     // o+3)) and per input word k (inputs 2k, 2k+1), one word per pair (a, b):

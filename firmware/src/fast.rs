@@ -25,6 +25,7 @@ use core::arch::asm;
 
 #[allow(clippy::all, missing_docs)]
 mod packed {
+    use super::ConvTable;
     include!(concat!(env!("OUT_DIR"), "/packed.rs"));
 }
 use packed::*;
@@ -99,6 +100,28 @@ fn sxtb16_ror8(x: u32) -> u32 {
              options(pure, nomem, nostack, preserves_flags));
     }
     r
+}
+
+/// The table a conv kernel reads for a channel group, in the order it
+/// reads it (`build.rs` fills it): `head`, the biases, the weights and the
+/// first channel's requantization constants; the address of the layer's
+/// activation table (`None` for an identity table, which is skipped),
+/// which the LDM of those constants loads too; `tail`, the other channels'
+/// constants.
+#[repr(C)]
+pub struct ConvTable<const H: usize, const T: usize> {
+    head: [u32; H],
+    lut: Option<&'static [i8; 256]>,
+    tail: [u32; T],
+}
+
+impl<const H: usize, const T: usize> ConvTable<H, T> {
+    /// The first word; the kernels read the `H + 1 + T` words from here.
+    #[inline(always)]
+    fn words(&self) -> *const u32 {
+        const { assert!(size_of::<Option<&[i8; 256]>>() == 4) };
+        core::ptr::from_ref(self).cast()
+    }
 }
 
 /// Working memory of one inference (4.4 KB).
@@ -305,16 +328,15 @@ impl Lut {
 /// of two channels (r0, r1 of the first, r2, r3 of the second) with the
 /// constants at the table pointer r11 (per channel the multiplier,
 /// `2^(e-1) + ((zp + 128) << e)` and `e`: [`Requant`] with the table offset
-/// folded in, so USAT gives the table index), reads the activation table
-/// `{lut}` (address into r10) and leaves each channel's sum of its two
-/// values in r0 and r2. Sets no flags.
+/// folded in, so USAT gives the table index; the first channel's three
+/// words are followed by the activation table's address, loaded into
+/// r10), reads the table and leaves each channel's sum of its two values
+/// in r0 and r2. Sets no flags.
 #[allow(unused_macros)] // used when a table is not the identity
 macro_rules! act_pair_lut {
     () => {
         concat!(
-            "movw r10, :lower16:{lut}\n",
-            "movt r10, :upper16:{lut}\n",
-            "ldm r11!, {{r4, r5, r8}}\n",
+            "ldm r11!, {{r4, r5, r8, r10}}\n",
             act_one!("r0", "usat r9,", "ldrsb r0, [r10, r9]\n"),
             act_one!("r1", "usat r9,", "ldrsb r1, [r10, r9]\n"),
             "ldm r11, {{r4, r5, r8}}\n",
@@ -327,13 +349,13 @@ macro_rules! act_pair_lut {
 }
 
 /// [`act_pair_lut`] for an identity activation table (`build.rs` checks
-/// every entry): the constants are [`Requant`]'s, SSAT gives the value.
+/// every entry): the constants are [`Requant`]'s, SSAT gives the value;
+/// the table's address (0) is loaded into r10 but not used.
 #[allow(unused_macros)] // used when a table is the identity
 macro_rules! act_pair_id {
     () => {
         concat!(
-            "/* identity table, not read: {lut} */\n",
-            "ldm r11!, {{r4, r5, r8}}\n",
+            "ldm r11!, {{r4, r5, r8, r10}}\n",
             act_one!("r0", "ssat r0,"),
             act_one!("r1", "ssat r1,"),
             "ldm r11, {{r4, r5, r8}}\n",
@@ -376,9 +398,7 @@ macro_rules! act_one {
 macro_rules! act_triple_lut {
     () => {
         concat!(
-            "movw r10, :lower16:{lut}\n",
-            "movt r10, :upper16:{lut}\n",
-            "ldm r11!, {{r4, r5, r8}}\n",
+            "ldm r11!, {{r4, r5, r8, r10}}\n",
             act_one!("r0", "usat r9,", "ldrsb r0, [r10, r9]\n"),
             act_one!("r1", "usat r9,", "ldrsb r1, [r10, r9]\n"),
             "ldm r11!, {{r4, r5, r8}}\n",
@@ -399,8 +419,7 @@ macro_rules! act_triple_lut {
 macro_rules! act_triple_id {
     () => {
         concat!(
-            "/* identity table, not read: {lut} */\n",
-            "ldm r11!, {{r4, r5, r8}}\n",
+            "ldm r11!, {{r4, r5, r8, r10}}\n",
             act_one!("r0", "ssat r0,"),
             act_one!("r1", "ssat r1,"),
             "ldm r11!, {{r4, r5, r8}}\n",
@@ -566,15 +585,15 @@ macro_rules! conv1_row {
 /// whose 5×6 input patch starts at `x[16 dy]` (rows 16 words apart). The
 /// table `t` (`build.rs`) holds the biases (loaded as the accumulators),
 /// per kernel row the six weight triples, then the requantization
-/// constants. 15 SMLAD per output; per kernel row one LDM for the input
+/// constants and the activation table's address. 15 SMLAD per output; per kernel row one LDM for the input
 /// and one per weight triple. The first row's sums wait on the stack; the
 /// flags tell the rows apart, as in [`pooled_pair`].
 #[inline(always)]
-fn conv1_pooled(t: &[u32; 6 + 90 + 9], x: &[u32; 5 * 16 + 3]) -> [i32; 3] {
+fn conv1_pooled(t: &ConvTable<{ 6 + 90 + 3 }, 6>, x: &[u32; 5 * 16 + 3]) -> [i32; 3] {
     let (a, b, c): (i32, i32, i32);
-    // SAFETY: reads the 105 words of `t` twice, words r * 16 + 0..3 of `x`
-    // for r in 0..6 (the last at 5 * 16 + 2 = 82 < 83), and bytes of LUT1
-    // at indices 0..=255 (USAT); r6 and r7 are restored and the stack is
+    // SAFETY: reads the 106 words of `t` twice, words r * 16 + 0..3 of `x`
+    // for r in 0..6 (the last at 5 * 16 + 2 = 82 < 83), and bytes of the
+    // table `t.lut` at indices 0..=255 (USAT); r6 and r7 are restored and the stack is
     // balanced; the pointers are pinned to r11 and lr so that they are
     // neither r6 nor r7.
     unsafe {
@@ -592,7 +611,7 @@ fn conv1_pooled(t: &[u32; 6 + 90 + 9], x: &[u32; 5 * 16 + 3]) -> [i32; 3] {
             "bne 3f",
             "push {{r0, r2, r6}}",
             "subw lr, lr, #256",
-            "subw r11, r11, #408",
+            "subw r11, r11, #412",
             "movs r0, #1",
             "b 2b",
             "3:",
@@ -601,9 +620,8 @@ fn conv1_pooled(t: &[u32; 6 + 90 + 9], x: &[u32; 5 * 16 + 3]) -> [i32; 3] {
             "add.w r2, r2, r5",
             "add.w r1, r6, r8",
             "pop {{r6, r7}}",
-            inout("r11") t.as_ptr() => _,
+            inout("r11") t.words() => _,
             inout("lr") x.as_ptr() => _,
-            lut = sym LUT1,
             out("r0") a,
             out("r1") c,
             out("r2") b,
@@ -703,23 +721,22 @@ macro_rules! conv2_row {
 /// apart). 75 SMLAD per output; per tap two LDM of weights and three of
 /// inputs for 12 SMLAD.
 #[inline(always)]
-fn conv2_pooled(t: &[u32; 4 + 150 + 6], x: &[u32; 5 * 42 + 18]) -> [i32; 2] {
+fn conv2_pooled(t: &ConvTable<{ 4 + 150 + 3 }, 3>, x: &[u32; 5 * 42 + 18]) -> [i32; 2] {
     let (a, b): (i32, i32);
-    // SAFETY: reads the 160 words of `t` twice, for each output row dy and
+    // SAFETY: reads the 161 words of `t` twice, for each output row dy and
     // tap (ky, kx) the words (dy + ky) * 42 + kx * 3 + 0..6 of `x` (the last
-    // at 5 * 42 + 4 * 3 + 5 = 227 < 228), and bytes of LUT2 at indices
-    // 0..=255; r6 and r7 are restored, the pointers pinned as in conv1.
+    // at 5 * 42 + 4 * 3 + 5 = 227 < 228), and bytes of the table `t.lut` at
+    // indices 0..=255; r6 and r7 are restored, the pointers pinned as in conv1.
     unsafe {
         asm!(
             pooled_pair!(
                 concat!(conv2_row!(), conv2_row!(), conv2_row!(), conv2_row!(), conv2_row!()),
                 act2!(),
                 "672",
-                "628"
+                "632"
             ),
-            inout("r11") t.as_ptr() => _,
+            inout("r11") t.words() => _,
             inout("lr") x.as_ptr() => _,
-            lut = sym LUT2,
             out("r0") a,
             out("r1") _,
             out("r2") b,
