@@ -597,6 +597,30 @@ unsafe fn one_avx512<
     )
 }
 
+/// The single-image path, compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn one_avx2<
+    A: Act,
+    const XN: usize,
+    const C1: usize,
+    const P1: usize,
+    const C2: usize,
+    const P2: usize,
+    const FL: usize,
+    const MAX: bool,
+>(
+    w: &mut super::single::One<XN, C1, P1, C2, P2, FL>,
+    prep: &Prepared,
+    params: &[f32],
+    img: &[f32],
+    logits: &mut [f32],
+) {
+    super::single::forward_one8::<Avx2, A, XN, C1, P1, C2, P2, FL, MAX>(
+        w, prep, params, img, logits,
+    )
+}
+
 macro_rules! engine_impl {
     ($isa:ty, $s:ty, $train:ident, $fwd:ident, $one:tt $(, $feat:literal)?) => {
         $(#[target_feature(enable = $feat)])?
@@ -706,7 +730,14 @@ engine_impl!(
     "avx512f,avx512vl,avx2,fma"
 );
 #[cfg(target_arch = "x86_64")]
-engine_impl!(isa::Avx2, Avx2, train_avx2, forward_avx2, none, "avx2,fma");
+engine_impl!(
+    isa::Avx2,
+    Avx2,
+    train_avx2,
+    forward_avx2,
+    one_avx2,
+    "avx2,fma"
+);
 engine_impl!(isa::Generic, Portable, train_generic, forward_generic, none);
 
 fn worker<

@@ -2,8 +2,10 @@
 //! images in the vector lanes, which a single image would fill to 1/16;
 //! here the lanes hold the 16 output channels instead (conv1's 6 padded
 //! to 16), activations are `(H, W, 16)`, and the fully connected layers
-//! are dot products along the input. Needs 16-lane vectors (AVX-512);
-//! other instruction sets run single images as a block.
+//! are dot products along the input. [`forward_one`] needs 16-lane vectors
+//! (AVX-512); [`forward_one8`] is the same pass for 8-lane vectors (AVX2),
+//! with each group of 16 channels in two vectors and the same arithmetic
+//! per channel. The 4-lane baseline runs single images as a block.
 
 use super::net::{CLASSES, IMG, Layout, Prepared};
 use super::simd::{Act, Simd};
@@ -50,44 +52,47 @@ impl<
     }
 }
 
-/// 2x2 pooling of `(H, W, 16)` into `(H/2, W/2, 16)`.
+/// 2x2 pooling of `(H, W, 16)` into `(H/2, W/2, 16)`, 16 / `S::LANES`
+/// vectors per position.
 #[inline(always)]
 fn pool<S: Simd, const MAX: bool, const H: usize, const OH: usize>(
     y: &mut [[[f32; 16]; OH]; OH],
     a: &[[[f32; 16]; H]; H],
 ) {
-    const { assert!(S::LANES == 16 && H == 2 * OH) }
+    const { assert!((S::LANES == 16 || S::LANES == 8) && H == 2 * OH) }
     for py in 0..OH {
         for px in 0..OH {
-            let v = [(0, 0), (0, 1), (1, 0), (1, 1)]
-                .map(|(dy, dx)| S::load(&a[2 * py + dy][2 * px + dx]));
-            let out = if MAX {
-                S::max(S::max(v[0], v[1]), S::max(v[2], v[3]))
-            } else {
-                S::mul(
-                    S::add(S::add(v[0], v[1]), S::add(v[2], v[3])),
-                    S::splat(0.25),
-                )
-            };
-            S::store(&mut y[py][px], out);
+            for h in (0..16).step_by(S::LANES) {
+                let v = [(0, 0), (0, 1), (1, 0), (1, 1)]
+                    .map(|(dy, dx)| S::load(&a[2 * py + dy][2 * px + dx][h..]));
+                let out = if MAX {
+                    S::max(S::max(v[0], v[1]), S::max(v[2], v[3]))
+                } else {
+                    S::mul(
+                        S::add(S::add(v[0], v[1]), S::add(v[2], v[3])),
+                        S::splat(0.25),
+                    )
+                };
+                S::store(&mut y[py][px][h..], out);
+            }
         }
     }
 }
 
 /// `y[o] = act(b[o] + sum_i w[o][i] x[i])`, four outputs at a time, each a
-/// 16-wide dot product summed across lanes at the end.
+/// `CH`-wide dot product (`CH = S::LANES`) summed across lanes at the end.
 #[inline(always)]
-fn dense<S: Simd, A: Act, const I: usize, const O: usize>(
+fn dense<S: Simd, A: Act, const CH: usize, const I: usize, const O: usize>(
     y: &mut [f32],
     x: &[f32; I],
     w: &[[f32; I]; O],
     b: &[f32; O],
     act: bool,
 ) {
-    const { assert!(S::LANES == 16) }
-    let (xc, xr) = x.as_chunks::<16>();
+    const { assert!(S::LANES == CH) }
+    let (xc, xr) = x.as_chunks::<CH>();
     let hsum = |v: S::V| {
-        let mut t = [0.0f32; 16];
+        let mut t = [0.0f32; CH];
         S::store(&mut t, v);
         t.iter().sum::<f32>()
     };
@@ -98,7 +103,7 @@ fn dense<S: Simd, A: Act, const I: usize, const O: usize>(
         for (k, xv) in xc.iter().enumerate() {
             let xv = S::load(xv);
             for j in 0..nb {
-                acc[j] = S::fma(S::load(&w[o + j][k * 16..]), xv, acc[j]);
+                acc[j] = S::fma(S::load(&w[o + j][k * CH..]), xv, acc[j]);
             }
         }
         for j in 0..nb {
@@ -107,7 +112,7 @@ fn dense<S: Simd, A: Act, const I: usize, const O: usize>(
                 s += w[o + j][I - xr.len() + i] * xi;
             }
             y[o + j] = if act {
-                let mut t = [0.0f32; 16];
+                let mut t = [0.0f32; CH];
                 S::store(&mut t, A::fv::<S>(S::splat(s)));
                 t[0]
             } else {
@@ -167,20 +172,7 @@ pub(crate) fn forward_one<
             S::store(&mut out[16..], A::fv::<S>(a[1]));
         }
     }
-    // pool1 into (P1, P1, 16), channels 6.. stay zero.
-    for c in 0..6 {
-        for py in 0..P1 {
-            let (r0, r1) = (&w.a1[c][2 * py], &w.a1[c][2 * py + 1]);
-            for px in 0..P1 {
-                let (a, b, d, e) = (r0[2 * px], r0[2 * px + 1], r1[2 * px], r1[2 * px + 1]);
-                w.p1[py][px][c] = if MAX {
-                    a.max(b).max(d.max(e))
-                } else {
-                    ((a + b) + (d + e)) * 0.25
-                };
-            }
-        }
-    }
+    pool1::<XN, C1, P1, C2, P2, FL, MAX>(w);
     let b2 = S::load(&prep.b2);
     for oy in 0..C2 {
         for ox in 0..C2 {
@@ -204,6 +196,56 @@ pub(crate) fn forward_one<
             S::store(&mut w.a2[oy][ox], A::fv::<S>(s));
         }
     }
+    finish::<S, A, 16, XN, C1, P1, C2, P2, FL, MAX>(w, params, logits);
+}
+
+/// pool1 of conv1's `(6, C1, 32)` rows into `(P1, P1, 16)`; channels 6..
+/// stay zero.
+#[inline(always)]
+fn pool1<
+    const XN: usize,
+    const C1: usize,
+    const P1: usize,
+    const C2: usize,
+    const P2: usize,
+    const FL: usize,
+    const MAX: bool,
+>(
+    w: &mut One<XN, C1, P1, C2, P2, FL>,
+) {
+    for c in 0..6 {
+        for py in 0..P1 {
+            let (r0, r1) = (&w.a1[c][2 * py], &w.a1[c][2 * py + 1]);
+            for px in 0..P1 {
+                let (a, b, d, e) = (r0[2 * px], r0[2 * px + 1], r1[2 * px], r1[2 * px + 1]);
+                w.p1[py][px][c] = if MAX {
+                    a.max(b).max(d.max(e))
+                } else {
+                    ((a + b) + (d + e)) * 0.25
+                };
+            }
+        }
+    }
+}
+
+/// pool2, flatten and the three linear layers, from conv2's output in `w.a2`.
+#[inline(always)]
+fn finish<
+    S: Simd,
+    A: Act,
+    const CH: usize,
+    const XN: usize,
+    const C1: usize,
+    const P1: usize,
+    const C2: usize,
+    const P2: usize,
+    const FL: usize,
+    const MAX: bool,
+>(
+    w: &mut One<XN, C1, P1, C2, P2, FL>,
+    params: &[f32],
+    logits: &mut [f32],
+) {
     pool::<S, MAX, C2, P2>(&mut w.p2, &w.a2);
     for c in 0..16 {
         for y in 0..P2 {
@@ -220,7 +262,90 @@ pub(crate) fn forward_one<
     let b1: &[f32; 120] = m(lay.f1b, lay.f2w).try_into().expect("fc1 bias");
     let b2: &[f32; 84] = m(lay.f2b, lay.f3w).try_into().expect("fc2 bias");
     let b3: &[f32; CLASSES] = m(lay.f3b, lay.total).try_into().expect("fc3 bias");
-    dense::<S, A, FL, 120>(&mut w.h1, &w.f, w1, b1, true);
-    dense::<S, A, 120, 84>(&mut w.h2, &w.h1, w2, b2, true);
-    dense::<S, A, 84, CLASSES>(logits, &w.h2, w3, b3, false);
+    dense::<S, A, CH, FL, 120>(&mut w.h1, &w.f, w1, b1, true);
+    dense::<S, A, CH, 120, 84>(&mut w.h2, &w.h1, w2, b2, true);
+    dense::<S, A, CH, 84, CLASSES>(logits, &w.h2, w3, b3, false);
+}
+
+/// [`forward_one`] for 8-lane vectors: each 16-column half of a conv1
+/// output row, and each group of 16 channels, is two vectors. Every channel
+/// sees the same operations in the same order as in [`forward_one`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_one8<
+    S: Simd,
+    A: Act,
+    const XN: usize,
+    const C1: usize,
+    const P1: usize,
+    const C2: usize,
+    const P2: usize,
+    const FL: usize,
+    const MAX: bool,
+>(
+    w: &mut One<XN, C1, P1, C2, P2, FL>,
+    prep: &Prepared,
+    params: &[f32],
+    img: &[f32],
+    logits: &mut [f32],
+) {
+    const { assert!(S::LANES == 8 && FL == 16 * P2 * P2 && XN == C1 + 4 && P1 == C2 + 4) }
+    assert!(img.len() == IMG && logits.len() == CLASSES);
+    let pad = (XN - 28) / 2;
+    for y in 0..28 {
+        w.x[y + pad][pad..pad + 28].copy_from_slice(&img[y * 28..y * 28 + 28]);
+    }
+    // conv1: lanes along the output row, in two halves of 16 columns (two
+    // vectors each), 6 channels x 2 vectors of accumulators per half.
+    const { assert!(C1 <= 32 && XN <= 48 - 4) }
+    for oy in 0..C1 {
+        for half in [0, 16] {
+            let mut acc: [[S::V; 2]; 6] = core::array::from_fn(|co| [S::splat(prep.b1p[co]); 2]);
+            for u in 0..5 {
+                let row = &w.x[oy + u];
+                for v in 0..5 {
+                    let x0 = S::load(&row[half + v..]);
+                    let x1 = S::load(&row[half + v + 8..]);
+                    for (co, a) in acc.iter_mut().enumerate() {
+                        let wv = S::splat(prep.wt1p[u][v][co]);
+                        a[0] = S::fma(wv, x0, a[0]);
+                        a[1] = S::fma(wv, x1, a[1]);
+                    }
+                }
+            }
+            for (co, a) in acc.iter().enumerate() {
+                let out = &mut w.a1[co][oy][half..];
+                S::store(&mut out[..8], A::fv::<S>(a[0]));
+                S::store(&mut out[8..], A::fv::<S>(a[1]));
+            }
+        }
+    }
+    pool1::<XN, C1, P1, C2, P2, FL, MAX>(w);
+    // conv2: 16 output channels in two vectors, one accumulator pair per
+    // kernel column (summed in the same order as the 16-lane path).
+    let b2 = [S::load(&prep.b2[..]), S::load(&prep.b2[8..])];
+    for oy in 0..C2 {
+        for ox in 0..C2 {
+            let mut acc = [[S::zero(); 2]; 5];
+            acc[0] = b2;
+            for ci in 0..6 {
+                for u in 0..5 {
+                    for (v, a) in acc.iter_mut().enumerate() {
+                        let xs = S::splat(w.p1[oy + u][ox + v][ci]);
+                        let wt = &prep.wt2[ci][u][v];
+                        a[0] = S::fma(xs, S::load(&wt[..]), a[0]);
+                        a[1] = S::fma(xs, S::load(&wt[8..]), a[1]);
+                    }
+                }
+            }
+            for h in 0..2 {
+                let s = S::add(
+                    S::add(S::add(acc[0][h], acc[1][h]), S::add(acc[2][h], acc[3][h])),
+                    acc[4][h],
+                );
+                S::store(&mut w.a2[oy][ox][8 * h..], A::fv::<S>(s));
+            }
+        }
+    }
+    finish::<S, A, 8, XN, C1, P1, C2, P2, FL, MAX>(w, params, logits);
 }
