@@ -372,9 +372,9 @@ fn packed(m: &QuantLeNet5) -> String {
         let n = b.len();
         item(&mut s, &format!("{name}_BIAS"), &format!("[i32; {n}]"), b);
         item(&mut s, &format!("{name}_MULT"), &format!("[i32; {n}]"), mu);
-        // Shifts are validated to -31..=30: one byte each.
-        let sh: Vec<i8> = sh.iter().map(|&v| v as i8).collect();
-        item(&mut s, &format!("{name}_SHIFT"), &format!("[i8; {n}]"), sh);
+        // The right shifts `-shift`, checked to be 1..=22: one byte each.
+        let sh: Vec<u8> = sh.iter().map(|&v| (-v) as u8).collect();
+        item(&mut s, &format!("{name}_RSHIFT"), &format!("[u8; {n}]"), sh);
     }
     for (i, a) in [&m.act1, &m.act2, &m.act3, &m.act4].into_iter().enumerate() {
         let k = i + 1;

@@ -190,7 +190,7 @@ pub fn infer(s: &mut Scratch, image: &[u8; 784]) -> [i8; 10] {
         &FC1_W,
         &FC1_BIAS,
         &FC1_MULT,
-        &FC1_SHIFT,
+        &FC1_RSHIFT,
         PRE_ZP3,
         (!cfg!(lenet_act3_id)).then_some(&LUT3),
         OUT_ZP3,
@@ -201,7 +201,7 @@ pub fn infer(s: &mut Scratch, image: &[u8; 784]) -> [i8; 10] {
         &FC2_W,
         &FC2_BIAS,
         &FC2_MULT,
-        &FC2_SHIFT,
+        &FC2_RSHIFT,
         PRE_ZP4,
         (!cfg!(lenet_act4_id)).then_some(&LUT4),
         OUT_ZP4,
@@ -210,7 +210,7 @@ pub fn infer(s: &mut Scratch, image: &[u8; 784]) -> [i8; 10] {
     let mut logits = [0i8; 10];
     for (o, l) in logits.iter_mut().enumerate() {
         let acc = dot(&FC3_W[o], f3, FC3_BIAS[o]);
-        *l = Requant::new(FC3_MULT[o], FC3_SHIFT[o], LOGITS_ZP).q(acc << 1) as i8;
+        *l = Requant::new(FC3_MULT[o], FC3_RSHIFT[o], LOGITS_ZP).q(acc << 1) as i8;
     }
     logits
 }
@@ -262,9 +262,11 @@ struct Requant {
 }
 
 impl Requant {
+    /// The constants of multiplier `m`, right shift `e` (`-shift`) and
+    /// zero point `zp`.
     #[inline(always)]
-    fn new(m: i32, shift: i8, zp: i32) -> Self {
-        let e = -i32::from(shift) as u32;
+    fn new(m: i32, e: u8, zp: i32) -> Self {
+        let e = u32::from(e);
         Self {
             m,
             // 2^(e-1) + (zp << e), as (2 zp + 1) << e >> 1.
@@ -863,7 +865,8 @@ use pass4_step;
 /// Linear layer + activation table (`None`: the identity, skipped): `y`
 /// (i16 halfwords, minus `out_zp`)
 /// from `x` (`2 * N` words). `w` and `bias` as `build.rs` arranges them
-/// (the first bias of each output pair carries `256 *` the second's).
+/// (the first bias of each output pair carries `256 *` the second's);
+/// `rshift` holds the right shifts `-shift`.
 #[allow(clippy::too_many_arguments)]
 fn linear<const O: usize, const N: usize, const P: usize>(
     y: &mut [[u32; 2]],
@@ -871,7 +874,7 @@ fn linear<const O: usize, const N: usize, const P: usize>(
     w: &[[[u32; 4]; N]; P],
     bias: &[i32; O],
     mult: &[i32; O],
-    shift: &[i8; O],
+    rshift: &[u8; O],
     pre_zp: i32,
     lut: Option<&'static [i8; 256]>,
     out_zp: i32,
@@ -905,7 +908,7 @@ fn linear<const O: usize, const N: usize, const P: usize>(
             acc[3],
         ];
         let v = core::array::from_fn::<i32, 4, _>(|k| {
-            let rq = Requant::new(mult[o + k], shift[o + k], pre_zp);
+            let rq = Requant::new(mult[o + k], rshift[o + k], pre_zp);
             let q = rq.q(acc[k] << 1);
             lut.map_or(q, |t| t.at(q)) - out_zp
         });
