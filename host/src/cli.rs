@@ -538,14 +538,14 @@ fn quantize_model(
         ModelKind::LeNet5 => QuantArch::LeNet5,
         ModelKind::LeNet5Max => QuantArch::LeNet5Max,
     };
-    Ok(quantize(
+    quantize(
         arch,
         m.meta.act.into(),
         &m.params,
         &train.images[..n * data::PIXELS],
         m.meta.norm.mean,
         m.meta.norm.std,
-    )?)
+    )
 }
 
 fn cmd_predict(a: PredictArgs) -> Result<()> {

@@ -338,12 +338,10 @@ pub(crate) fn forward_one8<
                     }
                 }
             }
-            for h in 0..2 {
-                let s = S::add(
-                    S::add(S::add(acc[0][h], acc[1][h]), S::add(acc[2][h], acc[3][h])),
-                    acc[4][h],
-                );
-                S::store(&mut w.a2[oy][ox][8 * h..], A::fv::<S>(s));
+            let [a0, a1, a2, a3, a4] = acc;
+            for (h, out) in w.a2[oy][ox].chunks_exact_mut(8).enumerate() {
+                let s = S::add(S::add(S::add(a0[h], a1[h]), S::add(a2[h], a3[h])), a4[h]);
+                S::store(out, A::fv::<S>(s));
             }
         }
     }
