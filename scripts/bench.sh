@@ -22,7 +22,7 @@ args=(--threads "$threads" --model "$model" --act "$act" --batch "$batch" --seco
 
 cargo build --release -q -p lenet-host
 echo "== $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-target/release/host bench "${args[@]}"
+"${CARGO_TARGET_DIR:-target}/release/host" bench "${args[@]}"
 if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
     /usr/bin/python3 benches/pytorch_bench.py "${args[@]}"
 else
