@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
 cargo build --release -p lenet-host
-host=target/release/host
+host=${CARGO_TARGET_DIR:-target}/release/host
 out=${OUT:-runs/lenet5-sigmoid}
 
 step() { printf '\n== %s\n' "$*"; }
