@@ -71,7 +71,7 @@ use crate::optim::{Optimizer, Parameters};
 /// gives it (values in `[0, 1]`, or normalised).
 pub type Image = [[[f32; 28]; 28]; 1];
 
-/// Number of classes (digits 0 to 9).
+/// Number of classes (the ten Fashion-MNIST garment classes, 0 to 9).
 pub const CLASSES: usize = 10;
 
 /// Names of the parameter tensors in PyTorch `state_dict` order, for both
