@@ -100,10 +100,25 @@ fn dense<S: Simd, A: Act, const CH: usize, const I: usize, const O: usize>(
     while o < O {
         let nb = (O - o).min(4);
         let mut acc = [S::zero(); 4];
-        for (k, xv) in xc.iter().enumerate() {
-            let xv = S::load(xv);
-            for j in 0..nb {
-                acc[j] = S::fma(S::load(&w[o + j][k * CH..]), xv, acc[j]);
+        if nb == 4 {
+            // Four named accumulators over zipped rows: no bounds checks
+            // and no loop over a run-time count, so they stay in registers.
+            let r = |j: usize| w[o + j].as_chunks::<CH>().0;
+            let [mut a0, mut a1, mut a2, mut a3] = acc;
+            for ((((xv, w0), w1), w2), w3) in xc.iter().zip(r(0)).zip(r(1)).zip(r(2)).zip(r(3)) {
+                let xv = S::load(xv);
+                a0 = S::fma(S::load(w0), xv, a0);
+                a1 = S::fma(S::load(w1), xv, a1);
+                a2 = S::fma(S::load(w2), xv, a2);
+                a3 = S::fma(S::load(w3), xv, a3);
+            }
+            acc = [a0, a1, a2, a3];
+        } else {
+            for (k, xv) in xc.iter().enumerate() {
+                let xv = S::load(xv);
+                for j in 0..nb {
+                    acc[j] = S::fma(S::load(&w[o + j][k * CH..]), xv, acc[j]);
+                }
             }
         }
         for j in 0..nb {
