@@ -323,10 +323,11 @@ pub struct FetchArgs {
     pub force: bool,
 }
 
-fn core_kind(m: ModelArg) -> &'static str {
+fn core_kind(m: ModelArg) -> lenet_core::model::ModelKind {
+    use lenet_core::model::ModelKind;
     match m {
-        ModelArg::Lenet5 => "lenet5",
-        ModelArg::Lenet5Max => "lenet5-max",
+        ModelArg::Lenet5 => ModelKind::LeNet5,
+        ModelArg::Lenet5Max => ModelKind::LeNet5Max,
     }
 }
 
@@ -383,15 +384,17 @@ pub fn run(cli: Cli) -> Result<()> {
 fn cmd_train(a: TrainArgs) -> Result<()> {
     let (resume, settings) = match &a.resume {
         Some(p) => {
-            let (f, mut s) = resume_settings(p, a.epochs)?;
+            let (f, mut s) = resume_settings(p, None)?;
             eprintln!("resuming {} (settings from the checkpoint)", p.display());
-            let (_, orig) = resume_settings(p, None)?;
-            if s.epochs != orig.epochs && s.schedule != "constant" {
-                eprintln!(
-                    "note: {} epochs instead of {}: the {} schedule is stretched from here on, \
-                     so the run differs from an uninterrupted {}-epoch one",
-                    s.epochs, orig.epochs, s.schedule, orig.epochs
-                );
+            if let Some(e) = a.epochs.filter(|&e| e != s.epochs) {
+                if s.schedule != "constant" {
+                    eprintln!(
+                        "note: {e} epochs instead of {}: the {} schedule is stretched from here on, \
+                         so the run differs from an uninterrupted {}-epoch one",
+                        s.epochs, s.schedule, s.epochs
+                    );
+                }
+                s.epochs = e;
             }
             if let Some(t) = a.threads.filter(|&t| t != s.threads) {
                 eprintln!(
@@ -444,7 +447,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
 pub fn new_settings(a: &TrainArgs) -> TrainSettings {
     let norm = a.normalize.norm();
     TrainSettings {
-        model: core_kind(a.model).into(),
+        model: kind_name(core_kind(a.model)).into(),
         act: act_name(core_act(a.act)).into(),
         optimizer: match a.optimizer {
             OptimizerArg::Adam => "adam",
@@ -486,16 +489,16 @@ fn load_model(p: &Path) -> Result<(PathBuf, ModelFile)> {
 fn cmd_eval(a: EvalArgs) -> Result<()> {
     let (path, m) = load_model(&a.model)?;
     let data = load_data(&a.data)?;
-    let mut ds = if a.train_set {
-        data.train.clone()
+    let all = if a.train_set { &data.train } else { &data.test };
+    let limited;
+    let ds = if a.limit > 0 {
+        limited = all.take(a.limit);
+        &limited
     } else {
-        data.test.clone()
+        all
     };
-    if a.limit > 0 {
-        ds = ds.take(a.limit);
-    }
     let mut t = backend::inference_trainer(m.meta.kind, m.meta.act, &m.params, a.threads)?;
-    let r = evaluate(t.as_mut(), &ds, m.meta.norm, 1000);
+    let r = evaluate(t.as_mut(), ds, m.meta.norm, 1000);
     println!(
         "{} ({} {}) on the {} set",
         path.display(),
@@ -531,15 +534,9 @@ fn quantize_model(
     calibration: usize,
     train: &data::Dataset,
 ) -> Result<Box<lenet_core::quant::QuantModel>> {
-    use crate::int8::{QuantArch, quantize};
-    use lenet_core::model::ModelKind;
     let n = calibration.clamp(1, train.len());
-    let arch = match m.meta.kind {
-        ModelKind::LeNet5 => QuantArch::LeNet5,
-        ModelKind::LeNet5Max => QuantArch::LeNet5Max,
-    };
-    quantize(
-        arch,
+    crate::int8::quantize(
+        m.meta.kind.into(),
         m.meta.act.into(),
         &m.params,
         &train.images[..n * data::PIXELS],
@@ -650,15 +647,11 @@ fn cmd_fetch(a: FetchArgs) -> Result<()> {
 
 fn cmd_bench(a: BenchArgs) -> Result<()> {
     use crate::cpu::bench::{BenchConfig, bench};
-    use lenet_core::model::ModelKind;
     if !(a.seconds.is_finite() && a.seconds > 0.0) {
         bail!("--seconds {} must be > 0", a.seconds);
     }
     let cfg = BenchConfig {
-        kind: match a.model {
-            ModelArg::Lenet5 => ModelKind::LeNet5,
-            ModelArg::Lenet5Max => ModelKind::LeNet5Max,
-        },
+        kind: core_kind(a.model),
         act: core_act(a.act),
         threads: a.threads,
         batch: a.batch.max(1),
@@ -668,7 +661,7 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
     println!(
         "lenet-host {} ({}, {}, batch {}): {r}",
         env!("CARGO_PKG_VERSION"),
-        core_kind(a.model),
+        kind_name(cfg.kind),
         act_name(cfg.act),
         cfg.batch
     );
