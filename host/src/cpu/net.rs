@@ -573,53 +573,50 @@ macro_rules! engine_one {
     };
 }
 
-/// The single-image path, compiled for AVX-512.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-unsafe fn one_avx512<
-    A: Act,
-    const XN: usize,
-    const C1: usize,
-    const P1: usize,
-    const C2: usize,
-    const P2: usize,
-    const FL: usize,
-    const MAX: bool,
->(
-    w: &mut super::single::One<XN, C1, P1, C2, P2, FL>,
-    prep: &Prepared,
-    params: &[f32],
-    img: &[f32],
-    logits: &mut [f32],
-) {
-    super::single::forward_one::<Avx512, A, XN, C1, P1, C2, P2, FL, MAX>(
-        w, prep, params, img, logits,
-    )
+/// A `#[target_feature]` entry point of a single-image kernel of
+/// [`super::single`] for one instruction set.
+macro_rules! one_entry {
+    ($(#[$doc:meta])* $name:ident, $feat:literal, $kernel:ident, $s:ty) => {
+        $(#[$doc])*
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feat)]
+        unsafe fn $name<
+            A: Act,
+            const XN: usize,
+            const C1: usize,
+            const P1: usize,
+            const C2: usize,
+            const P2: usize,
+            const FL: usize,
+            const MAX: bool,
+        >(
+            w: &mut super::single::One<XN, C1, P1, C2, P2, FL>,
+            prep: &Prepared,
+            params: &[f32],
+            img: &[f32],
+            logits: &mut [f32],
+        ) {
+            super::single::$kernel::<$s, A, XN, C1, P1, C2, P2, FL, MAX>(
+                w, prep, params, img, logits,
+            )
+        }
+    };
 }
 
-/// The single-image path, compiled for AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn one_avx2<
-    A: Act,
-    const XN: usize,
-    const C1: usize,
-    const P1: usize,
-    const C2: usize,
-    const P2: usize,
-    const FL: usize,
-    const MAX: bool,
->(
-    w: &mut super::single::One<XN, C1, P1, C2, P2, FL>,
-    prep: &Prepared,
-    params: &[f32],
-    img: &[f32],
-    logits: &mut [f32],
-) {
-    super::single::forward_one8::<Avx2, A, XN, C1, P1, C2, P2, FL, MAX>(
-        w, prep, params, img, logits,
-    )
-}
+one_entry!(
+    /// The single-image path, compiled for AVX-512.
+    one_avx512,
+    "avx512f,avx512vl,avx2,fma",
+    forward_one,
+    Avx512
+);
+one_entry!(
+    /// The single-image path, compiled for AVX2.
+    one_avx2,
+    "avx2,fma",
+    forward_one8,
+    Avx2
+);
 
 macro_rules! engine_impl {
     ($isa:ty, $s:ty, $train:ident, $fwd:ident, $one:tt $(, $feat:literal)?) => {

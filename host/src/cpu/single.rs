@@ -50,6 +50,15 @@ impl<
             Box::from_raw(p)
         }
     }
+
+    /// Copies the 28x28 image into the middle of the zero-padded input.
+    fn set_input(&mut self, img: &[f32]) {
+        assert!(img.len() == IMG);
+        let pad = (XN - 28) / 2;
+        for (row, src) in self.x[pad..pad + 28].iter_mut().zip(img.chunks_exact(28)) {
+            row[pad..pad + 28].copy_from_slice(src);
+        }
+    }
 }
 
 /// 2x2 pooling of `(H, W, 16)` into `(H/2, W/2, 16)`, 16 / `S::LANES`
@@ -159,11 +168,8 @@ pub(crate) fn forward_one<
     logits: &mut [f32],
 ) {
     const { assert!(S::LANES == 16 && FL == 16 * P2 * P2 && XN == C1 + 4 && P1 == C2 + 4) }
-    assert!(img.len() == IMG && logits.len() == CLASSES);
-    let pad = (XN - 28) / 2;
-    for y in 0..28 {
-        w.x[y + pad][pad..pad + 28].copy_from_slice(&img[y * 28..y * 28 + 28]);
-    }
+    assert!(logits.len() == CLASSES);
+    w.set_input(img);
     // conv1: lanes along the output row (two vectors cover up to 32
     // columns), 6 channels x 2 vectors of accumulators.
     const { assert!(C1 <= 32 && XN <= 48 - 4) }
@@ -305,11 +311,8 @@ pub(crate) fn forward_one8<
     logits: &mut [f32],
 ) {
     const { assert!(S::LANES == 8 && FL == 16 * P2 * P2 && XN == C1 + 4 && P1 == C2 + 4) }
-    assert!(img.len() == IMG && logits.len() == CLASSES);
-    let pad = (XN - 28) / 2;
-    for y in 0..28 {
-        w.x[y + pad][pad..pad + 28].copy_from_slice(&img[y * 28..y * 28 + 28]);
-    }
+    assert!(logits.len() == CLASSES);
+    w.set_input(img);
     // conv1: lanes along the output row, in two halves of 16 columns (two
     // vectors each), 6 channels x 2 vectors of accumulators per half.
     const { assert!(C1 <= 32 && XN <= 48 - 4) }
