@@ -52,6 +52,9 @@ pub enum ModelArg {
     Lenet5,
     /// d2l variant: no padding, max pooling, 256-input fc1.
     Lenet5Max,
+    /// d2l variant widened to 16 and 32 channels, 512-input fc1 (85,822
+    /// parameters; no int8 model).
+    Lenet5Wide,
 }
 
 /// Hidden activation.
@@ -328,6 +331,7 @@ fn core_kind(m: ModelArg) -> lenet_core::model::ModelKind {
     match m {
         ModelArg::Lenet5 => ModelKind::LeNet5,
         ModelArg::Lenet5Max => ModelKind::LeNet5Max,
+        ModelArg::Lenet5Wide => ModelKind::LeNet5Wide,
     }
 }
 
@@ -536,7 +540,7 @@ fn quantize_model(
 ) -> Result<Box<lenet_core::quant::QuantModel>> {
     let n = calibration.clamp(1, train.len());
     crate::int8::quantize(
-        m.meta.kind.into(),
+        m.meta.kind.try_into()?,
         m.meta.act.into(),
         &m.params,
         &train.images[..n * data::PIXELS],

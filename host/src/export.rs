@@ -45,15 +45,13 @@ pub enum ExportError {
 
 /// `(name, shape)` of every tensor of `kind`, `state_dict` order.
 pub fn state_dict_layout(kind: ModelKind) -> Vec<(&'static str, Vec<usize>)> {
-    let flat = match kind {
-        ModelKind::LeNet5 => 16 * 5 * 5,
-        ModelKind::LeNet5Max => 16 * 4 * 4,
-    };
+    let flat = kind.flat_features();
+    let (n1, n2) = kind.channels();
     vec![
-        ("0.weight", vec![6, 1, 5, 5]),
-        ("0.bias", vec![6]),
-        ("3.weight", vec![16, 6, 5, 5]),
-        ("3.bias", vec![16]),
+        ("0.weight", vec![n1, 1, 5, 5]),
+        ("0.bias", vec![n1]),
+        ("3.weight", vec![n2, n1, 5, 5]),
+        ("3.bias", vec![n2]),
         ("7.weight", vec![120, flat]),
         ("7.bias", vec![120]),
         ("9.weight", vec![84, 120]),
@@ -70,18 +68,17 @@ pub fn pytorch_snippet(kind: ModelKind, act: Activation) -> String {
         Activation::Relu => "nn.ReLU()",
         Activation::Tanh => "nn.Tanh()",
     };
-    let (pad, pool, flat) = match kind {
-        ModelKind::LeNet5 => (
-            ", padding=2",
-            "nn.AvgPool2d(kernel_size=2, stride=2)",
-            "16 * 5 * 5",
-        ),
-        ModelKind::LeNet5Max => ("", "nn.MaxPool2d(kernel_size=2, stride=2)", "16 * 4 * 4"),
+    let (n1, n2) = kind.channels();
+    let (pad, pool, side) = if kind.is_max_pool() {
+        ("", "nn.MaxPool2d(kernel_size=2, stride=2)", 4)
+    } else {
+        (", padding=2", "nn.AvgPool2d(kernel_size=2, stride=2)", 5)
     };
+    let flat = format!("{n2} * {side} * {side}");
     format!(
         "import torch\nfrom torch import nn\nfrom safetensors.torch import load_file\n\n\
-         net = nn.Sequential(\n    nn.Conv2d(1, 6, kernel_size=5{pad}), {a},\n    {pool},\n    \
-         nn.Conv2d(6, 16, kernel_size=5), {a},\n    {pool},\n    nn.Flatten(),\n    \
+         net = nn.Sequential(\n    nn.Conv2d(1, {n1}, kernel_size=5{pad}), {a},\n    {pool},\n    \
+         nn.Conv2d({n1}, {n2}, kernel_size=5), {a},\n    {pool},\n    nn.Flatten(),\n    \
          nn.Linear({flat}, 120), {a},\n    nn.Linear(120, 84), {a},\n    nn.Linear(84, 10))\n\
          net.load_state_dict(load_file(\"model.safetensors\"))\n"
     )
@@ -181,9 +178,10 @@ pub fn from_safetensors(
             match w.shape() {
                 [120, 400] => ModelKind::LeNet5,
                 [120, 256] => ModelKind::LeNet5Max,
+                [120, 512] => ModelKind::LeNet5Wide,
                 s => {
                     return Err(fmt(format!(
-                        "7.weight has shape {s:?}, expected [120, 400] or [120, 256]"
+                        "7.weight has shape {s:?}, expected [120, 400], [120, 256] or [120, 512]"
                     )));
                 }
             }
@@ -289,7 +287,7 @@ mod tests {
 
     #[test]
     fn layout_matches_parameter_counts() {
-        for kind in [ModelKind::LeNet5, ModelKind::LeNet5Max] {
+        for kind in ModelKind::ALL {
             let n: usize = state_dict_layout(kind)
                 .iter()
                 .map(|(_, s)| s.iter().product::<usize>())
@@ -301,7 +299,7 @@ mod tests {
     #[test]
     fn round_trip_is_exact() {
         let d = tempfile::tempdir().unwrap();
-        for kind in [ModelKind::LeNet5, ModelKind::LeNet5Max] {
+        for kind in ModelKind::ALL {
             let m = model(kind);
             let p = d.path().join("m.safetensors");
             export_safetensors(&p, &m).unwrap();
@@ -310,7 +308,9 @@ mod tests {
             // Names and shapes as PyTorch writes them.
             let bytes = std::fs::read(&p).unwrap();
             let st = SafeTensors::deserialize(&bytes).unwrap();
-            assert_eq!(st.tensor("0.weight").unwrap().shape(), &[6, 1, 5, 5]);
+            let (n1, n2) = kind.channels();
+            assert_eq!(st.tensor("0.weight").unwrap().shape(), &[n1, 1, 5, 5]);
+            assert_eq!(st.tensor("3.weight").unwrap().shape(), &[n2, n1, 5, 5]);
             assert_eq!(st.tensor("11.bias").unwrap().shape(), &[10]);
             let first = st.tensor("0.weight").unwrap().data()[..4].to_vec();
             assert_eq!(f32::from_le_bytes(first.try_into().unwrap()), m.params[0]);

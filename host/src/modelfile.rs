@@ -7,7 +7,7 @@
 //! |-------:|-----:|-------|
 //! | 0  | 8 | magic `b"LENETMDL"` |
 //! | 8  | 4 | format version (`u32`, currently 1) |
-//! | 12 | 1 | model kind (0 `lenet5`, 1 `lenet5-max`) |
+//! | 12 | 1 | model kind (0 `lenet5`, 1 `lenet5-max`, 2 `lenet5-wide`) |
 //! | 13 | 1 | activation (0 sigmoid, 1 relu, 2 tanh) |
 //! | 14 | 1 | flags (bit 0: checkpoint section present) |
 //! | 15 | 1 | reserved, 0 |
@@ -45,14 +45,10 @@ const FLAG_CHECKPOINT: u8 = 1;
 
 /// Parameter count of each model (`state_dict` of the PyTorch model).
 pub const fn expected_params(kind: ModelKind) -> usize {
-    // conv1 6*1*5*5+6, conv2 16*6*5*5+16, fc2 84*120+84, fc3 10*84+10.
-    let common = 156 + 2416 + 10164 + 850;
-    match kind {
-        // fc1 120*400+120
-        ModelKind::LeNet5 => common + 48120,
-        // fc1 120*256+120
-        ModelKind::LeNet5Max => common + 30840,
-    }
+    let (n1, n2) = kind.channels();
+    let fl = kind.flat_features();
+    // conv1, conv2, fc1, fc2 84*120+84, fc3 10*84+10.
+    (n1 * 25 + n1) + (n2 * n1 * 25 + n2) + (120 * fl + 120) + 10164 + 850
 }
 
 /// Model kind code in the file.
@@ -60,6 +56,7 @@ pub const fn kind_code(kind: ModelKind) -> u8 {
     match kind {
         ModelKind::LeNet5 => 0,
         ModelKind::LeNet5Max => 1,
+        ModelKind::LeNet5Wide => 2,
     }
 }
 
@@ -67,6 +64,7 @@ fn kind_from_code(c: u8) -> Option<ModelKind> {
     match c {
         0 => Some(ModelKind::LeNet5),
         1 => Some(ModelKind::LeNet5Max),
+        2 => Some(ModelKind::LeNet5Wide),
         _ => None,
     }
 }
@@ -94,14 +92,13 @@ pub const fn kind_name(kind: ModelKind) -> &'static str {
     match kind {
         ModelKind::LeNet5 => "lenet5",
         ModelKind::LeNet5Max => "lenet5-max",
+        ModelKind::LeNet5Wide => "lenet5-wide",
     }
 }
 
 /// Parses [`kind_name`] output.
 pub fn parse_kind(s: &str) -> Option<ModelKind> {
-    [ModelKind::LeNet5, ModelKind::LeNet5Max]
-        .into_iter()
-        .find(|k| kind_name(*k) == s)
+    ModelKind::ALL.into_iter().find(|k| kind_name(*k) == s)
 }
 
 /// CLI / metadata name of an activation.
@@ -528,7 +525,7 @@ mod tests {
     #[test]
     fn round_trips_weights_and_checkpoints() {
         let d = tempfile::tempdir().unwrap();
-        for kind in [ModelKind::LeNet5, ModelKind::LeNet5Max] {
+        for kind in ModelKind::ALL {
             for ck in [false, true] {
                 let f = sample(kind, ck);
                 let p = d.path().join("m.lenet");

@@ -13,8 +13,8 @@
 use lenet_core::init::Rng;
 use lenet_core::loss::{cross_entropy, cross_entropy_backward};
 use lenet_core::model::{
-    CLASSES, Image, LeNet5, LeNet5Activations, LeNet5Max, LeNet5MaxActivations, LeNet5MaxParams,
-    LeNet5Params, Model, ModelKind,
+    CLASSES, Image, LeNet5, LeNet5Activations, LeNet5Max, LeNet5Params, LeNet5Wide, MaxNet,
+    MaxNetActivations, MaxNetParams, Model, ModelKind,
 };
 use lenet_core::optim::{Adam, AdamState, Parameters, Sgd, SgdState};
 use rayon::prelude::*;
@@ -45,12 +45,12 @@ impl HostModel for LeNet5 {
     }
 }
 
-impl HostModel for LeNet5Max {
-    fn new_params() -> Box<LeNet5MaxParams> {
-        Box::new(LeNet5MaxParams::zeroed())
+impl<const N1: usize, const N2: usize, const FL: usize> HostModel for MaxNet<N1, N2, FL> {
+    fn new_params() -> Box<MaxNetParams<N1, N2, FL>> {
+        Box::new(MaxNetParams::zeroed())
     }
-    fn new_acts() -> Box<LeNet5MaxActivations> {
-        Box::new(LeNet5MaxActivations::zeroed())
+    fn new_acts() -> Box<MaxNetActivations<N1, N2>> {
+        Box::new(MaxNetActivations::zeroed())
     }
 }
 
@@ -300,6 +300,7 @@ pub fn init_params(
     match kind {
         ModelKind::LeNet5 => init(LeNet5 { act }, seed),
         ModelKind::LeNet5Max => init(LeNet5Max { act }, seed),
+        ModelKind::LeNet5Wide => init(LeNet5Wide { act }, seed),
     }
 }
 
@@ -310,5 +311,10 @@ pub fn new_reference(cfg: &TrainerConfig, seed: u64) -> Box<dyn Trainer> {
         ModelKind::LeNet5Max => {
             Box::new(ReferenceTrainer::new(LeNet5Max { act: cfg.act }, cfg, seed))
         }
+        ModelKind::LeNet5Wide => Box::new(ReferenceTrainer::new(
+            LeNet5Wide { act: cfg.act },
+            cfg,
+            seed,
+        )),
     }
 }

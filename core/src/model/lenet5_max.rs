@@ -1,13 +1,15 @@
-//! LeNet-5 with max pooling and no padding (the d2l variant): 256
-//! flattened features.
+//! LeNet-5 with max pooling and no padding (the d2l variant), generic over
+//! the two convolutions' channel counts `N1` and `N2` (`FL = 16 * N2`
+//! flattened features): [`LeNet5Max`] has the classic 6 and 16,
+//! [`LeNet5Wide`] 16 and 32.
 //!
 //! ```text
 //! x      (1, 28, 28)
-//! conv1  (6, 24, 24)   Conv2d(1, 6, 5), act                  -> c1
-//! pool1  (6, 12, 12)   MaxPool2d(2, 2)                       -> p1, arg1
-//! conv2  (16, 8, 8)    Conv2d(6, 16, 5), act                 -> c2
-//! pool2  (16, 4, 4)    MaxPool2d(2, 2), Flatten to 256       -> p2, arg2
-//! fc1    (120)         Linear(256, 120), act                 -> f1
+//! conv1  (N1, 24, 24)  Conv2d(1, N1, 5), act                 -> c1
+//! pool1  (N1, 12, 12)  MaxPool2d(2, 2)                       -> p1, arg1
+//! conv2  (N2, 8, 8)    Conv2d(N1, N2, 5), act                -> c2
+//! pool2  (N2, 4, 4)    MaxPool2d(2, 2), Flatten to FL        -> p2, arg2
+//! fc1    (120)         Linear(FL, 120), act                  -> f1
 //! fc2    (84)          Linear(120, 84), act                  -> f2
 //! fc3    (10)          Linear(84, 10)                        -> logits
 //! ```
@@ -21,27 +23,43 @@ use crate::optim::Parameters;
 use crate::pool::{max_pool2d, max_pool2d_backward};
 use crate::shape::{Padding, Stride, Window};
 
-/// LeNet-5 with max pooling and no padding, with a choice of activation.
+/// LeNet-5 with max pooling, no padding and `N1`/`N2` convolution
+/// channels (`FL = 16 * N2`), with a choice of activation. Use the aliases
+/// [`LeNet5Max`] and [`LeNet5Wide`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LeNet5Max {
+pub struct MaxNet<const N1: usize, const N2: usize, const FL: usize> {
     /// Activation after both convolutions and the first two linear layers.
     pub act: Activation,
 }
 
-/// Parameters of [`LeNet5Max`] (44 426 scalars, 177 704 bytes), in PyTorch
-/// layout; also used for its gradients and optimizer state.
+/// The d2l LeNet-5: 6 and 16 channels, 256 flattened features.
+pub type LeNet5Max = MaxNet<6, 16, 256>;
+/// Parameters of [`LeNet5Max`] (44 426 scalars, 177 704 bytes).
+pub type LeNet5MaxParams = MaxNetParams<6, 16, 256>;
+/// Activations of [`LeNet5Max`] (28 632 bytes).
+pub type LeNet5MaxActivations = MaxNetActivations<6, 16>;
+
+/// The d2l LeNet-5 widened to 16 and 32 channels, 512 flattened features.
+pub type LeNet5Wide = MaxNet<16, 32, 512>;
+/// Parameters of [`LeNet5Wide`] (85 822 scalars, 343 288 bytes).
+pub type LeNet5WideParams = MaxNetParams<16, 32, 512>;
+/// Activations of [`LeNet5Wide`] (65 944 bytes).
+pub type LeNet5WideActivations = MaxNetActivations<16, 32>;
+
+/// Parameters of a [`MaxNet`], in PyTorch layout; also used for its
+/// gradients and optimizer state.
 #[derive(Clone, Debug, PartialEq)]
-pub struct LeNet5MaxParams {
-    /// `0.weight` (6, 1, 5, 5)
-    pub conv1_w: [[[[f32; 5]; 5]; 1]; 6],
-    /// `0.bias` (6)
-    pub conv1_b: [f32; 6],
-    /// `3.weight` (16, 6, 5, 5)
-    pub conv2_w: [[[[f32; 5]; 5]; 6]; 16],
-    /// `3.bias` (16)
-    pub conv2_b: [f32; 16],
-    /// `7.weight` (120, 256)
-    pub fc1_w: [[f32; 256]; 120],
+pub struct MaxNetParams<const N1: usize, const N2: usize, const FL: usize> {
+    /// `0.weight` (N1, 1, 5, 5)
+    pub conv1_w: [[[[f32; 5]; 5]; 1]; N1],
+    /// `0.bias` (N1)
+    pub conv1_b: [f32; N1],
+    /// `3.weight` (N2, N1, 5, 5)
+    pub conv2_w: [[[[f32; 5]; 5]; N1]; N2],
+    /// `3.bias` (N2)
+    pub conv2_b: [f32; N2],
+    /// `7.weight` (120, FL)
+    pub fc1_w: [[f32; FL]; 120],
     /// `7.bias` (120)
     pub fc1_b: [f32; 120],
     /// `9.weight` (84, 120)
@@ -54,17 +72,17 @@ pub struct LeNet5MaxParams {
     pub fc3_b: [f32; 10],
 }
 
-impl LeNet5MaxParams {
+impl<const N1: usize, const N2: usize, const FL: usize> MaxNetParams<N1, N2, FL> {
     /// Number of scalars.
-    pub const NUM_PARAMS: usize = core::mem::size_of::<LeNet5MaxParams>() / 4;
+    pub const NUM_PARAMS: usize = core::mem::size_of::<Self>() / 4;
 
     /// Shapes of the tensors, in [`PARAM_NAMES`](super::PARAM_NAMES) order.
     pub const SHAPES: [&'static [usize]; 10] = [
-        &[6, 1, 5, 5],
-        &[6],
-        &[16, 6, 5, 5],
-        &[16],
-        &[120, 256],
+        &[N1, 1, 5, 5],
+        &[N1],
+        &[N2, N1, 5, 5],
+        &[N2],
+        &[120, FL],
         &[120],
         &[84, 120],
         &[84],
@@ -74,12 +92,13 @@ impl LeNet5MaxParams {
 
     /// All zeros (`const`, so it can initialise a `static`).
     pub const fn zeroed() -> Self {
-        LeNet5MaxParams {
-            conv1_w: [[[[0.0; 5]; 5]; 1]; 6],
-            conv1_b: [0.0; 6],
-            conv2_w: [[[[0.0; 5]; 5]; 6]; 16],
-            conv2_b: [0.0; 16],
-            fc1_w: [[0.0; 256]; 120],
+        const { assert!(FL == 16 * N2) };
+        MaxNetParams {
+            conv1_w: [[[[0.0; 5]; 5]; 1]; N1],
+            conv1_b: [0.0; N1],
+            conv2_w: [[[[0.0; 5]; 5]; N1]; N2],
+            conv2_b: [0.0; N2],
+            fc1_w: [[0.0; FL]; 120],
             fc1_b: [0.0; 120],
             fc2_w: [[0.0; 120]; 84],
             fc2_b: [0.0; 84],
@@ -89,7 +108,7 @@ impl LeNet5MaxParams {
     }
 }
 
-impl Parameters for LeNet5MaxParams {
+impl<const N1: usize, const N2: usize, const FL: usize> Parameters for MaxNetParams<N1, N2, FL> {
     fn tensors(&self) -> impl Iterator<Item = &[f32]> {
         [
             flat4(&self.conv1_w),
@@ -123,24 +142,24 @@ impl Parameters for LeNet5MaxParams {
     }
 }
 
-/// What [`LeNet5Max`]'s forward keeps for backward (28 632 bytes). Layer
-/// outputs are stored after the activation; the max pools keep their argmax.
+/// What a [`MaxNet`]'s forward keeps for backward. Layer outputs are stored
+/// after the activation; the max pools keep their argmax.
 #[derive(Clone, Debug, PartialEq)]
-pub struct LeNet5MaxActivations {
+pub struct MaxNetActivations<const N1: usize, const N2: usize> {
     /// The input image (1, 28, 28), for the first convolution's weight gradient.
     pub input: Image,
-    /// `act(conv1(x))` (6, 24, 24)
-    pub c1: [[[f32; 24]; 24]; 6],
-    /// `maxpool(c1)` (6, 12, 12)
-    pub p1: [[[f32; 12]; 12]; 6],
-    /// argmax of pool1, flat index `row * 24 + col` into `c1` (6, 12, 12)
-    pub arg1: [[[u16; 12]; 12]; 6],
-    /// `act(conv2(p1))` (16, 8, 8)
-    pub c2: [[[f32; 8]; 8]; 16],
-    /// `maxpool(c2)` (16, 4, 4), flattened to 256 for fc1
-    pub p2: [[[f32; 4]; 4]; 16],
-    /// argmax of pool2, flat index `row * 8 + col` into `c2` (16, 4, 4)
-    pub arg2: [[[u16; 4]; 4]; 16],
+    /// `act(conv1(x))` (N1, 24, 24)
+    pub c1: [[[f32; 24]; 24]; N1],
+    /// `maxpool(c1)` (N1, 12, 12)
+    pub p1: [[[f32; 12]; 12]; N1],
+    /// argmax of pool1, flat index `row * 24 + col` into `c1` (N1, 12, 12)
+    pub arg1: [[[u16; 12]; 12]; N1],
+    /// `act(conv2(p1))` (N2, 8, 8)
+    pub c2: [[[f32; 8]; 8]; N2],
+    /// `maxpool(c2)` (N2, 4, 4), flattened to FL for fc1
+    pub p2: [[[f32; 4]; 4]; N2],
+    /// argmax of pool2, flat index `row * 8 + col` into `c2` (N2, 4, 4)
+    pub arg2: [[[u16; 4]; 4]; N2],
     /// `act(fc1(p2))` (120)
     pub f1: [f32; 120],
     /// `act(fc2(f1))` (84)
@@ -149,17 +168,17 @@ pub struct LeNet5MaxActivations {
     pub logits: [f32; CLASSES],
 }
 
-impl LeNet5MaxActivations {
+impl<const N1: usize, const N2: usize> MaxNetActivations<N1, N2> {
     /// All zeros (`const`, so it can initialise a `static`).
     pub const fn zeroed() -> Self {
-        LeNet5MaxActivations {
+        MaxNetActivations {
             input: [[[0.0; 28]; 28]; 1],
-            c1: [[[0.0; 24]; 24]; 6],
-            p1: [[[0.0; 12]; 12]; 6],
-            arg1: [[[0; 12]; 12]; 6],
-            c2: [[[0.0; 8]; 8]; 16],
-            p2: [[[0.0; 4]; 4]; 16],
-            arg2: [[[0; 4]; 4]; 16],
+            c1: [[[0.0; 24]; 24]; N1],
+            p1: [[[0.0; 12]; 12]; N1],
+            arg1: [[[0; 12]; 12]; N1],
+            c2: [[[0.0; 8]; 8]; N2],
+            p2: [[[0.0; 4]; 4]; N2],
+            arg2: [[[0; 4]; 4]; N2],
             f1: [0.0; 120],
             f2: [0.0; 84],
             logits: [0.0; CLASSES],
@@ -168,33 +187,34 @@ impl LeNet5MaxActivations {
 }
 
 /// Gradients with respect to the activations, used inside
-/// [`LeNet5Max::backward`] (on the stack).
-struct Scratch {
-    c1: [[[f32; 24]; 24]; 6], // (6, 24, 24)
-    p1: [[[f32; 12]; 12]; 6], // (6, 12, 12)
-    c2: [[[f32; 8]; 8]; 16],  // (16, 8, 8)
-    p2: [[[f32; 4]; 4]; 16],  // (16, 4, 4)
-    f1: [f32; 120],           // (120)
-    f2: [f32; 84],            // (84)
+/// [`MaxNet::backward`] (on the stack).
+struct Scratch<const N1: usize, const N2: usize> {
+    c1: [[[f32; 24]; 24]; N1], // (N1, 24, 24)
+    p1: [[[f32; 12]; 12]; N1], // (N1, 12, 12)
+    c2: [[[f32; 8]; 8]; N2],   // (N2, 8, 8)
+    p2: [[[f32; 4]; 4]; N2],   // (N2, 4, 4)
+    f1: [f32; 120],            // (120)
+    f2: [f32; 84],             // (84)
 }
 
-impl Scratch {
+impl<const N1: usize, const N2: usize> Scratch<N1, N2> {
     const fn zeroed() -> Self {
         Scratch {
-            c1: [[[0.0; 24]; 24]; 6],
-            p1: [[[0.0; 12]; 12]; 6],
-            c2: [[[0.0; 8]; 8]; 16],
-            p2: [[[0.0; 4]; 4]; 16],
+            c1: [[[0.0; 24]; 24]; N1],
+            p1: [[[0.0; 12]; 12]; N1],
+            c2: [[[0.0; 8]; 8]; N2],
+            p2: [[[0.0; 4]; 4]; N2],
             f1: [0.0; 120],
             f2: [0.0; 84],
         }
     }
 }
 
-impl LeNet5Max {
+impl<const N1: usize, const N2: usize, const FL: usize> MaxNet<N1, N2, FL> {
     /// Bytes of stack scratch [`backward`](Model::backward) uses for the
-    /// gradients with respect to the activations (23 216).
-    pub const BACKWARD_SCRATCH_BYTES: usize = core::mem::size_of::<Scratch>();
+    /// gradients with respect to the activations (23 216 for [`LeNet5Max`],
+    /// 57 136 for [`LeNet5Wide`]).
+    pub const BACKWARD_SCRATCH_BYTES: usize = core::mem::size_of::<Scratch<N1, N2>>();
 }
 
 const POOL: Window<2, 2> = Window;
@@ -202,15 +222,15 @@ const NO_PAD: Padding<0, 0> = Padding;
 const ONE: Stride<1, 1> = Stride;
 const TWO: Stride<2, 2> = Stride;
 
-impl Model for LeNet5Max {
-    type Params = LeNet5MaxParams;
-    type Activations = LeNet5MaxActivations;
-    const KIND: ModelKind = ModelKind::LeNet5Max;
+impl<const N1: usize, const N2: usize, const FL: usize> Model for MaxNet<N1, N2, FL> {
+    type Params = MaxNetParams<N1, N2, FL>;
+    type Activations = MaxNetActivations<N1, N2>;
+    const KIND: ModelKind = ModelKind::max_pool(N1, N2);
 
     fn forward<'a>(
         &self,
-        a: &'a mut LeNet5MaxActivations,
-        p: &LeNet5MaxParams,
+        a: &'a mut MaxNetActivations<N1, N2>,
+        p: &MaxNetParams<N1, N2, FL>,
         x: &Image,
     ) -> &'a [f32; CLASSES] {
         a.input = *x;
@@ -224,7 +244,7 @@ impl Model for LeNet5Max {
         max_pool2d(&mut a.p2, &mut a.arg2, &a.c2, POOL, NO_PAD, TWO);
         linear(
             &mut a.f1,
-            flat3::<256, _, _, _>(&a.p2),
+            flat3::<FL, _, _, _>(&a.p2),
             &p.fc1_w,
             Some(&p.fc1_b),
         );
@@ -237,9 +257,9 @@ impl Model for LeNet5Max {
 
     fn backward(
         &self,
-        g: &mut LeNet5MaxParams,
-        a: &LeNet5MaxActivations,
-        p: &LeNet5MaxParams,
+        g: &mut MaxNetParams<N1, N2, FL>,
+        a: &MaxNetActivations<N1, N2>,
+        p: &MaxNetParams<N1, N2, FL>,
         dlogits: &[f32; CLASSES],
     ) {
         // d* = dL/d(activation); backward_in_place turns it into dL/d(pre-activation).
@@ -262,7 +282,7 @@ impl Model for LeNet5Max {
             &p.fc2_w,
         );
         self.act.backward_in_place(&mut d.f1, &a.f1);
-        let dp2 = flat3_mut::<256, _, _, _>(&mut d.p2);
+        let dp2 = flat3_mut::<FL, _, _, _>(&mut d.p2);
         linear_backward(
             Some(dp2),
             &mut g.fc1_w,
@@ -303,14 +323,14 @@ impl Model for LeNet5Max {
         );
     }
 
-    fn init(&self, p: &mut LeNet5MaxParams, rng: &mut Rng) {
+    fn init(&self, p: &mut MaxNetParams<N1, N2, FL>, rng: &mut Rng) {
         // fan_in: CI * KH * KW for a convolution, I for a linear layer
         kaiming_uniform(flat4_mut(&mut p.conv1_w), 25, rng);
         bias_uniform(&mut p.conv1_b, 25, rng);
-        kaiming_uniform(flat4_mut(&mut p.conv2_w), 6 * 25, rng);
-        bias_uniform(&mut p.conv2_b, 6 * 25, rng);
-        kaiming_uniform(p.fc1_w.as_flattened_mut(), 256, rng);
-        bias_uniform(&mut p.fc1_b, 256, rng);
+        kaiming_uniform(flat4_mut(&mut p.conv2_w), N1 * 25, rng);
+        bias_uniform(&mut p.conv2_b, N1 * 25, rng);
+        kaiming_uniform(p.fc1_w.as_flattened_mut(), FL, rng);
+        bias_uniform(&mut p.fc1_b, FL, rng);
         kaiming_uniform(p.fc2_w.as_flattened_mut(), 120, rng);
         bias_uniform(&mut p.fc2_b, 120, rng);
         kaiming_uniform(p.fc3_w.as_flattened_mut(), 84, rng);

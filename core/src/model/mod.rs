@@ -1,14 +1,17 @@
 //! LeNet-5 models: parameters, activations, forward, backward and training
 //! steps, all in fixed-size structs that need no heap.
 //!
-//! Two models share the [`Model`] trait:
+//! Three models share the [`Model`] trait:
 //!
 //! - [`LeNet5`]: the classic network as in PyTorch/d2l,
 //!   `Conv(1,6,5,pad 2) act AvgPool2 -> Conv(6,16,5) act AvgPool2 -> 400
 //!   -> 120 act -> 84 act -> 10`;
 //! - [`LeNet5Max`]: the variant without padding and with max pooling,
 //!   `Conv(1,6,5) act MaxPool2 -> Conv(6,16,5) act MaxPool2 -> 256 -> 120
-//!   act -> 84 act -> 10`.
+//!   act -> 84 act -> 10`;
+//! - [`LeNet5Wide`]: the same with 16 and 32 channels (512 flattened
+//!   features, 85 822 parameters), the widest LeNet of this shape under
+//!   100k parameters that keeps 120 and 84 hidden units in round numbers.
 //!
 //! Each has three plain structs with every buffer's shape beside it:
 //! `Params` (also used for gradients and optimizer state), `Activations`
@@ -61,7 +64,10 @@ mod lenet5;
 mod lenet5_max;
 
 pub use lenet5::{LeNet5, LeNet5Activations, LeNet5Params};
-pub use lenet5_max::{LeNet5Max, LeNet5MaxActivations, LeNet5MaxParams};
+pub use lenet5_max::{
+    LeNet5Max, LeNet5MaxActivations, LeNet5MaxParams, LeNet5Wide, LeNet5WideActivations,
+    LeNet5WideParams, MaxNet, MaxNetActivations, MaxNetParams,
+};
 
 use crate::init::Rng;
 use crate::loss::{cross_entropy, cross_entropy_backward};
@@ -74,8 +80,8 @@ pub type Image = [[[f32; 28]; 28]; 1];
 /// Number of classes (the ten Fashion-MNIST garment classes, 0 to 9).
 pub const CLASSES: usize = 10;
 
-/// Names of the parameter tensors in PyTorch `state_dict` order, for both
-/// models (indices into the `nn.Sequential`).
+/// Names of the parameter tensors in PyTorch `state_dict` order, for every
+/// model (indices into the `nn.Sequential`).
 pub const PARAM_NAMES: [&str; 10] = [
     "0.weight",
     "0.bias",
@@ -108,26 +114,54 @@ pub enum ModelKind {
     LeNet5 = 1,
     /// [`LeNet5Max`]: no padding, max pooling, 256 flattened features.
     LeNet5Max = 2,
+    /// [`LeNet5Wide`]: [`LeNet5Max`] with 16 and 32 channels, 512 flattened
+    /// features.
+    LeNet5Wide = 3,
 }
 
 impl ModelKind {
     /// Every kind, in id order.
-    pub const ALL: [ModelKind; 2] = [ModelKind::LeNet5, ModelKind::LeNet5Max];
+    pub const ALL: [ModelKind; 3] = [
+        ModelKind::LeNet5,
+        ModelKind::LeNet5Max,
+        ModelKind::LeNet5Wide,
+    ];
 
-    /// Name used on the command line and in files: `"lenet5"` or `"lenet5-max"`.
+    /// Name used on the command line and in files: `"lenet5"`,
+    /// `"lenet5-max"` or `"lenet5-wide"`.
     pub const fn name(self) -> &'static str {
         match self {
             ModelKind::LeNet5 => "lenet5",
             ModelKind::LeNet5Max => "lenet5-max",
+            ModelKind::LeNet5Wide => "lenet5-wide",
         }
     }
 
-    /// The kind with id `id` (1 or 2), or `None`.
+    /// The kind with id `id` (1 to 3), or `None`.
     pub const fn from_u8(id: u8) -> Option<ModelKind> {
         match id {
             1 => Some(ModelKind::LeNet5),
             2 => Some(ModelKind::LeNet5Max),
+            3 => Some(ModelKind::LeNet5Wide),
             _ => None,
+        }
+    }
+
+    /// The max-pool kind ([`MaxNet`]) with `n1` and `n2` convolution
+    /// channels; a compile-time error in a `const` for other widths.
+    pub const fn max_pool(n1: usize, n2: usize) -> ModelKind {
+        match (n1, n2) {
+            (6, 16) => ModelKind::LeNet5Max,
+            (16, 32) => ModelKind::LeNet5Wide,
+            _ => panic!("no ModelKind for these channel counts"),
+        }
+    }
+
+    /// Output channels of the two convolutions: (6, 16) or (16, 32).
+    pub const fn channels(self) -> (usize, usize) {
+        match self {
+            ModelKind::LeNet5 | ModelKind::LeNet5Max => (6, 16),
+            ModelKind::LeNet5Wide => (16, 32),
         }
     }
 
@@ -138,21 +172,29 @@ impl ModelKind {
             .find(|k| k.name().eq_ignore_ascii_case(s))
     }
 
-    /// Number of trainable scalars (61 706 or 44 426).
+    /// Number of trainable scalars (61 706, 44 426 or 85 822).
     pub const fn num_params(self) -> usize {
         match self {
             ModelKind::LeNet5 => LeNet5Params::NUM_PARAMS,
             ModelKind::LeNet5Max => LeNet5MaxParams::NUM_PARAMS,
+            ModelKind::LeNet5Wide => LeNet5WideParams::NUM_PARAMS,
         }
     }
 
     /// Number of features after the flatten, the input size of the first
-    /// linear layer: 400 (16 x 5 x 5) or 256 (16 x 4 x 4).
+    /// linear layer: 400 (16 x 5 x 5), 256 (16 x 4 x 4) or 512 (32 x 4 x 4).
     pub const fn flat_features(self) -> usize {
         match self {
             ModelKind::LeNet5 => 400,
             ModelKind::LeNet5Max => 256,
+            ModelKind::LeNet5Wide => 512,
         }
+    }
+
+    /// Whether the network pools by maximum without padding ([`MaxNet`]);
+    /// the classic [`LeNet5`] pads and averages.
+    pub const fn is_max_pool(self) -> bool {
+        !matches!(self, ModelKind::LeNet5)
     }
 }
 
@@ -162,14 +204,15 @@ impl core::fmt::Display for ModelKind {
     }
 }
 
-/// Error of `str::parse::<ModelKind>()`: the name is not `lenet5` or `lenet5-max`.
+/// Error of `str::parse::<ModelKind>()`: the name is not `lenet5`,
+/// `lenet5-max` or `lenet5-wide`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ParseModelKindError;
 
 impl core::fmt::Display for ParseModelKindError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("unknown model (expected lenet5 or lenet5-max)")
+        f.write_str("unknown model (expected lenet5, lenet5-max or lenet5-wide)")
     }
 }
 

@@ -30,6 +30,9 @@ fn struct_sizes_are_exact() {
     assert_eq!(size_of::<AdamState<LeNet5MaxParams>>(), 355_412);
     assert_eq!(size_of::<SgdState<LeNet5MaxParams>>(), 177_708);
     assert_eq!(LeNet5Max::BACKWARD_SCRATCH_BYTES, 23_216);
+    assert_eq!(size_of::<LeNet5WideParams>(), 343_288);
+    assert_eq!(size_of::<LeNet5WideActivations>(), 65_944);
+    assert_eq!(LeNet5Wide::BACKWARD_SCRATCH_BYTES, 57_136);
 }
 
 #[test]
@@ -52,7 +55,19 @@ fn parameters_follow_the_state_dict() {
         ModelKind::LeNet5Max,
     );
     assert_eq!(ModelKind::LeNet5.num_params(), 61_706);
+    check(
+        &LeNet5WideParams::zeroed(),
+        &LeNet5WideParams::SHAPES,
+        ModelKind::LeNet5Wide,
+    );
     assert_eq!(ModelKind::LeNet5Max.num_params(), 44_426);
+    assert_eq!(ModelKind::LeNet5Wide.num_params(), 85_822);
+    assert_eq!(LeNet5WideParams::SHAPES[2], &[32, 16, 5, 5]);
+    for kind in ModelKind::ALL {
+        let (_, n2) = kind.channels();
+        let side = if kind.is_max_pool() { 4 } else { 5 };
+        assert_eq!(kind.flat_features(), n2 * side * side);
+    }
     assert_eq!(PARAM_NAMES.len(), LeNet5Params::SHAPES.len());
     // tensors_mut visits the same tensors as tensors: write 1, 2, ... and read back.
     let mut p = Box::new(LeNet5MaxParams::zeroed());
@@ -75,10 +90,13 @@ fn model_kind_names_and_ids() {
     }
     assert_eq!(ModelKind::LeNet5 as u8, 1);
     assert_eq!(ModelKind::LeNet5Max as u8, 2);
+    assert_eq!(ModelKind::LeNet5Wide as u8, 3);
     assert_eq!(ModelKind::from_u8(0), None);
     assert_eq!(ModelKind::parse("lenet6"), None);
     assert_eq!(LeNet5::KIND, ModelKind::LeNet5);
     assert_eq!(LeNet5Max::KIND, ModelKind::LeNet5Max);
+    assert_eq!(LeNet5Wide::KIND, ModelKind::LeNet5Wide);
+    assert_eq!(ModelKind::LeNet5Wide.channels(), (16, 32));
 }
 
 #[test]
@@ -183,6 +201,21 @@ fn lenet5_max_gradients_match_finite_differences() {
             min_signal,
         );
     }
+}
+
+#[test]
+fn lenet5_wide_gradients_match_finite_differences() {
+    let act = Activation::Tanh;
+    let model = LeNet5Wide { act };
+    let mut params = Box::new(LeNet5WideParams::zeroed());
+    model.init(&mut params, &mut Rng::new(5));
+    check_gradients(
+        &model,
+        &mut *params,
+        &mut *Box::new(LeNet5WideActivations::zeroed()),
+        5,
+        1e-2,
+    );
 }
 
 /// A batch step's gradient is the mean of the per-sample gradients.

@@ -260,11 +260,16 @@ impl QuantAct {
     }
 }
 
-impl From<crate::model::ModelKind> for QuantArch {
-    fn from(k: crate::model::ModelKind) -> Self {
+impl TryFrom<crate::model::ModelKind> for QuantArch {
+    type Error = QuantError;
+
+    /// The int8 architecture of a float model; [`QuantError::NoInt8Model`]
+    /// for [`LeNet5Wide`](crate::model::LeNet5Wide), which has none.
+    fn try_from(k: crate::model::ModelKind) -> Result<Self, QuantError> {
         match k {
-            crate::model::ModelKind::LeNet5 => Self::LeNet5,
-            crate::model::ModelKind::LeNet5Max => Self::LeNet5Max,
+            crate::model::ModelKind::LeNet5 => Ok(Self::LeNet5),
+            crate::model::ModelKind::LeNet5Max => Ok(Self::LeNet5Max),
+            crate::model::ModelKind::LeNet5Wide => Err(QuantError::NoInt8Model { kind: k }),
         }
     }
 }
@@ -365,6 +370,12 @@ pub enum QuantError {
         /// Which parameter.
         what: &'static str,
     },
+    /// The float model has no int8 architecture (only the 6/16-channel
+    /// LeNets are quantized).
+    NoInt8Model {
+        /// The float model.
+        kind: crate::model::ModelKind,
+    },
     /// The output buffer given to a writer is too small.
     BufferTooSmall {
         /// Bytes needed.
@@ -411,6 +422,10 @@ impl fmt::Display for QuantError {
             Self::InvalidParameter { what } => {
                 write!(f, ".q8 model has an invalid quantization parameter: {what}")
             }
+            Self::NoInt8Model { kind } => write!(
+                f,
+                "{kind} has no int8 model (int8 supports lenet5 and lenet5-max, the 6/16-channel networks)"
+            ),
             Self::BufferTooSmall { needed, len } => {
                 write!(
                     f,

@@ -75,15 +75,13 @@ pub fn random_data(out: &mut [f32], seed: u64) {
 /// Parameters drawn like PyTorch's default initialisation bounds
 /// (`U(-1/sqrt(fan_in), 1/sqrt(fan_in))`), from `seed`.
 pub fn random_params(kind: ModelKind, seed: u64) -> Vec<f32> {
-    let fl = match kind {
-        ModelKind::LeNet5 => 400,
-        ModelKind::LeNet5Max => 256,
-    };
+    let fl = kind.flat_features();
+    let (n1, n2) = kind.channels();
     let fans = [
-        (150, 25),
-        (6, 25),
-        (2400, 150),
-        (16, 150),
+        (n1 * 25, 25),
+        (n1, 25),
+        (n2 * n1 * 25, n1 * 25),
+        (n2, n1 * 25),
         (120 * fl, fl),
         (120, fl),
         (84 * 120, 120),

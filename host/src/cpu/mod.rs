@@ -55,16 +55,9 @@ impl core::fmt::Display for CpuError {
 impl std::error::Error for CpuError {}
 
 /// Number of parameters of `kind` (61 706 for LeNet-5, 44 426 for the
-/// max-pool variant).
+/// max-pool variant, 85 822 for the wide one).
 pub const fn num_params(kind: ModelKind) -> usize {
-    Layout::new(flatten_width(kind)).total
-}
-
-const fn flatten_width(kind: ModelKind) -> usize {
-    match kind {
-        ModelKind::LeNet5 => 400,
-        ModelKind::LeNet5Max => 256,
-    }
+    Layout::of(kind).total
 }
 
 /// The batched CPU back end of [`Trainer`].
@@ -153,11 +146,10 @@ impl CpuTrainer {
             .thread_name(|i| format!("lenet-cpu-{i}"))
             .build()
             .map_err(CpuError::ThreadPool)?;
-        let max = config.kind == ModelKind::LeNet5Max;
         let engines = (0..threads)
-            .map(|_| net::new_engine(isa, config.act, max))
+            .map(|_| net::new_engine(isa, config.act, config.kind))
             .collect();
-        let mut prep = Prepared::new();
+        let mut prep = Prepared::new(config.kind);
         prep.update(params);
         let (m, v) = match config.optimizer {
             OptimizerConfig::Adam { .. } => (vec![0.0; expected], vec![0.0; expected]),

@@ -4,10 +4,14 @@
 //!
 //! Geometry (const parameters of every type here):
 //!
-//! | model     | `XN` (padded input) | `C1` | `P1` | `C2` | `P2` | `FL` | pool |
-//! |-----------|------|----|----|----|---|-----|-----|
-//! | LeNet5    | 32   | 28 | 14 | 10 | 5 | 400 | avg |
-//! | LeNet5Max | 28   | 24 | 12 | 8  | 4 | 256 | max |
+//! | model      | `XN` (padded input) | `C1` | `P1` | `C2` | `P2` | `N1` | `N2` | `FL` | pool |
+//! |------------|----|----|----|----|---|----|----|-----|-----|
+//! | LeNet5     | 32 | 28 | 14 | 10 | 5 | 6  | 16 | 400 | avg |
+//! | LeNet5Max  | 28 | 24 | 12 | 8  | 4 | 6  | 16 | 256 | max |
+//! | LeNet5Wide | 28 | 24 | 12 | 8  | 4 | 16 | 32 | 512 | max |
+//!
+//! (`C*`/`P*` are the sides of the convolution and pooling outputs, `N1`
+//! and `N2` the channels of the two convolutions.)
 //!
 //! Per block the worker keeps every activation the backward pass needs
 //! (about 36 KiB per image, so a block of 16 stays in L2). Convolution
@@ -23,6 +27,7 @@ use super::kernels::{
 use super::simd::{Act, Isa, Portable, Simd};
 #[cfg(target_arch = "x86_64")]
 use super::simd::{Avx2, Avx512};
+use lenet_core::model::ModelKind;
 
 /// Pixels of one input image (`1 x 28 x 28`).
 pub(crate) const IMG: usize = 28 * 28;
@@ -30,7 +35,7 @@ pub(crate) const IMG: usize = 28 * 28;
 pub(crate) const CLASSES: usize = 10;
 
 /// Offsets of the tensors in the flat parameter vector (PyTorch
-/// `state_dict` order) for a flatten width `fl`.
+/// `state_dict` order).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Layout {
     pub c1w: usize,
@@ -47,13 +52,14 @@ pub(crate) struct Layout {
 }
 
 impl Layout {
-    /// The layout for flatten width `fl` (400 or 256).
-    pub(crate) const fn new(fl: usize) -> Layout {
+    /// The layout for `n1` and `n2` convolution channels and flatten width
+    /// `fl`.
+    pub(crate) const fn new(n1: usize, n2: usize, fl: usize) -> Layout {
         let c1w = 0;
-        let c1b = c1w + 6 * 25;
-        let c2w = c1b + 6;
-        let c2b = c2w + 16 * 6 * 25;
-        let f1w = c2b + 16;
+        let c1b = c1w + n1 * 25;
+        let c2w = c1b + n1;
+        let c2b = c2w + n2 * n1 * 25;
+        let f1w = c2b + n2;
         let f1b = f1w + 120 * fl;
         let f2w = f1b + 120;
         let f2b = f2w + 84 * 120;
@@ -74,63 +80,113 @@ impl Layout {
             total,
         }
     }
+
+    /// The layout of `kind`.
+    pub(crate) const fn of(kind: ModelKind) -> Layout {
+        let (n1, n2) = kind.channels();
+        Layout::new(n1, n2, kind.flat_features())
+    }
 }
 
 /// Convolution weights rearranged for the lane kernels, rebuilt from the
-/// flat parameters before each step.
+/// flat parameters before each step; typed views come from the accessors.
 #[derive(Clone, Debug)]
 pub(crate) struct Prepared {
-    /// conv1 weight as `(CI=1, K, K, CO=6)`.
-    wt1: [[[[f32; 6]; 5]; 5]; 1],
-    b1: [f32; 6],
-    /// conv1 weight as `(K, K, 16)`, output channels zero-padded to 16.
+    lay: Layout,
+    n1: usize,
+    n2: usize,
+    /// conv1 weight as `(CI=1, K, K, N1)`.
+    wt1: Vec<f32>,
+    b1: Vec<f32>,
+    /// conv1 weight as `(K, K, 16)`, output channels zero-padded to 16 (the
+    /// single-image path of the 6/16-channel models).
     pub(crate) wt1p: [[[f32; 16]; 5]; 5],
     /// conv1 bias zero-padded to 16.
     pub(crate) b1p: [f32; 16],
-    /// conv2 weight as `(CI=6, K, K, CO=16)` for the forward pass.
-    pub(crate) wt2: [[[[f32; 16]; 5]; 5]; 6],
-    pub(crate) b2: [f32; 16],
-    /// conv2 weight as `(CO=16, K, K, CI=6)` for the input gradient.
-    wd2: [[[[f32; 6]; 5]; 5]; 16],
+    /// conv2 weight as `(CI=N1, K, K, CO=N2)` for the forward pass.
+    wt2: Vec<f32>,
+    b2: Vec<f32>,
+    /// conv2 weight as `(CO=N2, K, K, CI=N1)` for the input gradient.
+    wd2: Vec<f32>,
+}
+
+/// `&[f32]` as `&[[[[f32; D]; C]; B]; A]` (panics on a length mismatch).
+fn cast4<const A: usize, const B: usize, const C: usize, const D: usize>(
+    s: &[f32],
+) -> &[[[[f32; D]; C]; B]; A] {
+    let (d, r0) = s.as_chunks::<D>();
+    let (c, r1) = d.as_chunks::<C>();
+    let (b, r2) = c.as_chunks::<B>();
+    assert!(r0.is_empty() && r1.is_empty() && r2.is_empty());
+    b.try_into().expect("tensor size")
 }
 
 impl Prepared {
-    pub(crate) const fn new() -> Prepared {
+    pub(crate) fn new(kind: ModelKind) -> Prepared {
+        let (n1, n2) = kind.channels();
         Prepared {
-            wt1: [[[[0.0; 6]; 5]; 5]; 1],
-            b1: [0.0; 6],
+            lay: Layout::of(kind),
+            n1,
+            n2,
+            wt1: vec![0.0; n1 * 25],
+            b1: vec![0.0; n1],
             wt1p: [[[0.0; 16]; 5]; 5],
             b1p: [0.0; 16],
-            wt2: [[[[0.0; 16]; 5]; 5]; 6],
-            b2: [0.0; 16],
-            wd2: [[[[0.0; 6]; 5]; 5]; 16],
+            wt2: vec![0.0; n1 * n2 * 25],
+            b2: vec![0.0; n2],
+            wd2: vec![0.0; n1 * n2 * 25],
         }
     }
 
-    /// Rearranges the convolution tensors of `params` (any layout: the
-    /// convolutions come first and are the same in both models).
+    /// Rearranges the convolution tensors of `params`.
     pub(crate) fn update(&mut self, params: &[f32]) {
-        let lay = Layout::new(0);
+        let (lay, n1, n2) = (self.lay, self.n1, self.n2);
+        assert_eq!(params.len(), lay.total);
         let w1 = &params[lay.c1w..lay.c1b];
         let w2 = &params[lay.c2w..lay.c2b];
-        for co in 0..6 {
+        for co in 0..n1 {
             for t in 0..25 {
-                self.wt1[0][t / 5][t % 5][co] = w1[co * 25 + t];
-                self.wt1p[t / 5][t % 5][co] = w1[co * 25 + t];
+                self.wt1[t * n1 + co] = w1[co * 25 + t];
+                if co < 16 {
+                    self.wt1p[t / 5][t % 5][co] = w1[co * 25 + t];
+                }
             }
         }
         self.b1.copy_from_slice(&params[lay.c1b..lay.c2w]);
-        self.b1p[..6].copy_from_slice(&self.b1);
-        for co in 0..16 {
-            for ci in 0..6 {
+        let m = n1.min(16);
+        self.b1p[..m].copy_from_slice(&self.b1[..m]);
+        for co in 0..n2 {
+            for ci in 0..n1 {
                 for t in 0..25 {
-                    let w = w2[(co * 6 + ci) * 25 + t];
-                    self.wt2[ci][t / 5][t % 5][co] = w;
-                    self.wd2[co][t / 5][t % 5][ci] = w;
+                    let w = w2[(co * n1 + ci) * 25 + t];
+                    self.wt2[(ci * 25 + t) * n2 + co] = w;
+                    self.wd2[(co * 25 + t) * n1 + ci] = w;
                 }
             }
         }
         self.b2.copy_from_slice(&params[lay.c2b..lay.f1w]);
+    }
+
+    fn wt1<const N1: usize>(&self) -> &[[[[f32; N1]; 5]; 5]; 1] {
+        cast4(&self.wt1)
+    }
+
+    fn b1<const N1: usize>(&self) -> &[f32; N1] {
+        self.b1[..].try_into().expect("conv1 bias")
+    }
+
+    /// conv2 weight as `(CI=N1, K, K, CO=N2)`.
+    pub(crate) fn wt2<const N1: usize, const N2: usize>(&self) -> &[[[[f32; N2]; 5]; 5]; N1] {
+        cast4(&self.wt2)
+    }
+
+    /// conv2 bias.
+    pub(crate) fn b2<const N2: usize>(&self) -> &[f32; N2] {
+        self.b2[..].try_into().expect("conv2 bias")
+    }
+
+    fn wd2<const N1: usize, const N2: usize>(&self) -> &[[[[f32; N1]; 5]; 5]; N2] {
+        cast4(&self.wd2)
     }
 }
 
@@ -151,26 +207,28 @@ pub(crate) struct Work<
     const C2: usize,
     const P2: usize,
     const FL: usize,
+    const N1: usize,
+    const N2: usize,
 > {
-    x: [[[V<L>; XN]; XN]; 1],       // (1, XN, XN, L) zero-padded input
-    a1: [[[V<L>; C1]; C1]; 6],      // (6, C1, C1, L) conv1 activation
-    p1: [[[V<L>; P1]; P1]; 6],      // (6, P1, P1, L) pool1
-    a2: [[[V<L>; C2]; C2]; 16],     // (16, C2, C2, L) conv2 activation
-    p2: [[[V<L>; P2]; P2]; 16],     // (16, P2, P2, L) pool2 = flatten (FL, L)
-    h1: [V<L>; 120],                // (120, L)
-    h2: [V<L>; 84],                 // (84, L)
-    z3: [V<L>; CLASSES],            // (10, L) logits
-    dz3: [V<L>; CLASSES],           // (10, L)
-    dz2: [V<L>; 84],                // (84, L) grad of fc2 pre-activation
-    dz1: [V<L>; 120],               // (120, L) grad of fc1 pre-activation
-    dp2: [[[V<L>; P2]; P2]; 16],    // (16, P2, P2, L)
-    dzc2: [[[V<L>; C2]; C2]; 16],   // (16, C2, C2, L) grad of conv2 pre-activation
-    dp1: [[[V<L>; P1]; P1]; 6],     // (6, P1, P1, L)
-    dzc1: [[[V<L>; C1]; C1]; 6],    // (6, C1, C1, L) grad of conv1 pre-activation
-    gw1: [[[[V<L>; 5]; 5]; 1]; 6],  // (6, 1, 5, 5, L)
-    gb1: [V<L>; 6],                 // (6, L)
-    gw2: [[[[V<L>; 5]; 5]; 6]; 16], // (16, 6, 5, 5, L)
-    gb2: [V<L>; 16],                // (16, L)
+    x: [[[V<L>; XN]; XN]; 1],        // (1, XN, XN, L) zero-padded input
+    a1: [[[V<L>; C1]; C1]; N1],      // (N1, C1, C1, L) conv1 activation
+    p1: [[[V<L>; P1]; P1]; N1],      // (N1, P1, P1, L) pool1
+    a2: [[[V<L>; C2]; C2]; N2],      // (N2, C2, C2, L) conv2 activation
+    p2: [[[V<L>; P2]; P2]; N2],      // (N2, P2, P2, L) pool2 = flatten (FL, L)
+    h1: [V<L>; 120],                 // (120, L)
+    h2: [V<L>; 84],                  // (84, L)
+    z3: [V<L>; CLASSES],             // (10, L) logits
+    dz3: [V<L>; CLASSES],            // (10, L)
+    dz2: [V<L>; 84],                 // (84, L) grad of fc2 pre-activation
+    dz1: [V<L>; 120],                // (120, L) grad of fc1 pre-activation
+    dp2: [[[V<L>; P2]; P2]; N2],     // (N2, P2, P2, L)
+    dzc2: [[[V<L>; C2]; C2]; N2],    // (N2, C2, C2, L) grad of conv2 pre-activation
+    dp1: [[[V<L>; P1]; P1]; N1],     // (N1, P1, P1, L)
+    dzc1: [[[V<L>; C1]; C1]; N1],    // (N1, C1, C1, L) grad of conv1 pre-activation
+    gw1: [[[[V<L>; 5]; 5]; 1]; N1],  // (N1, 1, 5, 5, L)
+    gb1: [V<L>; N1],                 // (N1, L)
+    gw2: [[[[V<L>; 5]; 5]; N1]; N2], // (N2, N1, 5, 5, L)
+    gb2: [V<L>; N2],                 // (N2, L)
 }
 
 impl<
@@ -181,7 +239,9 @@ impl<
     const C2: usize,
     const P2: usize,
     const FL: usize,
-> Work<L, XN, C1, P1, C2, P2, FL>
+    const N1: usize,
+    const N2: usize,
+> Work<L, XN, C1, P1, C2, P2, FL, N1, N2>
 {
     /// A zeroed workspace on the heap (it is hundreds of KiB).
     fn boxed() -> Box<Self> {
@@ -211,8 +271,7 @@ struct Fc<'a, const FL: usize> {
 }
 
 impl<'a, const FL: usize> Fc<'a, FL> {
-    fn new(params: &'a [f32]) -> Self {
-        let l = Layout::new(FL);
+    fn new(params: &'a [f32], l: Layout) -> Self {
         assert_eq!(params.len(), l.total);
         Fc {
             w1: mat(&params[l.f1w..l.f1b]),
@@ -239,14 +298,16 @@ fn forward_block<
     const C2: usize,
     const P2: usize,
     const FL: usize,
+    const N1: usize,
+    const N2: usize,
     const MAX: bool,
 >(
-    w: &mut Work<L, XN, C1, P1, C2, P2, FL>,
+    w: &mut Work<L, XN, C1, P1, C2, P2, FL, N1, N2>,
     prep: &Prepared,
     fc: &Fc<'_, FL>,
     imgs: &[f32],
 ) {
-    const { assert!(FL == 16 * P2 * P2 && XN >= 28 && (XN - 28).is_multiple_of(2)) }
+    const { assert!(FL == N2 * P2 * P2 && XN >= 28 && (XN - 28).is_multiple_of(2)) }
     let pad = (XN - 28) / 2;
     let valid = imgs.len() / IMG;
     for y in 0..28 {
@@ -261,10 +322,10 @@ fn forward_block<
             }
         }
     }
-    conv_fwd::<S, A, L, 1, 6, 5, XN, XN, C1, C1>(&mut w.a1, &w.x, &prep.wt1, &prep.b1);
-    pool2_fwd::<S, L, MAX, 6, C1, C1, P1, P1>(&mut w.p1, &w.a1);
-    conv_fwd::<S, A, L, 6, 16, 5, P1, P1, C2, C2>(&mut w.a2, &w.p1, &prep.wt2, &prep.b2);
-    pool2_fwd::<S, L, MAX, 16, C2, C2, P2, P2>(&mut w.p2, &w.a2);
+    conv_fwd::<S, A, L, 1, N1, 5, XN, XN, C1, C1>(&mut w.a1, &w.x, prep.wt1(), prep.b1());
+    pool2_fwd::<S, L, MAX, N1, C1, C1, P1, P1>(&mut w.p1, &w.a1);
+    conv_fwd::<S, A, L, N1, N2, 5, P1, P1, C2, C2>(&mut w.a2, &w.p1, prep.wt2(), prep.b2());
+    pool2_fwd::<S, L, MAX, N2, C2, C2, P2, P2>(&mut w.p2, &w.a2);
     let f: &[V<L>; FL] =
         w.p2.as_flattened()
             .as_flattened()
@@ -360,9 +421,11 @@ fn train_chunk<
     const C2: usize,
     const P2: usize,
     const FL: usize,
+    const N1: usize,
+    const N2: usize,
     const MAX: bool,
 >(
-    w: &mut Work<L, XN, C1, P1, C2, P2, FL>,
+    w: &mut Work<L, XN, C1, P1, C2, P2, FL, N1, N2>,
     rows: &mut Rows,
     prep: &Prepared,
     params: &[f32],
@@ -371,7 +434,7 @@ fn train_chunk<
     scale: f32,
     grads: &mut [f32],
 ) -> f64 {
-    let fc = Fc::<FL>::new(params);
+    let fc = Fc::<FL>::new(params, Layout::new(N1, N2, FL));
     let n = labels.len();
     assert_eq!(x.len(), n * IMG);
     for r in [
@@ -386,14 +449,14 @@ fn train_chunk<
             r.0.resize(n * r.1, 0.0);
         }
     }
-    w.gw1 = [[[[[0.0; L]; 5]; 5]; 1]; 6];
-    w.gb1 = [[0.0; L]; 6];
-    w.gw2 = [[[[[0.0; L]; 5]; 5]; 6]; 16];
-    w.gb2 = [[0.0; L]; 16];
+    w.gw1 = [[[[[0.0; L]; 5]; 5]; 1]; N1];
+    w.gb1 = [[0.0; L]; N1];
+    w.gw2 = [[[[[0.0; L]; 5]; 5]; N1]; N2];
+    w.gb2 = [[0.0; L]; N2];
     let mut loss = 0.0f64;
     for r0 in (0..n).step_by(L) {
         let valid = L.min(n - r0);
-        forward_block::<S, A, L, XN, C1, P1, C2, P2, FL, MAX>(
+        forward_block::<S, A, L, XN, C1, P1, C2, P2, FL, N1, N2, MAX>(
             w,
             prep,
             &fc,
@@ -425,15 +488,20 @@ fn train_chunk<
             linear_dx::<S, A, L, 8, FL, 120>(dp2, &w.dz1, fc.w1, f, false);
         }
         // Convolutions.
-        pool2_act_bwd::<S, A, L, MAX, 16, C2, C2, P2, P2>(&mut w.dzc2, &w.dp2, &w.a2, &w.p2);
-        conv_dw::<S, L, 4, 6, 16, 5, P1, P1, C2, C2>(&mut w.gw2, &w.dzc2, &w.p1);
-        bias_grad::<S, L, 16, C2, C2>(&mut w.gb2, &w.dzc2);
-        conv_dx::<S, L, 6, 16, 5, P1, P1, C2, C2>(&mut w.dp1, &w.dzc2, &prep.wd2);
-        pool2_act_bwd::<S, A, L, MAX, 6, C1, C1, P1, P1>(&mut w.dzc1, &w.dp1, &w.a1, &w.p1);
-        conv_dw::<S, L, 3, 1, 6, 5, XN, XN, C1, C1>(&mut w.gw1, &w.dzc1, &w.x);
-        bias_grad::<S, L, 6, C1, C1>(&mut w.gb1, &w.dzc1);
+        pool2_act_bwd::<S, A, L, MAX, N2, C2, C2, P2, P2>(&mut w.dzc2, &w.dp2, &w.a2, &w.p2);
+        conv_dw::<S, L, 4, N1, N2, 5, P1, P1, C2, C2>(&mut w.gw2, &w.dzc2, &w.p1);
+        bias_grad::<S, L, N2, C2, C2>(&mut w.gb2, &w.dzc2);
+        conv_dx::<S, L, N1, N2, 5, P1, P1, C2, C2>(&mut w.dp1, &w.dzc2, prep.wd2());
+        pool2_act_bwd::<S, A, L, MAX, N1, C1, C1, P1, P1>(&mut w.dzc1, &w.dp1, &w.a1, &w.p1);
+        // Three channels' taps in registers where they divide N1 (6), else four.
+        if N1.is_multiple_of(3) {
+            conv_dw::<S, L, 3, 1, N1, 5, XN, XN, C1, C1>(&mut w.gw1, &w.dzc1, &w.x);
+        } else {
+            conv_dw::<S, L, 4, 1, N1, 5, XN, XN, C1, C1>(&mut w.gw1, &w.dzc1, &w.x);
+        }
+        bias_grad::<S, L, N1, C1, C1>(&mut w.gb1, &w.dzc1);
     }
-    let lay = Layout::new(FL);
+    let lay = Layout::new(N1, N2, FL);
     assert_eq!(grads.len(), lay.total);
     lane_sums::<L>(
         &mut grads[lay.c1w..lay.c1b],
@@ -474,20 +542,22 @@ fn forward_chunk<
     const C2: usize,
     const P2: usize,
     const FL: usize,
+    const N1: usize,
+    const N2: usize,
     const MAX: bool,
 >(
-    w: &mut Work<L, XN, C1, P1, C2, P2, FL>,
+    w: &mut Work<L, XN, C1, P1, C2, P2, FL, N1, N2>,
     prep: &Prepared,
     params: &[f32],
     x: &[f32],
     logits: &mut [f32],
 ) {
-    let fc = Fc::<FL>::new(params);
+    let fc = Fc::<FL>::new(params, Layout::new(N1, N2, FL));
     let n = logits.len() / CLASSES;
     assert_eq!(x.len(), n * IMG);
     for r0 in (0..n).step_by(L) {
         let valid = L.min(n - r0);
-        forward_block::<S, A, L, XN, C1, P1, C2, P2, FL, MAX>(
+        forward_block::<S, A, L, XN, C1, P1, C2, P2, FL, N1, N2, MAX>(
             w,
             prep,
             &fc,
@@ -535,7 +605,8 @@ pub(crate) mod isa {
 }
 
 /// A per-thread [`Engine`]: workspace for blocks of `L` images, compiled
-/// for instruction set `I`, activation `A` and one model geometry.
+/// for instruction set `I`, activation `A` and one model geometry, with
+/// the model's single-image path where it has one.
 pub(crate) struct Worker<
     I,
     A,
@@ -546,37 +617,50 @@ pub(crate) struct Worker<
     const C2: usize,
     const P2: usize,
     const FL: usize,
+    const N1: usize,
+    const N2: usize,
     const MAX: bool,
 > {
-    work: Box<Work<L, XN, C1, P1, C2, P2, FL>>,
-    one: Box<super::single::One<XN, C1, P1, C2, P2, FL>>,
+    work: Box<Work<L, XN, C1, P1, C2, P2, FL, N1, N2>>,
+    one: Option<Box<dyn Single>>,
     rows: Rows,
     _m: core::marker::PhantomData<fn() -> (I, A)>,
 }
 
-macro_rules! engine_one {
-    (none) => {};
-    ($f:ident) => {
-        fn forward_one(
-            &mut self,
-            prep: &Prepared,
-            params: &[f32],
-            img: &[f32],
-            logits: &mut [f32],
-        ) -> bool {
-            // SAFETY: as in `train`.
-            unsafe {
-                $f::<A, XN, C1, P1, C2, P2, FL, MAX>(&mut self.one, prep, params, img, logits)
-            };
-            true
-        }
-    };
+/// The single-image path ([`super::single`]) of one 6/16-channel model on
+/// one instruction set.
+pub(crate) trait Single: Send {
+    /// See [`Engine::forward_one`].
+    fn forward_one(
+        &mut self,
+        prep: &Prepared,
+        params: &[f32],
+        img: &[f32],
+        logits: &mut [f32],
+    ) -> bool;
+}
+
+/// A [`Single`] for instruction set `I`, activation `A` and one geometry.
+pub(crate) struct OneWorker<
+    I,
+    A,
+    const XN: usize,
+    const C1: usize,
+    const P1: usize,
+    const C2: usize,
+    const P2: usize,
+    const FL: usize,
+    const MAX: bool,
+> {
+    one: Box<super::single::One<XN, C1, P1, C2, P2, FL>>,
+    _m: core::marker::PhantomData<fn() -> (I, A)>,
 }
 
 /// A `#[target_feature]` entry point of a single-image kernel of
-/// [`super::single`] for one instruction set.
+/// [`super::single`] for one instruction set, and the [`Single`] impl of
+/// that set that calls it.
 macro_rules! one_entry {
-    ($(#[$doc:meta])* $name:ident, $feat:literal, $kernel:ident, $s:ty) => {
+    ($(#[$doc:meta])* $name:ident, $isa:ty, $feat:literal, $kernel:ident, $s:ty) => {
         $(#[$doc])*
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $feat)]
@@ -600,12 +684,39 @@ macro_rules! one_entry {
                 w, prep, params, img, logits,
             )
         }
+
+        #[cfg(target_arch = "x86_64")]
+        impl<
+            A: Act,
+            const XN: usize,
+            const C1: usize,
+            const P1: usize,
+            const C2: usize,
+            const P2: usize,
+            const FL: usize,
+            const MAX: bool,
+        > Single for OneWorker<$isa, A, XN, C1, P1, C2, P2, FL, MAX>
+        {
+            fn forward_one(
+                &mut self,
+                prep: &Prepared,
+                params: &[f32],
+                img: &[f32],
+                logits: &mut [f32],
+            ) -> bool {
+                // SAFETY: as in `Engine::train` of `Worker`: built only
+                // after detecting the instruction set.
+                unsafe { $name::<A, XN, C1, P1, C2, P2, FL, MAX>(&mut self.one, prep, params, img, logits) };
+                true
+            }
+        }
     };
 }
 
 one_entry!(
     /// The single-image path, compiled for AVX-512.
     one_avx512,
+    isa::Avx512,
     "avx512f,avx512vl,avx2,fma",
     forward_one,
     Avx512
@@ -613,13 +724,31 @@ one_entry!(
 one_entry!(
     /// The single-image path, compiled for AVX2.
     one_avx2,
+    isa::Avx2,
     "avx2,fma",
     forward_one8,
     Avx2
 );
 
+/// The baseline has no single-image path: single images run as a block.
+impl<
+    A: Act,
+    const XN: usize,
+    const C1: usize,
+    const P1: usize,
+    const C2: usize,
+    const P2: usize,
+    const FL: usize,
+    const MAX: bool,
+> Single for OneWorker<isa::Generic, A, XN, C1, P1, C2, P2, FL, MAX>
+{
+    fn forward_one(&mut self, _: &Prepared, _: &[f32], _: &[f32], _: &mut [f32]) -> bool {
+        false
+    }
+}
+
 macro_rules! engine_impl {
-    ($isa:ty, $s:ty, $train:ident, $fwd:ident, $one:tt $(, $feat:literal)?) => {
+    ($isa:ty, $s:ty, $train:ident, $fwd:ident $(, $feat:literal)?) => {
         $(#[target_feature(enable = $feat)])?
         #[allow(clippy::too_many_arguments)]
         unsafe fn $train<
@@ -631,9 +760,11 @@ macro_rules! engine_impl {
             const C2: usize,
             const P2: usize,
             const FL: usize,
+            const N1: usize,
+            const N2: usize,
             const MAX: bool,
         >(
-            w: &mut Work<L, XN, C1, P1, C2, P2, FL>,
+            w: &mut Work<L, XN, C1, P1, C2, P2, FL, N1, N2>,
             rows: &mut Rows,
             prep: &Prepared,
             params: &[f32],
@@ -642,7 +773,7 @@ macro_rules! engine_impl {
             scale: f32,
             grads: &mut [f32],
         ) -> f64 {
-            train_chunk::<$s, A, L, XN, C1, P1, C2, P2, FL, MAX>(
+            train_chunk::<$s, A, L, XN, C1, P1, C2, P2, FL, N1, N2, MAX>(
                 w, rows, prep, params, x, labels, scale, grads,
             )
         }
@@ -657,15 +788,17 @@ macro_rules! engine_impl {
             const C2: usize,
             const P2: usize,
             const FL: usize,
+            const N1: usize,
+            const N2: usize,
             const MAX: bool,
         >(
-            w: &mut Work<L, XN, C1, P1, C2, P2, FL>,
+            w: &mut Work<L, XN, C1, P1, C2, P2, FL, N1, N2>,
             prep: &Prepared,
             params: &[f32],
             x: &[f32],
             logits: &mut [f32],
         ) {
-            forward_chunk::<$s, A, L, XN, C1, P1, C2, P2, FL, MAX>(w, prep, params, x, logits)
+            forward_chunk::<$s, A, L, XN, C1, P1, C2, P2, FL, N1, N2, MAX>(w, prep, params, x, logits)
         }
 
         impl<
@@ -677,8 +810,10 @@ macro_rules! engine_impl {
             const C2: usize,
             const P2: usize,
             const FL: usize,
+            const N1: usize,
+            const N2: usize,
             const MAX: bool,
-        > Engine for Worker<$isa, A, L, XN, C1, P1, C2, P2, FL, MAX>
+        > Engine for Worker<$isa, A, L, XN, C1, P1, C2, P2, FL, N1, N2, MAX>
         {
             fn train(
                 &mut self,
@@ -692,7 +827,7 @@ macro_rules! engine_impl {
                 // SAFETY: a `Worker` for this instruction set is only built
                 // by `new_engine` after detecting it (`Isa::detect`).
                 unsafe {
-                    $train::<L, A, XN, C1, P1, C2, P2, FL, MAX>(
+                    $train::<L, A, XN, C1, P1, C2, P2, FL, N1, N2, MAX>(
                         &mut self.work,
                         &mut self.rows,
                         prep,
@@ -708,11 +843,21 @@ macro_rules! engine_impl {
             fn forward(&mut self, prep: &Prepared, params: &[f32], x: &[f32], logits: &mut [f32]) {
                 // SAFETY: as in `train`.
                 unsafe {
-                    $fwd::<L, A, XN, C1, P1, C2, P2, FL, MAX>(&mut self.work, prep, params, x, logits)
+                    $fwd::<L, A, XN, C1, P1, C2, P2, FL, N1, N2, MAX>(&mut self.work, prep, params, x, logits)
                 }
             }
 
-            engine_one!($one);
+            fn forward_one(
+                &mut self,
+                prep: &Prepared,
+                params: &[f32],
+                img: &[f32],
+                logits: &mut [f32],
+            ) -> bool {
+                self.one
+                    .as_mut()
+                    .is_some_and(|o| o.forward_one(prep, params, img, logits))
+            }
         }
     };
 }
@@ -723,19 +868,11 @@ engine_impl!(
     Avx512,
     train_avx512,
     forward_avx512,
-    one_avx512,
     "avx512f,avx512vl,avx2,fma"
 );
 #[cfg(target_arch = "x86_64")]
-engine_impl!(
-    isa::Avx2,
-    Avx2,
-    train_avx2,
-    forward_avx2,
-    one_avx2,
-    "avx2,fma"
-);
-engine_impl!(isa::Generic, Portable, train_generic, forward_generic, none);
+engine_impl!(isa::Avx2, Avx2, train_avx2, forward_avx2, "avx2,fma");
+engine_impl!(isa::Generic, Portable, train_generic, forward_generic);
 
 fn worker<
     I: 'static,
@@ -747,62 +884,102 @@ fn worker<
     const C2: usize,
     const P2: usize,
     const FL: usize,
+    const N1: usize,
+    const N2: usize,
     const MAX: bool,
->() -> Box<dyn Engine>
+>(
+    one: Option<Box<dyn Single>>,
+) -> Box<dyn Engine>
 where
-    Worker<I, A, L, XN, C1, P1, C2, P2, FL, MAX>: Engine,
+    Worker<I, A, L, XN, C1, P1, C2, P2, FL, N1, N2, MAX>: Engine,
 {
-    Box::new(Worker::<I, A, L, XN, C1, P1, C2, P2, FL, MAX> {
+    Box::new(Worker::<I, A, L, XN, C1, P1, C2, P2, FL, N1, N2, MAX> {
         work: Work::boxed(),
-        one: super::single::One::boxed(),
+        one,
         rows: Rows::default(),
         _m: core::marker::PhantomData,
     })
 }
 
-fn with_model<I: 'static, A: Act, const L: usize>(max: bool) -> Box<dyn Engine>
+fn one<
+    I: 'static,
+    A: Act,
+    const XN: usize,
+    const C1: usize,
+    const P1: usize,
+    const C2: usize,
+    const P2: usize,
+    const FL: usize,
+    const MAX: bool,
+>() -> Option<Box<dyn Single>>
 where
-    Worker<I, A, L, 32, 28, 14, 10, 5, 400, false>: Engine,
-    Worker<I, A, L, 28, 24, 12, 8, 4, 256, true>: Engine,
+    OneWorker<I, A, XN, C1, P1, C2, P2, FL, MAX>: Single,
 {
-    if max {
-        worker::<I, A, L, 28, 24, 12, 8, 4, 256, true>()
-    } else {
-        worker::<I, A, L, 32, 28, 14, 10, 5, 400, false>()
+    Some(Box::new(OneWorker::<I, A, XN, C1, P1, C2, P2, FL, MAX> {
+        one: super::single::One::boxed(),
+        _m: core::marker::PhantomData,
+    }))
+}
+
+fn with_model<I: 'static, A: Act, const L: usize>(kind: ModelKind) -> Box<dyn Engine>
+where
+    Worker<I, A, L, 32, 28, 14, 10, 5, 400, 6, 16, false>: Engine,
+    Worker<I, A, L, 28, 24, 12, 8, 4, 256, 6, 16, true>: Engine,
+    Worker<I, A, L, 28, 24, 12, 8, 4, 512, 16, 32, true>: Engine,
+    OneWorker<I, A, 32, 28, 14, 10, 5, 400, false>: Single,
+    OneWorker<I, A, 28, 24, 12, 8, 4, 256, true>: Single,
+{
+    match kind {
+        ModelKind::LeNet5 => worker::<I, A, L, 32, 28, 14, 10, 5, 400, 6, 16, false>(one::<
+            I,
+            A,
+            32,
+            28,
+            14,
+            10,
+            5,
+            400,
+            false,
+        >()),
+        ModelKind::LeNet5Max => worker::<I, A, L, 28, 24, 12, 8, 4, 256, 6, 16, true>(one::<
+            I,
+            A,
+            28,
+            24,
+            12,
+            8,
+            4,
+            256,
+            true,
+        >()),
+        ModelKind::LeNet5Wide => worker::<I, A, L, 28, 24, 12, 8, 4, 512, 16, 32, true>(None),
     }
 }
 
-fn with_act<I: 'static, const L: usize>(
-    act: lenet_core::activation::Activation,
-    max: bool,
-) -> Box<dyn Engine>
-where
-    Worker<I, super::simd::Sigmoid, L, 32, 28, 14, 10, 5, 400, false>: Engine,
-    Worker<I, super::simd::Sigmoid, L, 28, 24, 12, 8, 4, 256, true>: Engine,
-    Worker<I, super::simd::Relu, L, 32, 28, 14, 10, 5, 400, false>: Engine,
-    Worker<I, super::simd::Relu, L, 28, 24, 12, 8, 4, 256, true>: Engine,
-    Worker<I, super::simd::Tanh, L, 32, 28, 14, 10, 5, 400, false>: Engine,
-    Worker<I, super::simd::Tanh, L, 28, 24, 12, 8, 4, 256, true>: Engine,
-{
-    use lenet_core::activation::Activation as Ac;
-    match act {
-        Ac::Sigmoid => with_model::<I, super::simd::Sigmoid, L>(max),
-        Ac::Relu => with_model::<I, super::simd::Relu, L>(max),
-        Ac::Tanh => with_model::<I, super::simd::Tanh, L>(max),
-    }
+/// [`with_model`] for each activation.
+macro_rules! with_act {
+    ($isa:ty, $l:literal, $act:expr, $kind:expr) => {{
+        use super::simd::{Relu, Sigmoid, Tanh};
+        use lenet_core::activation::Activation as Ac;
+        match $act {
+            Ac::Sigmoid => with_model::<$isa, Sigmoid, $l>($kind),
+            Ac::Relu => with_model::<$isa, Relu, $l>($kind),
+            Ac::Tanh => with_model::<$isa, Tanh, $l>($kind),
+        }
+    }};
 }
 
 /// A batched engine (blocks of `set.lanes()` images) for one model.
 pub(crate) fn new_engine(
     set: Isa,
     act: lenet_core::activation::Activation,
-    max: bool,
+    kind: ModelKind,
 ) -> Box<dyn Engine> {
     match set {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => with_act::<isa::Avx512, 16>(act, max),
+        Isa::Avx512 => with_act!(isa::Avx512, 16, act, kind),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => with_act::<isa::Avx2, 8>(act, max),
-        _ => with_act::<isa::Generic, 4>(act, max),
+        Isa::Avx2 => with_act!(isa::Avx2, 8, act, kind),
+        _ => with_act!(isa::Generic, 4, act, kind),
     }
 }

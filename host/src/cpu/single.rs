@@ -194,7 +194,7 @@ pub(crate) fn forward_one<
         }
     }
     pool1::<XN, C1, P1, C2, P2, FL, MAX>(w);
-    let b2 = S::load(&prep.b2);
+    let b2 = S::load(prep.b2::<16>());
     for oy in 0..C2 {
         for ox in 0..C2 {
             let mut acc = [S::zero(); 5];
@@ -204,7 +204,7 @@ pub(crate) fn forward_one<
                     for (v, a) in acc.iter_mut().enumerate() {
                         *a = S::fma(
                             S::splat(w.p1[oy + u][ox + v][ci]),
-                            S::load(&prep.wt2[ci][u][v]),
+                            S::load(&prep.wt2::<6, 16>()[ci][u][v]),
                             *a,
                         );
                     }
@@ -275,7 +275,7 @@ fn finish<
             }
         }
     }
-    let lay = Layout::new(FL);
+    let lay = Layout::new(6, 16, FL);
     let m = |a: usize, b: usize| &params[a..b];
     let w1: &[[f32; FL]; 120] = m(lay.f1w, lay.f1b).as_chunks().0.try_into().expect("fc1");
     let w2: &[[f32; 120]; 84] = m(lay.f2w, lay.f2b).as_chunks().0.try_into().expect("fc2");
@@ -341,7 +341,10 @@ pub(crate) fn forward_one8<
     pool1::<XN, C1, P1, C2, P2, FL, MAX>(w);
     // conv2: 16 output channels in two vectors, one accumulator pair per
     // kernel column (summed in the same order as the 16-lane path).
-    let b2 = [S::load(&prep.b2[..]), S::load(&prep.b2[8..])];
+    let b2 = [
+        S::load(&prep.b2::<16>()[..]),
+        S::load(&prep.b2::<16>()[8..]),
+    ];
     for oy in 0..C2 {
         for ox in 0..C2 {
             let mut acc = [[S::zero(); 2]; 5];
@@ -350,7 +353,7 @@ pub(crate) fn forward_one8<
                 for u in 0..5 {
                     for (v, a) in acc.iter_mut().enumerate() {
                         let xs = S::splat(w.p1[oy + u][ox + v][ci]);
-                        let wt = &prep.wt2[ci][u][v];
+                        let wt = &prep.wt2::<6, 16>()[ci][u][v];
                         a[0] = S::fma(xs, S::load(&wt[..]), a[0]);
                         a[1] = S::fma(xs, S::load(&wt[8..]), a[1]);
                     }

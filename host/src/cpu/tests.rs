@@ -17,14 +17,10 @@ fn reference_image(
     label: usize,
     g: &mut [f64],
 ) -> ([f64; 10], f64) {
-    let max = kind == ModelKind::LeNet5Max;
-    let (pad, c1, p1, c2, p2) = if max {
-        (0, 24, 12, 8, 4)
-    } else {
-        (2, 28, 14, 10, 5)
-    };
-    let fl = 16 * p2 * p2;
-    let lay = Layout::new(fl);
+    let max = kind.is_max_pool();
+    let (pad, c1, p1, c2) = if max { (0, 24, 12, 8) } else { (2, 28, 14, 10) };
+    let (n1, n2) = kind.channels();
+    let lay = Layout::of(kind);
     let w = |i: usize| f64::from(p[i]);
     let f = |x: f64| match act {
         Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
@@ -43,9 +39,9 @@ fn reference_image(
             0.0
         }
     };
-    // conv1 + act: a1 (6, c1, c1)
-    let mut a1 = vec![0.0; 6 * c1 * c1];
-    for co in 0..6 {
+    // conv1 + act: a1 (n1, c1, c1)
+    let mut a1 = vec![0.0; n1 * c1 * c1];
+    for co in 0..n1 {
         for oy in 0..c1 {
             for ox in 0..c1 {
                 let mut s = w(lay.c1b + co);
@@ -87,16 +83,16 @@ fn reference_image(
         }
         (y, arg)
     };
-    let (pp1, arg1) = pool(&a1, 6, c1);
-    let mut a2 = vec![0.0; 16 * c2 * c2];
-    for co in 0..16 {
+    let (pp1, arg1) = pool(&a1, n1, c1);
+    let mut a2 = vec![0.0; n2 * c2 * c2];
+    for co in 0..n2 {
         for oy in 0..c2 {
             for ox in 0..c2 {
                 let mut s = w(lay.c2b + co);
-                for ci in 0..6 {
+                for ci in 0..n1 {
                     for u in 0..5 {
                         for v in 0..5 {
-                            s += w(lay.c2w + (co * 6 + ci) * 25 + u * 5 + v)
+                            s += w(lay.c2w + (co * n1 + ci) * 25 + u * 5 + v)
                                 * pp1[(ci * p1 + oy + u) * p1 + ox + v];
                         }
                     }
@@ -105,7 +101,7 @@ fn reference_image(
             }
         }
     }
-    let (pp2, arg2) = pool(&a2, 16, c2);
+    let (pp2, arg2) = pool(&a2, n2, c2);
     let dense = |x: &[f64], wo: usize, bo: usize, o: usize, act_on: bool| -> Vec<f64> {
         (0..o)
             .map(|j| {
@@ -164,17 +160,17 @@ fn reference_image(
         }
         da.iter().zip(a).map(|(d, y)| d * df(*y)).collect()
     };
-    let dzc2 = unpool(&dp2, &arg2, &a2, 16, c2);
-    let mut dp1 = vec![0.0; 6 * p1 * p1];
-    for co in 0..16 {
+    let dzc2 = unpool(&dp2, &arg2, &a2, n2, c2);
+    let mut dp1 = vec![0.0; n1 * p1 * p1];
+    for co in 0..n2 {
         for oy in 0..c2 {
             for ox in 0..c2 {
                 let d = dzc2[(co * c2 + oy) * c2 + ox];
                 g[lay.c2b + co] += d;
-                for ci in 0..6 {
+                for ci in 0..n1 {
                     for u in 0..5 {
                         for v in 0..5 {
-                            let wi = lay.c2w + (co * 6 + ci) * 25 + u * 5 + v;
+                            let wi = lay.c2w + (co * n1 + ci) * 25 + u * 5 + v;
                             let xi = (ci * p1 + oy + u) * p1 + ox + v;
                             g[wi] += d * pp1[xi];
                             dp1[xi] += w(wi) * d;
@@ -184,8 +180,8 @@ fn reference_image(
             }
         }
     }
-    let dzc1 = unpool(&dp1, &arg1, &a1, 6, c1);
-    for co in 0..6 {
+    let dzc1 = unpool(&dp1, &arg1, &a1, n1, c1);
+    for co in 0..n1 {
         for oy in 0..c1 {
             for ox in 0..c1 {
                 let d = dzc1[(co * c1 + oy) * c1 + ox];
@@ -286,7 +282,7 @@ fn isas() -> Vec<Isa> {
 #[test]
 fn matches_reference_forward_and_gradients() {
     let n = 37;
-    for kind in [ModelKind::LeNet5, ModelKind::LeNet5Max] {
+    for kind in ModelKind::ALL {
         let params = random_params(kind, 3);
         let (x, labels) = batch(n, 5);
         for act in Activation::ALL {
@@ -444,6 +440,10 @@ fn rejects_wrong_param_count() {
         }
     ));
     assert_eq!(num_params(ModelKind::LeNet5Max), 44_426);
+    assert_eq!(num_params(ModelKind::LeNet5Wide), 85_822);
+    for kind in ModelKind::ALL {
+        assert_eq!(num_params(kind), kind.num_params());
+    }
 }
 
 fn core_flat<P: lenet_core::optim::Parameters>(p: &P) -> Vec<f32> {
@@ -578,6 +578,7 @@ fn check_against_core<M: lenet_core::model::Model>(
 fn matches_lenet_core_model() {
     use lenet_core::model::{
         LeNet5, LeNet5Activations, LeNet5Max, LeNet5MaxActivations, LeNet5MaxParams, LeNet5Params,
+        LeNet5Wide, LeNet5WideActivations, LeNet5WideParams,
     };
     for act in Activation::ALL {
         check_against_core(
@@ -596,6 +597,14 @@ fn matches_lenet_core_model() {
             Box::new(LeNet5MaxParams::zeroed()),
             Box::new(LeNet5MaxActivations::zeroed()),
         );
+        check_against_core(
+            LeNet5Wide { act },
+            ModelKind::LeNet5Wide,
+            act,
+            Box::new(LeNet5WideParams::zeroed()),
+            Box::new(LeNet5WideParams::zeroed()),
+            Box::new(LeNet5WideActivations::zeroed()),
+        );
     }
 }
 
@@ -603,7 +612,7 @@ fn matches_lenet_core_model() {
 /// with the block path and the reference.
 #[test]
 fn single_image_path_matches_blocks() {
-    for kind in [ModelKind::LeNet5, ModelKind::LeNet5Max] {
+    for kind in ModelKind::ALL {
         let params = random_params(kind, 13);
         let (x, labels) = batch(3, 8);
         for act in Activation::ALL {
