@@ -19,16 +19,16 @@
 //! use the `Params` type; "scratch" is the stack buffer `backward` uses for
 //! activation gradients (`LeNet5::BACKWARD_SCRATCH_BYTES`).
 //!
-//! | buffer                                    | [`LeNet5`](model::LeNet5) | [`LeNet5Max`](model::LeNet5Max) |
-//! |-------------------------------------------|----------:|----------:|
-//! | `Params` (61 706 / 44 426 scalars)        |   246 824 |   177 704 |
-//! | `Activations`                             |    35 512 |    28 632 |
-//! | **inference**: params + activations       | **282 336** | **206 336** |
-//! | grads (`Params`)                          |   246 824 |   177 704 |
-//! | `AdamState<Params>`                       |   493 652 |   355 412 |
-//! | **training with Adam**: params + grads + activations + Adam state | **1 022 812** | **739 452** |
-//! | backward stack scratch                    |    32 336 |    23 216 |
-//! | `SgdState<Params>` (instead of Adam)      |   246 828 |   177 708 |
+//! | buffer                                    | [`LeNet5`](model::LeNet5) | [`LeNet5Max`](model::LeNet5Max) | [`LeNet5Wide`](model::LeNet5Wide) |
+//! |-------------------------------------------|----------:|----------:|----------:|
+//! | `Params` (61 706 / 44 426 / 85 822 scalars) |   246 824 |   177 704 |   343 288 |
+//! | `Activations`                             |    35 512 |    28 632 |    65 944 |
+//! | **inference**: params + activations       | **282 336** | **206 336** | **409 232** |
+//! | grads (`Params`)                          |   246 824 |   177 704 |   343 288 |
+//! | `AdamState<Params>`                       |   493 652 |   355 412 |   686 580 |
+//! | **training with Adam**: params + grads + activations + Adam state | **1 022 812** | **739 452** | **1 439 100** |
+//! | backward stack scratch                    |    32 336 |    23 216 |    57 136 |
+//! | `SgdState<Params>` (instead of Adam)      |   246 828 |   177 708 |   343 292 |
 //!
 //! For inference the parameters can be an immutable `static` (flash), so
 //! the RAM needed is the activations alone. Float training does not fit a
@@ -38,7 +38,7 @@
 //! ```
 //! use core::mem::size_of;
 //! use lenet_core::model::*;
-//! use lenet_core::optim::AdamState;
+//! use lenet_core::optim::{AdamState, SgdState};
 //! assert_eq!(size_of::<LeNet5Params>() + size_of::<LeNet5Activations>(), 282_336);
 //! assert_eq!(size_of::<LeNet5MaxParams>() + size_of::<LeNet5MaxActivations>(), 206_336);
 //! let train = |p: usize, a: usize, adam: usize| 2 * p + a + adam;
@@ -50,7 +50,14 @@
 //!     train(size_of::<LeNet5MaxParams>(), size_of::<LeNet5MaxActivations>(), size_of::<AdamState<LeNet5MaxParams>>()),
 //!     739_452
 //! );
+//! assert_eq!(
+//!     train(size_of::<LeNet5WideParams>(), size_of::<LeNet5WideActivations>(), size_of::<AdamState<LeNet5WideParams>>()),
+//!     1_439_100
+//! );
+//! assert_eq!(size_of::<LeNet5WideParams>() + size_of::<LeNet5WideActivations>(), 409_232);
+//! assert_eq!(size_of::<SgdState<LeNet5WideParams>>(), 343_292);
 //! assert_eq!((LeNet5::BACKWARD_SCRATCH_BYTES, LeNet5Max::BACKWARD_SCRATCH_BYTES), (32_336, 23_216));
+//! assert_eq!(LeNet5Wide::BACKWARD_SCRATCH_BYTES, 57_136);
 //! ```
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]

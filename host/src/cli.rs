@@ -490,8 +490,20 @@ fn load_model(p: &Path) -> Result<(PathBuf, ModelFile)> {
     Ok((path, m))
 }
 
+/// The int8 architecture of `m` (loaded from `path`), checked before any
+/// slow work starts.
+fn quant_arch(path: &Path, m: &ModelFile) -> Result<lenet_core::quant::QuantArch> {
+    m.meta
+        .kind
+        .try_into()
+        .with_context(|| format!("cannot quantize {}", path.display()))
+}
+
 fn cmd_eval(a: EvalArgs) -> Result<()> {
     let (path, m) = load_model(&a.model)?;
+    if a.int8 && a.q8.is_none() {
+        quant_arch(&path, &m)?;
+    }
     let data = load_data(&a.data)?;
     let all = if a.train_set { &data.train } else { &data.test };
     let limited;
@@ -603,6 +615,7 @@ fn export_int8(
     d: &DataArg,
 ) -> Result<()> {
     use crate::int8::{compare, write_q8};
+    quant_arch(path, m)?;
     let data = load_data(d)?;
     let n = calibration.clamp(1, data.train.len());
     let q = quantize_model(m, calibration, &data.train)?;
@@ -764,5 +777,34 @@ mod tests {
                 .is_ok()
         );
         assert!(Cli::try_parse_from(["host", "train", "--act", "gelu"]).is_err());
+    }
+
+    #[test]
+    fn every_model_kind_has_a_cli_name() {
+        for kind in lenet_core::model::ModelKind::ALL {
+            let arg = ModelArg::from_str(kind.name(), false).unwrap();
+            assert_eq!(core_kind(arg), kind);
+        }
+    }
+
+    #[test]
+    fn wide_model_is_refused_for_int8_with_the_file_named() {
+        use lenet_core::model::ModelKind;
+        let m = ModelFile {
+            meta: crate::modelfile::ModelMeta {
+                kind: ModelKind::LeNet5Wide,
+                act: lenet_core::activation::Activation::Relu,
+                norm: Normalization::STANDARD,
+            },
+            params: vec![0.0; ModelKind::LeNet5Wide.num_params()],
+            checkpoint: None,
+        };
+        let e = quant_arch(Path::new("runs/w/model.lenet"), &m).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("runs/w/model.lenet"), "{msg}");
+        assert!(msg.contains("lenet5-wide has no int8 model"), "{msg}");
+        let mut m = m;
+        m.meta.kind = ModelKind::LeNet5Max;
+        assert!(quant_arch(Path::new("m"), &m).is_ok());
     }
 }

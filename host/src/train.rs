@@ -42,7 +42,7 @@ pub const EVAL_BATCH: usize = 1000;
 /// Everything that defines a run; saved in checkpoints.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainSettings {
-    /// `lenet5` or `lenet5-max`.
+    /// `lenet5`, `lenet5-max` or `lenet5-wide`.
     pub model: String,
     /// `sigmoid`, `relu` or `tanh`.
     pub act: String,

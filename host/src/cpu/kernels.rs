@@ -20,12 +20,14 @@ pub(crate) type V<const L: usize> = [f32; L];
 /// fused: `y[co][oy][ox] = act(b[co] + sum_{ci,u,v} w[co][ci][u][v] * x[ci][oy+u][ox+v])`.
 ///
 /// `wt` is the weight transposed to `(CI, K, K, CO)` so that the `CO`
-/// weights of one tap are contiguous.
+/// weights of one tap are contiguous. `CB` output channels (a divisor of
+/// `CO`) are accumulated in registers per pass over the input window.
 #[inline(always)]
 pub(crate) fn conv_fwd<
     S: Simd,
     A: Act,
     const L: usize,
+    const CB: usize,
     const CI: usize,
     const CO: usize,
     const K: usize,
@@ -40,22 +42,26 @@ pub(crate) fn conv_fwd<
     b: &[f32; CO],                  // (CO,)
 ) {
     const { assert!(S::LANES == L && IH == OH + K - 1 && IW == OW + K - 1) }
+    // Runtime check, as in `conv_dw`.
+    assert!(CO.is_multiple_of(CB));
     for oy in 0..OH {
         for ox in 0..OW {
-            let mut acc: [S::V; CO] = core::array::from_fn(|co| S::splat(b[co]));
-            for ci in 0..CI {
-                for u in 0..K {
-                    for v in 0..K {
-                        let xv = S::load(&x[ci][oy + u][ox + v]);
-                        let wr = &wt[ci][u][v];
-                        for co in 0..CO {
-                            acc[co] = S::fma(S::splat(wr[co]), xv, acc[co]);
+            for c0 in (0..CO).step_by(CB) {
+                let mut acc: [S::V; CB] = core::array::from_fn(|c| S::splat(b[c0 + c]));
+                for ci in 0..CI {
+                    for u in 0..K {
+                        for v in 0..K {
+                            let xv = S::load(&x[ci][oy + u][ox + v]);
+                            let wr = &wt[ci][u][v][c0..c0 + CB];
+                            for c in 0..CB {
+                                acc[c] = S::fma(S::splat(wr[c]), xv, acc[c]);
+                            }
                         }
                     }
                 }
-            }
-            for co in 0..CO {
-                S::store(&mut y[co][oy][ox], A::fv::<S>(acc[co]));
+                for c in 0..CB {
+                    S::store(&mut y[c0 + c][oy][ox], A::fv::<S>(acc[c]));
+                }
             }
         }
     }
@@ -137,11 +143,13 @@ pub(crate) fn bias_grad<S: Simd, const L: usize, const C: usize, const H: usize,
 /// `dx[ci][iy][ix] = sum_{co,u,v} w[co][ci][u][v] * dy[co][iy-u][ix-v]`
 /// over the terms whose `dy` index lies inside the output.
 ///
-/// `wd` is the weight transposed to `(CO, K, K, CI)`.
+/// `wd` is the weight transposed to `(CO, K, K, CI)`; `IB` input channels
+/// (a divisor of `CI`) are accumulated in registers per pass.
 #[inline(always)]
 pub(crate) fn conv_dx<
     S: Simd,
     const L: usize,
+    const IB: usize,
     const CI: usize,
     const CO: usize,
     const K: usize,
@@ -155,26 +163,30 @@ pub(crate) fn conv_dx<
     wd: &[[[[f32; CI]; K]; K]; CO],  // (CO, K, K, CI)
 ) {
     const { assert!(S::LANES == L && IH == OH + K - 1 && IW == OW + K - 1) }
+    // Runtime check, as in `conv_dw`.
+    assert!(CI.is_multiple_of(IB));
     for iy in 0..IH {
         let u_lo = (iy + 1).saturating_sub(OH);
         let u_hi = iy.min(K - 1);
         for ix in 0..IW {
             let v_lo = (ix + 1).saturating_sub(OW);
             let v_hi = ix.min(K - 1);
-            let mut acc = [S::zero(); CI];
-            for co in 0..CO {
-                for u in u_lo..=u_hi {
-                    for v in v_lo..=v_hi {
-                        let d = S::load(&dy[co][iy - u][ix - v]);
-                        let wr = &wd[co][u][v];
-                        for ci in 0..CI {
-                            acc[ci] = S::fma(S::splat(wr[ci]), d, acc[ci]);
+            for i0 in (0..CI).step_by(IB) {
+                let mut acc = [S::zero(); IB];
+                for co in 0..CO {
+                    for u in u_lo..=u_hi {
+                        for v in v_lo..=v_hi {
+                            let d = S::load(&dy[co][iy - u][ix - v]);
+                            let wr = &wd[co][u][v][i0..i0 + IB];
+                            for i in 0..IB {
+                                acc[i] = S::fma(S::splat(wr[i]), d, acc[i]);
+                            }
                         }
                     }
                 }
-            }
-            for ci in 0..CI {
-                S::store(&mut dx[ci][iy][ix], acc[ci]);
+                for i in 0..IB {
+                    S::store(&mut dx[i0 + i][iy][ix], acc[i]);
+                }
             }
         }
     }

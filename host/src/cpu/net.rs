@@ -29,6 +29,10 @@ use super::simd::{Act, Isa, Portable, Simd};
 use super::simd::{Avx2, Avx512};
 use lenet_core::model::ModelKind;
 
+/// Channels per register pass of a convolution wider than 16 (forward) or
+/// 8 (input gradient).
+const CONV_CB: usize = 8;
+
 /// Pixels of one input image (`1 x 28 x 28`).
 pub(crate) const IMG: usize = 28 * 28;
 /// Output classes.
@@ -322,9 +326,28 @@ fn forward_block<
             }
         }
     }
-    conv_fwd::<S, A, L, 1, N1, 5, XN, XN, C1, C1>(&mut w.a1, &w.x, prep.wt1(), prep.b1());
+    // At most 16 output channels' accumulators in registers per pass.
+    if N1 <= 16 {
+        conv_fwd::<S, A, L, N1, 1, N1, 5, XN, XN, C1, C1>(&mut w.a1, &w.x, prep.wt1(), prep.b1());
+    } else {
+        conv_fwd::<S, A, L, CONV_CB, 1, N1, 5, XN, XN, C1, C1>(
+            &mut w.a1,
+            &w.x,
+            prep.wt1(),
+            prep.b1(),
+        );
+    }
     pool2_fwd::<S, L, MAX, N1, C1, C1, P1, P1>(&mut w.p1, &w.a1);
-    conv_fwd::<S, A, L, N1, N2, 5, P1, P1, C2, C2>(&mut w.a2, &w.p1, prep.wt2(), prep.b2());
+    if N2 <= 16 {
+        conv_fwd::<S, A, L, N2, N1, N2, 5, P1, P1, C2, C2>(&mut w.a2, &w.p1, prep.wt2(), prep.b2());
+    } else {
+        conv_fwd::<S, A, L, CONV_CB, N1, N2, 5, P1, P1, C2, C2>(
+            &mut w.a2,
+            &w.p1,
+            prep.wt2(),
+            prep.b2(),
+        );
+    }
     pool2_fwd::<S, L, MAX, N2, C2, C2, P2, P2>(&mut w.p2, &w.a2);
     let f: &[V<L>; FL] =
         w.p2.as_flattened()
@@ -491,7 +514,11 @@ fn train_chunk<
         pool2_act_bwd::<S, A, L, MAX, N2, C2, C2, P2, P2>(&mut w.dzc2, &w.dp2, &w.a2, &w.p2);
         conv_dw::<S, L, 4, N1, N2, 5, P1, P1, C2, C2>(&mut w.gw2, &w.dzc2, &w.p1);
         bias_grad::<S, L, N2, C2, C2>(&mut w.gb2, &w.dzc2);
-        conv_dx::<S, L, N1, N2, 5, P1, P1, C2, C2>(&mut w.dp1, &w.dzc2, prep.wd2());
+        if N1 <= 8 {
+            conv_dx::<S, L, N1, N1, N2, 5, P1, P1, C2, C2>(&mut w.dp1, &w.dzc2, prep.wd2());
+        } else {
+            conv_dx::<S, L, CONV_CB, N1, N2, 5, P1, P1, C2, C2>(&mut w.dp1, &w.dzc2, prep.wd2());
+        }
         pool2_act_bwd::<S, A, L, MAX, N1, C1, C1, P1, P1>(&mut w.dzc1, &w.dp1, &w.a1, &w.p1);
         // Three channels' taps in registers where they divide N1 (6), else four.
         if N1.is_multiple_of(3) {
