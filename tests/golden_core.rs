@@ -87,6 +87,10 @@ const OPTIM_TOL: (f32, f32) = (1e-6, 1e-5);
 const MODEL_TOL: (f32, f32) = (1e-6, 1e-5);
 /// LeNet-5 after 10 Adam / 5 SGD steps: losses and final weights.
 const TRAIN_TOL: (f32, f32) = (1e-6, 1e-5);
+/// The same for the 16/32-channel LeNet, as for the host trainer: Adam's
+/// first steps are about `lr * sign(g)`, so a weight whose gradient is
+/// float noise (12,800 conv2 weights here) can end up a few 1e-6 away.
+const WIDE_TRAIN_TOL: (f32, f32) = (1e-5, 1e-5);
 
 // ---------------------------------------------------------------- conv2d
 
@@ -697,6 +701,7 @@ fn check_model<M: lenet_core::model::Model>(
     name: &str,
     zero: Box<M::Params>,
     mut acts: Box<M::Activations>,
+    train_tol: (f32, f32),
 ) -> (Worst, Worst) {
     use lenet_core::loss::cross_entropy;
     use lenet_core::model::{accumulate_gradients, train_step_batch};
@@ -735,7 +740,7 @@ fn check_model<M: lenet_core::model::Model>(
     fwd = fwd.max(compare_params(&*grads, &format!("{p}/grad"), atol, rtol));
 
     // Training: PyTorch records the loss *before* each step.
-    let (atol, rtol) = TRAIN_TOL;
+    let (atol, rtol) = train_tol;
     let mut train = Worst::default();
     for opt_name in ["adam", "sgd"] {
         let mut params = zero.clone();
@@ -796,6 +801,7 @@ fn lenet5_classic_matches_pytorch() {
             "classic",
             Box::new(LeNet5Params::zeroed()),
             Box::new(LeNet5Activations::zeroed()),
+            TRAIN_TOL,
         );
         println!("lenet classic worst: forward/gradients {fwd:?}, training {train:?}");
     });
@@ -813,8 +819,27 @@ fn lenet5_max_matches_pytorch() {
             "max",
             Box::new(LeNet5MaxParams::zeroed()),
             Box::new(LeNet5MaxActivations::zeroed()),
+            TRAIN_TOL,
         );
         println!("lenet max worst: forward/gradients {fwd:?}, training {train:?}");
+    });
+}
+
+#[test]
+fn lenet5_wide_matches_pytorch() {
+    use lenet_core::activation::Activation;
+    use lenet_core::model::{LeNet5Wide, LeNet5WideActivations, LeNet5WideParams};
+    with_big_stack(|| {
+        let (fwd, train) = check_model(
+            &LeNet5Wide {
+                act: Activation::Sigmoid,
+            },
+            "wide",
+            Box::new(LeNet5WideParams::zeroed()),
+            Box::new(LeNet5WideActivations::zeroed()),
+            WIDE_TRAIN_TOL,
+        );
+        println!("lenet wide worst: forward/gradients {fwd:?}, training {train:?}");
     });
 }
 
@@ -835,8 +860,8 @@ fn golden_files_hold_only_tested_groups() {
         ],
     );
     let l = lenet();
-    check_covered(l, "lenet", &["x", "labels", "classic", "max"]);
-    for v in ["classic", "max"] {
+    check_covered(l, "lenet", &["x", "labels", "classic", "max", "wide"]);
+    for v in ["classic", "max", "wide"] {
         check_covered(
             l,
             &format!("lenet/{v}"),

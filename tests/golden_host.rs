@@ -123,3 +123,9 @@ fn cpu_trainer_matches_pytorch_lenet5_max() {
     let (fwd, train) = check(ModelKind::LeNet5Max, "max");
     println!("host max worst: forward/gradients {fwd:?}, training {train:?}");
 }
+
+#[test]
+fn cpu_trainer_matches_pytorch_lenet5_wide() {
+    let (fwd, train) = check(ModelKind::LeNet5Wide, "wide");
+    println!("host wide worst: forward/gradients {fwd:?}, training {train:?}");
+}

@@ -10,7 +10,8 @@ Output (committed to the repository, so the Rust tests never need PyTorch):
 
     tests/golden/ops.bin    conv2d, pooling, linear, activations, losses,
                             optimizers, the two-sample course model
-    tests/golden/lenet.bin  LeNet-5 classic and the max-pool variant: weights,
+    tests/golden/lenet.bin  LeNet-5 classic, the max-pool variant and its
+                            16/32-channel widening: weights,
                             logits, loss, gradients, Adam and SGD steps
 
 File format (little-endian), documented in tests/golden/README.md:
@@ -416,6 +417,13 @@ def lenet_max():
         nn.Linear(256, 120), nn.Sigmoid(), nn.Linear(120, 84), nn.Sigmoid(), nn.Linear(84, 10))
 
 
+def lenet_wide():
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 5), nn.Sigmoid(), nn.MaxPool2d(2, 2),
+        nn.Conv2d(16, 32, 5), nn.Sigmoid(), nn.MaxPool2d(2, 2), nn.Flatten(),
+        nn.Linear(512, 120), nn.Sigmoid(), nn.Linear(120, 84), nn.Sigmoid(), nn.Linear(84, 10))
+
+
 LENET_BATCH = 4
 ADAM_STEPS = 10
 SGD_STEPS = 5
@@ -475,6 +483,7 @@ def main():
     lenet.add("lenet/labels", labels.to(torch.float32), "their labels (t10k-labels-idx1-ubyte)")
     gen_lenet(lenet, "classic", lenet_classic, 10, x, labels)
     gen_lenet(lenet, "max", lenet_max, 11, x, labels)
+    gen_lenet(lenet, "wide", lenet_wide, 12, x, labels)
     lenet.write(os.path.join(HERE, "lenet.bin"))
 
 
