@@ -512,7 +512,11 @@ fn train_chunk<
         }
         // Convolutions.
         pool2_act_bwd::<S, A, L, MAX, N2, C2, C2, P2, P2>(&mut w.dzc2, &w.dp2, &w.a2, &w.p2);
-        conv_dw::<S, L, 4, N1, N2, 5, P1, P1, C2, C2>(&mut w.gw2, &w.dzc2, &w.p1);
+        if S::LANES == 8 {
+            conv_dw::<S, L, 2, N1, N2, 5, P1, P1, C2, C2>(&mut w.gw2, &w.dzc2, &w.p1);
+        } else {
+            conv_dw::<S, L, 4, N1, N2, 5, P1, P1, C2, C2>(&mut w.gw2, &w.dzc2, &w.p1);
+        }
         bias_grad::<S, L, N2, C2, C2>(&mut w.gb2, &w.dzc2);
         if N1 <= 8 {
             conv_dx::<S, L, N1, N1, N2, 5, P1, P1, C2, C2>(&mut w.dp1, &w.dzc2, prep.wd2());
@@ -521,7 +525,9 @@ fn train_chunk<
         }
         pool2_act_bwd::<S, A, L, MAX, N1, C1, C1, P1, P1>(&mut w.dzc1, &w.dp1, &w.a1, &w.p1);
         // Three channels' taps in registers where they divide N1 (6), else four.
-        if N1.is_multiple_of(3) {
+        if S::LANES == 8 {
+            conv_dw::<S, L, 2, 1, N1, 5, XN, XN, C1, C1>(&mut w.gw1, &w.dzc1, &w.x);
+        } else if N1.is_multiple_of(3) {
             conv_dw::<S, L, 3, 1, N1, 5, XN, XN, C1, C1>(&mut w.gw1, &w.dzc1, &w.x);
         } else {
             conv_dw::<S, L, 4, 1, N1, 5, XN, XN, C1, C1>(&mut w.gw1, &w.dzc1, &w.x);
