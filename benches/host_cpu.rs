@@ -39,12 +39,9 @@ fn host_cpu(c: &mut Criterion) {
     random_data(&mut x, 7);
     let labels: Vec<u8> = (0..BATCH).map(|i| (i % 10) as u8).collect();
     let mut logits = vec![0.0; BATCH * 10];
-    for (kind, name) in [
-        (ModelKind::LeNet5, "lenet5"),
-        (ModelKind::LeNet5Max, "lenet5-max"),
-    ] {
+    for kind in ModelKind::ALL {
         let mut t = trainer(kind, Activation::Sigmoid);
-        let mut g = c.benchmark_group(format!("host_cpu/{name}"));
+        let mut g = c.benchmark_group(format!("host_cpu/{}", kind.name()));
         g.throughput(Throughput::Elements(BATCH as u64));
         g.bench_function("train_step_adam_b256", |b| {
             b.iter(|| black_box(t.train_batch(black_box(&x), &labels)))

@@ -1,4 +1,4 @@
-//! Tests of both models: exact sizes, gradients against finite differences,
+//! Tests of the models: exact sizes, gradients against finite differences,
 //! and training that actually learns.
 
 use super::*;

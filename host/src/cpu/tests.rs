@@ -277,7 +277,7 @@ fn isas() -> Vec<Isa> {
 }
 
 /// Logits, loss and every gradient of the batched path against the
-/// reference, for both models, all activations and instruction sets, a
+/// reference, for every model, all activations and instruction sets, a
 /// batch that is not a multiple of any block and both thread counts.
 #[test]
 fn matches_reference_forward_and_gradients() {
