@@ -29,8 +29,9 @@ use super::simd::{Act, Isa, Portable, Simd};
 use super::simd::{Avx2, Avx512};
 use lenet_core::model::ModelKind;
 
-/// Channels per register pass of a convolution wider than 16 (forward) or
-/// 8 (input gradient).
+/// Channels per register pass of a convolution wider than 8 (AVX2 and
+/// baseline) or 16 (AVX-512) output channels (forward), or 8 input
+/// channels (input gradient).
 const CONV_CB: usize = 8;
 
 /// Pixels of one input image (`1 x 28 x 28`).
@@ -326,8 +327,9 @@ fn forward_block<
             }
         }
     }
-    // At most 16 output channels' accumulators in registers per pass.
-    if N1 <= 16 {
+    // 16 accumulators plus an input and a broadcast weight do not fit in
+    // AVX2's 16 registers: there, 8 channels per pass.
+    if N1 <= 8 || (S::LANES == 16 && N1 <= 16) {
         conv_fwd::<S, A, L, N1, 1, N1, 5, XN, XN, C1, C1>(&mut w.a1, &w.x, prep.wt1(), prep.b1());
     } else {
         conv_fwd::<S, A, L, CONV_CB, 1, N1, 5, XN, XN, C1, C1>(
@@ -338,7 +340,7 @@ fn forward_block<
         );
     }
     pool2_fwd::<S, L, MAX, N1, C1, C1, P1, P1>(&mut w.p1, &w.a1);
-    if N2 <= 16 {
+    if N2 <= 8 || (S::LANES == 16 && N2 <= 16) {
         conv_fwd::<S, A, L, N2, N1, N2, 5, P1, P1, C2, C2>(&mut w.a2, &w.p1, prep.wt2(), prep.b2());
     } else {
         conv_fwd::<S, A, L, CONV_CB, N1, N2, 5, P1, P1, C2, C2>(
