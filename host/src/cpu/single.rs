@@ -4,8 +4,8 @@
 //! to 16), activations are `(H, W, 16)`, and the fully connected layers
 //! are dot products along the input. [`forward_one`] needs 16-lane vectors
 //! (AVX-512); [`forward_one8`] is the same pass for 8-lane vectors (AVX2),
-//! with each group of 16 channels in two vectors and the same arithmetic
-//! per channel. The 4-lane baseline runs single images as a block.
+//! with each group of 16 channels in two vectors (and conv2 blocked over
+//! two output columns). The 4-lane baseline runs single images as a block.
 
 use super::net::{CLASSES, IMG, Layout, Prepared};
 use super::simd::{Act, Simd};
@@ -289,8 +289,10 @@ fn finish<
 }
 
 /// [`forward_one`] for 8-lane vectors: each 16-column half of a conv1
-/// output row, and each group of 16 channels, is two vectors. Every channel
-/// sees the same operations in the same order as in [`forward_one`].
+/// output row, and each group of 16 channels, is two vectors. conv1 and the
+/// dense layers do the same operations in the same order as in
+/// [`forward_one`]; conv2 runs two output columns at a time (AVX2 has half
+/// the registers and is bound by loads), so its sums round differently.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_one8<
@@ -339,30 +341,39 @@ pub(crate) fn forward_one8<
         }
     }
     pool1::<XN, C1, P1, C2, P2, FL, MAX>(w);
-    // conv2: 16 output channels in two vectors, one accumulator pair per
-    // kernel column (summed in the same order as the 16-lane path).
+    // conv2: 16 output channels in two vectors, two output columns at a
+    // time so that each weight load feeds four FMAs, and two partial sums
+    // per column and half (even and odd kernel columns).
+    const { assert!(C2.is_multiple_of(2)) }
     let b2 = [
         S::load(&prep.b2::<16>()[..]),
         S::load(&prep.b2::<16>()[8..]),
     ];
+    let wt2 = prep.wt2::<6, 16>();
     for oy in 0..C2 {
-        for ox in 0..C2 {
-            let mut acc = [[S::zero(); 2]; 5];
-            acc[0] = b2;
-            for ci in 0..6 {
-                for u in 0..5 {
-                    for (v, a) in acc.iter_mut().enumerate() {
-                        let xs = S::splat(w.p1[oy + u][ox + v][ci]);
-                        let wt = &prep.wt2::<6, 16>()[ci][u][v];
-                        a[0] = S::fma(xs, S::load(&wt[..]), a[0]);
-                        a[1] = S::fma(xs, S::load(&wt[8..]), a[1]);
+        for ox in (0..C2).step_by(2) {
+            // acc[column][chain][half]
+            let mut acc = [[[S::zero(); 2]; 2]; 2];
+            acc[0][0] = b2;
+            acc[1][0] = b2;
+            for (ci, wc) in wt2.iter().enumerate() {
+                for (u, wu) in wc.iter().enumerate() {
+                    let row = &w.p1[oy + u];
+                    for (v, wt) in wu.iter().enumerate() {
+                        let (w0, w1) = (S::load(&wt[..]), S::load(&wt[8..]));
+                        for (c, a) in acc.iter_mut().enumerate() {
+                            let xs = S::splat(row[ox + c + v][ci]);
+                            let k = &mut a[v % 2];
+                            k[0] = S::fma(xs, w0, k[0]);
+                            k[1] = S::fma(xs, w1, k[1]);
+                        }
                     }
                 }
             }
-            let [a0, a1, a2, a3, a4] = acc;
-            for (h, out) in w.a2[oy][ox].chunks_exact_mut(8).enumerate() {
-                let s = S::add(S::add(S::add(a0[h], a1[h]), S::add(a2[h], a3[h])), a4[h]);
-                S::store(out, A::fv::<S>(s));
+            for (c, a) in acc.iter().enumerate() {
+                for (h, out) in w.a2[oy][ox + c].chunks_exact_mut(8).enumerate() {
+                    S::store(out, A::fv::<S>(S::add(a[0][h], a[1][h])));
+                }
             }
         }
     }
