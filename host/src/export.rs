@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use lenet_core::activation::Activation;
-use lenet_core::model::ModelKind;
+use lenet_core::model::{ModelKind, PARAM_NAMES};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::data::Normalization;
@@ -45,20 +45,11 @@ pub enum ExportError {
 
 /// `(name, shape)` of every tensor of `kind`, `state_dict` order.
 pub fn state_dict_layout(kind: ModelKind) -> Vec<(&'static str, Vec<usize>)> {
-    let flat = kind.flat_features();
-    let (n1, n2) = kind.channels();
-    vec![
-        ("0.weight", vec![n1, 1, 5, 5]),
-        ("0.bias", vec![n1]),
-        ("3.weight", vec![n2, n1, 5, 5]),
-        ("3.bias", vec![n2]),
-        ("7.weight", vec![120, flat]),
-        ("7.bias", vec![120]),
-        ("9.weight", vec![84, 120]),
-        ("9.bias", vec![84]),
-        ("11.weight", vec![10, 84]),
-        ("11.bias", vec![10]),
-    ]
+    PARAM_NAMES
+        .into_iter()
+        .zip(kind.shapes())
+        .map(|(name, shape)| (name, shape.to_vec()))
+        .collect()
 }
 
 /// The PyTorch module whose `state_dict` matches the export.

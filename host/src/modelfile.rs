@@ -45,10 +45,7 @@ const FLAG_CHECKPOINT: u8 = 1;
 
 /// Parameter count of each model (`state_dict` of the PyTorch model).
 pub const fn expected_params(kind: ModelKind) -> usize {
-    let (n1, n2) = kind.channels();
-    let fl = kind.flat_features();
-    // conv1, conv2, fc1, fc2 84*120+84, fc3 10*84+10.
-    (n1 * 25 + n1) + (n2 * n1 * 25 + n2) + (120 * fl + 120) + 10164 + 850
+    kind.num_params()
 }
 
 /// Model kind code in the file.
@@ -89,11 +86,7 @@ fn act_from_code(c: u8) -> Option<Activation> {
 
 /// CLI / metadata name of a model kind.
 pub const fn kind_name(kind: ModelKind) -> &'static str {
-    match kind {
-        ModelKind::LeNet5 => "lenet5",
-        ModelKind::LeNet5Max => "lenet5-max",
-        ModelKind::LeNet5Wide => "lenet5-wide",
-    }
+    kind.name()
 }
 
 /// Parses [`kind_name`] output.

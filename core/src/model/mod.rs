@@ -181,6 +181,16 @@ impl ModelKind {
         }
     }
 
+    /// Shapes of the parameter tensors, in [`PARAM_NAMES`] order (the
+    /// `SHAPES` of the kind's parameter struct).
+    pub const fn shapes(self) -> [&'static [usize]; 10] {
+        match self {
+            ModelKind::LeNet5 => LeNet5Params::SHAPES,
+            ModelKind::LeNet5Max => LeNet5MaxParams::SHAPES,
+            ModelKind::LeNet5Wide => LeNet5WideParams::SHAPES,
+        }
+    }
+
     /// Number of features after the flatten, the input size of the first
     /// linear layer: 400 (16 x 5 x 5), 256 (16 x 4 x 4) or 512 (32 x 4 x 4).
     pub const fn flat_features(self) -> usize {

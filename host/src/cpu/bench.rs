@@ -75,22 +75,12 @@ pub fn random_data(out: &mut [f32], seed: u64) {
 /// Parameters drawn like PyTorch's default initialisation bounds
 /// (`U(-1/sqrt(fan_in), 1/sqrt(fan_in))`), from `seed`.
 pub fn random_params(kind: ModelKind, seed: u64) -> Vec<f32> {
-    let fl = kind.flat_features();
-    let (n1, n2) = kind.channels();
-    let fans = [
-        (n1 * 25, 25),
-        (n1, 25),
-        (n2 * n1 * 25, n1 * 25),
-        (n2, n1 * 25),
-        (120 * fl, fl),
-        (120, fl),
-        (84 * 120, 120),
-        (84, 120),
-        (840, 84),
-        (10, 84),
-    ];
+    // Each bias has the fan-in of the weight before it: `(out, in, ...)`.
+    let shapes = kind.shapes();
+    let fan = |i: usize| shapes[i & !1][1..].iter().product::<usize>();
     let mut p = Vec::with_capacity(num_params(kind));
-    for (i, (len, fan)) in fans.into_iter().enumerate() {
+    for (i, shape) in shapes.iter().enumerate() {
+        let (len, fan) = (shape.iter().product(), fan(i));
         let mut t = vec![0.0; len];
         random_data(&mut t, seed.wrapping_mul(31).wrapping_add(i as u64));
         let bound = 1.0 / (fan as f32).sqrt();
