@@ -289,6 +289,32 @@ impl<'a, const FL: usize> Fc<'a, FL> {
     }
 }
 
+/// [`conv_fwd`] (5x5, square) with all `CO` output channels' accumulators
+/// in registers where they fit beside an input and a broadcast weight (up
+/// to 8 channels, or 16 with AVX-512's 32 registers), else [`CONV_CB`] per
+/// pass.
+#[inline(always)]
+fn conv_fwd_fit<
+    S: Simd,
+    A: Act,
+    const L: usize,
+    const CI: usize,
+    const CO: usize,
+    const IN: usize,
+    const ON: usize,
+>(
+    y: &mut [[[V<L>; ON]; ON]; CO],
+    x: &[[[V<L>; IN]; IN]; CI],
+    wt: &[[[[f32; CO]; 5]; 5]; CI],
+    b: &[f32; CO],
+) {
+    if CO <= 8 || (S::LANES == 16 && CO <= 16) {
+        conv_fwd::<S, A, L, CO, CI, CO, 5, IN, IN, ON, ON>(y, x, wt, b);
+    } else {
+        conv_fwd::<S, A, L, CONV_CB, CI, CO, 5, IN, IN, ON, ON>(y, x, wt, b);
+    }
+}
+
 /// Forward pass of one block: `imgs` holds `valid <= L` images (`valid x
 /// 784`); the other lanes run on zeros. Leaves the logits in `w.z3`.
 #[inline(always)]
@@ -327,29 +353,9 @@ fn forward_block<
             }
         }
     }
-    // 16 accumulators plus an input and a broadcast weight do not fit in
-    // AVX2's 16 registers: there, 8 channels per pass.
-    if N1 <= 8 || (S::LANES == 16 && N1 <= 16) {
-        conv_fwd::<S, A, L, N1, 1, N1, 5, XN, XN, C1, C1>(&mut w.a1, &w.x, prep.wt1(), prep.b1());
-    } else {
-        conv_fwd::<S, A, L, CONV_CB, 1, N1, 5, XN, XN, C1, C1>(
-            &mut w.a1,
-            &w.x,
-            prep.wt1(),
-            prep.b1(),
-        );
-    }
+    conv_fwd_fit::<S, A, L, 1, N1, XN, C1>(&mut w.a1, &w.x, prep.wt1(), prep.b1());
     pool2_fwd::<S, L, MAX, N1, C1, C1, P1, P1>(&mut w.p1, &w.a1);
-    if N2 <= 8 || (S::LANES == 16 && N2 <= 16) {
-        conv_fwd::<S, A, L, N2, N1, N2, 5, P1, P1, C2, C2>(&mut w.a2, &w.p1, prep.wt2(), prep.b2());
-    } else {
-        conv_fwd::<S, A, L, CONV_CB, N1, N2, 5, P1, P1, C2, C2>(
-            &mut w.a2,
-            &w.p1,
-            prep.wt2(),
-            prep.b2(),
-        );
-    }
+    conv_fwd_fit::<S, A, L, N1, N2, P1, C2>(&mut w.a2, &w.p1, prep.wt2(), prep.b2());
     pool2_fwd::<S, L, MAX, N2, C2, C2, P2, P2>(&mut w.p2, &w.a2);
     let f: &[V<L>; FL] =
         w.p2.as_flattened()
@@ -514,6 +520,7 @@ fn train_chunk<
         }
         // Convolutions.
         pool2_act_bwd::<S, A, L, MAX, N2, C2, C2, P2, P2>(&mut w.dzc2, &w.dp2, &w.a2, &w.p2);
+        // As for conv1 below: two channels' taps on AVX2, else four.
         if S::LANES == 8 {
             conv_dw::<S, L, 2, N1, N2, 5, P1, P1, C2, C2>(&mut w.gw2, &w.dzc2, &w.p1);
         } else {
@@ -526,7 +533,8 @@ fn train_chunk<
             conv_dx::<S, L, CONV_CB, N1, N2, 5, P1, P1, C2, C2>(&mut w.dp1, &w.dzc2, prep.wd2());
         }
         pool2_act_bwd::<S, A, L, MAX, N1, C1, C1, P1, P1>(&mut w.dzc1, &w.dp1, &w.a1, &w.p1);
-        // Three channels' taps in registers where they divide N1 (6), else four.
+        // Two channels' 5 taps in registers on AVX2 (16 registers); else
+        // three channels where they divide N1 (6), else four.
         if S::LANES == 8 {
             conv_dw::<S, L, 2, 1, N1, 5, XN, XN, C1, C1>(&mut w.gw1, &w.dzc1, &w.x);
         } else if N1.is_multiple_of(3) {
