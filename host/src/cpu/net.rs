@@ -250,18 +250,30 @@ impl<
 {
     /// A zeroed workspace on the heap (it is hundreds of KiB).
     fn boxed() -> Box<Self> {
-        let layout = std::alloc::Layout::new::<Self>();
         // SAFETY: `Work` is not zero-sized and holds only (nested arrays
-        // of) `f32`, for which the all-zero bit pattern is a valid value
-        // (0.0); the pointer comes from the global allocator with the
-        // layout of `Self`, as `Box::from_raw` requires.
-        unsafe {
-            let p = std::alloc::alloc_zeroed(layout).cast::<Self>();
-            if p.is_null() {
-                std::alloc::handle_alloc_error(layout);
-            }
-            Box::from_raw(p)
+        // of) `f32`.
+        unsafe { zeroed_box() }
+    }
+}
+
+/// A heap value of `T` with every byte zero, without building it on the
+/// stack first (the workspaces are hundreds of KiB).
+///
+/// # Safety
+///
+/// `T` must not be zero-sized, and the all-zero bit pattern must be a valid
+/// `T` (true of nested arrays of `f32`: 0.0).
+pub(crate) unsafe fn zeroed_box<T>() -> Box<T> {
+    let layout = std::alloc::Layout::new::<T>();
+    // SAFETY: the caller guarantees a non-zero size and that zeroed memory
+    // is a valid `T`; the pointer comes from the global allocator with the
+    // layout of `T`, as `Box::from_raw` requires.
+    unsafe {
+        let p = std::alloc::alloc_zeroed(layout).cast::<T>();
+        if p.is_null() {
+            std::alloc::handle_alloc_error(layout);
         }
+        Box::from_raw(p)
     }
 }
 

@@ -39,16 +39,8 @@ impl<
 > One<XN, C1, P1, C2, P2, FL>
 {
     pub(crate) fn boxed() -> Box<Self> {
-        let layout = std::alloc::Layout::new::<Self>();
-        // SAFETY: as `Work::boxed`: only `f32`s, all-zero is valid, the
-        // allocation has `Self`'s layout.
-        unsafe {
-            let p = std::alloc::alloc_zeroed(layout).cast::<Self>();
-            if p.is_null() {
-                std::alloc::handle_alloc_error(layout);
-            }
-            Box::from_raw(p)
-        }
+        // SAFETY: `One` is not zero-sized and holds only arrays of `f32`.
+        unsafe { super::net::zeroed_box() }
     }
 
     /// Copies the 28x28 image into the middle of the zero-padded input.
