@@ -44,14 +44,14 @@ fn host_cpu(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("host_cpu/{}", kind.name()));
         g.throughput(Throughput::Elements(BATCH as u64));
         g.bench_function("train_step_adam_b256", |b| {
-            b.iter(|| black_box(t.train_batch(black_box(&x), &labels)))
+            b.iter(|| black_box(t.train_batch(black_box(&x), &labels).unwrap()))
         });
         g.bench_function("forward_b256", |b| {
-            b.iter(|| t.forward(black_box(&x), &mut logits))
+            b.iter(|| t.forward(black_box(&x), &mut logits).unwrap())
         });
         g.throughput(Throughput::Elements(1));
         g.bench_function("forward_b1", |b| {
-            b.iter(|| t.forward(black_box(&x[..784]), &mut logits[..10]))
+            b.iter(|| t.forward(black_box(&x[..784]), &mut logits[..10]).unwrap())
         });
         g.finish();
     }

@@ -36,7 +36,7 @@ fn trainer(kind: ModelKind, optimizer: OptimizerConfig, init: &[f32]) -> Box<dyn
         threads: 1,
     };
     let (mut t, _) = make_trainer(Device::Cpu, &cfg, 0).expect("CPU trainer");
-    t.load(init, &OptimizerState::default());
+    t.load(init, &OptimizerState::default()).unwrap();
     t
 }
 
@@ -74,16 +74,20 @@ fn check(kind: ModelKind, name: &str) -> (Worst, Worst) {
     let (atol, rtol) = FORWARD_TOL;
     let mut t = trainer(kind, sgd(1.0, 0.0), &init);
     let mut logits = vec![f32::NAN; n * 10];
-    t.forward(x, &mut logits);
+    t.forward(x, &mut logits).unwrap();
     let mut fwd = assert_record(&logits, g.get(&format!("{p}/logits")), atol, rtol);
-    let loss = t.train_batch(x, &labels);
+    let loss = t.train_batch(x, &labels).unwrap();
     fwd = fwd.max(assert_record(
         &[loss],
         g.get(&format!("{p}/loss")),
         atol,
         rtol,
     ));
-    let grads: Vec<f32> = init.iter().zip(t.params()).map(|(a, b)| a - b).collect();
+    let grads: Vec<f32> = init
+        .iter()
+        .zip(t.params().unwrap())
+        .map(|(a, b)| a - b)
+        .collect();
     fwd = fwd.max(assert_close(
         &format!("{p}/grad (p0 - p1 after SGD lr 1)"),
         &grads,
@@ -98,12 +102,12 @@ fn check(kind: ModelKind, name: &str) -> (Worst, Worst) {
         let mut t = trainer(kind, opt, &init);
         let want = g.get(&format!("{p}/{opt_name}/losses"));
         let losses: Vec<f32> = (0..want.data.len())
-            .map(|_| t.train_batch(x, &labels))
+            .map(|_| t.train_batch(x, &labels).unwrap())
             .collect();
         train = train.max(assert_record(&losses, want, atol, rtol));
         train = train.max(assert_close(
             &format!("{p}/{opt_name}/final"),
-            &t.params(),
+            &t.params().unwrap(),
             &state_dict(&g, &format!("{p}/{opt_name}/final")),
             atol,
             rtol,

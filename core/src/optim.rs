@@ -163,6 +163,24 @@ impl Sgd {
         }
     }
 
+    /// The update of one scalar `p` with gradient `g` and momentum buffer
+    /// `buf` (see [`Sgd`] for the formula); `first` on the first step. The
+    /// one definition that every back end mirrors: the host's CPU trainer
+    /// calls it, the CUDA kernel `sgd_update` writes the same operations in
+    /// the same order.
+    #[inline]
+    pub fn update(&self, p: &mut f32, g: f32, buf: &mut f32, first: bool) {
+        let mut d = g;
+        if self.weight_decay != 0.0 {
+            d += self.weight_decay * *p;
+        }
+        if self.momentum != 0.0 {
+            *buf = if first { d } else { self.momentum * *buf + d };
+            d = *buf;
+        }
+        *p -= self.lr * d;
+    }
+
     /// One SGD update of `params` from `grads` (see [`Sgd`] for the formula).
     pub fn step<P: Parameters>(&self, params: &mut P, grads: &P, state: &mut SgdState<P>) {
         let first = state.steps == 0;
@@ -173,15 +191,7 @@ impl Sgd {
         for ((p, g), buf) in tensors {
             debug_assert!(p.len() == g.len() && p.len() == buf.len());
             for ((p, &g), buf) in p.iter_mut().zip(g).zip(buf.iter_mut()) {
-                let mut d = g;
-                if self.weight_decay != 0.0 {
-                    d += self.weight_decay * *p;
-                }
-                if self.momentum != 0.0 {
-                    *buf = if first { d } else { self.momentum * *buf + d };
-                    d = *buf;
-                }
-                *p -= self.lr * d;
+                self.update(p, g, buf, first);
             }
         }
         state.steps = state.steps.saturating_add(1);
@@ -306,16 +316,27 @@ impl Adam {
         }
     }
 
+    /// The per-step scalars of step `t` (counted from 1), computed in `f64`
+    /// as PyTorch computes them in Python floats, then rounded to `f32`.
+    pub fn scalars(&self, t: u64) -> AdamScalars {
+        let t = t as f64;
+        let bc1 = 1.0 - libm::pow(self.beta1 as f64, t);
+        let bc2 = 1.0 - libm::pow(self.beta2 as f64, t);
+        AdamScalars {
+            step_size: (self.lr as f64 / bc1) as f32,
+            bc2_sqrt: libm::sqrt(bc2) as f32,
+            w1: (1.0 - self.beta1 as f64) as f32,
+            w2: (1.0 - self.beta2 as f64) as f32,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+        }
+    }
+
     /// One Adam update of `params` from `grads` (see [`Adam`] for the formula).
     pub fn step<P: Parameters>(&self, params: &mut P, grads: &P, state: &mut AdamState<P>) {
         state.t = state.t.saturating_add(1);
-        let t = state.t as f64;
-        let bc1 = 1.0 - libm::pow(self.beta1 as f64, t);
-        let bc2 = 1.0 - libm::pow(self.beta2 as f64, t);
-        let step_size = (self.lr as f64 / bc1) as f32;
-        let bc2_sqrt = libm::sqrt(bc2) as f32;
-        let w1 = (1.0 - self.beta1 as f64) as f32; // lerp weight
-        let w2 = (1.0 - self.beta2 as f64) as f32;
+        let k = self.scalars(u64::from(state.t));
         let tensors = params
             .tensors_mut()
             .zip(grads.tensors())
@@ -324,21 +345,53 @@ impl Adam {
         for (((p, g), m), v) in tensors {
             debug_assert!(p.len() == g.len() && p.len() == m.len() && p.len() == v.len());
             for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-                let mut g = g;
-                if self.weight_decay != 0.0 {
-                    g += self.weight_decay * *p;
-                }
-                // m.lerp_(g, w1), in PyTorch's two-branch form
-                *m = if w1.abs() < 0.5 {
-                    *m + w1 * (g - *m)
-                } else {
-                    g - (g - *m) * (1.0 - w1)
-                };
-                *v = *v * self.beta2 + w2 * g * g;
-                let denom = crate::math::sqrt(*v) / bc2_sqrt + self.eps;
-                *p += -step_size * *m / denom;
+                k.update(p, g, m, v);
             }
         }
+    }
+}
+
+/// The scalars of one Adam step ([`Adam::scalars`]), shared by every
+/// parameter: what an optimizer kernel receives.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C)]
+pub struct AdamScalars {
+    /// `lr / (1 - beta1^t)`.
+    pub step_size: f32,
+    /// `sqrt(1 - beta2^t)`.
+    pub bc2_sqrt: f32,
+    /// `1 - beta1`, the weight of `m.lerp_(g, w1)`.
+    pub w1: f32,
+    /// `1 - beta2`.
+    pub w2: f32,
+    /// Second-moment decay.
+    pub beta2: f32,
+    /// Denominator epsilon.
+    pub eps: f32,
+    /// L2 penalty added to the gradient.
+    pub weight_decay: f32,
+}
+
+impl AdamScalars {
+    /// The update of one scalar `p` with gradient `g` and moments `m`, `v`
+    /// (see [`Adam`] for the formula). The one definition that every back
+    /// end mirrors: the host's CPU trainer calls it, the CUDA kernel
+    /// `adam_update` writes the same operations in the same order.
+    #[inline]
+    pub fn update(&self, p: &mut f32, g: f32, m: &mut f32, v: &mut f32) {
+        let mut g = g;
+        if self.weight_decay != 0.0 {
+            g += self.weight_decay * *p;
+        }
+        // m.lerp_(g, w1), in PyTorch's two-branch form
+        *m = if self.w1.abs() < 0.5 {
+            *m + self.w1 * (g - *m)
+        } else {
+            g - (g - *m) * (1.0 - self.w1)
+        };
+        *v = *v * self.beta2 + self.w2 * g * g;
+        let denom = crate::math::sqrt(*v) / self.bc2_sqrt + self.eps;
+        *p += -self.step_size * *m / denom;
     }
 }
 

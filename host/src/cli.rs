@@ -514,7 +514,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         all
     };
     let mut t = backend::inference_trainer(m.meta.kind, m.meta.act, &m.params, a.threads)?;
-    let r = evaluate(t.as_mut(), ds, m.meta.norm, 1000);
+    let r = evaluate(t.as_mut(), ds, m.meta.norm, 1000)?;
     println!(
         "{} ({} {}) on the {} set",
         path.display(),
@@ -582,7 +582,7 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
         }
     }
     let mut t = backend::inference_trainer(m.meta.kind, m.meta.act, &m.params, 0)?;
-    let preds = predict(t.as_mut(), m.meta.norm, &inputs);
+    let preds = predict(t.as_mut(), m.meta.norm, &inputs)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&preds)?);
     } else {

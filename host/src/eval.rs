@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::data::{CLASS_NAMES, CLASSES, Dataset, Normalization, PIXELS};
-use crate::trainer::Trainer;
+use crate::trainer::{Trainer, TrainerError};
 
 /// Results of one evaluation.
 #[derive(Clone, Debug, PartialEq)]
@@ -107,12 +107,15 @@ pub fn argmax(v: &[f32]) -> usize {
 }
 
 /// Runs `trainer.forward` over `ds` in batches of `batch` and scores it.
+///
+/// # Errors
+/// The back end failed.
 pub fn evaluate(
     trainer: &mut dyn Trainer,
     ds: &Dataset,
     norm: Normalization,
     batch: usize,
-) -> EvalReport {
+) -> Result<EvalReport, TrainerError> {
     let batch = batch.max(1);
     let mut confusion = [[0u64; CLASSES]; CLASSES];
     let mut loss = 0.0;
@@ -124,7 +127,7 @@ pub fn evaluate(
         x.clear();
         norm.extend(&mut x, &ds.images[start * PIXELS..end * PIXELS]);
         let out = &mut logits[..(end - start) * CLASSES];
-        trainer.forward(&x, out);
+        trainer.forward(&x, out)?;
         for (row, &label) in out.chunks_exact(CLASSES).zip(&ds.labels[start..end]) {
             loss += cross_entropy(row, label as usize);
             confusion[label as usize][argmax(row)] += 1;
@@ -133,7 +136,7 @@ pub fn evaluate(
     }
     let n = ds.len();
     let correct: u64 = (0..CLASSES).map(|c| confusion[c][c]).sum();
-    EvalReport {
+    Ok(EvalReport {
         n,
         loss: if n == 0 { f64::NAN } else { loss / n as f64 },
         accuracy: if n == 0 {
@@ -142,7 +145,7 @@ pub fn evaluate(
             correct as f64 / n as f64
         },
         confusion,
-    }
+    })
 }
 
 #[cfg(test)]

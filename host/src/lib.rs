@@ -16,6 +16,7 @@ pub mod eval;
 pub mod export;
 pub mod fetch;
 pub mod fsutil;
+pub mod gpu;
 pub mod int8;
 pub mod modelfile;
 pub mod plots;

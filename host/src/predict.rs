@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::data::{CLASS_NAMES, CLASSES, Normalization, PIXELS, SIDE};
 use crate::eval::softmax;
-use crate::trainer::Trainer;
+use crate::trainer::{Trainer, TrainerError};
 
 /// Image loading failure, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -151,18 +151,21 @@ impl Prediction {
 }
 
 /// Classifies preprocessed images (`784` bytes each).
+///
+/// # Errors
+/// The back end failed.
 pub fn predict(
     trainer: &mut dyn Trainer,
     norm: Normalization,
     inputs: &[(String, Vec<u8>, Option<usize>)],
-) -> Vec<Prediction> {
+) -> Result<Vec<Prediction>, TrainerError> {
     let mut x = Vec::with_capacity(inputs.len() * PIXELS);
     for (_, px, _) in inputs {
         norm.extend(&mut x, px);
     }
     let mut logits = vec![0.0; inputs.len() * CLASSES];
-    trainer.forward(&x, &mut logits);
-    inputs
+    trainer.forward(&x, &mut logits)?;
+    Ok(inputs
         .iter()
         .zip(logits.chunks_exact(CLASSES))
         .map(|((name, _, label), row)| {
@@ -185,7 +188,7 @@ pub fn predict(
                 label: *label,
             }
         })
-        .collect()
+        .collect())
 }
 
 #[cfg(test)]

@@ -19,7 +19,9 @@ use lenet_core::model::{
 use lenet_core::optim::{Adam, AdamState, Parameters, Sgd, SgdState};
 use rayon::prelude::*;
 
-use crate::trainer::{OptimizerConfig, OptimizerState, Trainer, TrainerConfig};
+use crate::trainer::{
+    OptimizerConfig, OptimizerState, Trainer, TrainerConfig, TrainerError, check_state,
+};
 
 /// Samples per gradient chunk.
 pub const CHUNK: usize = 16;
@@ -183,11 +185,11 @@ where
         "cpu-reference"
     }
 
-    fn train_batch(&mut self, x: &[f32], labels: &[u8]) -> f32 {
+    fn train_batch(&mut self, x: &[f32], labels: &[u8]) -> Result<f32, TrainerError> {
         let n = labels.len();
         assert_eq!(x.len(), n * PIXELS, "x must be N x 784");
         if n == 0 {
-            return f32::NAN;
+            return Ok(f32::NAN);
         }
         let scale = 1.0 / n as f32;
         let this = &*self;
@@ -211,10 +213,10 @@ where
             Opt::Adam(o, s) => o.step(&mut *self.params, &*grads, &mut **s),
             Opt::Sgd(o, s) => o.step(&mut *self.params, &*grads, &mut **s),
         }
-        (loss / n as f64) as f32
+        Ok((loss / n as f64) as f32)
     }
 
-    fn forward(&mut self, x: &[f32], logits: &mut [f32]) {
+    fn forward(&mut self, x: &[f32], logits: &mut [f32]) -> Result<(), TrainerError> {
         let n = x.len() / PIXELS;
         assert_eq!(logits.len(), n * CLASSES, "logits must be N x 10");
         let this = &*self;
@@ -231,6 +233,7 @@ where
                     }
                 });
         });
+        Ok(())
     }
 
     fn set_lr(&mut self, lr: f32) {
@@ -240,12 +243,12 @@ where
         }
     }
 
-    fn params(&self) -> Vec<f32> {
-        flatten(&*self.params)
+    fn params(&mut self) -> Result<Vec<f32>, TrainerError> {
+        Ok(flatten(&*self.params))
     }
 
-    fn optimizer_state(&self) -> OptimizerState {
-        match &self.opt {
+    fn optimizer_state(&mut self) -> Result<OptimizerState, TrainerError> {
+        Ok(match &self.opt {
             Opt::Adam(_, s) => OptimizerState {
                 step: u64::from(s.t),
                 m: flatten(&s.m),
@@ -256,10 +259,11 @@ where
                 m: flatten(&s.velocity),
                 v: Vec::new(),
             },
-        }
+        })
     }
 
-    fn load(&mut self, params: &[f32], state: &OptimizerState) {
+    fn load(&mut self, params: &[f32], state: &OptimizerState) -> Result<(), TrainerError> {
+        check_state(flatten(&*self.params).len(), params, state)?;
         unflatten(&mut *self.params, params);
         let restore = |p: &mut M::Params, v: &[f32]| {
             if v.is_empty() {
@@ -279,6 +283,7 @@ where
                 s.steps = state.step as u32;
             }
         }
+        Ok(())
     }
 }
 

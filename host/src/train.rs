@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Dataset, Normalization, PIXELS, SIDE, Splits};
+use crate::data::{Dataset, Normalization, Splits};
 use crate::eval::{EvalReport, evaluate};
 use crate::fsutil::write_atomic;
 use crate::modelfile::{
@@ -32,7 +32,7 @@ use crate::modelfile::{
 use crate::plots::{Series, plot_confusion, plot_curves};
 use crate::progress::{Progress, Unit};
 use crate::rng::SplitMix64;
-use crate::trainer::{OptimizerConfig, Trainer, TrainerConfig};
+use crate::trainer::{Augment, EpochPlan, OptimizerConfig, Trainer, TrainerConfig, TrainerError};
 
 /// Training-set images scored for `train_acc` after each epoch.
 pub const TRAIN_EVAL_SAMPLES: usize = 10_000;
@@ -173,6 +173,9 @@ pub enum TrainError {
         /// What failed.
         msg: String,
     },
+    /// The compute back end failed.
+    #[error(transparent)]
+    Trainer(#[from] TrainerError),
     /// The loss became NaN or infinite.
     #[error("epoch {epoch}: loss is {loss}; lower the learning rate")]
     Diverged {
@@ -332,26 +335,10 @@ pub struct TrainSummary {
 }
 
 /// Shifts by up to `shift` pixels in each direction (zero fill) and flips
-/// horizontally with probability 1/2, drawing from `rng`.
+/// horizontally with probability 1/2, drawing from `rng` ([`Augment`]).
 pub fn augment(img: &mut [u8], shift: u32, rng: &mut SplitMix64) {
-    let flip = rng.below(2) == 1;
-    let s = u64::from(shift);
-    let dy = rng.below(2 * s + 1) as isize - shift as isize;
-    let dx = rng.below(2 * s + 1) as isize - shift as isize;
     let src = img.to_vec();
-    for y in 0..SIDE as isize {
-        for x in 0..SIDE as isize {
-            let sy = y - dy;
-            let sx0 = x - dx;
-            let sx = if flip { SIDE as isize - 1 - sx0 } else { sx0 };
-            let v = if (0..SIDE as isize).contains(&sy) && (0..SIDE as isize).contains(&sx0) {
-                src[(sy as usize) * SIDE + sx as usize]
-            } else {
-                0
-            };
-            img[(y as usize) * SIDE + x as usize] = v;
-        }
-    }
+    Augment::draw(shift, rng).apply(img, &src);
 }
 
 /// Splits off the validation set and applies the limits: `(train, val, test)`.
@@ -487,7 +474,7 @@ pub fn train(
             .ok_or_else(|| TrainError::Settings("resume file is not a checkpoint".into()))?;
         let info: CheckpointInfo = serde_json::from_str(&state.json)
             .map_err(|e| TrainError::Settings(format!("checkpoint JSON: {e}")))?;
-        trainer.load(&ck.params, &state.optimizer);
+        trainer.load(&ck.params, &state.optimizer)?;
         rng.state = state.rng_state;
         start_epoch = state.epoch;
         history = info.history;
@@ -497,53 +484,60 @@ pub fn train(
 
     let n = train.len();
     let bs = settings.batch_size;
-    let mut x = Vec::with_capacity(bs * PIXELS);
-    let mut labels = Vec::with_capacity(bs);
-    let mut img = vec![0u8; PIXELS];
     let mut last_test = None;
     for epoch in start_epoch + 1..=settings.epochs {
-        let mut order: Vec<usize> = (0..n).collect();
+        let mut order: Vec<u32> = (0..n as u32).collect();
         rng.shuffle(&mut order);
-        let t0 = Instant::now();
-        let mut loss_sum = 0.0f64;
+        let aug = settings.augment.then(|| {
+            order
+                .iter()
+                .map(|_| Augment::draw(settings.shift, &mut rng))
+                .collect()
+        });
         let batches = n.div_ceil(bs);
+        let lrs = (0..batches)
+            .map(|b| {
+                let step = u64::from(epoch - 1) * batches as u64 + b as u64;
+                scheduled_lr(
+                    &settings.schedule,
+                    settings.lr,
+                    step,
+                    u64::from(settings.epochs) * batches as u64,
+                    u64::from(settings.warmup_epochs) * batches as u64,
+                )
+            })
+            .collect();
+        let plan = EpochPlan {
+            data: &train,
+            norm,
+            order,
+            aug,
+            batch_size: bs,
+            lrs,
+        };
+        let t0 = Instant::now();
         let mut bar = Progress::new(
             &format!("epoch {epoch}/{}", settings.epochs),
             Some(batches as u64),
             Unit::Items,
         );
-        for (b, chunk) in order.chunks(bs).enumerate() {
-            let step = u64::from(epoch - 1) * batches as u64 + b as u64;
-            trainer.set_lr(scheduled_lr(
-                &settings.schedule,
-                settings.lr,
-                step,
-                u64::from(settings.epochs) * batches as u64,
-                u64::from(settings.warmup_epochs) * batches as u64,
-            ));
-            x.clear();
-            labels.clear();
-            for &i in chunk {
-                img.copy_from_slice(train.image(i));
-                if settings.augment {
-                    augment(&mut img, settings.shift, &mut rng);
-                }
-                norm.extend(&mut x, &img);
-                labels.push(train.labels[i]);
-            }
-            let loss = trainer.train_batch(&x, &labels);
+        let losses = trainer.train_epoch(&plan, &mut || bar.inc(1))?;
+        let mut loss_sum = 0.0f64;
+        for (b, &loss) in losses.iter().enumerate() {
             if !loss.is_finite() {
                 bar.clear();
                 return Err(TrainError::Diverged { epoch, loss });
             }
-            loss_sum += f64::from(loss) * chunk.len() as f64;
-            bar.inc(1);
+            loss_sum += f64::from(loss) * (n - b * bs).min(bs) as f64;
         }
         bar.clear();
         let seconds = t0.elapsed().as_secs_f64();
-        let tr = evaluate(trainer, &train_eval, norm, EVAL_BATCH);
-        let va = val.as_ref().map(|v| evaluate(trainer, v, norm, EVAL_BATCH));
-        let te = evaluate(trainer, &test, norm, EVAL_BATCH);
+        let tr = evaluate(trainer, &train_eval, norm, EVAL_BATCH)?;
+        let va = match &val {
+            Some(v) => Some(evaluate(trainer, v, norm, EVAL_BATCH)?),
+            None => None,
+        };
+        let te = evaluate(trainer, &test, norm, EVAL_BATCH)?;
         let m = EpochMetrics {
             epoch,
             train_loss: loss_sum / n as f64,
@@ -571,7 +565,7 @@ pub fn train(
         ));
         history.push(m);
 
-        let params = trainer.params();
+        let params = trainer.params()?;
         let info = CheckpointInfo {
             settings: settings.clone(),
             history: history.clone(),
@@ -581,7 +575,7 @@ pub fn train(
             params: params.clone(),
             checkpoint: Some(CheckpointState {
                 epoch,
-                optimizer: trainer.optimizer_state(),
+                optimizer: trainer.optimizer_state()?,
                 rng_state: rng.state,
                 json: serde_json::to_string(&info)
                     .map_err(|e| TrainError::Settings(e.to_string()))?,
@@ -599,7 +593,7 @@ pub fn train(
     }
     let test_report = match last_test {
         Some(t) => t,
-        None => evaluate(trainer, &test, norm, EVAL_BATCH),
+        None => evaluate(trainer, &test, norm, EVAL_BATCH)?,
     };
     let p = out_dir.join(files::CONFUSION_PNG);
     plot_confusion(&p, "Confusion matrix (test set)", &test_report.confusion)
@@ -608,7 +602,7 @@ pub fn train(
     if !model_path.exists() {
         ModelFile {
             meta,
-            params: trainer.params(),
+            params: trainer.params()?,
             checkpoint: None,
         }
         .save(&model_path)?;
@@ -616,7 +610,7 @@ pub fn train(
     Ok(TrainSummary {
         history,
         test: test_report,
-        params: trainer.params(),
+        params: trainer.params()?,
         model_path,
     })
 }
@@ -649,6 +643,7 @@ pub fn resume_settings(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::{PIXELS, SIDE};
 
     #[test]
     fn augment_shifts_and_flips_within_bounds() {

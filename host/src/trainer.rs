@@ -7,7 +7,11 @@
 //! as `lenet_core::optim::Parameters::tensors` of the core model.
 
 use lenet_core::activation::Activation;
+
+use crate::data::{Dataset, Normalization, PIXELS, SIDE};
+use crate::rng::SplitMix64;
 use lenet_core::model::ModelKind;
+use lenet_core::optim::{Adam, Sgd};
 
 /// Optimizer and its hyper-parameters (PyTorch semantics).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -36,6 +40,42 @@ pub enum OptimizerConfig {
     },
 }
 
+/// lenet-core's Adam with the hyper-parameters of `opt` (learning rate 0
+/// for SGD): its [`Adam::scalars`] and [`AdamScalars::update`] are the one
+/// definition of the update that every back end applies.
+///
+/// [`AdamScalars::update`]: lenet_core::optim::AdamScalars::update
+pub fn core_adam(opt: OptimizerConfig) -> Adam {
+    match opt {
+        OptimizerConfig::Adam {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        } => Adam::new(lr)
+            .with_betas(beta1, beta2)
+            .with_eps(eps)
+            .with_weight_decay(weight_decay),
+        OptimizerConfig::Sgd { .. } => Adam::new(0.0),
+    }
+}
+
+/// lenet-core's SGD with the hyper-parameters of `opt` (learning rate 0 for
+/// Adam); [`Sgd::update`] is the one definition of its update.
+pub fn core_sgd(opt: OptimizerConfig) -> Sgd {
+    match opt {
+        OptimizerConfig::Sgd {
+            lr,
+            momentum,
+            weight_decay,
+        } => Sgd::new(lr)
+            .with_momentum(momentum)
+            .with_weight_decay(weight_decay),
+        OptimizerConfig::Adam { .. } => Sgd::new(0.0),
+    }
+}
+
 /// What a back end needs to build a trainer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainerConfig {
@@ -60,24 +100,181 @@ pub struct OptimizerState {
     pub v: Vec<f32>,
 }
 
+/// A back end's failure: a device error (out of memory, launch failure,
+/// driver too old), or a request the back end cannot take.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrainerError {
+    /// The device failed; the message says what it was doing.
+    #[error("{device}: {msg}")]
+    Device {
+        /// `"cuda"`, `"cuda-emu"`, ...
+        device: &'static str,
+        /// What failed.
+        msg: String,
+    },
+    /// Parameters or optimizer state of the wrong size or kind.
+    #[error("{0}")]
+    State(String),
+}
+
+/// Checks what [`Trainer::load`] receives against a model of `n`
+/// parameters: the parameter count, and moment vectors that are empty (a
+/// fresh optimizer) or of length `n`.
+///
+/// # Errors
+/// [`TrainerError::State`] naming the mismatch.
+pub fn check_state(n: usize, params: &[f32], state: &OptimizerState) -> Result<(), TrainerError> {
+    if params.len() != n {
+        return Err(TrainerError::State(format!(
+            "expected {n} parameters, got {}",
+            params.len()
+        )));
+    }
+    for (name, v) in [("first moment", &state.m), ("second moment", &state.v)] {
+        if !v.is_empty() && v.len() != n {
+            return Err(TrainerError::State(format!(
+                "optimizer {name} has {} values for {n} parameters",
+                v.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// One epoch's work, drawn by the training loop from its RNG so that every
+/// back end sees the same batches: the shuffled order, the augmentation of
+/// each image in that order, and the learning rate of each step.
+#[derive(Clone, Debug)]
+pub struct EpochPlan<'a> {
+    /// The training images and labels.
+    pub data: &'a Dataset,
+    /// Input normalization.
+    pub norm: Normalization,
+    /// Indices into `data` in the order they are used.
+    pub order: Vec<u32>,
+    /// Per image of `order`: the augmentation to apply (or none).
+    pub aug: Option<Vec<Augment>>,
+    /// Mini-batch size (the last batch may be smaller).
+    pub batch_size: usize,
+    /// Learning rate of each step.
+    pub lrs: Vec<f32>,
+}
+
+impl EpochPlan<'_> {
+    /// Number of steps.
+    pub fn steps(&self) -> usize {
+        self.order.len().div_ceil(self.batch_size)
+    }
+
+    /// Normalized (and augmented) images and labels of batch `b`, built on
+    /// the host: what a back end without its own copy of the data trains on.
+    pub fn batch(&self, b: usize, x: &mut Vec<f32>, labels: &mut Vec<u8>) {
+        let lo = b * self.batch_size;
+        let hi = (lo + self.batch_size).min(self.order.len());
+        x.clear();
+        labels.clear();
+        let mut img = [0u8; PIXELS];
+        for k in lo..hi {
+            let i = self.order[k] as usize;
+            match &self.aug {
+                Some(a) => a[k].apply(&mut img, self.data.image(i)),
+                None => img.copy_from_slice(self.data.image(i)),
+            }
+            self.norm.extend(x, &img);
+            labels.push(self.data.labels[i]);
+        }
+    }
+}
+
 /// A compute back end that trains and runs one model.
 ///
 /// Images are `N x 1 x 28 x 28` row-major `f32` (already normalized),
-/// labels are `0..10`.
+/// labels are `0..10`. Every method that touches the device returns its
+/// failure as a [`TrainerError`].
 pub trait Trainer: Send {
-    /// Short name for messages: `"cpu"` or `"cuda"`.
+    /// Short name for messages: `"cpu"`, `"cuda"`, ...
     fn device_name(&self) -> &'static str;
     /// One optimizer step on a mini-batch of `labels.len()` images; returns
     /// the mean cross-entropy loss of the batch before the step.
-    fn train_batch(&mut self, x: &[f32], labels: &[u8]) -> f32;
+    fn train_batch(&mut self, x: &[f32], labels: &[u8]) -> Result<f32, TrainerError>;
     /// Inference: writes `N x 10` logits.
-    fn forward(&mut self, x: &[f32], logits: &mut [f32]);
+    fn forward(&mut self, x: &[f32], logits: &mut [f32]) -> Result<(), TrainerError>;
     /// Changes the learning rate (for schedules).
     fn set_lr(&mut self, lr: f32);
     /// Current parameters, flat, `state_dict` order.
-    fn params(&self) -> Vec<f32>;
+    fn params(&mut self) -> Result<Vec<f32>, TrainerError>;
     /// Current optimizer state (for checkpoints).
-    fn optimizer_state(&self) -> OptimizerState;
+    fn optimizer_state(&mut self) -> Result<OptimizerState, TrainerError>;
     /// Restores parameters and optimizer state (for `--resume`).
-    fn load(&mut self, params: &[f32], state: &OptimizerState);
+    fn load(&mut self, params: &[f32], state: &OptimizerState) -> Result<(), TrainerError>;
+    /// Runs every step of `plan`, calling `progress` after each, and returns
+    /// the loss of each step. This default builds each batch on the host
+    /// and calls [`train_batch`](Self::train_batch); a GPU back end keeps
+    /// the data on the device and reads the losses back once.
+    fn train_epoch(
+        &mut self,
+        plan: &EpochPlan<'_>,
+        progress: &mut dyn FnMut(),
+    ) -> Result<Vec<f32>, TrainerError> {
+        let mut x = Vec::with_capacity(plan.batch_size * PIXELS);
+        let mut labels = Vec::with_capacity(plan.batch_size);
+        let mut losses = Vec::with_capacity(plan.steps());
+        for b in 0..plan.steps() {
+            self.set_lr(plan.lrs[b]);
+            plan.batch(b, &mut x, &mut labels);
+            losses.push(self.train_batch(&x, &labels)?);
+            progress();
+        }
+        Ok(losses)
+    }
+}
+
+/// The random shift and flip of one training image (see
+/// [`train::augment`](crate::train::augment)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct Augment {
+    /// Mirror horizontally (1) or not (0).
+    pub flip: i8,
+    /// Shift down by `dy` rows (negative: up), zero fill.
+    pub dy: i8,
+    /// Shift right by `dx` columns (negative: left), zero fill.
+    pub dx: i8,
+}
+
+impl Augment {
+    /// Draws one from `rng`: flip with probability 1/2, then `dy` and `dx`
+    /// uniform in `-shift..=shift`.
+    pub fn draw(shift: u32, rng: &mut SplitMix64) -> Augment {
+        let flip = rng.below(2) == 1;
+        let s = u64::from(shift);
+        let dy = rng.below(2 * s + 1) as i64 - i64::from(shift);
+        let dx = rng.below(2 * s + 1) as i64 - i64::from(shift);
+        Augment {
+            flip: i8::from(flip),
+            dy: dy as i8,
+            dx: dx as i8,
+        }
+    }
+
+    /// `out[y][x] = src[y - dy][x' ]`, where `x' = x - dx`, mirrored to
+    /// `27 - x'` when flipping; zero where `y - dy` or `x'` falls outside.
+    /// The CUDA kernel `gather_batch` computes the same mapping.
+    pub fn apply(self, out: &mut [u8], src: &[u8]) {
+        let side = SIDE as isize;
+        for y in 0..side {
+            for x in 0..side {
+                let sy = y - self.dy as isize;
+                let sx0 = x - self.dx as isize;
+                let sx = if self.flip != 0 { side - 1 - sx0 } else { sx0 };
+                let v = if (0..side).contains(&sy) && (0..side).contains(&sx0) {
+                    src[(sy as usize) * SIDE + sx as usize]
+                } else {
+                    0
+                };
+                out[(y as usize) * SIDE + x as usize] = v;
+            }
+        }
+    }
 }

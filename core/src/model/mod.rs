@@ -60,8 +60,11 @@
 //! assert!(loss.is_finite() && state.t == 1);
 //! ```
 
+mod layers;
 mod lenet5;
 mod lenet5_max;
+
+pub use layers::{INPUT_SHAPE, Layer, Shape3, ShapeError};
 
 pub use lenet5::{LeNet5, LeNet5Activations, LeNet5Params};
 pub use lenet5_max::{

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::{CpuError, CpuTrainer, Isa, num_params};
-use crate::trainer::{OptimizerConfig, Trainer, TrainerConfig};
+use crate::trainer::{OptimizerConfig, Trainer, TrainerConfig, TrainerError};
 use lenet_core::activation::Activation;
 use lenet_core::model::ModelKind;
 
@@ -91,15 +91,54 @@ pub fn random_params(kind: ModelKind, seed: u64) -> Vec<f32> {
 
 /// Runs `f` repeatedly for about `time` after one warm-up call; returns
 /// the mean seconds per call.
-fn time_it(time: Duration, mut f: impl FnMut()) -> f64 {
-    f();
+fn time_it<E>(time: Duration, mut f: impl FnMut() -> Result<(), E>) -> Result<f64, E> {
+    f()?;
     let start = Instant::now();
     let mut calls = 0u32;
     while start.elapsed() < time || calls < 3 {
-        f();
+        f()?;
         calls += 1;
     }
-    start.elapsed().as_secs_f64() / f64::from(calls)
+    Ok(start.elapsed().as_secs_f64() / f64::from(calls))
+}
+
+/// Seconds per call of training on a batch of `batch` random images, of
+/// inference on the same batch, and of inference on one image, each
+/// measured for about `time` on any back end.
+///
+/// # Errors
+/// The back end failed.
+pub fn measure(
+    trainer: &mut dyn Trainer,
+    batch: usize,
+    time: Duration,
+) -> Result<(f64, f64, f64), TrainerError> {
+    let n = batch.max(1);
+    let mut x = vec![0.0; n * 784];
+    random_data(&mut x, 7);
+    let labels: Vec<u8> = (0..n).map(|i| (i * 7 % 10) as u8).collect();
+    let train = time_it(time, || trainer.train_batch(&x, &labels).map(drop))?;
+    let mut logits = vec![0.0; n * 10];
+    let infer = time_it(time, || trainer.forward(&x, &mut logits))?;
+    let mut one = [0.0; 10];
+    let lat = time_it(time / 2, || trainer.forward(&x[..784], &mut one))?;
+    Ok((train, infer, lat))
+}
+
+/// The Adam configuration every bench trains with.
+pub fn bench_config(kind: ModelKind, act: Activation, threads: usize) -> TrainerConfig {
+    TrainerConfig {
+        kind,
+        act,
+        optimizer: OptimizerConfig::Adam {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        },
+        threads,
+    }
 }
 
 /// Measures training and inference throughput and single-image latency.
@@ -108,30 +147,10 @@ fn time_it(time: Duration, mut f: impl FnMut()) -> f64 {
 ///
 /// If the trainer cannot be built (see [`CpuTrainer::new`]).
 pub fn bench(cfg: &BenchConfig) -> Result<BenchReport, CpuError> {
-    let tc = TrainerConfig {
-        kind: cfg.kind,
-        act: cfg.act,
-        optimizer: OptimizerConfig::Adam {
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-        },
-        threads: cfg.threads,
-    };
+    let tc = bench_config(cfg.kind, cfg.act, cfg.threads);
     let mut trainer = CpuTrainer::new(&tc, &random_params(cfg.kind, 1))?;
     let n = cfg.batch.max(1);
-    let mut x = vec![0.0; n * 784];
-    random_data(&mut x, 7);
-    let labels: Vec<u8> = (0..n).map(|i| (i * 7 % 10) as u8).collect();
-    let train = time_it(cfg.time, || {
-        trainer.train_batch(&x, &labels);
-    });
-    let mut logits = vec![0.0; n * 10];
-    let infer = time_it(cfg.time, || trainer.forward(&x, &mut logits));
-    let mut one = [0.0; 10];
-    let lat = time_it(cfg.time / 2, || trainer.forward(&x[..784], &mut one));
+    let (train, infer, lat) = measure(&mut trainer, n, cfg.time).map_err(CpuError::Backend)?;
     Ok(BenchReport {
         isa: trainer.isa(),
         threads: trainer.threads(),

@@ -21,7 +21,10 @@ mod single;
 #[cfg(test)]
 mod tests;
 
-use crate::trainer::{OptimizerConfig, OptimizerState, Trainer, TrainerConfig};
+use crate::trainer::{
+    OptimizerConfig, OptimizerState, Trainer, TrainerConfig, TrainerError, check_state, core_adam,
+    core_sgd,
+};
 use lenet_core::model::ModelKind;
 use net::{CLASSES, Engine, IMG, Layout, Prepared};
 pub use simd::Isa;
@@ -39,6 +42,8 @@ pub enum CpuError {
     },
     /// The thread pool could not be built.
     ThreadPool(rayon::ThreadPoolBuildError),
+    /// A trainer method failed.
+    Backend(TrainerError),
 }
 
 impl core::fmt::Display for CpuError {
@@ -48,6 +53,7 @@ impl core::fmt::Display for CpuError {
                 write!(f, "expected {expected} parameters, got {got}")
             }
             CpuError::ThreadPool(e) => write!(f, "cannot build the thread pool: {e}"),
+            CpuError::Backend(e) => write!(f, "{e}"),
         }
     }
 }
@@ -261,56 +267,36 @@ fn reduce(g: &mut [f32], grads: &[Vec<f32>], start: usize) {
     }
 }
 
-/// One optimizer step on a slice of the parameters, PyTorch formulas.
-#[allow(clippy::too_many_arguments)]
+/// One optimizer step on a slice of the parameters: lenet-core's
+/// per-scalar updates (`AdamScalars::update`, `Sgd::update`), the one
+/// definition that the CUDA kernels mirror.
 fn optimize(
     opt: OptimizerConfig,
     step: u64,
     p: &mut [f32],
-    g: &mut [f32],
+    g: &[f32],
     m: &mut [f32],
     v: &mut [f32],
 ) {
     match opt {
-        OptimizerConfig::Adam {
-            lr,
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-        } => {
-            // Scalars in f64 as PyTorch computes them in Python floats.
-            let t = step as i32;
-            let bc1 = 1.0 - f64::from(beta1).powi(t);
-            let bc2 = 1.0 - f64::from(beta2).powi(t);
-            let step_size = (f64::from(lr) / bc1) as f32;
-            let bc2_sqrt = bc2.sqrt() as f32;
-            for (((p, g), m), v) in p
-                .iter_mut()
-                .zip(g.iter())
-                .zip(m.iter_mut())
-                .zip(v.iter_mut())
-            {
-                let g = *g + weight_decay * *p;
-                *m = beta1 * *m + (1.0 - beta1) * g;
-                *v = beta2 * *v + (1.0 - beta2) * g * g;
-                let denom = v.sqrt() / bc2_sqrt + eps;
-                *p -= step_size * *m / denom;
+        OptimizerConfig::Adam { .. } => {
+            let k = core_adam(opt).scalars(step);
+            for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                k.update(p, g, m, v);
             }
         }
-        OptimizerConfig::Sgd {
-            lr,
-            momentum,
-            weight_decay,
-        } => {
-            for (i, (p, g)) in p.iter_mut().zip(g.iter_mut()).enumerate() {
-                let mut d = *g + weight_decay * *p;
-                if momentum != 0.0 {
-                    let buf = &mut m[i];
-                    *buf = if step == 1 { d } else { momentum * *buf + d };
-                    d = *buf;
+        OptimizerConfig::Sgd { .. } => {
+            let sgd = core_sgd(opt);
+            let first = step == 1;
+            if m.is_empty() {
+                let mut unused = 0.0;
+                for (p, &g) in p.iter_mut().zip(g) {
+                    sgd.update(p, g, &mut unused, first);
                 }
-                *p -= lr * d;
+            } else {
+                for ((p, &g), buf) in p.iter_mut().zip(g).zip(m.iter_mut()) {
+                    sgd.update(p, g, buf, first);
+                }
             }
         }
     }
@@ -321,10 +307,10 @@ impl Trainer for CpuTrainer {
         "cpu"
     }
 
-    fn train_batch(&mut self, x: &[f32], labels: &[u8]) -> f32 {
+    fn train_batch(&mut self, x: &[f32], labels: &[u8]) -> Result<f32, TrainerError> {
         let n = labels.len();
         if n == 0 {
-            return 0.0;
+            return Ok(0.0);
         }
         let used = self.backprop(x, labels);
         self.step += 1;
@@ -368,15 +354,15 @@ impl Trainer for CpuTrainer {
                 s.spawn(move |_| {
                     let mut g = vec![0.0f32; p.len()];
                     reduce(&mut g, grads, i * per);
-                    optimize(opt, step, p, &mut g, m, v);
+                    optimize(opt, step, p, &g, m, v);
                 });
             }
         });
         self.prep_stale = true;
-        self.batch_loss(used, n)
+        Ok(self.batch_loss(used, n))
     }
 
-    fn forward(&mut self, x: &[f32], logits: &mut [f32]) {
+    fn forward(&mut self, x: &[f32], logits: &mut [f32]) -> Result<(), TrainerError> {
         let n = logits.len() / CLASSES;
         assert_eq!(logits.len(), n * CLASSES, "logits must be N x 10");
         assert_eq!(x.len(), n * IMG, "x must hold N images of 28x28");
@@ -392,13 +378,13 @@ impl Trainer for CpuTrainer {
                 done &= engine.forward_one(prep, params, img, out);
             }
             if done {
-                return;
+                return Ok(());
             }
         }
         if n <= self.isa.lanes() {
             // One block: run it here rather than waking the pool.
             self.engines[0].forward(&self.prep, &self.params, x, logits);
-            return;
+            return Ok(());
         }
         let mut ranges = vec![(0, 0); self.threads];
         let used = self.chunks(n, &mut ranges);
@@ -415,6 +401,7 @@ impl Trainer for CpuTrainer {
                 s.spawn(move |_| engine.forward(prep, params, &x[a * IMG..b * IMG], out));
             }
         });
+        Ok(())
     }
 
     fn set_lr(&mut self, lr: f32) {
@@ -423,20 +410,20 @@ impl Trainer for CpuTrainer {
         }
     }
 
-    fn params(&self) -> Vec<f32> {
-        self.params.clone()
+    fn params(&mut self) -> Result<Vec<f32>, TrainerError> {
+        Ok(self.params.clone())
     }
 
-    fn optimizer_state(&self) -> OptimizerState {
-        OptimizerState {
+    fn optimizer_state(&mut self) -> Result<OptimizerState, TrainerError> {
+        Ok(OptimizerState {
             step: self.step,
             m: self.m.clone(),
             v: self.v.clone(),
-        }
+        })
     }
 
-    fn load(&mut self, params: &[f32], state: &OptimizerState) {
-        assert_eq!(params.len(), self.params.len(), "parameter count");
+    fn load(&mut self, params: &[f32], state: &OptimizerState) -> Result<(), TrainerError> {
+        check_state(self.params.len(), params, state)?;
         self.params.copy_from_slice(params);
         self.prep_stale = true;
         self.step = state.step;
@@ -462,5 +449,6 @@ impl Trainer for CpuTrainer {
                 self.v = Vec::new();
             }
         }
+        Ok(())
     }
 }

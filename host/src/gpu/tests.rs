@@ -1,0 +1,1 @@
+//! The CUDA trainer on the emulated device.
