@@ -4,7 +4,9 @@
 //! `g = p0 - p1`), 10 Adam steps and 5 SGD-with-momentum steps.
 //!
 //! Driven through the `Trainer` trait only, so the test holds whatever
-//! kernels the back end uses to the same numbers as lenet-core.
+//! kernels the back end uses to the same numbers as lenet-core: the CPU
+//! trainer, and with the `cuda-emu` feature the CUDA trainer's kernels on
+//! the emulated device.
 
 mod common;
 
@@ -28,14 +30,19 @@ fn state_dict(g: &Golden, prefix: &str) -> Vec<f32> {
         .collect()
 }
 
-fn trainer(kind: ModelKind, optimizer: OptimizerConfig, init: &[f32]) -> Box<dyn Trainer> {
+fn trainer(
+    device: Device,
+    kind: ModelKind,
+    optimizer: OptimizerConfig,
+    init: &[f32],
+) -> Box<dyn Trainer> {
     let cfg = TrainerConfig {
         kind,
         act: Activation::Sigmoid,
         optimizer,
         threads: 1,
     };
-    let (mut t, _) = make_trainer(Device::Cpu, &cfg, 0).expect("CPU trainer");
+    let (mut t, _) = make_trainer(device, &cfg, 0).expect("trainer");
     t.load(init, &OptimizerState::default()).unwrap();
     t
 }
@@ -58,7 +65,7 @@ const fn sgd(lr: f32, momentum: f32) -> OptimizerConfig {
     }
 }
 
-fn check(kind: ModelKind, name: &str) -> (Worst, Worst) {
+fn check(device: Device, kind: ModelKind, name: &str) -> (Worst, Worst) {
     let g = Golden::load("lenet.bin");
     let x = &g.get("lenet/x").data;
     let labels: Vec<u8> = g
@@ -72,7 +79,7 @@ fn check(kind: ModelKind, name: &str) -> (Worst, Worst) {
     let init = state_dict(&g, &format!("{p}/init"));
 
     let (atol, rtol) = FORWARD_TOL;
-    let mut t = trainer(kind, sgd(1.0, 0.0), &init);
+    let mut t = trainer(device, kind, sgd(1.0, 0.0), &init);
     let mut logits = vec![f32::NAN; n * 10];
     t.forward(x, &mut logits).unwrap();
     let mut fwd = assert_record(&logits, g.get(&format!("{p}/logits")), atol, rtol);
@@ -99,7 +106,7 @@ fn check(kind: ModelKind, name: &str) -> (Worst, Worst) {
     let (atol, rtol) = TRAIN_TOL;
     let mut train = Worst::default();
     for (opt_name, opt) in [("adam", adam(1e-3)), ("sgd", sgd(0.1, 0.9))] {
-        let mut t = trainer(kind, opt, &init);
+        let mut t = trainer(device, kind, opt, &init);
         let want = g.get(&format!("{p}/{opt_name}/losses"));
         let losses: Vec<f32> = (0..want.data.len())
             .map(|_| t.train_batch(x, &labels).unwrap())
@@ -118,18 +125,42 @@ fn check(kind: ModelKind, name: &str) -> (Worst, Worst) {
 
 #[test]
 fn cpu_trainer_matches_pytorch_lenet5_classic() {
-    let (fwd, train) = check(ModelKind::LeNet5, "classic");
+    let (fwd, train) = check(Device::Cpu, ModelKind::LeNet5, "classic");
     println!("host classic worst: forward/gradients {fwd:?}, training {train:?}");
 }
 
 #[test]
 fn cpu_trainer_matches_pytorch_lenet5_max() {
-    let (fwd, train) = check(ModelKind::LeNet5Max, "max");
+    let (fwd, train) = check(Device::Cpu, ModelKind::LeNet5Max, "max");
     println!("host max worst: forward/gradients {fwd:?}, training {train:?}");
 }
 
 #[test]
 fn cpu_trainer_matches_pytorch_lenet5_wide() {
-    let (fwd, train) = check(ModelKind::LeNet5Wide, "wide");
+    let (fwd, train) = check(Device::Cpu, ModelKind::LeNet5Wide, "wide");
     println!("host wide worst: forward/gradients {fwd:?}, training {train:?}");
+}
+
+// The CUDA trainer's kernels, run by the emulated device (feature
+// `cuda-emu`), against the same records and tolerances.
+
+#[cfg(feature = "cuda-emu")]
+#[test]
+fn emulated_cuda_trainer_matches_pytorch_lenet5_classic() {
+    let (fwd, train) = check(Device::CudaEmu, ModelKind::LeNet5, "classic");
+    println!("cuda-emu classic worst: forward/gradients {fwd:?}, training {train:?}");
+}
+
+#[cfg(feature = "cuda-emu")]
+#[test]
+fn emulated_cuda_trainer_matches_pytorch_lenet5_max() {
+    let (fwd, train) = check(Device::CudaEmu, ModelKind::LeNet5Max, "max");
+    println!("cuda-emu max worst: forward/gradients {fwd:?}, training {train:?}");
+}
+
+#[cfg(feature = "cuda-emu")]
+#[test]
+fn emulated_cuda_trainer_matches_pytorch_lenet5_wide() {
+    let (fwd, train) = check(Device::CudaEmu, ModelKind::LeNet5Wide, "wide");
+    println!("cuda-emu wide worst: forward/gradients {fwd:?}, training {train:?}");
 }

@@ -5,7 +5,7 @@
 //! the CPU) on a machine without a GPU. `auto` takes CUDA when a CUDA
 //! trainer can run and says why not otherwise.
 
-use crate::trainer::{OptimizerConfig, Trainer, TrainerConfig};
+use crate::trainer::{OptimizerConfig, Trainer, TrainerConfig, TrainerError};
 
 /// Requested device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,6 +16,9 @@ pub enum Device {
     CpuReference,
     /// An NVIDIA GPU (feature `cuda`).
     Cuda,
+    /// The CUDA trainer on the emulated device: the CUDA kernels compiled
+    /// for the CPU (feature `cuda-emu`; slow, for checking).
+    CudaEmu,
     /// CUDA if usable, else the CPU.
     Auto,
 }
@@ -27,6 +30,9 @@ pub enum BackendError {
     /// `--device cuda` but CUDA cannot be used.
     #[error("--device cuda: {0}")]
     CudaUnavailable(String),
+    /// `--device cuda-emu` but this build has no emulated device, or it failed.
+    #[error("--device cuda-emu: {0}")]
+    EmuUnavailable(String),
     /// The CPU trainer could not be built.
     #[error("CPU trainer: {0}")]
     Cpu(String),
@@ -44,41 +50,91 @@ pub fn cuda_status() -> Result<String, String> {
     }
 }
 
-/// Whether this build contains a CUDA trainer.
-pub const HAS_CUDA_TRAINER: bool = false;
+/// Whether this build contains the CUDA trainer on a real GPU.
+pub const HAS_CUDA_TRAINER: bool = cfg!(feature = "cuda");
+
+/// The message of a device error, without the device's name in front.
+fn reason(e: TrainerError) -> String {
+    match e {
+        TrainerError::Device { msg, .. } => msg,
+        other => other.to_string(),
+    }
+}
+
+/// The CUDA trainer on GPU 0 for `cfg`, initialized from `seed`, and the
+/// GPU's name; or why there is none.
+pub fn cuda_trainer(cfg: &TrainerConfig, seed: u64) -> Result<(Box<dyn Trainer>, String), String> {
+    #[cfg(feature = "cuda")]
+    {
+        use crate::gpu::device::Device as _;
+        let dev = crate::cuda::CudaDevice::new().map_err(reason)?;
+        let name = dev.describe();
+        let init = crate::reference::init_params(cfg.kind, cfg.act, seed);
+        let t = crate::gpu::GpuTrainer::new(dev, cfg, &init).map_err(reason)?;
+        Ok((Box::new(t), name))
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (cfg, seed);
+        Err(cuda_status().err().unwrap_or_default())
+    }
+}
+
+/// The CUDA trainer on the emulated device (threads of a block in
+/// ascending order), initialized from `seed`; or why there is none.
+pub fn emu_trainer(cfg: &TrainerConfig, seed: u64) -> Result<Box<dyn Trainer>, String> {
+    #[cfg(feature = "cuda-emu")]
+    {
+        use crate::gpu::emu::{EmuDevice, ThreadOrder};
+        let dev = EmuDevice::new(ThreadOrder::Ascending).map_err(reason)?;
+        let init = crate::reference::init_params(cfg.kind, cfg.act, seed);
+        let t = crate::gpu::GpuTrainer::new(dev, cfg, &init).map_err(reason)?;
+        Ok(Box::new(t))
+    }
+    #[cfg(not(feature = "cuda-emu"))]
+    {
+        let _ = (cfg, seed);
+        Err("this binary was built without the `cuda-emu` feature (cargo build --features cuda-emu)".into())
+    }
+}
 
 /// Builds a trainer for `cfg` on `device`, weights initialized from `seed`.
 /// Returns the trainer and a line saying what was chosen and why.
 ///
 /// # Errors
-/// [`BackendError::CudaUnavailable`] for `Device::Cuda` without CUDA.
+/// [`BackendError::CudaUnavailable`] for `Device::Cuda` without a usable
+/// GPU, [`BackendError::EmuUnavailable`] for `Device::CudaEmu` without the
+/// emulator.
 pub fn make_trainer(
     device: Device,
     cfg: &TrainerConfig,
     seed: u64,
 ) -> Result<(Box<dyn Trainer>, String), BackendError> {
-    let cuda = cuda_status().and_then(|name| {
-        if HAS_CUDA_TRAINER {
-            Ok(name)
-        } else {
-            Err(format!(
-                "CUDA device {name} found, but this build has no CUDA trainer yet"
+    match device {
+        Device::Cpu => Ok((cpu_trainer(cfg, seed)?, "device: cpu".into())),
+        Device::CpuReference => Ok((
+            reference_trainer(cfg, seed),
+            "device: cpu (reference trainer)".into(),
+        )),
+        Device::Cuda => {
+            let (t, name) = cuda_trainer(cfg, seed).map_err(BackendError::CudaUnavailable)?;
+            Ok((t, format!("device: cuda ({name})")))
+        }
+        Device::CudaEmu => {
+            let t = emu_trainer(cfg, seed).map_err(BackendError::EmuUnavailable)?;
+            Ok((
+                t,
+                "device: cuda-emu (the CUDA kernels emulated on the CPU; slow)".into(),
             ))
         }
-    });
-    let note = match (device, cuda) {
-        (Device::Cuda, Err(why)) => return Err(BackendError::CudaUnavailable(why)),
-        (Device::CpuReference, _) => {
-            return Ok((
-                reference_trainer(cfg, seed),
-                "device: cpu (reference trainer)".into(),
-            ));
-        }
-        (Device::Auto, Err(why)) => format!("device: cpu (auto: CUDA not used: {why})"),
-        (Device::Cpu, _) => "device: cpu".to_string(),
-        (_, Ok(name)) => format!("device: cuda ({name})"),
-    };
-    Ok((cpu_trainer(cfg, seed)?, note))
+        Device::Auto => match cuda_trainer(cfg, seed) {
+            Ok((t, name)) => Ok((t, format!("device: cuda ({name}; auto)"))),
+            Err(why) => Ok((
+                cpu_trainer(cfg, seed)?,
+                format!("device: cpu (auto: CUDA not used: {why})"),
+            )),
+        },
+    }
 }
 
 /// The fast CPU trainer for `cfg`, starting from the reference
@@ -149,7 +205,7 @@ mod tests {
     /// falls back to the CPU, saying why.
     #[test]
     fn cuda_falls_back_or_fails_clearly() {
-        if HAS_CUDA_TRAINER && cuda_status().is_ok() {
+        if cuda_status().is_ok() {
             return; // a GPU machine: nothing to fall back from
         }
         let why = match make_trainer(Device::Cuda, &cfg(), 0) {
@@ -162,7 +218,7 @@ mod tests {
         assert!(why.contains("without the `cuda` feature"), "{why}");
         #[cfg(feature = "cuda")]
         assert!(
-            why.contains("libcuda") || why.contains("CUDA device") || why.contains("CUDA trainer"),
+            why.contains("libcuda") || why.contains("CUDA device") || why.contains("driver"),
             "{why}"
         );
         let (t, note) = make_trainer(Device::Auto, &cfg(), 0).unwrap();

@@ -86,6 +86,8 @@ pub enum DeviceArg {
     CpuReference,
     /// NVIDIA GPU (needs the `cuda` feature and a driver).
     Cuda,
+    /// The CUDA trainer on the CPU: its kernels compiled for the CPU under an emulated CUDA execution model (needs the `cuda-emu` feature; slow, for checking).
+    CudaEmu,
     /// CUDA when usable, otherwise the CPU (says which).
     Auto,
 }
@@ -310,6 +312,12 @@ pub struct BenchArgs {
     /// Seconds spent on each measurement.
     #[arg(long, default_value_t = 2.0)]
     pub seconds: f64,
+    /// Compute device: cpu (default), cuda or cuda-emu; the GPU devices also time one epoch.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceArg,
+    /// Images in the epoch timed on a GPU device (random images, resident on the device).
+    #[arg(long, default_value_t = 60_000, value_name = "N")]
+    pub epoch_images: usize,
 }
 
 /// `host fetch`.
@@ -349,6 +357,7 @@ fn device(d: DeviceArg) -> Device {
         DeviceArg::Cpu => Device::Cpu,
         DeviceArg::CpuReference => Device::CpuReference,
         DeviceArg::Cuda => Device::Cuda,
+        DeviceArg::CudaEmu => Device::CudaEmu,
         DeviceArg::Auto => Device::Auto,
     }
 }
@@ -663,7 +672,7 @@ fn cmd_fetch(a: FetchArgs) -> Result<()> {
 }
 
 fn cmd_bench(a: BenchArgs) -> Result<()> {
-    use crate::cpu::bench::{BenchConfig, bench};
+    use crate::cpu::bench::{BenchConfig, bench, bench_config, measure_gpu};
     if !(a.seconds.is_finite() && a.seconds > 0.0) {
         bail!("--seconds {} must be > 0", a.seconds);
     }
@@ -674,14 +683,32 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         batch: a.batch.max(1),
         time: std::time::Duration::from_secs_f64(a.seconds),
     };
-    let r = bench(&cfg)?;
-    println!(
-        "lenet-host {} ({}, {}, batch {}): {r}",
+    let head = format!(
+        "lenet-host {} ({}, {}, batch {})",
         env!("CARGO_PKG_VERSION"),
         kind_name(cfg.kind),
         act_name(cfg.act),
         cfg.batch
     );
+    let dev = match a.device {
+        DeviceArg::Cpu | DeviceArg::Auto => {
+            let r = bench(&cfg)?;
+            println!("{head}: {r}");
+            return Ok(());
+        }
+        DeviceArg::CpuReference => {
+            bail!("--device cpu-reference: the reference trainer is not benchmarked")
+        }
+        DeviceArg::Cuda => Device::Cuda,
+        DeviceArg::CudaEmu => Device::CudaEmu,
+    };
+    if a.epoch_images == 0 {
+        bail!("--epoch-images must be > 0");
+    }
+    let tc = bench_config(cfg.kind, cfg.act, cfg.threads);
+    let (mut t, note) = backend::make_trainer(dev, &tc, 1)?;
+    let r = measure_gpu(t.as_mut(), cfg.batch, cfg.time, a.epoch_images)?;
+    println!("{head}, {note}: {r}");
     Ok(())
 }
 

@@ -1,17 +1,256 @@
-//! CUDA device discovery (feature `cuda`). The driver library is loaded at
-//! run time, so this compiles and runs without a CUDA installation.
+//! The real GPU behind [`Device`] (feature `cuda`), through the CUDA driver
+//! API. The driver library is loaded at run time, so this compiles and runs
+//! without a CUDA installation, and the kernels ship as PTX inside the
+//! binary (`host/cuda/ptx`, made from `host/cuda/*.cu` by
+//! `scripts/cuda_ptx.py`): the user's machine needs the NVIDIA driver only.
+//!
+//! What the emulated device cannot check is what this file does: the
+//! driver calls themselves (context, module loading and JIT, memory,
+//! copies, launches). It keeps them few and plain: one context, the legacy
+//! default stream (every operation in issue order), synchronous copies.
 
-use cudarc::driver::CudaContext;
+use std::collections::HashSet;
+use std::ffi::{CString, c_void};
+use std::sync::Arc;
 
-/// `Ok(device name)` if the driver loads and device 0 opens, else the reason.
+use cudarc::driver::{CudaContext, DriverError, result, sys};
+
+use crate::gpu::device::{DevPtr, Device, Kernel};
+use crate::trainer::TrainerError;
+
+/// The PTX modules, by source file name.
+const PTX: [(&str, &str); 7] = [
+    ("activation", include_str!("../cuda/ptx/activation.ptx")),
+    ("conv2d", include_str!("../cuda/ptx/conv2d.ptx")),
+    ("data", include_str!("../cuda/ptx/data.ptx")),
+    ("linear", include_str!("../cuda/ptx/linear.ptx")),
+    ("loss", include_str!("../cuda/ptx/loss.ptx")),
+    ("optim", include_str!("../cuda/ptx/optim.ptx")),
+    ("pool", include_str!("../cuda/ptx/pool.ptx")),
+];
+
+/// The oldest driver that loads the PTX: ISA 8.0 comes with CUDA 12.0
+/// (driver R525).
+pub const MIN_DRIVER: i32 = 12000;
+
+/// `Ok(device name)` if the driver loads, is new enough and device 0 is
+/// Volta or newer; else the reason.
 pub fn probe() -> Result<String, String> {
     // SAFETY: `is_culib_present` only tries to dlopen the driver library by
     // its usual names and drops it; it calls no CUDA function.
     let present = unsafe { cudarc::driver::sys::is_culib_present() };
     if !present {
-        return Err("no CUDA driver library (libcuda.so) found".into());
+        return Err("no CUDA driver library (libcuda.so) found; install the NVIDIA driver".into());
     }
     let ctx = CudaContext::new(0).map_err(|e| format!("cannot open CUDA device 0: {e}"))?;
+    check_device(&ctx)?;
     ctx.name()
         .map_err(|e| format!("cannot query CUDA device 0: {e}"))
+}
+
+fn check_device(ctx: &Arc<CudaContext>) -> Result<(), String> {
+    let mut version = 0;
+    // SAFETY: writes one int; the driver is initialized by CudaContext::new.
+    unsafe { sys::cuDriverGetVersion(&mut version) }
+        .result()
+        .map_err(|e| format!("cannot query the CUDA driver version: {e}"))?;
+    if version < MIN_DRIVER {
+        return Err(format!(
+            "the NVIDIA driver supports CUDA {}.{}; lenet's kernels need CUDA 12.0 or newer (driver R525 or newer)",
+            version / 1000,
+            version % 1000 / 10
+        ));
+    }
+    let (major, minor) = ctx
+        .compute_capability()
+        .map_err(|e| format!("cannot query the compute capability: {e}"))?;
+    if major < 7 {
+        return Err(format!(
+            "compute capability {major}.{minor}: lenet's kernels need Volta (7.0) or newer"
+        ));
+    }
+    Ok(())
+}
+
+/// One CUDA device: its context, the loaded kernels and the allocations.
+pub struct CudaDevice {
+    ctx: Arc<CudaContext>,
+    name: String,
+    modules: Vec<sys::CUmodule>,
+    /// By [`Kernel::index`].
+    functions: Vec<sys::CUfunction>,
+    allocs: HashSet<DevPtr>,
+}
+
+// SAFETY: the handles are plain driver handles, valid in any thread once
+// the context is current; every method makes the context current first.
+unsafe impl Send for CudaDevice {}
+
+fn err(what: &str, e: DriverError) -> TrainerError {
+    TrainerError::Device {
+        device: "cuda",
+        msg: format!("{what}: {e}"),
+    }
+}
+
+impl CudaDevice {
+    /// Opens device 0 and loads the kernels (the driver JIT-compiles the
+    /// PTX for this GPU on first use and caches it).
+    ///
+    /// # Errors
+    /// No driver, a driver or GPU too old, or a failed module load, with
+    /// the reason.
+    pub fn new() -> Result<CudaDevice, TrainerError> {
+        let fail = |msg: String| TrainerError::Device {
+            device: "cuda",
+            msg,
+        };
+        probe().map_err(fail)?;
+        let ctx = CudaContext::new(0).map_err(|e| err("cannot open device 0", e))?;
+        let name = ctx.name().map_err(|e| err("device name", e))?;
+        ctx.bind_to_thread().map_err(|e| err("bind context", e))?;
+        let mut modules = Vec::new();
+        for (file, ptx) in PTX {
+            let text = CString::new(ptx).map_err(|e| fail(format!("{file}.ptx: {e}")))?;
+            // SAFETY: a NUL-terminated PTX text; the context is current.
+            let m = unsafe { result::module::load_data(text.as_ptr().cast()) }.map_err(|e| {
+                err(
+                    &format!("loading {file}.ptx (the driver JIT-compiles it)"),
+                    e,
+                )
+            })?;
+            modules.push(m);
+        }
+        let mut functions = Vec::new();
+        for k in Kernel::ALL {
+            let module = PTX
+                .iter()
+                .position(|(f, _)| *f == k.file())
+                .map(|i| modules[i])
+                .ok_or_else(|| fail(format!("no PTX module {}", k.file())))?;
+            let name = CString::new(k.name()).map_err(|e| fail(e.to_string()))?;
+            // SAFETY: the module was loaded above and is not unloaded.
+            let f = unsafe { result::module::get_function(module, name) }
+                .map_err(|e| err(&format!("kernel {}", k.name()), e))?;
+            functions.push(f);
+        }
+        Ok(CudaDevice {
+            ctx,
+            name,
+            modules,
+            functions,
+            allocs: HashSet::new(),
+        })
+    }
+
+    fn bind(&self) -> Result<(), TrainerError> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| err("make the context current", e))
+    }
+}
+
+impl Drop for CudaDevice {
+    fn drop(&mut self) {
+        if self.bind().is_err() {
+            return;
+        }
+        for &p in &self.allocs {
+            // SAFETY: allocated by `alloc` in this context and not freed.
+            let _ = unsafe { result::free_sync(p) };
+        }
+        for &m in &self.modules {
+            // SAFETY: loaded in `new`; no function of it is used after this.
+            let _ = unsafe { result::module::unload(m) };
+        }
+    }
+}
+
+impl Device for CudaDevice {
+    fn kind(&self) -> &'static str {
+        "cuda"
+    }
+
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+
+    fn alloc(&mut self, bytes: usize) -> Result<DevPtr, TrainerError> {
+        self.bind()?;
+        let bytes = bytes.max(1);
+        // SAFETY: the context is current; the memory is zeroed before use.
+        let p = unsafe { result::malloc_sync(bytes) }
+            .map_err(|e| err(&format!("allocating {bytes} bytes"), e))?;
+        // SAFETY: `p` holds `bytes` bytes.
+        unsafe { result::memset_d8_sync(p, 0, bytes) }.map_err(|e| err("zeroing memory", e))?;
+        self.allocs.insert(p);
+        Ok(p)
+    }
+
+    fn free(&mut self, ptr: DevPtr) -> Result<(), TrainerError> {
+        self.bind()?;
+        if !self.allocs.remove(&ptr) {
+            return Err(TrainerError::Device {
+                device: "cuda",
+                msg: format!("free of {ptr:#x}, which was not allocated"),
+            });
+        }
+        // SAFETY: allocated by `alloc` and now forgotten.
+        unsafe { result::free_sync(ptr) }.map_err(|e| err("freeing memory", e))
+    }
+
+    fn upload(&mut self, dst: DevPtr, src: &[u8]) -> Result<(), TrainerError> {
+        self.bind()?;
+        // SAFETY: `dst` is device memory of at least `src.len()` bytes (the
+        // trainer sizes every buffer before it copies into it).
+        unsafe { result::memcpy_htod_sync(dst, src) }
+            .map_err(|e| err(&format!("copying {} bytes to the device", src.len()), e))
+    }
+
+    fn download(&mut self, dst: &mut [u8], src: DevPtr) -> Result<(), TrainerError> {
+        self.bind()?;
+        // SAFETY: as in `upload`; the copy on the default stream waits for
+        // the kernels issued before it.
+        unsafe { result::memcpy_dtoh_sync(dst, src) }.map_err(|e| {
+            err(
+                &format!(
+                    "copying {} bytes from the device (errors of earlier kernels show here)",
+                    dst.len()
+                ),
+                e,
+            )
+        })
+    }
+
+    fn launch_raw(
+        &mut self,
+        kernel: Kernel,
+        grid: u32,
+        block: u32,
+        args: *const c_void,
+        _args_size: usize,
+    ) -> Result<(), TrainerError> {
+        self.bind()?;
+        let mut params = [args.cast_mut()];
+        // SAFETY: the function takes one by-value struct argument, and
+        // `args` points to that struct (KernelArgs, mirrored from
+        // lenet.cuh); the driver copies it at launch. Every device pointer
+        // in it is a live allocation sized by the trainer.
+        unsafe {
+            result::launch_kernel(
+                self.functions[kernel.index()],
+                (grid, 1, 1),
+                (block, 1, 1),
+                0,
+                std::ptr::null_mut(),
+                &mut params,
+            )
+        }
+        .map_err(|e| err(&format!("launching {}", kernel.name()), e))
+    }
+
+    fn sync(&mut self) -> Result<(), TrainerError> {
+        self.bind()?;
+        self.ctx.synchronize().map_err(|e| err("synchronizing", e))
+    }
 }

@@ -159,3 +159,75 @@ pub fn bench(cfg: &BenchConfig) -> Result<BenchReport, CpuError> {
         latency_us: lat * 1e6,
     })
 }
+
+/// What [`measure_gpu`] measures on a GPU back end.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GpuBenchReport {
+    /// Training images/s with batches copied from the host each step.
+    pub train_img_per_s: f64,
+    /// Inference images/s.
+    pub infer_img_per_s: f64,
+    /// Mean latency of a forward pass on one image, in microseconds.
+    pub latency_us: f64,
+    /// Images in the timed epoch.
+    pub epoch_images: usize,
+    /// Seconds of one epoch with the data resident on the device
+    /// ([`Trainer::train_epoch`]: gather on the device, losses read once).
+    pub epoch_seconds: f64,
+}
+
+impl core::fmt::Display for GpuBenchReport {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "train {:.0} img/s, inference {:.0} img/s, batch-1 latency {:.1} us; one {}-image epoch {:.1} ms ({:.0} img/s)",
+            self.train_img_per_s,
+            self.infer_img_per_s,
+            self.latency_us,
+            self.epoch_images,
+            self.epoch_seconds * 1e3,
+            self.epoch_images as f64 / self.epoch_seconds
+        )
+    }
+}
+
+/// [`measure`] on a GPU back end, plus the time of one epoch of
+/// `epoch_images` random images resident on the device (after a warm-up
+/// epoch that uploads them).
+///
+/// # Errors
+/// The back end failed.
+pub fn measure_gpu(
+    trainer: &mut dyn Trainer,
+    batch: usize,
+    time: Duration,
+    epoch_images: usize,
+) -> Result<GpuBenchReport, TrainerError> {
+    let (train, infer, lat) = measure(trainer, batch, time)?;
+    let mut px = vec![0.0f32; epoch_images * 784];
+    random_data(&mut px, 3);
+    let data = crate::data::Dataset {
+        images: px.iter().map(|v| ((v + 1.0) * 127.5) as u8).collect(),
+        labels: (0..epoch_images).map(|i| (i % 10) as u8).collect(),
+    };
+    let batch = batch.max(1);
+    let plan = crate::trainer::EpochPlan {
+        data: &data,
+        norm: crate::data::Normalization::STANDARD,
+        order: (0..epoch_images as u32).collect(),
+        aug: None,
+        batch_size: batch,
+        lrs: vec![1e-3; epoch_images.div_ceil(batch)],
+    };
+    trainer.train_epoch(&plan, &mut || {})?;
+    let t0 = Instant::now();
+    trainer.train_epoch(&plan, &mut || {})?;
+    let epoch_seconds = t0.elapsed().as_secs_f64();
+    Ok(GpuBenchReport {
+        train_img_per_s: batch as f64 / train,
+        infer_img_per_s: batch as f64 / infer,
+        latency_us: lat * 1e6,
+        epoch_images,
+        epoch_seconds,
+    })
+}
