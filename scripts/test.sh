@@ -12,9 +12,12 @@ step "format"
 cargo fmt --all --check
 (cd firmware && cargo fmt --check)
 
-step "clippy (workspace, and host with the cuda feature)"
+step "clippy (workspace, and host with the CUDA back end and its emulator)"
 cargo clippy --workspace --all-targets -- -D warnings
-cargo clippy -p lenet-host --features cuda --all-targets -- -D warnings
+cargo clippy -p lenet-host --features cuda,cuda-emu --all-targets -- -D warnings
+
+step "CUDA kernels: checked-in PTX matches the sources; ptxas for sm_70, sm_80, sm_90"
+bash scripts/cuda-check.sh
 
 step "no_std build of lenet-core for thumbv7em-none-eabihf"
 cargo build -p lenet-core --target thumbv7em-none-eabihf
@@ -28,6 +31,9 @@ step "tests (unit, integration, golden, doctests, firmware in QEMU)"
 cargo test --workspace
 # lenet-core's own tests with its optional features (micromath's exp, defmt);
 # the host with the CUDA back end compiled in (no GPU needed: it must fall
-# back to the CPU, or fail clearly for --device cuda).
+# back to the CPU, or fail clearly for --device cuda) and the CUDA trainer
+# on the emulated device (its kernels compiled for the CPU) against the CPU
+# trainer and, in the golden test, against PyTorch.
 cargo test -p lenet-core --all-features
-cargo test -p lenet-host --features cuda
+cargo test -p lenet-host --features cuda,cuda-emu
+cargo test --test golden_host --features cuda-emu

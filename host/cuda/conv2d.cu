@@ -54,16 +54,22 @@ extern "C" __global__ void conv2d_backward_input(const ConvArgs a) {
         const float* wp = a.w + ((size_t)co * a.c_in + ci) * a.k * a.k;
         for (int u = 0; u < a.k; u++) {
             int t = iy + a.p - u;
-            if (t < 0 || t % a.s != 0 || t / a.s >= a.oh) {
+            if (t < 0 || (a.s != 1 && t % a.s != 0)) {
                 continue;
             }
-            int oy = t / a.s;
+            int oy = a.s == 1 ? t : t / a.s;
+            if (oy >= a.oh) {
+                continue;
+            }
             for (int v = 0; v < a.k; v++) {
                 int r = ix + a.p - v;
-                if (r < 0 || r % a.s != 0 || r / a.s >= a.ow) {
+                if (r < 0 || (a.s != 1 && r % a.s != 0)) {
                     continue;
                 }
-                acc += wp[u * a.k + v] * dyp[oy * a.ow + r / a.s];
+                int ox = a.s == 1 ? r : r / a.s;
+                if (ox < a.ow) {
+                    acc += wp[u * a.k + v] * dyp[oy * a.ow + ox];
+                }
             }
         }
     }
@@ -72,7 +78,8 @@ extern "C" __global__ void conv2d_backward_input(const ConvArgs a) {
 
 // One block of REDUCE_THREADS threads per weight (co, ci, u, v), then one
 // per bias co: grid = C_OUT * C_IN * K * K + C_OUT blocks. Each thread sums
-// a strided share of the (n, oy, ox) terms; block_sum adds the shares.
+// the output rows (n, oy) = threadIdx.x, threadIdx.x + REDUCE_THREADS, ...,
+// each row along ox; block_sum adds the threads' shares.
 // dw[co][ci][u][v] = sum_{n,oy,ox} dy[n][co][oy][ox] * x[n][ci][oy*S + u - P][ox*S + v - P]
 // db[co] = sum_{n,oy,ox} dy[n][co][oy][ox]
 // Writes dw and db (does not accumulate).
@@ -80,31 +87,38 @@ extern "C" __global__ void conv2d_backward_weight(const ConvArgs a) {
     __shared__ float s[REDUCE_THREADS];
     int nw = a.c_out * a.c_in * a.k * a.k;
     int b = (int)blockIdx.x;
-    int terms = a.n * a.oh * a.ow;
+    int rows = a.n * a.oh;
     float acc = 0.0f;
     if (b < nw) {
         int v = b % a.k;
         int u = (b / a.k) % a.k;
         int ci = (b / (a.k * a.k)) % a.c_in;
         int co = b / (a.k * a.k * a.c_in);
-        for (int j = (int)threadIdx.x; j < terms; j += REDUCE_THREADS) {
-            int ox = j % a.ow;
-            int oy = (j / a.ow) % a.oh;
-            int n = j / (a.ow * a.oh);
+        for (int r = (int)threadIdx.x; r < rows; r += REDUCE_THREADS) {
+            int n = r / a.oh;
+            int oy = r % a.oh;
             int iy = oy * a.s + u - a.p;
-            int ix = ox * a.s + v - a.p;
-            if (iy < 0 || iy >= a.h || ix < 0 || ix >= a.w_in) {
+            if (iy < 0 || iy >= a.h) {
                 continue;
             }
-            acc += a.dy[(((size_t)n * a.c_out + co) * a.oh + oy) * a.ow + ox] *
-                   a.x[(((size_t)n * a.c_in + ci) * a.h + iy) * a.w_in + ix];
+            const float* dyr = a.dy + (((size_t)n * a.c_out + co) * a.oh + oy) * a.ow;
+            const float* xr = a.x + (((size_t)n * a.c_in + ci) * a.h + iy) * a.w_in;
+            for (int ox = 0; ox < a.ow; ox++) {
+                int ix = ox * a.s + v - a.p;
+                if (ix >= 0 && ix < a.w_in) {
+                    acc += dyr[ox] * xr[ix];
+                }
+            }
         }
     } else {
         int co = b - nw;
-        for (int j = (int)threadIdx.x; j < terms; j += REDUCE_THREADS) {
-            int sp = j % (a.oh * a.ow);
-            int n = j / (a.oh * a.ow);
-            acc += a.dy[((size_t)n * a.c_out + co) * a.oh * a.ow + sp];
+        for (int r = (int)threadIdx.x; r < rows; r += REDUCE_THREADS) {
+            int n = r / a.oh;
+            int oy = r % a.oh;
+            const float* dyr = a.dy + (((size_t)n * a.c_out + co) * a.oh + oy) * a.ow;
+            for (int ox = 0; ox < a.ow; ox++) {
+                acc += dyr[ox];
+            }
         }
     }
     s[threadIdx.x] = acc;

@@ -222,7 +222,7 @@ impl Device for CudaDevice {
         })
     }
 
-    fn launch_raw(
+    unsafe fn launch_raw(
         &mut self,
         kernel: Kernel,
         grid: u32,

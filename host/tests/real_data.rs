@@ -49,3 +49,57 @@ fn official_files_load_and_a_short_run_learns() {
         sum.test.accuracy
     );
 }
+
+/// The CUDA trainer on the emulated device (feature `cuda-emu`) trains one
+/// epoch of 2,000 real images like the CPU trainer: test accuracy within
+/// 0.5 pp (the data pipeline, the order and the augmentation are the same;
+/// only float summation orders differ). Written: 57.10 % for both.
+#[cfg(feature = "cuda-emu")]
+#[test]
+fn emulated_cuda_trainer_learns_like_the_cpu_trainer() {
+    use lenet_host::backend::emu_trainer;
+    let Ok(src) = data::locate(None) else {
+        assert!(
+            std::env::var_os("LENET_SKIP_REAL_DATA").is_some_and(|v| v == "1"),
+            "real Fashion-MNIST not installed; run scripts/setup.sh"
+        );
+        return;
+    };
+    let d = data::load(&src, 0).unwrap();
+    let s = TrainSettings {
+        model: "lenet5-max".into(),
+        act: "relu".into(),
+        lr: 5e-3,
+        batch_size: 100,
+        epochs: 1,
+        augment: true,
+        shift: 1,
+        limit_train: 2000,
+        limit_test: 1000,
+        seed: 3,
+        ..TrainSettings::default()
+    };
+    let cfg = s.trainer_config(1).unwrap();
+    let mut accuracy = Vec::new();
+    for emulated in [false, true] {
+        let out = tempfile::tempdir().unwrap();
+        let mut t = if emulated {
+            emu_trainer(&cfg, s.seed).unwrap()
+        } else {
+            cpu_trainer(&cfg, s.seed).unwrap()
+        };
+        let sum = train(t.as_mut(), &s, &d, out.path(), None, &mut |l| {
+            eprintln!("{l}")
+        })
+        .unwrap();
+        accuracy.push(sum.test.accuracy);
+    }
+    eprintln!("cpu {:.4}, cuda-emu {:.4}", accuracy[0], accuracy[1]);
+    assert!(accuracy[0] > 0.4, "the run learns: {}", accuracy[0]);
+    assert!(
+        (accuracy[0] - accuracy[1]).abs() <= 0.005,
+        "cpu {} vs cuda-emu {}",
+        accuracy[0],
+        accuracy[1]
+    );
+}

@@ -15,6 +15,39 @@
 #include "../optim.cu"
 #include "../pool.cu"
 
+// Two kernels that only test the emulator: a block sum with its barrier,
+// and the same sum without it, whose result depends on the thread order.
+struct SelftestArgs {
+    const float* x;
+    float* out;
+};
+
+extern "C" __global__ void selftest_sum(const SelftestArgs a) {
+    __shared__ float s[64];
+    s[threadIdx.x] = a.x[threadIdx.x];
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float t = 0.0f;
+        for (unsigned i = 0; i < blockDim.x; i++) {
+            t += s[i];
+        }
+        *a.out = t;
+    }
+}
+
+extern "C" __global__ void selftest_racy_sum(const SelftestArgs a) {
+    __shared__ float s[64];
+    s[threadIdx.x] = a.x[threadIdx.x];
+    // (the barrier is missing here)
+    if (threadIdx.x == 0) {
+        float t = 0.0f;
+        for (unsigned i = 0; i < blockDim.x; i++) {
+            t += s[i];
+        }
+        *a.out = t;
+    }
+}
+
 thread_local dim3 threadIdx;
 thread_local dim3 blockIdx;
 thread_local dim3 blockDim;
@@ -51,6 +84,8 @@ const Entry KERNELS[] = {
     KERNEL(softmax_cross_entropy, LossArgs, true),
     KERNEL(adam_update, AdamArgs, false),
     KERNEL(sgd_update, SgdArgs, false),
+    KERNEL(selftest_sum, SelftestArgs, true),
+    KERNEL(selftest_racy_sum, SelftestArgs, false),
 };
 const int NUM_KERNELS = sizeof(KERNELS) / sizeof(KERNELS[0]);
 
@@ -89,7 +124,7 @@ lenet_emu_switch:
 #error "the CUDA emulator's fibers are written for x86-64"
 #endif
 
-const size_t STACK_BYTES = 64 * 1024;
+const size_t STACK_BYTES = 16 * 1024;
 
 struct Fiber {
     void* sp;

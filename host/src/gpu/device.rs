@@ -112,7 +112,12 @@ pub trait Device: Send {
     /// before.
     fn download(&mut self, dst: &mut [u8], src: DevPtr) -> Result<(), TrainerError>;
     /// Launches `kernel` on a 1-D grid of `grid` blocks of `block` threads.
-    fn launch_raw(
+    ///
+    /// # Safety
+    /// `args` points to `args_size` bytes holding `kernel`'s argument
+    /// struct, and every device pointer in it is a live allocation of this
+    /// device large enough for what the kernel reads and writes.
+    unsafe fn launch_raw(
         &mut self,
         kernel: Kernel,
         grid: u32,
@@ -133,13 +138,17 @@ pub trait DeviceExt: Device {
         grid: u32,
         args: &A,
     ) -> Result<(), TrainerError> {
-        self.launch_raw(
-            kernel,
-            grid,
-            BLOCK,
-            (args as *const A).cast(),
-            core::mem::size_of::<A>(),
-        )
+        // SAFETY: `args` is a whole argument struct (KernelArgs); the
+        // trainer sizes every buffer it names before launching.
+        unsafe {
+            self.launch_raw(
+                kernel,
+                grid,
+                BLOCK,
+                (args as *const A).cast(),
+                core::mem::size_of::<A>(),
+            )
+        }
     }
 
     /// Launches `kernel` with one thread per item of `items` (at least one

@@ -102,6 +102,73 @@ impl EmuDevice {
     }
 }
 
+/// Runs the emulator's own test kernels on 64 threads whose values are
+/// 1..=64, in `order`: a block sum with its `__syncthreads` and the same sum
+/// without it. Returns both sums (the first is 2080 in any order; the
+/// second is 2080 only when thread 0 happens to run last).
+///
+/// # Errors
+/// A launch failed.
+pub fn selftest(order: ThreadOrder) -> Result<(f32, f32), TrainerError> {
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct SelftestArgs {
+        x: u64,
+        out: u64,
+    }
+    let dev = EmuDevice::new(order)?;
+    let x: Vec<f32> = (1..=64).map(|v| v as f32).collect();
+    let mut sums = [0.0f32; 2];
+    for (name, sum) in ["selftest_sum", "selftest_racy_sum"].iter().zip(&mut sums) {
+        let c = CString::new(*name).map_err(|e| err(e.to_string()))?;
+        // SAFETY: a NUL-terminated string; the function only reads it.
+        let k = unsafe { lenet_emu_find(c.as_ptr()) };
+        let args = SelftestArgs {
+            x: x.as_ptr() as u64,
+            out: sum as *mut f32 as u64,
+        };
+        let (mode, seed) = dev.order_mode();
+        let mut msg = [0 as c_char; 256];
+        // SAFETY: the kernel reads 64 floats of `x` and writes one float to
+        // `out`, both alive for the call; 64 threads in one block.
+        let rc = unsafe {
+            lenet_emu_launch(
+                k,
+                [1, 1, 1].as_ptr(),
+                [64, 1, 1].as_ptr(),
+                (&args as *const SelftestArgs).cast(),
+                mode,
+                seed,
+                msg.as_mut_ptr(),
+                msg.len(),
+            )
+        };
+        if rc != 0 {
+            return Err(err(message(&msg)));
+        }
+    }
+    Ok((sums[0], sums[1]))
+}
+
+fn message(msg: &[c_char]) -> String {
+    let bytes: Vec<u8> = msg
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+impl EmuDevice {
+    fn order_mode(&self) -> (c_int, u64) {
+        match self.order {
+            ThreadOrder::Ascending => (0, 0),
+            ThreadOrder::Descending => (1, 0),
+            ThreadOrder::Shuffled(s) => (2, s),
+        }
+    }
+}
+
 impl Device for EmuDevice {
     fn kind(&self) -> &'static str {
         "cuda-emu"
@@ -135,7 +202,7 @@ impl Device for EmuDevice {
         Ok(())
     }
 
-    fn launch_raw(
+    unsafe fn launch_raw(
         &mut self,
         kernel: Kernel,
         grid: u32,
@@ -150,11 +217,7 @@ impl Device for EmuDevice {
                 kernel.name()
             )));
         }
-        let (mode, seed) = match self.order {
-            ThreadOrder::Ascending => (0, 0),
-            ThreadOrder::Descending => (1, 0),
-            ThreadOrder::Shuffled(s) => (2, s),
-        };
+        let (mode, seed) = self.order_mode();
         let mut msg = [0 as c_char; 256];
         // SAFETY: `args` points to `args_size` bytes of the kernel's
         // argument struct (checked above); every device pointer in it was

@@ -218,6 +218,21 @@ fn thread_order_does_not_change_a_bit() {
     }
 }
 
+/// The emulator finds what the order test is for: a block sum without its
+/// barrier gives different results in different thread orders, the same
+/// sum with the barrier does not.
+#[test]
+fn emulator_exposes_a_missing_barrier() {
+    let asc = super::emu::selftest(ThreadOrder::Ascending).unwrap();
+    let desc = super::emu::selftest(ThreadOrder::Descending).unwrap();
+    let shuf = super::emu::selftest(ThreadOrder::Shuffled(1)).unwrap();
+    for (with_barrier, _) in [asc, desc, shuf] {
+        assert_eq!(with_barrier, 2080.0);
+    }
+    assert_eq!(desc.1, 2080.0, "thread 0 last: the race is hidden");
+    assert_ne!(asc.1, desc.1, "thread 0 first: it reads unwritten values");
+}
+
 /// The device's input pipeline (gather, augment, normalize from the
 /// resident training set) gives the same bits as the host's batches.
 #[test]
