@@ -5,7 +5,7 @@
 //! the CPU) on a machine without a GPU. `auto` takes CUDA when a CUDA
 //! trainer can run and says why not otherwise.
 
-use crate::trainer::{OptimizerConfig, Trainer, TrainerConfig, TrainerError};
+use crate::trainer::{OptimizerConfig, Trainer, TrainerConfig};
 
 /// Requested device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,9 +54,10 @@ pub fn cuda_status() -> Result<String, String> {
 pub const HAS_CUDA_TRAINER: bool = cfg!(feature = "cuda");
 
 /// The message of a device error, without the device's name in front.
-fn reason(e: TrainerError) -> String {
+#[cfg(any(feature = "cuda", feature = "cuda-emu"))]
+fn reason(e: crate::trainer::TrainerError) -> String {
     match e {
-        TrainerError::Device { msg, .. } => msg,
+        crate::trainer::TrainerError::Device { msg, .. } => msg,
         other => other.to_string(),
     }
 }
