@@ -164,3 +164,29 @@ fn emulated_cuda_trainer_matches_pytorch_lenet5_wide() {
     let (fwd, train) = check(Device::CudaEmu, ModelKind::LeNet5Wide, "wide");
     println!("cuda-emu wide worst: forward/gradients {fwd:?}, training {train:?}");
 }
+
+// The same on a real GPU (feature `cuda`); scripts/gpu-check.sh runs them.
+
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "needs an NVIDIA GPU: scripts/gpu-check.sh runs it"]
+fn cuda_trainer_matches_pytorch_lenet5_classic() {
+    let (fwd, train) = check(Device::Cuda, ModelKind::LeNet5, "classic");
+    println!("cuda classic worst: forward/gradients {fwd:?}, training {train:?}");
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "needs an NVIDIA GPU: scripts/gpu-check.sh runs it"]
+fn cuda_trainer_matches_pytorch_lenet5_max() {
+    let (fwd, train) = check(Device::Cuda, ModelKind::LeNet5Max, "max");
+    println!("cuda max worst: forward/gradients {fwd:?}, training {train:?}");
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "needs an NVIDIA GPU: scripts/gpu-check.sh runs it"]
+fn cuda_trainer_matches_pytorch_lenet5_wide() {
+    let (fwd, train) = check(Device::Cuda, ModelKind::LeNet5Wide, "wide");
+    println!("cuda wide worst: forward/gradients {fwd:?}, training {train:?}");
+}
