@@ -25,10 +25,15 @@ use core::arch::asm;
 
 #[allow(clippy::all, missing_docs)]
 mod packed {
-    use super::ConvTable;
     include!(concat!(env!("OUT_DIR"), "/packed.rs"));
 }
+#[cfg(not(lenet_max))]
 use packed::*;
+
+#[cfg(lenet_max)]
+mod max;
+#[cfg(lenet_max)]
+pub use max::{Scratch, infer};
 
 /// Bytes 0 and 2 of `x` zero-extended to the two halves.
 #[inline(always)]
@@ -102,6 +107,7 @@ fn sxtb16_ror8(x: u32) -> u32 {
     r
 }
 
+#[cfg(not(lenet_max))]
 /// The table a conv kernel reads for a channel group, in the order it
 /// reads it (`build.rs` fills it): `head`, the biases, the weights and the
 /// first channel's requantization constants; the address of the layer's
@@ -115,6 +121,7 @@ pub struct ConvTable<const H: usize, const T: usize> {
     tail: [u32; T],
 }
 
+#[cfg(not(lenet_max))]
 impl<const H: usize, const T: usize> ConvTable<H, T> {
     /// The first word; the kernels read the `H + 1 + T` words from here.
     #[inline(always)]
@@ -124,6 +131,7 @@ impl<const H: usize, const T: usize> ConvTable<H, T> {
     }
 }
 
+#[cfg(not(lenet_max))]
 /// Working memory of one inference (4.4 KB).
 pub struct Scratch {
     /// conv1 input: the image padded by 2, (32, 32) i16 `p - 128 - zp_in`,
@@ -139,6 +147,7 @@ pub struct Scratch {
     x2: [u32; 14 * 14 * 3],
 }
 
+#[cfg(not(lenet_max))]
 impl Scratch {
     /// Zeroed (can be a `static`).
     pub const fn new() -> Self {
@@ -149,12 +158,14 @@ impl Scratch {
     }
 }
 
+#[cfg(not(lenet_max))]
 impl Default for Scratch {
     fn default() -> Self {
         Self::new()
     }
 }
 
+#[cfg(not(lenet_max))]
 /// int8 logits of a raw 28×28 image, as `QuantLeNet5::infer`.
 pub fn infer(s: &mut Scratch, image: &[u8; 784]) -> [i8; 10] {
     // Input: p - 128 - zp_in as i16, padded row iy + 2, column ix + 2; the
@@ -326,6 +337,7 @@ impl Lut {
     }
 }
 
+#[cfg(not(lenet_max))]
 /// The end of the conv kernels: requantizes the four doubled accumulators
 /// of two channels (r0, r1 of the first, r2, r3 of the second) with the
 /// constants at the table pointer r11 (per channel the multiplier,
@@ -350,6 +362,7 @@ macro_rules! act_pair_lut {
     };
 }
 
+#[cfg(not(lenet_max))]
 /// [`act_pair_lut`] for an identity activation table (`build.rs` checks
 /// every entry): the constants are [`Requant`]'s, SSAT gives the value;
 /// the table's address (0) is loaded into r10 but not used.
@@ -374,6 +387,7 @@ macro_rules! act_pair_id {
 /// `$then`, the table read, or `"ssat rN,"`: the value into the output's
 /// own accumulator register, with an empty `$then`), saturating r9 to
 /// 8 bits.
+#[cfg(not(lenet_max))]
 macro_rules! act_one {
     ($a:literal, $sat:literal) => {
         act_one!($a, $sat, "")
@@ -394,6 +408,7 @@ macro_rules! act_one {
     };
 }
 
+#[cfg(not(lenet_max))]
 /// [`act_pair_lut`] for three channels (r0, r1; r2, r3; r6, r7), sums in
 /// r0, r2 and r6.
 #[allow(unused_macros)] // used when a table is not the identity
@@ -416,6 +431,7 @@ macro_rules! act_triple_lut {
     };
 }
 
+#[cfg(not(lenet_max))]
 /// [`act_triple_lut`] for an identity table, as [`act_pair_id`].
 #[allow(unused_macros)] // used when the table is the identity
 macro_rules! act_triple_id {
@@ -437,31 +453,32 @@ macro_rules! act_triple_id {
     };
 }
 
-#[cfg(lenet_act1_id)]
+#[cfg(all(lenet_act1_id, not(lenet_max)))]
 macro_rules! act1 {
     () => {
         act_triple_id!()
     };
 }
-#[cfg(not(lenet_act1_id))]
+#[cfg(not(any(lenet_act1_id, lenet_max)))]
 macro_rules! act1 {
     () => {
         act_triple_lut!()
     };
 }
-#[cfg(lenet_act2_id)]
+#[cfg(all(lenet_act2_id, not(lenet_max)))]
 macro_rules! act2 {
     () => {
         act_pair_id!()
     };
 }
-#[cfg(not(lenet_act2_id))]
+#[cfg(not(any(lenet_act2_id, lenet_max)))]
 macro_rules! act2 {
     () => {
         act_pair_lut!()
     };
 }
 
+#[cfg(not(lenet_max))]
 /// A pooled window of a channel pair: the kernel `$mac` (accumulators r0..r3
 /// loaded from the table's biases) and `$act` (an [`act_pair_lut`]) once
 /// per output row; the first row's sums wait in r6 and r7 (saved on the
@@ -498,6 +515,7 @@ macro_rules! pooled_pair {
     };
 }
 
+#[cfg(not(lenet_max))]
 /// lenet-core's 2×2 average of four activations summing to `sum`, less
 /// the output zero point `zp`: `avg_pool_round(sum, 4)` is `(sum + 2 +
 /// (sum >> 31)) >> 2` (`build.rs` checks it on every sum), and
@@ -507,6 +525,7 @@ fn pool(sum: i32, zp: i32) -> i32 {
     (sum + (2 - 4 * zp) + (sum >> 31)) >> 2
 }
 
+#[cfg(not(lenet_max))]
 /// conv1 (1 → 6, K 5, pad 2) + act1 + avg pool 2: `x1` → `x2`.
 ///
 /// Per pooled pixel `(py, px)` and channel triple the two conv outputs of
@@ -546,6 +565,7 @@ fn conv1(s: &mut Scratch) {
     }
 }
 
+#[cfg(not(lenet_max))]
 /// One kernel row of [`conv1_pooled`]: three input words (the pointer then
 /// moves one padded row, 16 words, down), then per channel W against them
 /// for the even column and V for the odd one.
@@ -581,6 +601,7 @@ macro_rules! conv1_row {
     };
 }
 
+#[cfg(not(lenet_max))]
 /// The sums of the four activations of a pooled conv1 window, per channel
 /// of a triple: per output row `dy` the even and the odd column of each
 /// channel (six accumulators, r6 and r7 among them, saved on the stack),
@@ -640,6 +661,7 @@ fn conv1_pooled(t: &ConvTable<{ 6 + 90 + 3 }, 6>, x: &[u32; 5 * 16 + 3]) -> [i32
     [a, b, c]
 }
 
+#[cfg(not(lenet_max))]
 /// conv2 (6 → 16, K 5) + act2 + avg pool 2: `x2` → `f1` (flattened in
 /// PyTorch order `co * 25 + py * 5 + px`). One SMLAD takes an input
 /// channel pair at one tap; per pooled window and output channel pair the
@@ -674,6 +696,7 @@ fn conv2(s: &mut Scratch) {
     }
 }
 
+#[cfg(not(lenet_max))]
 /// One tap of [`conv2_pair`]: the first channel's three weight words
 /// (input channel pairs) against the input words of the even column
 /// (LDM, moving the pointer one column on) and of the odd one (at the
@@ -702,6 +725,7 @@ macro_rules! conv2_tap {
     };
 }
 
+#[cfg(not(lenet_max))]
 /// One kernel row of [`conv2_pair`]: five taps, then the input pointer
 /// moves to the next row (14 columns of 3 words, 5 columns already done).
 macro_rules! conv2_row {
@@ -717,6 +741,7 @@ macro_rules! conv2_row {
     };
 }
 
+#[cfg(not(lenet_max))]
 /// The sums of the four activations of a pooled conv2 window, per output
 /// channel of a pair, as [`conv1_pooled`]: per output row `dy` the even
 /// and the odd column, whose input starts at `x[42 dy]` (rows 42 words
