@@ -30,6 +30,8 @@ use super::{Lut, Requant, dot, linear, ssub16, uxtb16, uxtb16_ror8};
 const CH: usize = if C1 == 6 { 6 } else { 8 };
 /// Chunks of conv2's input.
 const CHUNKS: usize = C1 / CH;
+// `build.rs` sets `lenet_wide` (4-word chunks) exactly for the wide network.
+const _: () = assert!(cfg!(lenet_wide) == (C1 == 16) && C1 == CH * CHUNKS);
 
 /// Working memory of one inference.
 pub struct Scratch {
@@ -64,12 +66,11 @@ impl Default for Scratch {
 /// int8 logits of a raw 28×28 image, as `QuantLeNet::infer`.
 pub fn infer(s: &mut Scratch, image: &[u8; 784]) -> [i8; 10] {
     let off = (128 + INPUT_ZP) as u32 * 0x0001_0001;
-    for (w, p) in s
-        .x1
-        .as_chunks_mut::<2>()
-        .0
-        .iter_mut()
-        .zip(image.as_chunks::<4>().0)
+    for (w, p) in
+        s.x1.as_chunks_mut::<2>()
+            .0
+            .iter_mut()
+            .zip(image.as_chunks::<4>().0)
     {
         let q = u32::from_le_bytes(*p);
         let (even, odd) = (uxtb16(q), uxtb16_ror8(q));
@@ -286,32 +287,37 @@ fn conv2(s: &mut Scratch) {
 /// Words of `x2` a conv2 window reads, from its first.
 const X2_WINDOW: usize = (CHUNKS - 1) * 72 * CH + (5 * 12 + 6) * CH / 2;
 
-/// One tap of a 3-word chunk (`lenet5-max`): the first channel's three
-/// weight words (input channel pairs) against the input words of the even
-/// column (LDM, moving the pointer one column on) and of the odd one (at
-/// the pointer), then the second channel's against the odd column's and
-/// the even one's again (the three words below the pointer).
+/// One tap of a 3-word chunk (`lenet5-max`) at byte offset `$o0` of the
+/// row: both channels' three weight words (input channel pairs: A's in
+/// r4, r5, r6, B's in r7, r8, r9) against the six input words of the even
+/// column and the odd one (pixels `kx`, `kx + 1`), two by two.
 #[cfg(not(lenet_wide))]
 macro_rules! conv2_tap {
-    () => {
-        "ldm r11!, {{r4, r5, r8}}
-         ldm lr!, {{r9, r10, r12}}
-         smlad r0, r4, r9, r0
-         smlad r0, r5, r10, r0
-         smlad r0, r8, r12, r0
-         ldm lr, {{r9, r10, r12}}
-         smlad r1, r4, r9, r1
-         smlad r1, r5, r10, r1
-         smlad r1, r8, r12, r1
-         ldm r11!, {{r4, r5, r8}}
-         smlad r3, r4, r9, r3
-         smlad r3, r5, r10, r3
-         smlad r3, r8, r12, r3
-         ldmdb lr, {{r9, r10, r12}}
-         smlad r2, r4, r9, r2
-         smlad r2, r5, r10, r2
-         smlad r2, r8, r12, r2
-        "
+    ($o0:literal, $o1:literal, $o2:literal) => {
+        concat!(
+            "ldm r11!, {{r4, r5, r6, r7, r8, r9}}\n",
+            "ldrd r10, r12, [lr, #",
+            $o0,
+            "]\n",
+            "smlad r0, r4, r10, r0
+             smlad r0, r5, r12, r0
+             smlad r2, r7, r10, r2
+             smlad r2, r8, r12, r2\n",
+            "ldrd r10, r12, [lr, #",
+            $o1,
+            "]\n",
+            "smlad r0, r6, r10, r0
+             smlad r2, r9, r10, r2
+             smlad r1, r4, r12, r1
+             smlad r3, r7, r12, r3\n",
+            "ldrd r10, r12, [lr, #",
+            $o2,
+            "]\n",
+            "smlad r1, r5, r10, r1
+             smlad r1, r6, r12, r1
+             smlad r3, r8, r10, r3
+             smlad r3, r9, r12, r3\n",
+        )
     };
 }
 
@@ -346,17 +352,32 @@ macro_rules! conv2_tap {
 }
 
 /// One kernel row of a chunk: five taps, then the input pointer moves to
-/// the next row (12 pixels, 5 already done).
+/// the next row (12 pixels; the 3-word taps address their pixels by
+/// offset, the 4-word ones move the pointer 5 pixels on).
 #[cfg(not(lenet_wide))]
 macro_rules! conv2_row {
     () => {
-        concat!(conv2_tap!(), conv2_tap!(), conv2_tap!(), conv2_tap!(), conv2_tap!(), "add.w lr, lr, #84\n")
+        concat!(
+            conv2_tap!("0", "8", "16"),
+            conv2_tap!("12", "20", "28"),
+            conv2_tap!("24", "32", "40"),
+            conv2_tap!("36", "44", "52"),
+            conv2_tap!("48", "56", "64"),
+            "add.w lr, lr, #144\n"
+        )
     };
 }
 #[cfg(lenet_wide)]
 macro_rules! conv2_row {
     () => {
-        concat!(conv2_tap!(), conv2_tap!(), conv2_tap!(), conv2_tap!(), conv2_tap!(), "add.w lr, lr, #112\n")
+        concat!(
+            conv2_tap!(),
+            conv2_tap!(),
+            conv2_tap!(),
+            conv2_tap!(),
+            conv2_tap!(),
+            "add.w lr, lr, #112\n"
+        )
     };
 }
 
@@ -366,7 +387,13 @@ macro_rules! conv2_row {
 #[cfg(not(lenet_wide))]
 macro_rules! conv2_mac {
     () => {
-        concat!(conv2_row!(), conv2_row!(), conv2_row!(), conv2_row!(), conv2_row!())
+        concat!(
+            conv2_row!(),
+            conv2_row!(),
+            conv2_row!(),
+            conv2_row!(),
+            conv2_row!()
+        )
     };
 }
 #[cfg(lenet_wide)]
