@@ -23,7 +23,8 @@
 
 use core::arch::asm;
 
-#[allow(clippy::all, missing_docs)]
+// The tables differ with the model's kind and activations.
+#[allow(clippy::all, missing_docs, dead_code)]
 mod packed {
     include!(concat!(env!("OUT_DIR"), "/packed.rs"));
 }
@@ -107,7 +108,6 @@ fn sxtb16_ror8(x: u32) -> u32 {
     r
 }
 
-#[cfg(not(lenet_max))]
 /// The table a conv kernel reads for a channel group, in the order it
 /// reads it (`build.rs` fills it): `head`, the biases, the weights and the
 /// first channel's requantization constants; the address of the layer's
@@ -121,7 +121,6 @@ pub struct ConvTable<const H: usize, const T: usize> {
     tail: [u32; T],
 }
 
-#[cfg(not(lenet_max))]
 impl<const H: usize, const T: usize> ConvTable<H, T> {
     /// The first word; the kernels read the `H + 1 + T` words from here.
     #[inline(always)]

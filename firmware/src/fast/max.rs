@@ -22,7 +22,7 @@
 use core::arch::asm;
 
 use super::packed::*;
-use super::{Lut, Requant, dot, linear, ssub16, uxtb16, uxtb16_ror8};
+use super::{ConvTable, Requant, dot, linear, ssub16, uxtb16, uxtb16_ror8};
 
 /// Input channels of conv2 in one chunk of its input layout (`CH / 2`
 /// words per pixel): 6 (all of them) for `lenet5-max`, 8 (two chunks) for
@@ -112,14 +112,6 @@ pub fn infer(s: &mut Scratch, image: &[u8; 784]) -> [i8; 10] {
     logits
 }
 
-/// A pooled activation minus the output zero point, from the largest
-/// doubled accumulator of its window.
-#[inline(always)]
-fn act(rq: &Requant, lut: Option<&'static [i8; 256]>, out_zp: i32, max2: i32) -> i16 {
-    let q = rq.q(max2);
-    (lut.map_or(q, |t| Lut::new(t).at(q)) - out_zp) as i16
-}
-
 /// `rA = max(rA, rB)` (signed).
 macro_rules! max {
     ($a:literal, $b:literal) => {
@@ -127,44 +119,37 @@ macro_rules! max {
     };
 }
 
-/// conv1 (1 → C1, K 5) + max pool 2 + act1: `x1` → `x2`. Per channel,
-/// pooled row `py` and column pair `2j, 2j + 1`, one [`conv1_quad`].
+/// conv1 (1 → C1, K 5) + max pool 2 + act1: `x1` → `x2`. Per channel and
+/// pooled row `py`, one [`conv1_row_pooled`].
 fn conv1(s: &mut Scratch) {
     // Trip counts the optimizer cannot see, so that it does not unroll the
     // loops around the kernel (flash).
-    let (nc, n12, n6) = core::hint::black_box((C1, 12, 6));
-    let lut = (!cfg!(lenet_act1_id)).then_some(&LUT1);
+    let (nc, n12) = core::hint::black_box((C1, 12));
     let x1 = s.x1.as_ptr();
     let x2 = s.x2.as_mut_ptr().cast::<i16>();
     for c in 0..nc {
         debug_assert!(c < K1_T.len());
         // SAFETY: c < C1 (an index the optimizer cannot bound, so it keeps
         // the loop).
-        let (t, rq) = unsafe { (&*K1_T.as_ptr().add(c), &*RQ1.as_ptr().add(c)) };
+        let t = unsafe { &*K1_T.as_ptr().add(c) };
         // Halfword of channel c at pixel 0 of its chunk.
         let base = (c / CH) * 144 * CH + c % CH;
         for py in 0..n12 {
-            for j in 0..n6 {
-                // SAFETY: py < 12, j < 6: the window's rows 2py..2py + 6,
-                // words 2j..2j + 4, end at (2 * 11 + 5) * 14 + 13 = 391 <
-                // 392.
-                let x = unsafe { &*x1.add(2 * py * 14 + 2 * j).cast::<[u32; 5 * 14 + 4]>() };
-                let [a, b] = conv1_quad(t, x);
-                let i = base + (py * 12 + 2 * j) * CH;
-                // SAFETY: i + CH < CHUNKS * 144 * CH = 144 * C1, the halfwords of x2.
-                unsafe {
-                    x2.add(i).write(act(rq, lut, OUT_ZP1, a));
-                    x2.add(i + CH).write(act(rq, lut, OUT_ZP1, b));
-                }
+            // SAFETY: py < 12: the rows 2py..2py + 6 end at (2 * 11 + 6) *
+            // 14 = 392 words, those of x1; the outputs, halfwords base +
+            // (12 py + px) CH for px < 12, lie within x2's 144 C1.
+            unsafe {
+                let x = &*x1.add(2 * py * 14).cast::<[u32; 6 * 14]>();
+                conv1_row_pooled(x2.add(base + py * 12 * CH), t, x);
             }
         }
     }
 }
 
-/// One kernel row of [`conv1_quad`]: four input words (eight columns; the
-/// pointer then moves one row, 14 words, down), then W against words 0..3
-/// for output column 0 and 1..4 for column 2, V likewise for columns 1
-/// and 3.
+/// One kernel row of [`conv1_row_pooled`]: four input words (eight
+/// columns; the pointer then moves one row, 14 words, down), then W
+/// against words 0..3 for output column 0 and 1..4 for column 2, V
+/// likewise for columns 1 and 3.
 macro_rules! conv1_row {
     () => {
         "ldm lr, {{r4, r5, r6, r7}}
@@ -187,24 +172,103 @@ macro_rules! conv1_row {
     };
 }
 
-/// The largest doubled accumulator of two pooled conv1 windows of one
-/// channel: output rows `2py + dy`, columns `4j .. 4j + 4` (four
-/// accumulators r0..r3), whose 5×8 input patch starts at `x[14 dy]`. The
-/// table `t` (`build.rs`) holds the doubled bias four times (loaded as the
-/// accumulators), then per kernel row W = (w0,w1) (w2,w3) (w4,0) and V =
-/// (0,w0) (w1,w2) (w3,w4). 12 SMLAD and 3 LDM per kernel row and output
-/// row. The first row's sums wait on the stack; the flags tell the rows
-/// apart (nothing in the loop body sets them).
+/// The requantization of the window maximum in `$a` with the constants in
+/// r4 (multiplier), r5, r8 (`e`), through the activation table (r10 its
+/// address), less the output zero point (r9), stored at `[r12, #$off]`.
+#[allow(unused_macros)] // used when a table is not the identity
+macro_rules! out_lut {
+    ($a:literal, $off:literal) => {
+        concat!(
+            "smmlar r1, ",
+            $a,
+            ", r4, r5\n",
+            "add.w r1, r1, ",
+            $a,
+            ", asr #31\n",
+            "asr.w r1, r1, r8\n",
+            "usat r1, #8, r1\n",
+            "ldrsb r1, [r10, r1]\n",
+            "sub.w r1, r1, r9\n",
+            "strh r1, [r12, #",
+            $off,
+            "]\n",
+        )
+    };
+}
+
+/// [`out_lut`] for an identity table (`build.rs` checks every entry): no
+/// table offset in r5, no table read.
+#[allow(unused_macros)] // used when a table is the identity
+macro_rules! out_id {
+    ($a:literal, $off:literal) => {
+        concat!(
+            "smmlar r1, ",
+            $a,
+            ", r4, r5\n",
+            "add.w r1, r1, ",
+            $a,
+            ", asr #31\n",
+            "asr.w r1, r1, r8\n",
+            "ssat r1, #8, r1\n",
+            "sub.w r1, r1, r9\n",
+            "strh r1, [r12, #",
+            $off,
+            "]\n",
+        )
+    };
+}
+
+#[cfg(lenet_act1_id)]
+macro_rules! conv1_out {
+    ($a:literal, $off:literal) => {
+        out_id!($a, $off)
+    };
+}
+#[cfg(not(lenet_act1_id))]
+macro_rules! conv1_out {
+    ($a:literal, $off:literal) => {
+        out_lut!($a, $off)
+    };
+}
+#[cfg(lenet_act2_id)]
+macro_rules! conv2_out {
+    ($a:literal, $off:literal) => {
+        out_id!($a, $off)
+    };
+}
+#[cfg(not(lenet_act2_id))]
+macro_rules! conv2_out {
+    ($a:literal, $off:literal) => {
+        out_lut!($a, $off)
+    };
+}
+
+/// One pooled row of one conv1 channel: 12 pooled values, written `CH`
+/// halfwords apart from `y` on. Per column quad `j` (output columns `4j ..
+/// 4j + 4`, pooled columns `2j`, `2j + 1`) the four accumulators r0..r3 of
+/// output row 0, then of row 1 (the input patch one row, 14 words, down),
+/// the first row's sums waiting on the stack (the flags tell the rows
+/// apart: nothing in the row body sets them); the max of each pooled
+/// window, requantized, through the table, less the output zero point.
+/// 12 SMLAD and 3 LDM per kernel row and output row.
+///
+/// # Safety
+///
+/// `y` is valid for writes of halfwords `0 .. 12 CH`.
 #[inline(always)]
-fn conv1_quad(t: &[u32; 34], x: &[u32; 5 * 14 + 4]) -> [i32; 2] {
-    let (a, b): (i32, i32);
-    // SAFETY: reads the 34 words of `t` twice and words r * 14 + 0..4 of
-    // `x` for r in 0..6 (the last at 5 * 14 + 3 = 73 < 74); r6 and r7 are
-    // restored and the stack is balanced; the pointers are pinned to r11
-    // and lr so that they are neither r6 nor r7.
+unsafe fn conv1_row_pooled(y: *mut i16, t: &ConvTable<{ 4 + 30 + 4 }, 0>, x: &[u32; 6 * 14]) {
+    // SAFETY: reads the 39 words of `t` (the last, the table's address,
+    // only when it is not `None`) and, per quad j, words 2j + r * 14 +
+    // 0..4 of `x` for r in 0..6 (the last at 10 + 70 + 3 = 83 < 84), bytes
+    // of the activation table at 0..=255 (USAT); writes halfwords j * 2CH
+    // and j * 2CH + CH of `y` for j < 6 (the caller's promise); r6 and r7
+    // are restored and the stack is balanced; the pointers are pinned to
+    // r11, lr and r12 so that they are neither r6 nor r7.
     unsafe {
         asm!(
             "push {{r6, r7}}",
+            "push {{r0}}",
+            "4:",
             "cmp r0, r0",
             "2:",
             "ldm r11!, {{r0, r1, r2, r3}}",
@@ -227,62 +291,65 @@ fn conv1_quad(t: &[u32; 34], x: &[u32; 5 * 14 + 4]) -> [i32; 2] {
             max!("r2", "r3"),
             max!("r2", "r8"),
             max!("r2", "r9"),
+            "ldm r11, {{r4, r5, r8, r9, r10}}",
+            conv1_out!("r0", "0"),
+            conv1_out!("r2", "{ch2}"),
+            // Next quad: input two words on, table at its start, output
+            // two pooled pixels on; until the output passes the end.
+            "sub.w lr, lr, #328",
+            "sub.w r11, r11, #136",
+            "add.w r12, r12, #{ch4}",
+            "ldr r0, [sp]",
+            "cmp r12, r0",
+            "bne 4b",
+            "add sp, #4",
             "pop {{r6, r7}}",
-            inout("r11") t.as_ptr() => _,
+            ch2 = const 2 * CH,
+            ch4 = const 4 * CH,
+            inout("r11") t.words() => _,
             inout("lr") x.as_ptr() => _,
-            out("r0") a,
+            inout("r12") y => _,
+            inout("r0") y.wrapping_add(12 * CH) => _,
             out("r1") _,
-            out("r2") b,
+            out("r2") _,
             out("r3") _,
             out("r4") _,
             out("r5") _,
             out("r8") _,
             out("r9") _,
             out("r10") _,
-            options(readonly),
         );
     }
-    [a, b]
 }
 
 /// conv2 (C1 → C2, K 5) + max pool 2 + act2: `x2` → `x1` (flattened in
 /// PyTorch order `co * 16 + py * 4 + px`). Per output channel pair and
-/// pooled pixel one [`conv2_pair`].
+/// pooled row one [`conv2_row_pooled`].
 fn conv2(s: &mut Scratch) {
     let f1 = s.x1.as_mut_ptr().cast::<i16>();
     let x2 = s.x2.as_ptr();
-    let lut = (!cfg!(lenet_act2_id)).then_some(&LUT2);
     let (ng, n4) = core::hint::black_box((C2 / 2, 4));
     for g in 0..ng {
         debug_assert!(g < K2_T.len());
         // SAFETY: g < C2 / 2, a channel pair's table (an index the optimizer
-        // cannot bound, so it keeps the loop); 2g + 1 < C2.
-        let (t, ra, rb) = unsafe {
-            (
-                &*K2_T.as_ptr().add(g),
-                &*RQ2.as_ptr().add(2 * g),
-                &*RQ2.as_ptr().add(2 * g + 1),
-            )
-        };
+        // cannot bound, so it keeps the loop).
+        let t = unsafe { &*K2_T.as_ptr().add(g) };
         for py in 0..n4 {
-            for px in 0..n4 {
-                let base = (2 * py * 12 + 2 * px) * CH / 2;
-                // SAFETY: py, px < 4: the window (rows 2py..2py + 6, pixels
-                // 2px..2px + 6 of every chunk) ends at word base + (CHUNKS
-                // - 1) * 72 CH + (5 * 12 + 5) * CH / 2 + CH / 2 <= 72 C1, the
-                // length of x2.
-                let x = unsafe { &*x2.add(base).cast::<[u32; X2_WINDOW]>() };
-                let [a, b] = conv2_pair(t, x);
-                let i = 2 * g * 16 + py * 4 + px;
-                // SAFETY: i + 16 < 16 C2 = FLAT halfwords, within x1.
-                unsafe {
-                    f1.add(i).write(act(ra, lut, OUT_ZP2, a));
-                    f1.add(i + 16).write(act(rb, lut, OUT_ZP2, b));
-                }
+            // SAFETY: py < 4: the row's windows (rows 2py..2py + 6, pixels
+            // 0..8 of every chunk) end at word 24 py CH / 2 + X2_ROW <= 72
+            // C1, the length of x2; the outputs, halfwords 32 g + 4 py +
+            // 0..4 and 16 on, lie below 16 C2 = FLAT, within x1.
+            unsafe {
+                let x = &*x2.add(2 * py * 12 * CH / 2).cast::<[u32; X2_ROW]>();
+                conv2_row_pooled(f1.add(2 * g * 16 + py * 4), t, x);
             }
         }
     }
 }
+
+/// Words of `x2` the four windows of a pooled conv2 row read, from the
+/// first.
+const X2_ROW: usize = X2_WINDOW + 3 * CH;
 
 /// Words of `x2` a conv2 window reads, from its first.
 const X2_WINDOW: usize = (CHUNKS - 1) * 72 * CH + (5 * 12 + 6) * CH / 2;
@@ -430,23 +497,49 @@ macro_rules! conv2_back {
     };
 }
 
-/// The largest doubled accumulator of a pooled conv2 window, per output
-/// channel of a pair: per output row `dy` the even and the odd column of
-/// both channels (r0, r1 and r2, r3), the row's input starting at
-/// `x[6 CH dy]`. The table `t` holds the doubled biases (A, A, B, B), then
-/// per chunk and tap the first channel's weight words, then the
-/// second's. The first row's sums wait on the stack; the flags tell the
-/// rows apart.
+/// Bytes the input pointer moves back after a window (to the next one, two
+/// pixels on) and the table pointer (from past the first channel's
+/// constants to its start).
+#[cfg(not(lenet_wide))]
+macro_rules! conv2_next {
+    () => {
+        "subw lr, lr, #840\nsubw r11, r11, #636\n"
+    };
+}
+#[cfg(lenet_wide)]
+macro_rules! conv2_next {
+    () => {
+        "subw lr, lr, #3424\nsubw r11, r11, #1636\n"
+    };
+}
+
+/// One pooled row of a conv2 channel pair (A, B): four pooled values of
+/// each, written to `y[0..4]` and `y[16..20]`. Per window, per output row
+/// `dy` the even and the odd column of both channels (r0, r1 and r2, r3),
+/// the row's input starting at `x[6 CH dy]`, the first row's sums waiting
+/// on the stack (the flags tell the rows apart); then the max of each
+/// channel's four, requantized, through the table, less the output zero
+/// point. The table `t` holds the doubled biases (A, A, B, B), per chunk
+/// and tap A's weight words then B's, then A's requantization constants,
+/// the output zero point, the activation table's address and B's
+/// constants.
+///
+/// # Safety
+///
+/// `y` is valid for writes of halfwords `0..20`.
 #[inline(always)]
-fn conv2_pair(t: &[u32; K2_LEN], x: &[u32; X2_WINDOW]) -> [i32; 2] {
-    let (a, b): (i32, i32);
-    // SAFETY: reads the K2_LEN words of `t` twice and, per output row,
-    // tap and chunk, CH words of the even and the odd column of `x`, the
-    // last at X2_WINDOW - 1; r6 and r7 are restored and the stack is
-    // balanced; the pointers are pinned as in conv1.
+unsafe fn conv2_row_pooled(y: *mut i16, t: &ConvTable<{ K2_LEN + 4 }, 3>, x: &[u32; X2_ROW]) {
+    // SAFETY: reads the K2_LEN + 8 words of `t` and, per window, output row,
+    // tap and chunk, CH / 2 words of the even and the odd column of `x`,
+    // the last at X2_ROW - 1; writes halfwords 0..4 and 16..20 of `y` (the
+    // caller's promise); r6 and r7 are restored and the stack is balanced;
+    // the pointers are pinned to r11 and lr so that they are neither r6
+    // nor r7, the output pointer and its end wait on the stack.
     unsafe {
         asm!(
             "push {{r6, r7}}",
+            "push {{r0, r1}}",
+            "4:",
             "cmp r0, r0",
             "2:",
             "ldm r11!, {{r0, r1, r2, r3}}",
@@ -464,12 +557,24 @@ fn conv2_pair(t: &[u32; K2_LEN], x: &[u32; X2_WINDOW]) -> [i32; 2] {
             max!("r2", "r3"),
             max!("r2", "r8"),
             max!("r2", "r9"),
+            "ldr r12, [sp]",
+            "ldm r11!, {{r4, r5, r8, r9, r10}}",
+            conv2_out!("r0", "0"),
+            "ldm r11, {{r4, r5, r8}}",
+            conv2_out!("r2", "32"),
+            conv2_next!(),
+            "add.w r12, r12, #2",
+            "ldr r0, [sp, #4]",
+            "str r12, [sp]",
+            "cmp r12, r0",
+            "bne 4b",
+            "add sp, #8",
             "pop {{r6, r7}}",
-            inout("r11") t.as_ptr() => _,
+            inout("r11") t.words() => _,
             inout("lr") x.as_ptr() => _,
-            out("r0") a,
-            out("r1") _,
-            out("r2") b,
+            inout("r0") y => _,
+            inout("r1") y.wrapping_add(4) => _,
+            out("r2") _,
             out("r3") _,
             out("r4") _,
             out("r5") _,
@@ -477,8 +582,6 @@ fn conv2_pair(t: &[u32; K2_LEN], x: &[u32; X2_WINDOW]) -> [i32; 2] {
             out("r9") _,
             out("r10") _,
             out("r12") _,
-            options(readonly),
         );
     }
-    [a, b]
 }
