@@ -1,6 +1,8 @@
-//! Cortex-M4 kernels for the classic LeNet-5, equal bit for bit to
-//! lenet-core's integer reference (`QuantLeNet::infer`); the QEMU test
-//! checks that on all 10,000 test images.
+//! Cortex-M4 kernels for the classic LeNet-5 (here) and the max-pooling
+//! networks (`max`, built instead when `build.rs` sets `lenet_max`), equal
+//! bit for bit to lenet-core's integer reference (`QuantLeNet::infer`);
+//! the QEMU test checks that on all 10,000 test images for each committed
+//! model. The linear layers and the helpers here serve both.
 //!
 //! Legend: `C` channels, `H`/`W` rows/columns, `K` = 5 kernel side.
 //!
