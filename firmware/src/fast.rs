@@ -482,9 +482,9 @@ macro_rules! act2 {
 #[cfg(not(lenet_max))]
 /// A pooled window of a channel pair: the kernel `$mac` (accumulators r0..r3
 /// loaded from the table's biases) and `$act` (an [`act_pair_lut`]) once
-/// per output row; the first row's sums wait in r6 and r7 (saved on the
-/// stack, as the kernel needs every other register) and are added to the
-/// second's in r0 and r2. Between the rows the input pointer moves back by
+/// per output row; the first row's sums wait on the stack (the kernel
+/// needs every other register, r6 and r7 too, saved there) and are added
+/// to the second's in r0 and r2. Between the rows the input pointer moves back by
 /// `$xback` bytes (to the next row's start) and the table pointer by
 /// `$tback` (to its start). The flags tell the rows apart: nothing in the
 /// loop body sets them.
@@ -498,8 +498,7 @@ macro_rules! pooled_pair {
             $mac,
             $act,
             "bne 3f\n",
-            "mov r6, r0\n",
-            "mov r7, r2\n",
+            "push {{r0, r2}}\n",
             "sub.w lr, lr, #",
             $xback,
             "\n",
@@ -509,8 +508,9 @@ macro_rules! pooled_pair {
             "movs r0, #1\n",
             "b 2b\n",
             "3:\n",
-            "add.w r0, r0, r6\n",
-            "add.w r2, r2, r7\n",
+            "pop {{r4, r5}}\n",
+            "add.w r0, r0, r4\n",
+            "add.w r2, r2, r5\n",
             "pop {{r6, r7}}\n",
         )
     };
@@ -698,46 +698,52 @@ fn conv2(s: &mut Scratch) {
 }
 
 #[cfg(not(lenet_max))]
-/// One tap of [`conv2_pair`]: the first channel's three weight words
-/// (input channel pairs) against the input words of the even column
-/// (LDM, moving the pointer one column on) and of the odd one (at the
-/// pointer), then the second channel's against the odd column's and the
-/// even one's again (the three words below the pointer).
+/// One tap of [`conv2_pair`] at byte offset `$o0` of the row: both
+/// channels' three weight words (input channel pairs: the first's in r4,
+/// r5, r6, the second's in r7, r8, r9) against the six input words of
+/// the even column and the odd one (pixels `kx`, `kx + 1`), two by two.
 macro_rules! conv2_tap {
-    () => {
-        "ldm r11!, {{r4, r5, r8}}
-         ldm lr!, {{r9, r10, r12}}
-         smlad r0, r4, r9, r0
-         smlad r0, r5, r10, r0
-         smlad r0, r8, r12, r0
-         ldm lr, {{r9, r10, r12}}
-         smlad r1, r4, r9, r1
-         smlad r1, r5, r10, r1
-         smlad r1, r8, r12, r1
-         ldm r11!, {{r4, r5, r8}}
-         smlad r3, r4, r9, r3
-         smlad r3, r5, r10, r3
-         smlad r3, r8, r12, r3
-         ldmdb lr, {{r9, r10, r12}}
-         smlad r2, r4, r9, r2
-         smlad r2, r5, r10, r2
-         smlad r2, r8, r12, r2
-        "
+    ($o0:literal, $o1:literal, $o2:literal) => {
+        concat!(
+            "ldm r11!, {{r4, r5, r6, r7, r8, r9}}\n",
+            "ldrd r10, r12, [lr, #",
+            $o0,
+            "]\n",
+            "smlad r0, r4, r10, r0
+             smlad r0, r5, r12, r0
+             smlad r2, r7, r10, r2
+             smlad r2, r8, r12, r2\n",
+            "ldrd r10, r12, [lr, #",
+            $o1,
+            "]\n",
+            "smlad r0, r6, r10, r0
+             smlad r2, r9, r10, r2
+             smlad r1, r4, r12, r1
+             smlad r3, r7, r12, r3\n",
+            "ldrd r10, r12, [lr, #",
+            $o2,
+            "]\n",
+            "smlad r1, r5, r10, r1
+             smlad r1, r6, r12, r1
+             smlad r3, r8, r10, r3
+             smlad r3, r9, r12, r3\n",
+        )
     };
 }
 
 #[cfg(not(lenet_max))]
-/// One kernel row of [`conv2_pair`]: five taps, then the input pointer
-/// moves to the next row (14 columns of 3 words, 5 columns already done).
+/// One kernel row of [`conv2_pair`]: five taps (their pixels addressed by
+/// offset), then the input pointer moves to the next row (14 columns of 3
+/// words).
 macro_rules! conv2_row {
     () => {
         concat!(
-            conv2_tap!(),
-            conv2_tap!(),
-            conv2_tap!(),
-            conv2_tap!(),
-            conv2_tap!(),
-            "add.w lr, lr, #108\n"
+            conv2_tap!("0", "8", "16"),
+            conv2_tap!("12", "20", "28"),
+            conv2_tap!("24", "32", "40"),
+            conv2_tap!("36", "44", "52"),
+            conv2_tap!("48", "56", "64"),
+            "add.w lr, lr, #168\n"
         )
     };
 }
@@ -746,8 +752,8 @@ macro_rules! conv2_row {
 /// The sums of the four activations of a pooled conv2 window, per output
 /// channel of a pair, as [`conv1_pooled`]: per output row `dy` the even
 /// and the odd column, whose input starts at `x[42 dy]` (rows 42 words
-/// apart). 75 SMLAD per output; per tap two LDM of weights and three of
-/// inputs for 12 SMLAD.
+/// apart). 75 SMLAD per output; per tap one LDM of weights and three LDRD
+/// of inputs for 12 SMLAD.
 #[inline(always)]
 fn conv2_pooled(t: &ConvTable<{ 4 + 150 + 3 }, 3>, x: &[u32; 5 * 42 + 18]) -> [i32; 2] {
     let (a, b): (i32, i32);
