@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The model-to-device chain in one command:
-#   model file (firmware/model/lenet5.q8, or LENET_MODEL=path)
-#   -> firmware release build (validates and embeds the model)
+# The model-to-device chain in one command, for each committed model
+# (firmware/model/lenet5.q8, lenet5-max.q8, lenet5-wide.q8), or only
+# LENET_MODEL=path:
+#   model file
+#   -> firmware release build (validates and embeds the model, picks the kernels)
 #   -> all 10,000 Fashion-MNIST test images classified in QEMU
 #   -> on-device accuracy, instructions per inference, flash and static RAM
 #      (arm-none-eabi-size), stack high-water mark.
@@ -17,18 +19,14 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 data=${FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
 n=${N:-10000}
 if [ -n "${LENET_MODEL:-}" ]; then
-    LENET_MODEL=$(realpath "$LENET_MODEL")
-    export LENET_MODEL
+    models=("$(realpath "$LENET_MODEL")")
+else
+    models=("$root"/firmware/model/lenet5.q8 "$root"/firmware/model/lenet5-max.q8 "$root"/firmware/model/lenet5-wide.q8)
 fi
 
 for tool in qemu-system-arm arm-none-eabi-size python3; do
     command -v "$tool" >/dev/null || { echo "firmware.sh: $tool not found (run scripts/setup.sh)" >&2; exit 1; }
 done
-
-echo "== model: ${LENET_MODEL:-firmware/model/lenet5.q8}"
-echo "== build"
-(cd "$root/firmware" && CARGO_TARGET_DIR="$root/firmware/target" cargo build --release --bins)
-elf="$root/firmware/target/thumbv7em-none-eabihf/release/classify"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -44,6 +42,13 @@ labels = idx("t10k-labels-idx1-ubyte.gz")[8:]
 (work / "images.u8").write_bytes(images[: n * 784])
 (work / "labels.u8").write_bytes(labels[:n])
 EOF
+
+for model in "${models[@]}"; do
+echo
+echo "== model: $model"
+echo "== build"
+(cd "$root/firmware" && LENET_MODEL=$model CARGO_TARGET_DIR="$root/firmware/target" cargo build --release --bins)
+elf="$root/firmware/target/thumbv7em-none-eabihf/release/classify"
 
 echo "== run in QEMU (mps2-an386, cortex-m4, -icount shift=6)"
 start=$(date +%s)
@@ -66,3 +71,4 @@ arm-none-eabi-size -A "$elf" | awk '
     $1 ~ /^\.(data|bss|uninit)$/ { ram += $2 }
     END { printf "flash: %d bytes (%.1f KiB)\nstatic RAM: %d bytes (%.1f KiB)\n", flash, flash/1024, ram, ram/1024 }'
 arm-none-eabi-size "$elf"
+done

@@ -25,6 +25,10 @@ cargo build -p lenet-core --target thumbv7em-none-eabihf --features micromath,de
 
 step "firmware: clippy and release build"
 (cd firmware && cargo clippy --release -- -D warnings && cargo build --release)
+# The max-pooling kernels are compiled only for their models.
+for m in lenet5-max lenet5-wide; do
+    (cd firmware && LENET_MODEL=model/$m.q8 cargo clippy --release -- -D warnings)
+done
 
 step "tests (unit, integration, golden, doctests, firmware in QEMU)"
 # Default features: the golden tolerances are stated for libm's exp.

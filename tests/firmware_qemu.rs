@@ -1,14 +1,14 @@
 //! The firmware in QEMU against lenet-core's int8 reference, bit for bit.
 //!
-//! Builds `firmware/` (release, its own target dir), runs the `classify`
-//! program as a Cortex-M4 in `qemu-system-arm -machine mps2-an386` on all
-//! 10,000 Fashion-MNIST test images (semihosting file I/O), and checks that
-//! every image's ten int8 logits, and so its prediction, are identical to
-//! `QuantModel::infer` on the host. Also runs the `demo` program (images in
-//! flash) and checks its exit status.
-//!
-//! The model is the one the firmware embeds: `firmware/model/lenet5.q8`, or
-//! the file named by `LENET_MODEL` (which the firmware build reads too).
+//! For each committed model (`firmware/model/lenet5.q8`, `lenet5-max.q8`,
+//! `lenet5-wide.q8`: the three networks, each on its own kernels), or only
+//! the file named by `LENET_MODEL`, builds `firmware/` with it (release,
+//! its own target dir), runs the `classify` program as a Cortex-M4 in
+//! `qemu-system-arm -machine mps2-an386` on all 10,000 Fashion-MNIST test
+//! images (semihosting file I/O), and checks that every image's ten int8
+//! logits, and so its prediction, are identical to `QuantModel::infer` on
+//! the host. Also runs the `demo` program (images in flash) and checks its
+//! exit status.
 //! The test set comes from `FASHION_MNIST_DIR` (default
 //! `/usr/share/datasets/fashion-mnist`). Missing QEMU is a failure, not a
 //! skip: `scripts/setup.sh` installs it.
@@ -18,6 +18,7 @@ use std::{
     io::Read,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
+    sync::{Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
@@ -33,14 +34,19 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The model the firmware embeds, as an absolute path (the firmware build
-/// runs in another directory).
-fn model_path() -> PathBuf {
-    let p = match env::var_os("LENET_MODEL") {
-        Some(p) => PathBuf::from(p),
-        None => root().join("firmware/model/lenet5.q8"),
-    };
-    std::path::absolute(&p).unwrap_or(p)
+/// The models to test, as absolute paths (the firmware build runs in
+/// another directory): `LENET_MODEL`, or the three committed ones.
+fn model_paths() -> Vec<PathBuf> {
+    match env::var_os("LENET_MODEL") {
+        Some(p) => {
+            let p = PathBuf::from(p);
+            vec![std::path::absolute(&p).unwrap_or(p)]
+        }
+        None => ["lenet5.q8", "lenet5-max.q8", "lenet5-wide.q8"]
+            .into_iter()
+            .map(|f| root().join("firmware/model").join(f))
+            .collect(),
+    }
 }
 
 fn dataset_dir() -> PathBuf {
@@ -118,17 +124,24 @@ fn cargo() -> Command {
     c
 }
 
-fn build_firmware() -> PathBuf {
+/// Held from a firmware build until its programs have run: the tests build
+/// with different models into one target dir.
+static FIRMWARE: Mutex<()> = Mutex::new(());
+
+/// Builds the firmware with `model`; returns the directory of its programs,
+/// valid while the guard is held.
+fn build_firmware(model: &Path) -> (MutexGuard<'static, ()>, PathBuf) {
+    let guard = FIRMWARE.lock().unwrap_or_else(|e| e.into_inner());
     let fw = root().join("firmware");
     let status = cargo()
         .current_dir(&fw)
         .env("CARGO_TARGET_DIR", fw.join("target"))
-        .env("LENET_MODEL", model_path())
+        .env("LENET_MODEL", model)
         .args(["build", "--release", "--bins"])
         .status()
         .expect("running cargo build for the firmware");
     assert!(status.success(), "firmware build failed");
-    fw.join("target/thumbv7em-none-eabihf/release")
+    (guard, fw.join("target/thumbv7em-none-eabihf/release"))
 }
 
 /// Runs `elf` in QEMU with `dir` as the semihosting working directory.
@@ -170,40 +183,71 @@ fn qemu(elf: &Path, dir: &Path) -> Output {
 
 #[test]
 fn firmware_matches_int8_reference_on_all_test_images() {
-    let model_bytes = std::fs::read(model_path())
-        .unwrap_or_else(|e| panic!("reading {}: {e}", model_path().display()));
-    let model = Box::new(QuantModel::from_bytes(&model_bytes).expect("model file is valid"));
     let images = read_idx(
         &dataset_dir().join("t10k-images-idx3-ubyte.gz"),
         0x803,
         PIXELS,
     );
     let labels = read_idx(&dataset_dir().join("t10k-labels-idx1-ubyte.gz"), 0x801, 1);
-    let n = labels.len();
-    assert_eq!(n, 10_000);
+    assert_eq!(labels.len(), 10_000);
+    for model in model_paths() {
+        check_model(&model, &images, &labels);
+    }
+}
 
-    let bin = build_firmware();
+/// Runs `classify` built with `model` on `images` in QEMU and compares
+/// every record with lenet-core's int8 reference.
+fn check_model(model: &Path, images: &[u8], labels: &[u8]) {
+    let model_bytes =
+        std::fs::read(model).unwrap_or_else(|e| panic!("reading {}: {e}", model.display()));
+    let q = Box::new(QuantModel::from_bytes(&model_bytes).expect("model file is valid"));
+    let n = labels.len();
+
+    let (_guard, bin) = build_firmware(model);
     let dir = WorkDir::new("classify");
-    std::fs::write(dir.path().join("images.u8"), &images).unwrap();
+    std::fs::write(dir.path().join("images.u8"), images).unwrap();
 
     let start = Instant::now();
     let out = qemu(&bin.join("classify"), dir.path());
     let report = String::from_utf8_lossy(&out.stderr);
-    eprintln!("QEMU classify ({:.1?}):\n{report}", start.elapsed());
+    eprintln!(
+        "{}: QEMU classify ({:.1?}):\n{report}",
+        model.display(),
+        start.elapsed()
+    );
     assert!(out.status.success(), "classify exited with {}", out.status);
     assert!(report.contains(&format!("images: {n}")), "report: {report}");
+    assert!(
+        report.contains("kernel: cortex-m4"),
+        "{}: the firmware fell back to the reference: {report}",
+        model.display()
+    );
 
     let records = std::fs::read(dir.path().join("predictions.bin")).unwrap();
     assert_eq!(records.len(), n * RECORD, "predictions.bin length");
 
-    let mut scratch = Scratch::new();
+    // The reference on all cores (the wide network is 1.1 M MACs a image).
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let per = n.div_ceil(threads);
+    let want: Vec<[i8; 10]> = std::thread::scope(|s| {
+        let q = &q;
+        let jobs: Vec<_> = images
+            .chunks(per * PIXELS)
+            .map(|chunk| {
+                s.spawn(move || {
+                    let mut scratch = Scratch::new();
+                    chunk
+                        .chunks_exact(PIXELS)
+                        .map(|img| q.infer(&mut scratch, img.try_into().unwrap()))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        jobs.into_iter().flat_map(|j| j.join().unwrap()).collect()
+    });
+
     let (mut mismatches, mut first, mut right_dev, mut right_ref) = (0, None, 0, 0);
-    for (i, (rec, image)) in records
-        .chunks_exact(RECORD)
-        .zip(images.chunks_exact(PIXELS))
-        .enumerate()
-    {
-        let want = model.infer(&mut scratch, image.try_into().unwrap());
+    for (i, (rec, want)) in records.chunks_exact(RECORD).zip(want).enumerate() {
         let got: [i8; 10] = std::array::from_fn(|k| rec[1 + k] as i8);
         let want_class = lenet_core::quant::argmax(&want);
         right_dev += usize::from(usize::from(rec[0]) == usize::from(labels[i]));
@@ -213,18 +257,22 @@ fn firmware_matches_int8_reference_on_all_test_images() {
             first.get_or_insert((i, got, rec[0], want, want_class));
         }
     }
-    eprintln!("accuracy: device {right_dev}/{n}, host int8 reference {right_ref}/{n}");
+    eprintln!(
+        "{}: accuracy: device {right_dev}/{n}, host int8 reference {right_ref}/{n}",
+        model.display()
+    );
     if let Some((i, got, class, want, want_class)) = first {
         panic!(
-            "{mismatches} of {n} images differ; first: image {i}: device {got:?} (class {class}), \
-             reference {want:?} (class {want_class})"
+            "{}: {mismatches} of {n} images differ; first: image {i}: device {got:?} (class {class}), \
+             reference {want:?} (class {want_class})",
+            model.display()
         );
     }
 }
 
 #[test]
 fn firmware_demo_classifies_images_in_flash() {
-    let bin = build_firmware();
+    let (_guard, bin) = build_firmware(&model_paths()[0]);
     let dir = WorkDir::new("demo");
     let out = qemu(&bin.join("demo"), dir.path());
     let report = String::from_utf8_lossy(&out.stderr);

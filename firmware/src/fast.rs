@@ -1,6 +1,8 @@
-//! Cortex-M4 kernels for the classic LeNet-5, equal bit for bit to
-//! lenet-core's integer reference (`QuantLeNet::infer`); the QEMU test
-//! checks that on all 10,000 test images.
+//! Cortex-M4 kernels for the classic LeNet-5 (here) and the max-pooling
+//! networks (`max`, built instead when `build.rs` sets `lenet_max`), equal
+//! bit for bit to lenet-core's integer reference (`QuantLeNet::infer`);
+//! the QEMU test checks that on all 10,000 test images for each committed
+//! model. The linear layers and the helpers here serve both.
 //!
 //! Legend: `C` channels, `H`/`W` rows/columns, `K` = 5 kernel side.
 //!
@@ -23,12 +25,18 @@
 
 use core::arch::asm;
 
-#[allow(clippy::all, missing_docs)]
+// The tables differ with the model's kind and activations.
+#[allow(clippy::all, missing_docs, dead_code)]
 mod packed {
-    use super::ConvTable;
     include!(concat!(env!("OUT_DIR"), "/packed.rs"));
 }
+#[cfg(not(lenet_max))]
 use packed::*;
+
+#[cfg(lenet_max)]
+mod max;
+#[cfg(lenet_max)]
+pub use max::{Scratch, infer};
 
 /// Bytes 0 and 2 of `x` zero-extended to the two halves.
 #[inline(always)]
@@ -124,6 +132,7 @@ impl<const H: usize, const T: usize> ConvTable<H, T> {
     }
 }
 
+#[cfg(not(lenet_max))]
 /// Working memory of one inference (4.4 KB).
 pub struct Scratch {
     /// conv1 input: the image padded by 2, (32, 32) i16 `p - 128 - zp_in`,
@@ -139,6 +148,7 @@ pub struct Scratch {
     x2: [u32; 14 * 14 * 3],
 }
 
+#[cfg(not(lenet_max))]
 impl Scratch {
     /// Zeroed (can be a `static`).
     pub const fn new() -> Self {
@@ -149,12 +159,14 @@ impl Scratch {
     }
 }
 
+#[cfg(not(lenet_max))]
 impl Default for Scratch {
     fn default() -> Self {
         Self::new()
     }
 }
 
+#[cfg(not(lenet_max))]
 /// int8 logits of a raw 28×28 image, as `QuantLeNet5::infer`.
 pub fn infer(s: &mut Scratch, image: &[u8; 784]) -> [i8; 10] {
     // Input: p - 128 - zp_in as i16, padded row iy + 2, column ix + 2; the
@@ -326,6 +338,7 @@ impl Lut {
     }
 }
 
+#[cfg(not(lenet_max))]
 /// The end of the conv kernels: requantizes the four doubled accumulators
 /// of two channels (r0, r1 of the first, r2, r3 of the second) with the
 /// constants at the table pointer r11 (per channel the multiplier,
@@ -350,6 +363,7 @@ macro_rules! act_pair_lut {
     };
 }
 
+#[cfg(not(lenet_max))]
 /// [`act_pair_lut`] for an identity activation table (`build.rs` checks
 /// every entry): the constants are [`Requant`]'s, SSAT gives the value;
 /// the table's address (0) is loaded into r10 but not used.
@@ -374,6 +388,7 @@ macro_rules! act_pair_id {
 /// `$then`, the table read, or `"ssat rN,"`: the value into the output's
 /// own accumulator register, with an empty `$then`), saturating r9 to
 /// 8 bits.
+#[cfg(not(lenet_max))]
 macro_rules! act_one {
     ($a:literal, $sat:literal) => {
         act_one!($a, $sat, "")
@@ -394,6 +409,7 @@ macro_rules! act_one {
     };
 }
 
+#[cfg(not(lenet_max))]
 /// [`act_pair_lut`] for three channels (r0, r1; r2, r3; r6, r7), sums in
 /// r0, r2 and r6.
 #[allow(unused_macros)] // used when a table is not the identity
@@ -416,6 +432,7 @@ macro_rules! act_triple_lut {
     };
 }
 
+#[cfg(not(lenet_max))]
 /// [`act_triple_lut`] for an identity table, as [`act_pair_id`].
 #[allow(unused_macros)] // used when the table is the identity
 macro_rules! act_triple_id {
@@ -437,36 +454,37 @@ macro_rules! act_triple_id {
     };
 }
 
-#[cfg(lenet_act1_id)]
+#[cfg(all(lenet_act1_id, not(lenet_max)))]
 macro_rules! act1 {
     () => {
         act_triple_id!()
     };
 }
-#[cfg(not(lenet_act1_id))]
+#[cfg(not(any(lenet_act1_id, lenet_max)))]
 macro_rules! act1 {
     () => {
         act_triple_lut!()
     };
 }
-#[cfg(lenet_act2_id)]
+#[cfg(all(lenet_act2_id, not(lenet_max)))]
 macro_rules! act2 {
     () => {
         act_pair_id!()
     };
 }
-#[cfg(not(lenet_act2_id))]
+#[cfg(not(any(lenet_act2_id, lenet_max)))]
 macro_rules! act2 {
     () => {
         act_pair_lut!()
     };
 }
 
+#[cfg(not(lenet_max))]
 /// A pooled window of a channel pair: the kernel `$mac` (accumulators r0..r3
 /// loaded from the table's biases) and `$act` (an [`act_pair_lut`]) once
-/// per output row; the first row's sums wait in r6 and r7 (saved on the
-/// stack, as the kernel needs every other register) and are added to the
-/// second's in r0 and r2. Between the rows the input pointer moves back by
+/// per output row; the first row's sums wait on the stack (the kernel
+/// needs every other register, r6 and r7 too, saved there) and are added
+/// to the second's in r0 and r2. Between the rows the input pointer moves back by
 /// `$xback` bytes (to the next row's start) and the table pointer by
 /// `$tback` (to its start). The flags tell the rows apart: nothing in the
 /// loop body sets them.
@@ -480,8 +498,7 @@ macro_rules! pooled_pair {
             $mac,
             $act,
             "bne 3f\n",
-            "mov r6, r0\n",
-            "mov r7, r2\n",
+            "push {{r0, r2}}\n",
             "sub.w lr, lr, #",
             $xback,
             "\n",
@@ -491,13 +508,15 @@ macro_rules! pooled_pair {
             "movs r0, #1\n",
             "b 2b\n",
             "3:\n",
-            "add.w r0, r0, r6\n",
-            "add.w r2, r2, r7\n",
+            "pop {{r4, r5}}\n",
+            "add.w r0, r0, r4\n",
+            "add.w r2, r2, r5\n",
             "pop {{r6, r7}}\n",
         )
     };
 }
 
+#[cfg(not(lenet_max))]
 /// lenet-core's 2×2 average of four activations summing to `sum`, less
 /// the output zero point `zp`: `avg_pool_round(sum, 4)` is `(sum + 2 +
 /// (sum >> 31)) >> 2` (`build.rs` checks it on every sum), and
@@ -507,6 +526,7 @@ fn pool(sum: i32, zp: i32) -> i32 {
     (sum + (2 - 4 * zp) + (sum >> 31)) >> 2
 }
 
+#[cfg(not(lenet_max))]
 /// conv1 (1 → 6, K 5, pad 2) + act1 + avg pool 2: `x1` → `x2`.
 ///
 /// Per pooled pixel `(py, px)` and channel triple the two conv outputs of
@@ -546,6 +566,7 @@ fn conv1(s: &mut Scratch) {
     }
 }
 
+#[cfg(not(lenet_max))]
 /// One kernel row of [`conv1_pooled`]: three input words (the pointer then
 /// moves one padded row, 16 words, down), then per channel W against them
 /// for the even column and V for the odd one.
@@ -581,6 +602,7 @@ macro_rules! conv1_row {
     };
 }
 
+#[cfg(not(lenet_max))]
 /// The sums of the four activations of a pooled conv1 window, per channel
 /// of a triple: per output row `dy` the even and the odd column of each
 /// channel (six accumulators, r6 and r7 among them, saved on the stack),
@@ -640,6 +662,7 @@ fn conv1_pooled(t: &ConvTable<{ 6 + 90 + 3 }, 6>, x: &[u32; 5 * 16 + 3]) -> [i32
     [a, b, c]
 }
 
+#[cfg(not(lenet_max))]
 /// conv2 (6 → 16, K 5) + act2 + avg pool 2: `x2` → `f1` (flattened in
 /// PyTorch order `co * 25 + py * 5 + px`). One SMLAD takes an input
 /// channel pair at one tap; per pooled window and output channel pair the
@@ -674,54 +697,63 @@ fn conv2(s: &mut Scratch) {
     }
 }
 
-/// One tap of [`conv2_pair`]: the first channel's three weight words
-/// (input channel pairs) against the input words of the even column
-/// (LDM, moving the pointer one column on) and of the odd one (at the
-/// pointer), then the second channel's against the odd column's and the
-/// even one's again (the three words below the pointer).
+#[cfg(not(lenet_max))]
+/// One tap of [`conv2_pair`] at byte offset `$o0` of the row: both
+/// channels' three weight words (input channel pairs: the first's in r4,
+/// r5, r6, the second's in r7, r8, r9) against the six input words of
+/// the even column and the odd one (pixels `kx`, `kx + 1`), two by two.
 macro_rules! conv2_tap {
-    () => {
-        "ldm r11!, {{r4, r5, r8}}
-         ldm lr!, {{r9, r10, r12}}
-         smlad r0, r4, r9, r0
-         smlad r0, r5, r10, r0
-         smlad r0, r8, r12, r0
-         ldm lr, {{r9, r10, r12}}
-         smlad r1, r4, r9, r1
-         smlad r1, r5, r10, r1
-         smlad r1, r8, r12, r1
-         ldm r11!, {{r4, r5, r8}}
-         smlad r3, r4, r9, r3
-         smlad r3, r5, r10, r3
-         smlad r3, r8, r12, r3
-         ldmdb lr, {{r9, r10, r12}}
-         smlad r2, r4, r9, r2
-         smlad r2, r5, r10, r2
-         smlad r2, r8, r12, r2
-        "
-    };
-}
-
-/// One kernel row of [`conv2_pair`]: five taps, then the input pointer
-/// moves to the next row (14 columns of 3 words, 5 columns already done).
-macro_rules! conv2_row {
-    () => {
+    ($o0:literal, $o1:literal, $o2:literal) => {
         concat!(
-            conv2_tap!(),
-            conv2_tap!(),
-            conv2_tap!(),
-            conv2_tap!(),
-            conv2_tap!(),
-            "add.w lr, lr, #108\n"
+            "ldm r11!, {{r4, r5, r6, r7, r8, r9}}\n",
+            "ldrd r10, r12, [lr, #",
+            $o0,
+            "]\n",
+            "smlad r0, r4, r10, r0
+             smlad r0, r5, r12, r0
+             smlad r2, r7, r10, r2
+             smlad r2, r8, r12, r2\n",
+            "ldrd r10, r12, [lr, #",
+            $o1,
+            "]\n",
+            "smlad r0, r6, r10, r0
+             smlad r2, r9, r10, r2
+             smlad r1, r4, r12, r1
+             smlad r3, r7, r12, r3\n",
+            "ldrd r10, r12, [lr, #",
+            $o2,
+            "]\n",
+            "smlad r1, r5, r10, r1
+             smlad r1, r6, r12, r1
+             smlad r3, r8, r10, r3
+             smlad r3, r9, r12, r3\n",
         )
     };
 }
 
+#[cfg(not(lenet_max))]
+/// One kernel row of [`conv2_pair`]: five taps (their pixels addressed by
+/// offset), then the input pointer moves to the next row (14 columns of 3
+/// words).
+macro_rules! conv2_row {
+    () => {
+        concat!(
+            conv2_tap!("0", "8", "16"),
+            conv2_tap!("12", "20", "28"),
+            conv2_tap!("24", "32", "40"),
+            conv2_tap!("36", "44", "52"),
+            conv2_tap!("48", "56", "64"),
+            "add.w lr, lr, #168\n"
+        )
+    };
+}
+
+#[cfg(not(lenet_max))]
 /// The sums of the four activations of a pooled conv2 window, per output
 /// channel of a pair, as [`conv1_pooled`]: per output row `dy` the even
 /// and the odd column, whose input starts at `x[42 dy]` (rows 42 words
-/// apart). 75 SMLAD per output; per tap two LDM of weights and three of
-/// inputs for 12 SMLAD.
+/// apart). 75 SMLAD per output; per tap one LDM of weights and three LDRD
+/// of inputs for 12 SMLAD.
 #[inline(always)]
 fn conv2_pooled(t: &ConvTable<{ 4 + 150 + 3 }, 3>, x: &[u32; 5 * 42 + 18]) -> [i32; 2] {
     let (a, b): (i32, i32);

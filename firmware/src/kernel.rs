@@ -2,9 +2,10 @@
 //!
 //! `build.rs` turns the `.q8` file into [`MODEL`], a `static` of lenet-core's
 //! `QuantLeNet` (flash, no RAM). [`Model::classify`] runs lenet-core's
-//! integer reference (`QuantLeNet::infer`), or, for the classic LeNet-5
-//! unless the `reference` feature is on, the Cortex-M4 kernels of
-//! [`crate::fast`], which equal it bit for bit.
+//! integer reference (`QuantLeNet::infer`), or, unless the `reference`
+//! feature is on (or the model fails a condition `build.rs` checks), the
+//! Cortex-M4 kernels of [`crate::fast`] for the model's kind, which equal
+//! it bit for bit.
 
 #[allow(clippy::all, missing_docs)]
 mod generated {

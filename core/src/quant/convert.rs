@@ -58,9 +58,11 @@ impl Ranges {
     }
 }
 
-/// Number of float parameters of a LeNet-5 whose fc1 takes `flat` inputs.
+/// Number of float parameters of a LeNet-5 whose fc1 takes `flat` inputs
+/// (512 is the wide network, 16 and 32 channels; otherwise 6 and 16).
 pub const fn num_float_params(flat: usize) -> usize {
-    (6 * 25 + 6) + (16 * 150 + 16) + (120 * flat + 120) + (84 * 120 + 84) + (10 * 84 + 10)
+    let (c1, c2) = if flat == 512 { (16, 32) } else { (6, 16) };
+    (c1 * 25 + c1) + (c2 * c1 * 25 + c2) + (120 * flat + 120) + (84 * 120 + 84) + (10 * 84 + 10)
 }
 
 /// Activation stage for a calibrated pre-activation range.
@@ -120,7 +122,7 @@ fn layer(
     Ok(())
 }
 
-impl<const FLAT: usize> QuantLeNet<FLAT> {
+impl<const FLAT: usize, const C1: usize, const C2: usize> QuantLeNet<FLAT, C1, C2> {
     /// Quantize a float LeNet-5 in place (see the module docs for the
     /// scheme).
     ///
@@ -172,7 +174,7 @@ impl<const FLAT: usize> QuantLeNet<FLAT> {
         self.logits = QParams::from_min_max(ranges.logits.0, ranges.logits.1);
 
         let c = &mut self.conv1;
-        let (w, b) = (take(150), take(6));
+        let (w, b) = (take(C1 * 25), take(C1));
         let qw = c
             .weight
             .as_flattened_mut()
@@ -192,7 +194,7 @@ impl<const FLAT: usize> QuantLeNet<FLAT> {
         )?;
 
         let c = &mut self.conv2;
-        let (w, b) = (take(2400), take(16));
+        let (w, b) = (take(C2 * C1 * 25), take(C2));
         let qw = c
             .weight
             .as_flattened_mut()

@@ -29,14 +29,15 @@ const SHAPE_NAMES: [&str; 12] = [
 
 /// The 12 shape fields of an architecture.
 const fn shapes(arch: QuantArch) -> [u16; 12] {
+    let (c1, c2) = arch.channels();
     [
         1,
         28,
         28,
-        6,
+        c1 as u16,
         5,
         arch.conv1_padding() as u16,
-        16,
+        c2 as u16,
         5,
         arch.flat() as u16,
         120,
@@ -58,12 +59,14 @@ const fn layer_len(out: usize, fan_in: usize) -> usize {
 /// use lenet_core::quant::{QuantArch, encoded_len};
 /// assert_eq!(encoded_len(QuantArch::LeNet5), 66_398);
 /// assert_eq!(encoded_len(QuantArch::LeNet5Max), 49_118);
+/// assert_eq!(encoded_len(QuantArch::LeNet5Wide), 90_904);
 /// ```
 pub const fn encoded_len(arch: QuantArch) -> usize {
+    let (c1, c2) = arch.channels();
     HEADER_LEN
         + PARAMS_LEN
-        + layer_len(6, 25)
-        + layer_len(16, 150)
+        + layer_len(c1, 25)
+        + layer_len(c2, 25 * c1)
         + layer_len(120, arch.flat())
         + layer_len(84, 120)
         + layer_len(10, 84)
@@ -262,7 +265,7 @@ fn read_linear<const O: usize, const I: usize>(
     )
 }
 
-impl<const FLAT: usize> QuantLeNet<FLAT> {
+impl<const FLAT: usize, const C1: usize, const C2: usize> QuantLeNet<FLAT, C1, C2> {
     /// Parse a `.q8` file of this architecture.
     ///
     /// # Errors

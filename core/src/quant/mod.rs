@@ -55,10 +55,12 @@
 //! # Memory
 //!
 //! [`QuantLeNet`] is plain `const`-sized arrays (about 66 KB for
-//! [`QuantLeNet5`], 49 KB for [`QuantLeNet5Max`], close to their `.q8`
-//! sizes), so it can be a `static` in flash.
-//! Inference needs only [`Scratch`] (**1576 bytes**: the pooled conv1 map,
-//! 6x14x14, and the pooled conv2 map, 16x5x5, reused for the linear layers),
+//! [`QuantLeNet5`], 49 KB for [`QuantLeNet5Max`], 91 KB for
+//! [`QuantLeNet5Wide`], close to their `.q8` sizes), so it can be a
+//! `static` in flash.
+//! Inference needs only [`Scratch`] (**2816 bytes**: the pooled conv1 map,
+//! up to 16x12x12, and the pooled conv2 map, up to 32x4x4, reused for the
+//! linear layers),
 //! the 784-byte image and a few words of stack: convolution, activation and
 //! 2x2 pooling are fused per pooled pixel, so the 4.7 KB conv1 output map
 //! never exists.
@@ -71,7 +73,7 @@
 //! |---|---|---|
 //! | 0 | 4 | magic `b"LQ8M"` |
 //! | 4 | 2 | format version, `u16` = 1 |
-//! | 6 | 1 | architecture: 0 = LeNet-5 (pad 2, avg pool, fc1 400), 1 = LeNet-5 d2l variant (no pad, max pool, fc1 256) |
+//! | 6 | 1 | architecture: 0 = LeNet-5 (pad 2, avg pool, fc1 400), 1 = LeNet-5 d2l variant (no pad, max pool, fc1 256), 2 = the d2l variant with 16 and 32 channels (fc1 512) |
 //! | 7 | 1 | activation: 0 = sigmoid, 1 = ReLU, 2 = tanh |
 //! | 8 | 4 | total file length in bytes, `u32` (including the CRC) |
 //! | 12 | 24 | shapes, 12 x `u16`: input C, H, W; conv1 out channels, kernel, padding; conv2 out channels, kernel; fc1 in, fc1 out; fc2 out; classes |
@@ -82,7 +84,7 @@
 //! | end - 4 | 4 | CRC-32 (IEEE, as zlib and `crc32fast`) of every byte before it |
 //!
 //! Total: [`encoded_len`] (66 398 bytes for LeNet-5, 49 118 for the d2l
-//! variant). [`QuantModel::from_bytes`] / [`QuantLeNet::from_bytes`] check,
+//! variant, 90 904 for the wide one). [`QuantModel::from_bytes`] / [`QuantLeNet::from_bytes`] check,
 //! in this order: length of a header, magic, version, declared length,
 //! checksum, architecture, activation, shapes, parameter ranges, and name the
 //! first failure in a [`QuantError`].
@@ -112,8 +114,8 @@ pub use crc32::crc32;
 pub use format::{FORMAT_VERSION, HEADER_LEN, MAGIC, encoded_len};
 pub use lut::{SIGMOID_OUTPUT, TANH_OUTPUT, activation_lut, activation_output, lut_index};
 pub use net::{
-    PoolKind, QAct, QConv2d, QInput, QLinear, QuantLeNet, QuantLeNet5, QuantLeNet5Max, Scratch,
-    argmax, avg_pool_round, conv_acc, conv_act_pool, linear_act,
+    PoolKind, QAct, QConv2d, QInput, QLinear, QuantLeNet, QuantLeNet5, QuantLeNet5Max,
+    QuantLeNet5Wide, Scratch, argmax, avg_pool_round, conv_acc, conv_act_pool, linear_act,
 };
 pub use requant::{
     multiply_by_quantized_multiplier, quantize_multiplier, requantize, rounding_divide_by_pot,
@@ -191,6 +193,9 @@ pub enum QuantArch {
     LeNet5,
     /// The d2l variant: no padding, MaxPool2, 256 -> 120 act -> 84 act -> 10.
     LeNet5Max,
+    /// The d2l variant with 16 and 32 channels: Conv(1,16,5) act MaxPool2,
+    /// Conv(16,32,5) act MaxPool2, 512 -> 120 act -> 84 act -> 10.
+    LeNet5Wide,
 }
 
 impl QuantArch {
@@ -199,6 +204,7 @@ impl QuantArch {
         match self {
             Self::LeNet5 => 0,
             Self::LeNet5Max => 1,
+            Self::LeNet5Wide => 2,
         }
     }
 
@@ -207,6 +213,7 @@ impl QuantArch {
         match code {
             0 => Some(Self::LeNet5),
             1 => Some(Self::LeNet5Max),
+            2 => Some(Self::LeNet5Wide),
             _ => None,
         }
     }
@@ -216,6 +223,15 @@ impl QuantArch {
         match self {
             Self::LeNet5 => 400,
             Self::LeNet5Max => 256,
+            Self::LeNet5Wide => 512,
+        }
+    }
+
+    /// Output channels of conv1 and conv2.
+    pub const fn channels(self) -> (usize, usize) {
+        match self {
+            Self::LeNet5 | Self::LeNet5Max => (6, 16),
+            Self::LeNet5Wide => (16, 32),
         }
     }
 
@@ -223,7 +239,7 @@ impl QuantArch {
     pub const fn conv1_padding(self) -> usize {
         match self {
             Self::LeNet5 => 2,
-            Self::LeNet5Max => 0,
+            Self::LeNet5Max | Self::LeNet5Wide => 0,
         }
     }
 }
@@ -263,13 +279,12 @@ impl QuantAct {
 impl TryFrom<crate::model::ModelKind> for QuantArch {
     type Error = QuantError;
 
-    /// The int8 architecture of a float model; [`QuantError::NoInt8Model`]
-    /// for [`LeNet5Wide`](crate::model::LeNet5Wide), which has none.
+    /// The int8 architecture of a float model (every model has one).
     fn try_from(k: crate::model::ModelKind) -> Result<Self, QuantError> {
         match k {
             crate::model::ModelKind::LeNet5 => Ok(Self::LeNet5),
             crate::model::ModelKind::LeNet5Max => Ok(Self::LeNet5Max),
-            crate::model::ModelKind::LeNet5Wide => Err(QuantError::NoInt8Model { kind: k }),
+            crate::model::ModelKind::LeNet5Wide => Ok(Self::LeNet5Wide),
         }
     }
 }
@@ -279,6 +294,7 @@ impl From<QuantArch> for crate::model::ModelKind {
         match a {
             QuantArch::LeNet5 => Self::LeNet5,
             QuantArch::LeNet5Max => Self::LeNet5Max,
+            QuantArch::LeNet5Wide => Self::LeNet5Wide,
         }
     }
 }
@@ -370,8 +386,8 @@ pub enum QuantError {
         /// Which parameter.
         what: &'static str,
     },
-    /// The float model has no int8 architecture (only the 6/16-channel
-    /// LeNets are quantized).
+    /// The float model has no int8 architecture (no current model: every
+    /// [`ModelKind`](crate::model::ModelKind) has one).
     NoInt8Model {
         /// The float model.
         kind: crate::model::ModelKind,
@@ -422,10 +438,7 @@ impl fmt::Display for QuantError {
             Self::InvalidParameter { what } => {
                 write!(f, ".q8 model has an invalid quantization parameter: {what}")
             }
-            Self::NoInt8Model { kind } => write!(
-                f,
-                "{kind} has no int8 model (int8 supports lenet5 and lenet5-max, the 6/16-channel networks)"
-            ),
+            Self::NoInt8Model { kind } => write!(f, "{kind} has no int8 model"),
             Self::BufferTooSmall { needed, len } => {
                 write!(
                     f,
@@ -449,6 +462,8 @@ pub enum QuantModel {
     LeNet5(QuantLeNet5),
     /// The d2l variant.
     LeNet5Max(QuantLeNet5Max),
+    /// The d2l variant with 16 and 32 channels.
+    LeNet5Wide(QuantLeNet5Wide),
 }
 
 impl QuantModel {
@@ -457,6 +472,7 @@ impl QuantModel {
         match self {
             Self::LeNet5(_) => QuantArch::LeNet5,
             Self::LeNet5Max(_) => QuantArch::LeNet5Max,
+            Self::LeNet5Wide(_) => QuantArch::LeNet5Wide,
         }
     }
 
@@ -465,6 +481,7 @@ impl QuantModel {
         match self {
             Self::LeNet5(m) => m.act,
             Self::LeNet5Max(m) => m.act,
+            Self::LeNet5Wide(m) => m.act,
         }
     }
 
@@ -473,6 +490,7 @@ impl QuantModel {
         match self {
             Self::LeNet5(m) => m.input,
             Self::LeNet5Max(m) => m.input,
+            Self::LeNet5Wide(m) => m.input,
         }
     }
 
@@ -481,6 +499,7 @@ impl QuantModel {
         match self {
             Self::LeNet5(m) => m.logits,
             Self::LeNet5Max(m) => m.logits,
+            Self::LeNet5Wide(m) => m.logits,
         }
     }
 
@@ -489,6 +508,7 @@ impl QuantModel {
         match self {
             Self::LeNet5(m) => m.infer(scratch, image),
             Self::LeNet5Max(m) => m.infer(scratch, image),
+            Self::LeNet5Wide(m) => m.infer(scratch, image),
         }
     }
 
@@ -521,6 +541,11 @@ impl QuantModel {
                 m.quantize_into(act, params, ranges, mean, std)?;
                 Self::LeNet5Max(m)
             }
+            QuantArch::LeNet5Wide => {
+                let mut m = QuantLeNet5Wide::zeroed();
+                m.quantize_into(act, params, ranges, mean, std)?;
+                Self::LeNet5Wide(m)
+            }
         })
     }
 
@@ -538,6 +563,7 @@ impl QuantModel {
         match format::peek_arch(bytes)? {
             QuantArch::LeNet5 => QuantLeNet5::from_bytes(bytes).map(Self::LeNet5),
             QuantArch::LeNet5Max => QuantLeNet5Max::from_bytes(bytes).map(Self::LeNet5Max),
+            QuantArch::LeNet5Wide => QuantLeNet5Wide::from_bytes(bytes).map(Self::LeNet5Wide),
         }
     }
 
@@ -551,6 +577,7 @@ impl QuantModel {
         match self {
             Self::LeNet5(m) => m.write_bytes(out),
             Self::LeNet5Max(m) => m.write_bytes(out),
+            Self::LeNet5Wide(m) => m.write_bytes(out),
         }
     }
 }

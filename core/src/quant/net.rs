@@ -93,14 +93,16 @@ impl QAct {
 }
 
 /// An int8 LeNet-5. `FLAT` (the fc1 input length) selects the architecture:
-/// 400 is [`QuantArch::LeNet5`], 256 is [`QuantArch::LeNet5Max`]; use the
-/// aliases [`QuantLeNet5`] and [`QuantLeNet5Max`].
+/// 400 is [`QuantArch::LeNet5`], 256 is [`QuantArch::LeNet5Max`], 512 is
+/// [`QuantArch::LeNet5Wide`]; `C1` and `C2` are the conv1 and conv2 output
+/// channels (6 and 16, or 16 and 32 for the wide network). Use the aliases
+/// [`QuantLeNet5`], [`QuantLeNet5Max`] and [`QuantLeNet5Wide`].
 ///
 /// Every field is public and `Debug` prints valid Rust syntax for it (given
 /// the types in scope), so a build script can turn a parsed `.q8` file into
 /// a `static` initializer that lands in flash.
 #[derive(Clone, Debug, PartialEq)]
-pub struct QuantLeNet<const FLAT: usize> {
+pub struct QuantLeNet<const FLAT: usize, const C1: usize = 6, const C2: usize = 16> {
     /// Hidden activation.
     pub act: QuantAct,
     /// Input normalization mean of the float model.
@@ -109,12 +111,12 @@ pub struct QuantLeNet<const FLAT: usize> {
     pub input_std: f32,
     /// Quantization of the input `q = p - 128`.
     pub input: QParams,
-    /// Conv(1, 6, 5). // weight (6, 1, 5, 5)
-    pub conv1: QConv2d<6, 1, 5>,
+    /// Conv(1, C1, 5). // weight (C1, 1, 5, 5)
+    pub conv1: QConv2d<C1, 1, 5>,
     /// Activation after conv1.
     pub act1: QAct,
-    /// Conv(6, 16, 5). // weight (16, 6, 5, 5)
-    pub conv2: QConv2d<16, 6, 5>,
+    /// Conv(C1, C2, 5). // weight (C2, C1, 5, 5)
+    pub conv2: QConv2d<C2, C1, 5>,
     /// Activation after conv2.
     pub act2: QAct,
     /// Linear(FLAT, 120).
@@ -135,27 +137,31 @@ pub struct QuantLeNet<const FLAT: usize> {
 pub type QuantLeNet5 = QuantLeNet<400>;
 /// The d2l LeNet-5 variant in int8 (fc1 input 256).
 pub type QuantLeNet5Max = QuantLeNet<256>;
+/// The d2l LeNet-5 variant widened to 16 and 32 channels, in int8 (fc1
+/// input 512).
+pub type QuantLeNet5Wide = QuantLeNet<512, 16, 32>;
 
-/// Working memory of one inference: 1576 bytes.
+/// Working memory of one inference: 2816 bytes, sized for the largest
+/// network (the classic LeNet-5 uses 1576 of them).
 ///
 /// | field | bytes | holds |
 /// |---|---|---|
-/// | `a` | 1176 | pooled conv1 map (6, 14, 14) (d2l: (6, 12, 12) = 864), then fc1 output (120) |
-/// | `b` | 400 | pooled conv2 map (16, 5, 5) (d2l: (16, 4, 4) = 256), then fc2 output (84) |
+/// | `a` | 2304 | pooled conv1 map: (6, 14, 14) = 1176 (d2l: (6, 12, 12) = 864; wide: (16, 12, 12) = 2304), then fc1 output (120) |
+/// | `b` | 512 | pooled conv2 map: (16, 5, 5) = 400 (d2l: (16, 4, 4) = 256; wide: (32, 4, 4) = 512), then fc2 output (84) |
 #[derive(Clone, Debug)]
 pub struct Scratch {
     /// Pooled conv1 map, then fc1 output.
-    pub a: [i8; 1176],
+    pub a: [i8; 2304],
     /// Pooled conv2 map (the flattened features), then fc2 output.
-    pub b: [i8; 400],
+    pub b: [i8; 512],
 }
 
 impl Scratch {
     /// Zeroed scratch (can be a `static`).
     pub const fn new() -> Self {
         Self {
-            a: [0; 1176],
-            b: [0; 400],
+            a: [0; 2304],
+            b: [0; 512],
         }
     }
 }
@@ -367,12 +373,15 @@ pub fn linear_act<const O: usize, const I: usize>(
     }
 }
 
-impl<const FLAT: usize> QuantLeNet<FLAT> {
-    /// Architecture selected by `FLAT`.
-    pub const ARCH: QuantArch = match FLAT {
-        400 => QuantArch::LeNet5,
-        256 => QuantArch::LeNet5Max,
-        _ => panic!("QuantLeNet: FLAT must be 400 (LeNet5) or 256 (LeNet5Max)"),
+impl<const FLAT: usize, const C1: usize, const C2: usize> QuantLeNet<FLAT, C1, C2> {
+    /// Architecture selected by `FLAT` (and checked against `C1`, `C2`).
+    pub const ARCH: QuantArch = match (FLAT, C1, C2) {
+        (400, 6, 16) => QuantArch::LeNet5,
+        (256, 6, 16) => QuantArch::LeNet5Max,
+        (512, 16, 32) => QuantArch::LeNet5Wide,
+        _ => panic!(
+            "QuantLeNet: <FLAT, C1, C2> must be <400, 6, 16> (LeNet5), <256, 6, 16> (LeNet5Max) or <512, 16, 32> (LeNet5Wide)"
+        ),
     };
 
     /// All-zero weights, unit quantization and identity tables (a
@@ -397,7 +406,7 @@ impl<const FLAT: usize> QuantLeNet<FLAT> {
     }
 
     /// int8 logits of a raw 28x28 image (row-major `u8` pixels; the int8
-    /// input is `p - 128`). Integer-only; uses only `scratch` (1576 bytes)
+    /// input is `p - 128`). Integer-only; uses only `scratch` (2816 bytes)
     /// and the stack.
     pub fn infer(&self, scratch: &mut Scratch, image: &[u8; 784]) -> [i8; 10] {
         self.features(scratch, image);
@@ -448,7 +457,7 @@ impl<const FLAT: usize> QuantLeNet<FLAT> {
         match Self::ARCH {
             QuantArch::LeNet5 => {
                 // (1, 28, 28) -pad 2, conv 5-> (6, 28, 28) -avg-> (6, 14, 14)
-                conv_act_pool::<u8, 6, 1, 5, 28, 28, 2, 14, 14>(
+                conv_act_pool::<u8, C1, 1, 5, 28, 28, 2, 14, 14>(
                     a,
                     image,
                     &self.conv1,
@@ -458,7 +467,7 @@ impl<const FLAT: usize> QuantLeNet<FLAT> {
                     PoolKind::Avg,
                 );
                 // (6, 14, 14) -conv 5-> (16, 10, 10) -avg-> (16, 5, 5)
-                conv_act_pool::<i8, 16, 6, 5, 14, 14, 0, 5, 5>(
+                conv_act_pool::<i8, C2, C1, 5, 14, 14, 0, 5, 5>(
                     b,
                     a,
                     &self.conv2,
@@ -468,9 +477,9 @@ impl<const FLAT: usize> QuantLeNet<FLAT> {
                     PoolKind::Avg,
                 );
             }
-            QuantArch::LeNet5Max => {
-                // (1, 28, 28) -conv 5-> (6, 24, 24) -max-> (6, 12, 12)
-                conv_act_pool::<u8, 6, 1, 5, 28, 28, 0, 12, 12>(
+            QuantArch::LeNet5Max | QuantArch::LeNet5Wide => {
+                // (1, 28, 28) -conv 5-> (C1, 24, 24) -max-> (C1, 12, 12)
+                conv_act_pool::<u8, C1, 1, 5, 28, 28, 0, 12, 12>(
                     a,
                     image,
                     &self.conv1,
@@ -479,8 +488,8 @@ impl<const FLAT: usize> QuantLeNet<FLAT> {
                     &a1.lut,
                     PoolKind::Max,
                 );
-                // (6, 12, 12) -conv 5-> (16, 8, 8) -max-> (16, 4, 4)
-                conv_act_pool::<i8, 16, 6, 5, 12, 12, 0, 4, 4>(
+                // (C1, 12, 12) -conv 5-> (C2, 8, 8) -max-> (C2, 4, 4)
+                conv_act_pool::<i8, C2, C1, 5, 12, 12, 0, 4, 4>(
                     b,
                     a,
                     &self.conv2,

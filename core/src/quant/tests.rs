@@ -53,9 +53,12 @@ fn fill_layer(
     }
 }
 
-fn random_model<const FLAT: usize>(seed: u64, act: QuantAct) -> QuantLeNet<FLAT> {
+fn random_model<const FLAT: usize, const C1: usize, const C2: usize>(
+    seed: u64,
+    act: QuantAct,
+) -> QuantLeNet<FLAT, C1, C2> {
     let mut rng = Rng(seed);
-    let mut m = QuantLeNet::<FLAT>::zeroed();
+    let mut m = QuantLeNet::<FLAT, C1, C2>::zeroed();
     m.act = act;
     m.input_mean = 0.25;
     m.input_std = 0.5;
@@ -94,7 +97,7 @@ fn random_model<const FLAT: usize>(seed: u64, act: QuantAct) -> QuantLeNet<FLAT>
         &mut c.bias,
         &mut c.multiplier,
         &mut c.shift,
-        150,
+        25 * C1,
     );
     let l = &mut m.fc1;
     fill_layer(
@@ -237,10 +240,13 @@ fn naive_linear(
         .collect()
 }
 
-fn naive_infer<const FLAT: usize>(m: &QuantLeNet<FLAT>, image: &[u8; 784]) -> [i8; 10] {
-    let (pad, max) = match QuantLeNet::<FLAT>::ARCH {
+fn naive_infer<const FLAT: usize, const C1: usize, const C2: usize>(
+    m: &QuantLeNet<FLAT, C1, C2>,
+    image: &[u8; 784],
+) -> [i8; 10] {
+    let (pad, max) = match QuantLeNet::<FLAT, C1, C2>::ARCH {
         QuantArch::LeNet5 => (2, false),
-        QuantArch::LeNet5Max => (0, true),
+        QuantArch::LeNet5Max | QuantArch::LeNet5Wide => (0, true),
     };
     let x: Vec<i32> = image.iter().map(|&p| i32::from(p) - 128).collect();
     let c = &m.conv1;
@@ -258,12 +264,12 @@ fn naive_infer<const FLAT: usize>(m: &QuantLeNet<FLAT>, image: &[u8; 784]) -> [i
         m.act1.pre.zero_point,
         &m.act1.lut,
     );
-    let x = naive_pool(&y, (6, h, wd), max);
+    let x = naive_pool(&y, (C1, h, wd), max);
     let c = &m.conv2;
     let w = c.weight.as_flattened().as_flattened().as_flattened();
     let (y, h2, w2) = naive_conv(
         &x,
-        (6, h / 2, wd / 2),
+        (C1, h / 2, wd / 2),
         w,
         &c.bias,
         &c.multiplier,
@@ -274,7 +280,7 @@ fn naive_infer<const FLAT: usize>(m: &QuantLeNet<FLAT>, image: &[u8; 784]) -> [i
         m.act2.pre.zero_point,
         &m.act2.lut,
     );
-    let x = naive_pool(&y, (16, h2, w2), max);
+    let x = naive_pool(&y, (C2, h2, w2), max);
     assert_eq!(x.len(), FLAT);
     let l = &m.fc1;
     let x = naive_linear(
@@ -312,9 +318,9 @@ fn naive_infer<const FLAT: usize>(m: &QuantLeNet<FLAT>, image: &[u8; 784]) -> [i
     core::array::from_fn(|i| x[i] as i8)
 }
 
-fn check_against_naive<const FLAT: usize>(seed: u64) {
+fn check_against_naive<const FLAT: usize, const C1: usize, const C2: usize>(seed: u64) {
     for act in [QuantAct::Sigmoid, QuantAct::Relu, QuantAct::Tanh] {
-        let m = random_model::<FLAT>(seed, act);
+        let m = random_model::<FLAT, C1, C2>(seed, act);
         let mut rng = Rng(seed ^ 0xabcdef);
         let mut scratch = Scratch::new();
         let mut distinct = std::collections::HashSet::new();
@@ -325,7 +331,7 @@ fn check_against_naive<const FLAT: usize>(seed: u64) {
                 got,
                 naive_infer(&m, &img),
                 "{:?} {act:?}",
-                QuantLeNet::<FLAT>::ARCH
+                QuantLeNet::<FLAT, C1, C2>::ARCH
             );
             distinct.insert(got);
         }
@@ -340,21 +346,28 @@ fn check_against_naive<const FLAT: usize>(seed: u64) {
 
 #[test]
 fn fused_lenet5_equals_unfused_pipeline() {
-    check_against_naive::<400>(0x5eed_0001);
+    check_against_naive::<400, 6, 16>(0x5eed_0001);
 }
 
 #[test]
 fn fused_lenet5max_equals_unfused_pipeline() {
-    check_against_naive::<256>(0x5eed_0002);
+    check_against_naive::<256, 6, 16>(0x5eed_0002);
+}
+
+#[test]
+fn fused_lenet5wide_equals_unfused_pipeline() {
+    check_against_naive::<512, 16, 32>(0x5eed_0003);
 }
 
 #[test]
 fn scratch_is_small() {
-    assert_eq!(core::mem::size_of::<Scratch>(), 1576);
+    assert_eq!(core::mem::size_of::<Scratch>(), 2816);
 }
 
-fn model_bytes<const FLAT: usize>(m: &QuantLeNet<FLAT>) -> Vec<u8> {
-    let mut buf = vec![0u8; encoded_len(QuantLeNet::<FLAT>::ARCH)];
+fn model_bytes<const FLAT: usize, const C1: usize, const C2: usize>(
+    m: &QuantLeNet<FLAT, C1, C2>,
+) -> Vec<u8> {
+    let mut buf = vec![0u8; encoded_len(QuantLeNet::<FLAT, C1, C2>::ARCH)];
     assert_eq!(m.write_bytes(&mut buf), Ok(buf.len()));
     buf
 }
@@ -367,8 +380,8 @@ fn fix_crc(bytes: &mut [u8]) {
 }
 
 #[test]
-fn format_round_trips_both_architectures() {
-    let m5 = random_model::<400>(7, QuantAct::Tanh);
+fn format_round_trips_every_architecture() {
+    let m5 = random_model::<400, 6, 16>(7, QuantAct::Tanh);
     let bytes = model_bytes(&m5);
     assert_eq!(bytes.len(), 66_398);
     assert_eq!(&bytes[..4], b"LQ8M");
@@ -378,7 +391,7 @@ fn format_round_trips_both_architectures() {
     let any = QuantModel::from_bytes(&bytes).unwrap();
     assert_eq!(any, QuantModel::LeNet5(m5));
 
-    let mm = random_model::<256>(8, QuantAct::Relu);
+    let mm = random_model::<256, 6, 16>(8, QuantAct::Relu);
     let bytes = model_bytes(&mm);
     assert_eq!(bytes.len(), 49_118);
     let any = QuantModel::from_bytes(&bytes).unwrap();
@@ -388,11 +401,19 @@ fn format_round_trips_both_architectures() {
     assert_eq!(any.write_bytes(&mut again), Ok(bytes.len()));
     assert_eq!(again, bytes);
     assert_eq!(any, QuantModel::LeNet5Max(mm));
+
+    let mut mw = Box::new(QuantLeNet5Wide::zeroed());
+    *mw = random_model::<512, 16, 32>(10, QuantAct::Sigmoid);
+    let bytes = model_bytes(&*mw);
+    assert_eq!(bytes.len(), 90_904);
+    let any = QuantModel::from_bytes(&bytes).unwrap();
+    assert_eq!(any.arch(), QuantArch::LeNet5Wide);
+    assert_eq!(any, QuantModel::LeNet5Wide(*mw));
 }
 
 #[test]
 fn format_rejects_every_corruption() {
-    let good = model_bytes(&random_model::<400>(9, QuantAct::Sigmoid));
+    let good = model_bytes(&random_model::<400, 6, 16>(9, QuantAct::Sigmoid));
     let parse = |b: &[u8]| QuantLeNet5::from_bytes(b).err();
     let edit = |f: &dyn Fn(&mut Vec<u8>), crc: bool| {
         let mut b = good.clone();
@@ -446,7 +467,7 @@ fn format_rejects_every_corruption() {
         Some(QuantError::UnknownActivation { found: 9 })
     );
     // A valid file of the other architecture.
-    let other = model_bytes(&random_model::<256>(10, QuantAct::Sigmoid));
+    let other = model_bytes(&random_model::<256, 6, 16>(10, QuantAct::Sigmoid));
     assert_eq!(
         parse(&other),
         Some(QuantError::WrongArch {
@@ -589,4 +610,5 @@ fn quantize_rejects_bad_inputs() {
         Err(QuantError::InvalidParameter { .. })
     ));
     assert_eq!(num_float_params(256), 44_426);
+    assert_eq!(num_float_params(512), 85_822);
 }

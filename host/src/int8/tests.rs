@@ -26,7 +26,8 @@ impl Rng {
 fn random_params(arch: QuantArch, gain: f32, seed: u64) -> Vec<f32> {
     let mut rng = Rng(seed);
     let flat = arch.flat();
-    let layers = [(6, 25), (16, 150), (120, flat), (84, 120), (10, 84)];
+    let (c1, c2) = arch.channels();
+    let layers = [(c1, 25), (c2, 25 * c1), (120, flat), (84, 120), (10, 84)];
     let mut p = Vec::with_capacity(num_float_params(flat));
     for (out, fan_in) in layers {
         let bound = gain * (6.0 / fan_in as f32).sqrt();
@@ -79,9 +80,13 @@ fn idx(name: &str, header: usize) -> Option<Vec<u8>> {
 }
 
 fn all_combinations() -> impl Iterator<Item = (QuantArch, QuantAct)> {
-    [QuantArch::LeNet5, QuantArch::LeNet5Max]
-        .into_iter()
-        .flat_map(|a| [QuantAct::Sigmoid, QuantAct::Relu, QuantAct::Tanh].map(|act| (a, act)))
+    [
+        QuantArch::LeNet5,
+        QuantArch::LeNet5Max,
+        QuantArch::LeNet5Wide,
+    ]
+    .into_iter()
+    .flat_map(|a| [QuantAct::Sigmoid, QuantAct::Relu, QuantAct::Tanh].map(|act| (a, act)))
 }
 
 /// For random weights the int8 model predicts what the float model does on
@@ -92,8 +97,13 @@ fn int8_agrees_with_float_on_random_weights() {
     let (images, labels) = synthetic(500, 2);
     for (arch, act) in all_combinations() {
         // Sigmoid squashes small random pre-activations to about 0.5 and a
-        // random net to one class; larger weights keep it discriminative.
-        let gain = if act == QuantAct::Sigmoid { 4.0 } else { 1.5 };
+        // random net to one class; larger weights keep it discriminative
+        // (more so in the wide net, whose conv2 sums 400 inputs).
+        let gain = match (arch, act) {
+            (QuantArch::LeNet5Wide, QuantAct::Sigmoid) => 8.0,
+            (_, QuantAct::Sigmoid) => 4.0,
+            _ => 1.5,
+        };
         let params = random_params(arch, gain, 42);
         let model = quantize(arch, act, &params, &calib, 0.2860, 0.3530).unwrap();
         let c = compare(&model, &params, &images, &labels).unwrap();
@@ -162,7 +172,7 @@ fn int8_logits_track_float_logits() {
 fn float_reference_matches_core_model() {
     use lenet_core::model::{
         Image, LeNet5, LeNet5Activations, LeNet5Max, LeNet5MaxActivations, LeNet5MaxParams,
-        LeNet5Params, Model,
+        LeNet5Params, LeNet5Wide, LeNet5WideActivations, LeNet5WideParams, Model,
     };
     use lenet_core::optim::Parameters;
     fn load<P: Parameters>(p: &mut P, flat: &[f32]) {
@@ -202,6 +212,12 @@ fn float_reference_matches_core_model() {
                     load(&mut *p, &params);
                     let mut acts = Box::new(LeNet5MaxActivations::zeroed());
                     *LeNet5Max { act: act.into() }.forward(&mut acts, &p, &x)
+                }
+                QuantArch::LeNet5Wide => {
+                    let mut p = Box::new(LeNet5WideParams::zeroed());
+                    load(&mut *p, &params);
+                    let mut acts = Box::new(LeNet5WideActivations::zeroed());
+                    *LeNet5Wide { act: act.into() }.forward(&mut acts, &p, &x)
                 }
             };
             let ours = float.forward(img, None);
