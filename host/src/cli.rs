@@ -199,6 +199,11 @@ pub struct TrainArgs {
     /// Test on the first N test images only (0: all).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub limit_test: usize,
+    /// Leave these classes (0..=9, comma-separated) out of the training set;
+    /// the model keeps ten outputs and is tested on every class.
+    #[arg(long, value_delimiter = ',', value_name = "CLASSES",
+          value_parser = clap::value_parser!(u8).range(0..10))]
+    pub exclude_classes: Vec<u8>,
 }
 
 /// `host eval`.
@@ -481,6 +486,7 @@ pub fn new_settings(a: &TrainArgs) -> TrainSettings {
         }
         .into(),
         warmup_epochs: a.warmup_epochs,
+        exclude_classes: a.exclude_classes.clone(),
     }
 }
 
@@ -777,6 +783,13 @@ mod tests {
                 .is_ok()
         );
         assert!(Cli::try_parse_from(["host", "train", "--act", "gelu"]).is_err());
+        let Command::Train(t) =
+            Cli::try_parse_from(["host", "train", "--exclude-classes", "5,8"]).unwrap().command
+        else {
+            panic!("train")
+        };
+        assert_eq!(new_settings(&t).exclude_classes, [5, 8]);
+        assert!(Cli::try_parse_from(["host", "train", "--exclude-classes", "10"]).is_err());
     }
 
     #[test]
