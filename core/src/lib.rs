@@ -65,6 +65,7 @@
 
 pub mod activation;
 pub mod conv;
+pub mod head;
 pub mod init;
 pub mod linear;
 pub mod loss;
