@@ -288,13 +288,7 @@ impl Head for Fc23Head {
         z
     }
 
-    fn backward(
-        &self,
-        grads: &mut Self,
-        h: &[f32; 84],
-        x: &[f32; 120],
-        dlogits: &[f32; CLASSES],
-    ) {
+    fn backward(&self, grads: &mut Self, h: &[f32; 84], x: &[f32; 120], dlogits: &[f32; CLASSES]) {
         // fc3: dL/dw3 = dz h^T, dL/db3 = dz, dL/dh = w3^T dz
         let mut dh = [0.0f32; 84];
         let g3 = &mut grads.fc3;
@@ -376,6 +370,25 @@ pub fn train_step<H: Head, O: Optimizer>(
     head.backward(grads, acts, x, &dz);
     opt.step(head, grads, state);
     loss
+}
+
+/// Learning rate of step `step` (from 0) of `total` on a half-cosine from
+/// `lr` down to 0: `lr * (1 + cos(pi * step / total)) / 2`, with `libm`'s
+/// `cosf`, so every target computes the same value.
+///
+/// A stream that is seen once learns its last images fastest unless the
+/// rate decays; the decay keeps the head from forgetting the old classes.
+///
+/// # Examples
+///
+/// ```
+/// use lenet_core::head::cosine_lr;
+/// assert_eq!(cosine_lr(0.1, 0, 100), 0.1);
+/// assert!((cosine_lr(0.1, 50, 100) - 0.05).abs() < 1e-7);
+/// ```
+pub fn cosine_lr(lr: f32, step: usize, total: usize) -> f32 {
+    let t = step as f32 / total.max(1) as f32;
+    lr * (0.5 * (1.0 + libm::cosf(core::f32::consts::PI * t)))
 }
 
 /// Predicted class of `x`: the largest logit, the first on ties.
@@ -609,7 +622,10 @@ mod tests {
             p.fc2.w[o][i] += eps;
             q.fc2.w[o][i] -= eps;
             let num = (loss(&p) - loss(&q)) / (2.0 * f64::from(eps));
-            assert!((f64::from(g2.fc2.w[o][i]) - num).abs() < 1e-3, "fc2.w[{o}][{i}]");
+            assert!(
+                (f64::from(g2.fc2.w[o][i]) - num).abs() < 1e-3,
+                "fc2.w[{o}][{i}]"
+            );
         }
         let mut h2 = h2;
         let mut st2 = Box::new(SgdState::new(Fc23Head::ZERO));
@@ -644,7 +660,10 @@ mod tests {
         );
         let mut bad = file.clone();
         bad[100] ^= 1;
-        assert_eq!(read_head(&mut *back, &bad, 0xDEAD_BEEF), Err(HeadError::Checksum));
+        assert_eq!(
+            read_head(&mut *back, &bad, 0xDEAD_BEEF),
+            Err(HeadError::Checksum)
+        );
         let mut small = Fc3Head::ZERO;
         assert!(matches!(
             read_head(&mut small, &file, 0xDEAD_BEEF),

@@ -234,6 +234,10 @@ pub struct EvalArgs {
     /// With --int8: training images used to calibrate the int8 ranges.
     #[arg(long, default_value_t = crate::int8::DEFAULT_CALIBRATION_IMAGES, value_name = "N", requires = "int8")]
     pub calibration: usize,
+    /// With --q8: also evaluate the .q8 trunk with this head, learned on a
+    /// device (the firmware's `learn` writes it), per class.
+    #[arg(long, value_name = "FILE", requires = "q8")]
+    pub head: Option<PathBuf>,
 }
 
 /// `host predict`.
@@ -546,6 +550,40 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
             100.0 * (c.int8.accuracy() - c.float.accuracy()),
             100.0 * c.agree as f64 / ds.len().max(1) as f64
         );
+        if let (Some(q8), Some(head)) = (&a.q8, &a.head) {
+            eval_head(&q, q8, head, ds)?;
+        }
+    }
+    Ok(())
+}
+
+/// Accuracy, overall and per class, of the int8 trunk `q` (read from
+/// `q8`) with the head file `head`.
+fn eval_head(
+    q: &lenet_core::quant::QuantModel,
+    q8: &Path,
+    head: &Path,
+    ds: &data::Dataset,
+) -> Result<()> {
+    let trunk = std::fs::read(q8).with_context(|| format!("reading {}", q8.display()))?;
+    let crc = u32::from_le_bytes(trunk[trunk.len().saturating_sub(4)..].try_into()?);
+    let bytes = std::fs::read(head).with_context(|| format!("reading {}", head.display()))?;
+    let pred = crate::int8::predict_with_head(q, crc, &bytes, &ds.images)
+        .with_context(|| format!("evaluating {}", head.display()))?;
+    let mut right = [0usize; data::CLASSES];
+    let mut seen = [0usize; data::CLASSES];
+    for (&p, &l) in pred.iter().zip(&ds.labels) {
+        seen[usize::from(l)] += 1;
+        right[usize::from(l)] += usize::from(p == l);
+    }
+    let pc = |r: usize, n: usize| 100.0 * r as f64 / n.max(1) as f64;
+    println!(
+        "int8 trunk + head ({}): accuracy {:.2}%",
+        head.display(),
+        pc(right.iter().sum(), seen.iter().sum())
+    );
+    for (c, name) in data::CLASS_NAMES.iter().enumerate() {
+        println!("  {name:>12}  {:6.2}%", pc(right[c], seen[c]));
     }
     Ok(())
 }
@@ -783,8 +821,9 @@ mod tests {
                 .is_ok()
         );
         assert!(Cli::try_parse_from(["host", "train", "--act", "gelu"]).is_err());
-        let Command::Train(t) =
-            Cli::try_parse_from(["host", "train", "--exclude-classes", "5,8"]).unwrap().command
+        let Command::Train(t) = Cli::try_parse_from(["host", "train", "--exclude-classes", "5,8"])
+            .unwrap()
+            .command
         else {
             panic!("train")
         };

@@ -232,7 +232,11 @@ impl TrainSettings {
                 self.schedule
             ));
         }
-        if let Some(&c) = self.exclude_classes.iter().find(|&&c| usize::from(c) >= CLASSES) {
+        if let Some(&c) = self
+            .exclude_classes
+            .iter()
+            .find(|&&c| usize::from(c) >= CLASSES)
+        {
             return bad(format!("excluded class {c} must be in 0..{CLASSES}"));
         }
         if (0..CLASSES).all(|c| self.exclude_classes.contains(&(c as u8))) {
@@ -694,7 +698,13 @@ mod tests {
         assert!(val.is_none());
         assert_eq!(train.len(), 20);
         assert!(train.labels.iter().all(|&l| l != 5 && l != 8));
-        assert!(train.images.chunks_exact(PIXELS).zip(&train.labels).all(|(im, &l)| im[0] == l));
+        assert!(
+            train
+                .images
+                .chunks_exact(PIXELS)
+                .zip(&train.labels)
+                .all(|(im, &l)| im[0] == l)
+        );
         assert_eq!(test.len(), 40);
         let all = TrainSettings {
             exclude_classes: (0..10).collect(),
