@@ -16,13 +16,29 @@
 //!
 //! # RAM
 //!
+//! Bytes, from `size_of` (the example below pins them):
+//!
 //! | buffer | [`Fc3Head`] (850 parameters) | [`Fc23Head`] (11 014 parameters) |
 //! |---|---:|---:|
-//! | head | 3 400 | 44 056 |
-//! | gradients (a second head) | 3 400 | 44 056 |
-//! | [`SgdState`](crate::optim::SgdState) | 3 404 | 44 060 |
-//! | [`AdamState`](crate::optim::AdamState) | 6 804 | 88 116 |
+//! | head | 3 400 | 44 060 |
+//! | gradients (a second head) | 3 400 | 44 060 |
+//! | [`SgdState`](crate::optim::SgdState) | 3 404 | 44 064 |
+//! | [`AdamState`](crate::optim::AdamState) | 6 804 | 88 124 |
 //! | input features, activations | 336 | 816 |
+//! | **learning with SGD** | **10 540** | **133 000** |
+//!
+//! ```
+//! use core::mem::size_of;
+//! use lenet_core::head::{Fc3Head, Fc23Head, Head};
+//! use lenet_core::optim::{AdamState, SgdState};
+//! fn sgd<H: Head>() -> usize {
+//!     2 * size_of::<H>() + size_of::<SgdState<H>>() + size_of::<H::Input>() + size_of::<H::Acts>()
+//! }
+//! assert_eq!((size_of::<Fc3Head>(), size_of::<Fc23Head>()), (3_400, 44_060));
+//! assert_eq!(size_of::<AdamState<Fc3Head>>(), 6_804);
+//! assert_eq!(size_of::<AdamState<Fc23Head>>(), 88_124);
+//! assert_eq!((sgd::<Fc3Head>(), sgd::<Fc23Head>()), (10_540, 133_000));
+//! ```
 //!
 //! # The head file (version 1)
 //!
@@ -90,18 +106,18 @@ impl<const I: usize, const O: usize> Dense<I, O> {
         b: [0.0; O],
     };
 
-    /// The real values of an int8 layer whose input has scale `s_in`:
-    /// `w = weight_scale[o] * q`, `b = bias_q[o] * (s_in * weight_scale[o])`.
-    pub fn from_quant(fc: &QLinear<O, I>, s_in: f32) -> Self {
-        let mut d = Self::ZERO;
+    /// Sets the layer to the real values of an int8 layer whose input has
+    /// scale `s_in`: `w = weight_scale[o] * q`,
+    /// `b = bias_q[o] * (s_in * weight_scale[o])`. In place, so a layer in
+    /// a `static` needs no copy of itself on the stack.
+    pub fn set_from_quant(&mut self, fc: &QLinear<O, I>, s_in: f32) {
         for o in 0..O {
             let s = fc.weight_scale[o];
-            for (w, &q) in d.w[o].iter_mut().zip(&fc.weight[o]) {
+            for (w, &q) in self.w[o].iter_mut().zip(&fc.weight[o]) {
                 *w = s * f32::from(q);
             }
-            d.b[o] = fc.bias[o] as f32 * (s_in * s);
+            self.b[o] = fc.bias[o] as f32 * (s_in * s);
         }
-        d
     }
 }
 
@@ -140,8 +156,15 @@ pub trait Head: Parameters + Sized {
     /// All-zero activations.
     const ZERO_ACTS: Self::Acts;
 
+    /// Sets the head, in place, to the layers of the int8 trunk `m`, in
+    /// real values (for a head in a `static`: no copy on the stack).
+    fn set_from_model<const FLAT: usize>(&mut self, m: &QuantLeNet<FLAT>);
     /// The head as the int8 trunk `m` computes it, in real values.
-    fn from_model<const FLAT: usize>(m: &QuantLeNet<FLAT>) -> Self;
+    fn from_model<const FLAT: usize>(m: &QuantLeNet<FLAT>) -> Self {
+        let mut h = Self::ZERO;
+        h.set_from_model(m);
+        h
+    }
     /// The quantization of the trunk output the head reads.
     fn input_quant<const FLAT: usize>(m: &QuantLeNet<FLAT>) -> QParams;
     /// Hidden activation code in the head file (0 when there is none).
@@ -188,10 +211,8 @@ impl Head for Fc3Head {
     const ZERO_INPUT: [f32; 84] = [0.0; 84];
     const ZERO_ACTS: () = ();
 
-    fn from_model<const FLAT: usize>(m: &QuantLeNet<FLAT>) -> Self {
-        Self {
-            fc3: Dense::from_quant(&m.fc3, m.act4.out.scale),
-        }
+    fn set_from_model<const FLAT: usize>(&mut self, m: &QuantLeNet<FLAT>) {
+        self.fc3.set_from_quant(&m.fc3, m.act4.out.scale);
     }
 
     fn input_quant<const FLAT: usize>(m: &QuantLeNet<FLAT>) -> QParams {
@@ -254,12 +275,10 @@ impl Head for Fc23Head {
     const ZERO_INPUT: [f32; 120] = [0.0; 120];
     const ZERO_ACTS: [f32; 84] = [0.0; 84];
 
-    fn from_model<const FLAT: usize>(m: &QuantLeNet<FLAT>) -> Self {
-        Self {
-            act: m.act.into(),
-            fc2: Dense::from_quant(&m.fc2, m.act3.out.scale),
-            fc3: Dense::from_quant(&m.fc3, m.act4.out.scale),
-        }
+    fn set_from_model<const FLAT: usize>(&mut self, m: &QuantLeNet<FLAT>) {
+        self.act = m.act.into();
+        self.fc2.set_from_quant(&m.fc2, m.act3.out.scale);
+        self.fc3.set_from_quant(&m.fc3, m.act4.out.scale);
     }
 
     fn input_quant<const FLAT: usize>(m: &QuantLeNet<FLAT>) -> QParams {

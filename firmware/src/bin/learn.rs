@@ -150,7 +150,7 @@ impl Input {
             exit_failure(2);
         };
         let mut body = len;
-        if len >= header && (len - header) % size == 0 && len % size != 0 {
+        if len >= header && (len - header).is_multiple_of(size) && !len.is_multiple_of(size) {
             let mut skip = [0u8; 16];
             read_exact(&mut file, &mut skip[..header]);
             body -= header;
@@ -174,12 +174,12 @@ fn main() -> ! {
     // statics, so these are the only references to them.
     let (head, grads, state) = unsafe {
         (
-            &mut *(&raw mut HEAD),
-            &mut *(&raw mut GRADS),
-            &mut *(&raw mut STATE),
+            exclusive(&raw mut HEAD),
+            exclusive(&raw mut GRADS),
+            exclusive(&raw mut STATE),
         )
     };
-    *head = H::from_model(&MODEL);
+    head.set_from_model(&MODEL);
 
     let mut train = Input::open(c"train.u8", PIXELS, 16);
     let mut train_labels = Input::open(c"train-labels.u8", 1, 8);
@@ -195,6 +195,8 @@ fn main() -> ! {
     let mut label = [0u8; 1];
     let mut logits = [0i8; 10];
     let mut x = H::ZERO_INPUT;
+    // `()` for the last-layer head, the hidden activations for fc2 + fc3.
+    #[allow(clippy::let_unit_value)]
     let mut acts = H::ZERO_ACTS;
 
     // One pass over the stream: trunk (int8), then one step of the head.
@@ -285,6 +287,16 @@ fn main() -> ! {
         ")"
     );
     exit_success()
+}
+
+/// The one reference to a `static mut`.
+///
+/// # Safety
+///
+/// No other reference to `*p` may exist while the result lives.
+unsafe fn exclusive<T>(p: *mut T) -> &'static mut T {
+    // SAFETY: the caller's promise; `p` points to a static.
+    unsafe { &mut *p }
 }
 
 fn read_exact(file: &mut File, buf: &mut [u8]) {
