@@ -24,7 +24,8 @@ use std::{
 };
 
 use lenet_core::head::{
-    Fc3Head, Head, cosine_lr, features, head_file_len, predict, read_head, train_step, write_head,
+    Fc3Head, Head, cosine_lr, dequantize, features, head_file_len, predict, read_head, train_step,
+    write_head,
 };
 use lenet_core::optim::{Sgd, SgdState};
 use lenet_core::quant::{QuantModel, Scratch, argmax};
@@ -174,8 +175,12 @@ fn device_learns_new_classes_bit_exact_with_the_host() {
     let mut seen = [0usize; 3];
     for (img, &y) in d.test.images.chunks_exact(PIXELS).zip(&d.test.labels) {
         let img: &[u8; PIXELS] = img.try_into().unwrap();
+        // One trunk pass for both: `infer` leaves the fc2 activations
+        // (the head's input) in `scratch.b`.
         let b = argmax(&model.infer(&mut scratch, img)) == usize::from(y);
-        features::<Fc3Head, 400>(&mut x, &model, &mut scratch, img);
+        let q = Fc3Head::input_quant(&model);
+        let fc2 = scratch.b[..84].iter().map(|&v| i32::from(v) - q.zero_point);
+        dequantize(&mut x, q.scale, fc2);
         let a = predict(&head, &mut (), &x) == usize::from(y);
         let k = if NEW.contains(&y) { 1 } else { 2 };
         for j in [0, k] {
