@@ -37,7 +37,7 @@ fi
 if [ "${FIRMWARE:-1}" != 0 ] && [ "${LEARN:-1}" != 0 ]; then
     step "ship a model without Sandal and Bag -> runs/shipped"
     "$host" train --threads 2 --exclude-classes 5,8 --out runs/shipped
-    "$host" export --model runs/shipped --int8 --out runs/shipped/model.q8
+    "$host" export --model runs/shipped --int8 --exclude-classes 5,8 --out runs/shipped/model.q8
     step "learn Sandal and Bag on the Cortex-M4 (QEMU)"
     LENET_MODEL=runs/shipped/model.q8 OUT=runs/shipped/head.bin bash scripts/learn.sh
     step "the shipped model with the head the device learned"

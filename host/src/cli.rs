@@ -276,6 +276,12 @@ pub struct ExportArgs {
     /// Training images used to calibrate the int8 ranges.
     #[arg(long, default_value_t = crate::int8::DEFAULT_CALIBRATION_IMAGES, value_name = "N", requires = "int8")]
     pub calibration: usize,
+    /// Calibrate on training images of the other classes only (0..=9,
+    /// comma-separated): for a model trained with --exclude-classes, so the
+    /// int8 ranges never see those classes either.
+    #[arg(long, value_delimiter = ',', value_name = "CLASSES", requires = "int8",
+          value_parser = clap::value_parser!(u8).range(0..10))]
+    pub exclude_classes: Vec<u8>,
     /// Dataset location (for --int8 calibration and evaluation).
     #[command(flatten)]
     pub data: DataArg,
@@ -640,7 +646,7 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
 fn cmd_export(a: ExportArgs) -> Result<()> {
     let (path, m) = load_model(&a.model)?;
     if a.int8 {
-        return export_int8(&path, &m, a.out, a.calibration, &a.data);
+        return export_int8(&path, &m, a.out, a.calibration, &a.exclude_classes, &a.data);
     }
     let out = a.out.unwrap_or_else(|| path.with_extension("safetensors"));
     export_safetensors(&out, &m)?;
@@ -656,13 +662,27 @@ fn export_int8(
     m: &ModelFile,
     out: Option<PathBuf>,
     calibration: usize,
+    exclude: &[u8],
     d: &DataArg,
 ) -> Result<()> {
     use crate::int8::{compare, write_q8};
     quant_arch(path, m)?;
     let data = load_data(d)?;
-    let n = calibration.clamp(1, data.train.len());
-    let q = quantize_model(m, calibration, &data.train)?;
+    let kept;
+    let train = if exclude.is_empty() {
+        &data.train
+    } else {
+        let keep: Vec<usize> = (0..data.train.len())
+            .filter(|&i| !exclude.contains(&data.train.labels[i]))
+            .collect();
+        kept = data.train.select(&keep);
+        &kept
+    };
+    if train.is_empty() {
+        bail!("--exclude-classes leaves no training image to calibrate on");
+    }
+    let n = calibration.clamp(1, train.len());
+    let q = quantize_model(m, calibration, train)?;
     let out = out.unwrap_or_else(|| path.with_extension("q8"));
     write_q8(&out, &q)?;
     println!(
@@ -829,6 +849,23 @@ mod tests {
         };
         assert_eq!(new_settings(&t).exclude_classes, [5, 8]);
         assert!(Cli::try_parse_from(["host", "train", "--exclude-classes", "10"]).is_err());
+        let export = [
+            "host",
+            "export",
+            "--model",
+            "m",
+            "--int8",
+            "--exclude-classes",
+            "5,8",
+        ];
+        let Command::Export(e) = Cli::try_parse_from(export).unwrap().command else {
+            panic!("export")
+        };
+        assert_eq!(e.exclude_classes, [5, 8]);
+        assert!(
+            Cli::try_parse_from(["host", "export", "--model", "m", "--exclude-classes", "5"])
+                .is_err()
+        );
     }
 
     #[test]
