@@ -133,14 +133,16 @@ impl Show for Pct {
     }
 }
 
-/// An input file of `items` of `size` bytes, raw or IDX (header skipped).
+/// An input file of `items` of `size` bytes, raw or IDX (header skipped):
+/// images are IDX when their length is 16 more than a multiple of 784,
+/// labels when it is 8 more than the number of images (`items`).
 struct Input {
     file: File,
     items: usize,
 }
 
 impl Input {
-    fn open(name: &core::ffi::CStr, size: usize, header: usize) -> Self {
+    fn open(name: &core::ffi::CStr, size: usize, header: usize, items: Option<usize>) -> Self {
         let Ok(mut file) = File::open(name) else {
             report!("learn: cannot open a file in the current directory");
             exit_failure(2);
@@ -150,7 +152,12 @@ impl Input {
             exit_failure(2);
         };
         let mut body = len;
-        if len >= header && (len - header).is_multiple_of(size) && !len.is_multiple_of(size) {
+        let idx = len >= header
+            && match items {
+                Some(n) => len == n + header,
+                None => (len - header).is_multiple_of(size) && !len.is_multiple_of(size),
+            };
+        if idx {
             let mut skip = [0u8; 16];
             read_exact(&mut file, &mut skip[..header]);
             body -= header;
@@ -181,10 +188,10 @@ fn main() -> ! {
     };
     head.set_from_model(&MODEL);
 
-    let mut train = Input::open(c"train.u8", PIXELS, 16);
-    let mut train_labels = Input::open(c"train-labels.u8", 1, 8);
-    let mut test = Input::open(c"test.u8", PIXELS, 16);
-    let mut test_labels = Input::open(c"test-labels.u8", 1, 8);
+    let mut train = Input::open(c"train.u8", PIXELS, 16, None);
+    let mut train_labels = Input::open(c"train-labels.u8", 1, 8, Some(train.items));
+    let mut test = Input::open(c"test.u8", PIXELS, 16, None);
+    let mut test_labels = Input::open(c"test-labels.u8", 1, 8, Some(test.items));
     let n = train.items;
     if train_labels.items != n || test_labels.items != test.items {
         report!("learn: image and label files differ in length");
