@@ -7,7 +7,12 @@
 #   scripts/run.sh                       # default recipe into runs/lenet5-sigmoid
 #   scripts/run.sh --epochs 5            # extra flags go to `host train`
 #   OUT=runs/mine scripts/run.sh ...     # another output directory
-#   FIRMWARE=0 scripts/run.sh            # skip the QEMU step
+#   FIRMWARE=0 scripts/run.sh            # skip the QEMU steps
+#   LEARN=0 scripts/run.sh               # skip learning on the device
+#
+# The last step ships a model that never saw Sandal and Bag (the same
+# recipe without those classes, into runs/shipped) and teaches it them on
+# the Cortex-M4 (scripts/learn.sh), then evaluates the learned head here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -28,4 +33,13 @@ step "export int8 for the firmware"
 if [ "${FIRMWARE:-1}" != 0 ]; then
     step "classify the test set on the Cortex-M4 (QEMU)"
     LENET_MODEL="$out/model.q8" bash scripts/firmware.sh
+fi
+if [ "${FIRMWARE:-1}" != 0 ] && [ "${LEARN:-1}" != 0 ]; then
+    step "ship a model without Sandal and Bag -> runs/shipped"
+    "$host" train --threads 2 --exclude-classes 5,8 --out runs/shipped
+    "$host" export --model runs/shipped --int8 --exclude-classes 5,8 --out runs/shipped/model.q8
+    step "learn Sandal and Bag on the Cortex-M4 (QEMU)"
+    LENET_MODEL=runs/shipped/model.q8 OUT=runs/shipped/head.bin bash scripts/learn.sh
+    step "the shipped model with the head the device learned"
+    "$host" eval --model runs/shipped --int8 --q8 runs/shipped/model.q8 --head runs/shipped/head.bin
 fi

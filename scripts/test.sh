@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's whole test suite, as CI runs it: formatting, lints, the
-# no_std build for the Cortex-M4F, unit tests, doctests, golden tests, and
-# the firmware's golden test in QEMU.
+# no_std build for the Cortex-M4F, unit tests, doctests, golden tests, the
+# firmware's golden test in QEMU, and the firmware learning in QEMU against
+# lenet-core on the host.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

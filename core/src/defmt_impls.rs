@@ -7,6 +7,7 @@
 use defmt::{Format, Formatter, write};
 
 use crate::activation::{Activation, ParseActivationError};
+use crate::head::HeadError;
 use crate::model::{ModelKind, ParseModelKindError};
 use crate::optim::{Adam, Sgd};
 use crate::shape::{Padding, Stride, Window};
@@ -70,5 +71,29 @@ impl<const SH: usize, const SW: usize> Format for Stride<SH, SW> {
 impl<const KH: usize, const KW: usize> Format for Window<KH, KW> {
     fn format(&self, f: Formatter<'_>) {
         write!(f, "Window<{=usize}, {=usize}>", KH, KW);
+    }
+}
+
+impl Format for HeadError {
+    fn format(&self, f: Formatter<'_>) {
+        match *self {
+            HeadError::Length { expected, actual } => write!(
+                f,
+                "head file is {=usize} bytes, expected {=usize}",
+                actual, expected
+            ),
+            HeadError::Magic => write!(f, "not a head file (magic is not LQ8H)"),
+            HeadError::Version(v) => write!(f, "head file version {=u16}", v),
+            HeadError::Kind { expected, actual } => {
+                write!(f, "head kind {=u8}, expected {=u8}", actual, expected)
+            }
+            HeadError::Activation(a) => write!(f, "unknown hidden activation code {=u8}", a),
+            HeadError::Checksum => write!(f, "head file checksum mismatch"),
+            HeadError::Trunk { expected, actual } => write!(
+                f,
+                "head learned on the trunk with CRC-32 {=u32:#x}, not this one ({=u32:#x})",
+                actual, expected
+            ),
+        }
     }
 }

@@ -12,6 +12,16 @@
 //! PyTorch semantics are the reference everywhere: weight layouts
 //! `[out][in][kh][kw]` and `[out][in]`, pooling in floor mode, zero padding.
 //!
+//! Learning on the device, in a few kilobytes of statics and bit for bit
+//! as on the workstation: [`head`].
+//!
+//! # Features
+//!
+//! | feature | default | what |
+//! |---|---|---|
+//! | `micromath` | off | `exp` from micromath's fast approximation instead of libm's (see [`math`]); smaller and faster on an FPU-only core, no longer bit-exact with a build without it |
+//! | `defmt` | off | `defmt::Format` for the public types |
+//!
 //! # RAM budget (f32 models)
 //!
 //! Exact bytes from `size_of` (pinned by the test
@@ -65,6 +75,7 @@
 
 pub mod activation;
 pub mod conv;
+pub mod head;
 pub mod init;
 pub mod linear;
 pub mod loss;
@@ -77,5 +88,10 @@ pub mod shape;
 
 #[cfg(feature = "defmt")]
 mod defmt_impls;
+
+/// The examples of `README.md`, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 pub use shape::{Padding, Stride, Window, out_size};

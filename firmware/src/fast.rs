@@ -950,3 +950,16 @@ fn linear<const O: usize, const N: usize, const P: usize>(
         ];
     }
 }
+
+/// The trunk activations the last [`infer`] left in `s`, minus their zero
+/// points, in PyTorch order: fc1's 120 (`fc1`) or fc2's 84 (the inputs of
+/// a head trained on the device).
+pub fn trunk_output(s: &Scratch, fc1: bool) -> impl Iterator<Item = i32> + '_ {
+    let words = if fc1 { &s.x2[..60] } else { &s.x2[60..102] };
+    words.iter().flat_map(|&w| {
+        [
+            i32::from(w as u16 as i16),
+            i32::from((w >> 16) as u16 as i16),
+        ]
+    })
+}

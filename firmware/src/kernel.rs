@@ -14,7 +14,9 @@ mod generated {
     include!(concat!(env!("OUT_DIR"), "/model.rs"));
 }
 
-pub use generated::{MODEL, Net};
+pub use generated::{MODEL, MODEL_CRC, Net};
+
+use lenet_core::head::{Head, Tap, dequantize};
 
 /// Whether [`Model::classify`] runs the Cortex-M4 kernels (`true`) or
 /// lenet-core's reference.
@@ -46,6 +48,26 @@ impl Model {
     /// The ten int8 logits of a raw 28×28 image (row-major pixels).
     pub fn classify(&mut self, logits: &mut [i8; 10], image: &[u8; 784]) {
         *logits = infer(&mut self.scratch, image);
+    }
+
+    /// The input features of a head trained on the device (see
+    /// `lenet_core::head`) for the image last classified: the trunk
+    /// activations `H::TAP` names, dequantized.
+    pub fn head_input<H: Head>(&self, x: &mut H::Input) {
+        let q = H::input_quant(&MODEL);
+        let fc1 = H::TAP == Tap::Fc1;
+        #[cfg(all(lenet_fast, not(feature = "reference")))]
+        let centred = crate::fast::trunk_output(&self.scratch, fc1);
+        // lenet-core's `infer` leaves fc1's activations in `a`, fc2's in `b`.
+        #[cfg(not(all(lenet_fast, not(feature = "reference"))))]
+        let centred = if fc1 {
+            &self.scratch.a[..120]
+        } else {
+            &self.scratch.b[..84]
+        }
+        .iter()
+        .map(|&v| i32::from(v) - q.zero_point);
+        dequantize(x.as_mut(), q.scale, centred);
     }
 }
 

@@ -105,6 +105,18 @@ pub fn stack_high_water() -> usize {
     top - p
 }
 
+unsafe extern "C" {
+    // From cortex-m-rt's link.x: the first byte of `.data`, the first
+    // section in RAM.
+    static __sdata: u32;
+}
+
+/// RAM taken by statics (`.data`, `.bss`, `.uninit`), in bytes: from the
+/// start of RAM to the bottom of the stack.
+pub fn static_ram() -> usize {
+    (&raw const _stack_end as usize) - (&raw const __sdata as usize)
+}
+
 /// Size of the stack region (RAM not taken by statics), in bytes.
 pub fn stack_size() -> usize {
     (&raw const _stack_start as usize) - (&raw const _stack_end as usize)

@@ -201,6 +201,11 @@ pub struct TrainArgs {
     /// Test on the first N test images only (0: all).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub limit_test: usize,
+    /// Leave these classes (0..=9, comma-separated) out of the training set;
+    /// the model keeps ten outputs and is tested on every class.
+    #[arg(long, value_delimiter = ',', value_name = "CLASSES",
+          value_parser = clap::value_parser!(u8).range(0..10))]
+    pub exclude_classes: Vec<u8>,
 }
 
 /// `host eval`.
@@ -231,6 +236,10 @@ pub struct EvalArgs {
     /// With --int8: training images used to calibrate the int8 ranges.
     #[arg(long, default_value_t = crate::int8::DEFAULT_CALIBRATION_IMAGES, value_name = "N", requires = "int8")]
     pub calibration: usize,
+    /// With --q8: also evaluate the .q8 trunk with this head, learned on a
+    /// device (the firmware's `learn` writes it), per class.
+    #[arg(long, value_name = "FILE", requires = "q8")]
+    pub head: Option<PathBuf>,
 }
 
 /// `host predict`.
@@ -269,6 +278,12 @@ pub struct ExportArgs {
     /// Training images used to calibrate the int8 ranges.
     #[arg(long, default_value_t = crate::int8::DEFAULT_CALIBRATION_IMAGES, value_name = "N", requires = "int8")]
     pub calibration: usize,
+    /// Calibrate on training images of the other classes only (0..=9,
+    /// comma-separated): for a model trained with --exclude-classes, so the
+    /// int8 ranges never see those classes either.
+    #[arg(long, value_delimiter = ',', value_name = "CLASSES", requires = "int8",
+          value_parser = clap::value_parser!(u8).range(0..10))]
+    pub exclude_classes: Vec<u8>,
     /// Dataset location (for --int8 calibration and evaluation).
     #[command(flatten)]
     pub data: DataArg,
@@ -490,6 +505,7 @@ pub fn new_settings(a: &TrainArgs) -> TrainSettings {
         }
         .into(),
         warmup_epochs: a.warmup_epochs,
+        exclude_classes: a.exclude_classes.clone(),
     }
 }
 
@@ -549,6 +565,40 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
             100.0 * (c.int8.accuracy() - c.float.accuracy()),
             100.0 * c.agree as f64 / ds.len().max(1) as f64
         );
+        if let (Some(q8), Some(head)) = (&a.q8, &a.head) {
+            eval_head(&q, q8, head, ds)?;
+        }
+    }
+    Ok(())
+}
+
+/// Accuracy, overall and per class, of the int8 trunk `q` (read from
+/// `q8`) with the head file `head`.
+fn eval_head(
+    q: &lenet_core::quant::QuantModel,
+    q8: &Path,
+    head: &Path,
+    ds: &data::Dataset,
+) -> Result<()> {
+    let trunk = std::fs::read(q8).with_context(|| format!("reading {}", q8.display()))?;
+    let crc = u32::from_le_bytes(trunk[trunk.len().saturating_sub(4)..].try_into()?);
+    let bytes = std::fs::read(head).with_context(|| format!("reading {}", head.display()))?;
+    let pred = crate::int8::predict_with_head(q, crc, &bytes, &ds.images)
+        .with_context(|| format!("evaluating {}", head.display()))?;
+    let mut right = [0usize; data::CLASSES];
+    let mut seen = [0usize; data::CLASSES];
+    for (&p, &l) in pred.iter().zip(&ds.labels) {
+        seen[usize::from(l)] += 1;
+        right[usize::from(l)] += usize::from(p == l);
+    }
+    let pc = |r: usize, n: usize| 100.0 * r as f64 / n.max(1) as f64;
+    println!(
+        "int8 trunk + head ({}): accuracy {:.2}%",
+        head.display(),
+        pc(right.iter().sum(), seen.iter().sum())
+    );
+    for (c, name) in data::CLASS_NAMES.iter().enumerate() {
+        println!("  {name:>12}  {:6.2}%", pc(right[c], seen[c]));
     }
     Ok(())
 }
@@ -605,7 +655,7 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
 fn cmd_export(a: ExportArgs) -> Result<()> {
     let (path, m) = load_model(&a.model)?;
     if a.int8 {
-        return export_int8(&path, &m, a.out, a.calibration, &a.data);
+        return export_int8(&path, &m, a.out, a.calibration, &a.exclude_classes, &a.data);
     }
     let out = a.out.unwrap_or_else(|| path.with_extension("safetensors"));
     export_safetensors(&out, &m)?;
@@ -621,13 +671,27 @@ fn export_int8(
     m: &ModelFile,
     out: Option<PathBuf>,
     calibration: usize,
+    exclude: &[u8],
     d: &DataArg,
 ) -> Result<()> {
     use crate::int8::{compare, write_q8};
     quant_arch(path, m)?;
     let data = load_data(d)?;
-    let n = calibration.clamp(1, data.train.len());
-    let q = quantize_model(m, calibration, &data.train)?;
+    let kept;
+    let train = if exclude.is_empty() {
+        &data.train
+    } else {
+        let keep: Vec<usize> = (0..data.train.len())
+            .filter(|&i| !exclude.contains(&data.train.labels[i]))
+            .collect();
+        kept = data.train.select(&keep);
+        &kept
+    };
+    if train.is_empty() {
+        bail!("--exclude-classes leaves no training image to calibrate on");
+    }
+    let n = calibration.clamp(1, train.len());
+    let q = quantize_model(m, calibration, train)?;
     let out = out.unwrap_or_else(|| path.with_extension("q8"));
     write_q8(&out, &q)?;
     println!(
@@ -804,6 +868,31 @@ mod tests {
                 .is_ok()
         );
         assert!(Cli::try_parse_from(["host", "train", "--act", "gelu"]).is_err());
+        let Command::Train(t) = Cli::try_parse_from(["host", "train", "--exclude-classes", "5,8"])
+            .unwrap()
+            .command
+        else {
+            panic!("train")
+        };
+        assert_eq!(new_settings(&t).exclude_classes, [5, 8]);
+        assert!(Cli::try_parse_from(["host", "train", "--exclude-classes", "10"]).is_err());
+        let export = [
+            "host",
+            "export",
+            "--model",
+            "m",
+            "--int8",
+            "--exclude-classes",
+            "5,8",
+        ];
+        let Command::Export(e) = Cli::try_parse_from(export).unwrap().command else {
+            panic!("export")
+        };
+        assert_eq!(e.exclude_classes, [5, 8]);
+        assert!(
+            Cli::try_parse_from(["host", "export", "--model", "m", "--exclude-classes", "5"])
+                .is_err()
+        );
     }
 
     #[test]

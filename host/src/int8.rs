@@ -47,7 +47,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use rayon::prelude::*;
 
 pub use lenet_core::quant::{QuantAct, QuantArch, QuantModel, Ranges};
@@ -481,3 +481,61 @@ pub fn compare(
 
 #[cfg(test)]
 mod tests;
+
+/// Predictions of an int8 trunk with a head learned on a device (a
+/// lenet-core head file): the trunk's activations, dequantized, through
+/// the `f32` head, for every image (flat `N x 784`), in parallel.
+///
+/// # Errors
+///
+/// A ragged image buffer, a head file that does not parse, or one learned
+/// on another trunk (`trunk_crc` is the CRC-32 of the `.q8` file, its last
+/// four bytes).
+pub fn predict_with_head(
+    model: &QuantModel,
+    trunk_crc: u32,
+    head: &[u8],
+    images: &[u8],
+) -> Result<Vec<u8>> {
+    use lenet_core::head::{Fc3Head, Fc23Head, Head, read_head};
+    fn run<H: Head + Sync, const FLAT: usize>(
+        m: &lenet_core::quant::QuantLeNet<FLAT>,
+        head: &H,
+        images: &[u8],
+    ) -> Vec<u8> {
+        images
+            .par_chunks_exact(PIXELS)
+            .map_init(
+                || (Scratch::new(), H::ZERO_INPUT, H::ZERO_ACTS),
+                |(scratch, x, acts), img| {
+                    let img: &[u8; PIXELS] = img.try_into().expect("chunks of 784");
+                    lenet_core::head::features::<H, FLAT>(x, m, scratch, img);
+                    lenet_core::head::predict(head, acts, x) as u8
+                },
+            )
+            .collect()
+    }
+    fn with<H: Head + Sync>(model: &QuantModel, head: &H, images: &[u8]) -> Result<Vec<u8>> {
+        #[allow(unreachable_patterns)]
+        match model {
+            QuantModel::LeNet5(m) => Ok(run(m, head, images)),
+            QuantModel::LeNet5Max(m) => Ok(run(m, head, images)),
+            _ => bail!("a learned head needs a LeNet-5 trunk"),
+        }
+    }
+    check_images(images, None)?;
+    match head.get(6) {
+        Some(&0) => {
+            let mut h = Fc3Head::ZERO;
+            read_head(&mut h, head, trunk_crc)?;
+            with(model, &h, images)
+        }
+        Some(&1) => {
+            let mut h = Box::new(Fc23Head::ZERO);
+            read_head(&mut *h, head, trunk_crc)?;
+            with(model, &*h, images)
+        }
+        Some(&k) => bail!("unknown head kind {k}"),
+        None => bail!("head file too short ({} bytes)", head.len()),
+    }
+}

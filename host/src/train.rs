@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Dataset, Normalization, Splits};
+use crate::data::{CLASSES, Dataset, Normalization, Splits};
 use crate::eval::{EvalReport, evaluate};
 use crate::fsutil::write_atomic;
 use crate::modelfile::{
@@ -85,6 +85,11 @@ pub struct TrainSettings {
     /// Epochs of linear warm-up from `lr / 10` before the schedule starts.
     #[serde(default)]
     pub warmup_epochs: u32,
+    /// Classes (`0..10`) left out of the training set (and so of the
+    /// validation split); the model keeps all ten outputs and the test set
+    /// keeps every class.
+    #[serde(default)]
+    pub exclude_classes: Vec<u8>,
 }
 
 fn default_shift() -> u32 {
@@ -151,6 +156,7 @@ impl Default for TrainSettings {
             threads: 0,
             schedule: "cosine".into(),
             warmup_epochs: 0,
+            exclude_classes: Vec::new(),
         }
     }
 }
@@ -228,6 +234,16 @@ impl TrainSettings {
                 "learning-rate schedule `{}` (constant or cosine)",
                 self.schedule
             ));
+        }
+        if let Some(&c) = self
+            .exclude_classes
+            .iter()
+            .find(|&&c| usize::from(c) >= CLASSES)
+        {
+            return bad(format!("excluded class {c} must be in 0..{CLASSES}"));
+        }
+        if (0..CLASSES).all(|c| self.exclude_classes.contains(&(c as u8))) {
+            return bad("every class is excluded".into());
         }
         if self.warmup_epochs > self.epochs {
             return bad(format!(
@@ -341,12 +357,24 @@ pub fn augment(img: &mut [u8], shift: u32, rng: &mut SplitMix64) {
     Augment::draw(shift, rng).apply(img, &src);
 }
 
-/// Splits off the validation set and applies the limits: `(train, val, test)`.
+/// Leaves out `exclude_classes`, splits off the validation set and applies
+/// the limits: `(train, val, test)`.
 pub fn prepare_data(s: &TrainSettings, data: &Splits) -> (Dataset, Option<Dataset>, Dataset) {
-    let train = if s.limit_train > 0 {
-        data.train.take(s.limit_train)
+    // Classes left out first, then the first `limit_train` of what is left.
+    let kept;
+    let train = if s.exclude_classes.is_empty() {
+        &data.train
     } else {
-        data.train.clone()
+        let keep: Vec<usize> = (0..data.train.len())
+            .filter(|&i| !s.exclude_classes.contains(&data.train.labels[i]))
+            .collect();
+        kept = data.train.select(&keep);
+        &kept
+    };
+    let train = if s.limit_train > 0 {
+        train.take(s.limit_train)
+    } else {
+        train.clone()
     };
     let test = if s.limit_test > 0 {
         data.test.take(s.limit_test)
@@ -644,6 +672,46 @@ pub fn resume_settings(
 mod tests {
     use super::*;
     use crate::data::{PIXELS, SIDE};
+
+    #[test]
+    fn excluded_classes_leave_the_training_set_only() {
+        let labels: Vec<u8> = (0..40).map(|i| (i % 10) as u8).collect();
+        let ds = Dataset {
+            images: labels.iter().flat_map(|&l| [l; PIXELS]).collect(),
+            labels,
+        };
+        let data = Splits {
+            train: ds.clone(),
+            test: ds,
+        };
+        let s = TrainSettings {
+            exclude_classes: vec![5, 8],
+            limit_train: 20,
+            ..TrainSettings::default()
+        };
+        let (train, val, test) = prepare_data(&s, &data);
+        assert!(val.is_none());
+        assert_eq!(train.len(), 20);
+        assert!(train.labels.iter().all(|&l| l != 5 && l != 8));
+        assert!(
+            train
+                .images
+                .chunks_exact(PIXELS)
+                .zip(&train.labels)
+                .all(|(im, &l)| im[0] == l)
+        );
+        assert_eq!(test.len(), 40);
+        let all = TrainSettings {
+            exclude_classes: (0..10).collect(),
+            ..TrainSettings::default()
+        };
+        assert!(all.trainer_config(1).is_err());
+        let bad = TrainSettings {
+            exclude_classes: vec![10],
+            ..TrainSettings::default()
+        };
+        assert!(bad.trainer_config(1).is_err());
+    }
 
     #[test]
     fn augment_shifts_and_flips_within_bounds() {

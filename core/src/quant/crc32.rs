@@ -33,7 +33,21 @@ const TABLE: [u32; 256] = {
 /// assert_eq!(lenet_core::quant::crc32(b"123456789"), 0xCBF4_3926);
 /// ```
 pub const fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
+    crc32_update(0, bytes)
+}
+
+/// The CRC-32 of `a` followed by `bytes`, given `crc = crc32(a)`: a
+/// checksum computed piece by piece, for data that is never in memory at
+/// once.
+///
+/// # Examples
+///
+/// ```
+/// use lenet_core::quant::{crc32, crc32_update};
+/// assert_eq!(crc32_update(crc32(b"1234"), b"56789"), crc32(b"123456789"));
+/// ```
+pub const fn crc32_update(crc: u32, bytes: &[u8]) -> u32 {
+    let mut crc = !crc;
     let mut i = 0;
     while i < bytes.len() {
         crc = TABLE[((crc ^ bytes[i] as u32) & 0xFF) as usize] ^ (crc >> 8);

@@ -110,7 +110,7 @@ mod requant;
 mod tests;
 
 pub use convert::{Ranges, num_float_params};
-pub use crc32::crc32;
+pub use crc32::{crc32, crc32_update};
 pub use format::{FORMAT_VERSION, HEADER_LEN, MAGIC, encoded_len};
 pub use lut::{SIGMOID_OUTPUT, TANH_OUTPUT, activation_lut, activation_output, lut_index};
 pub use net::{
