@@ -158,15 +158,22 @@ pub trait Head: Parameters + Sized {
 
     /// Sets the head, in place, to the layers of the int8 trunk `m`, in
     /// real values (for a head in a `static`: no copy on the stack).
-    fn set_from_model<const FLAT: usize>(&mut self, m: &QuantLeNet<FLAT>);
+    fn set_from_model<const FLAT: usize, const C1: usize, const C2: usize>(
+        &mut self,
+        m: &QuantLeNet<FLAT, C1, C2>,
+    );
     /// The head as the int8 trunk `m` computes it, in real values.
-    fn from_model<const FLAT: usize>(m: &QuantLeNet<FLAT>) -> Self {
+    fn from_model<const FLAT: usize, const C1: usize, const C2: usize>(
+        m: &QuantLeNet<FLAT, C1, C2>,
+    ) -> Self {
         let mut h = Self::ZERO;
         h.set_from_model(m);
         h
     }
     /// The quantization of the trunk output the head reads.
-    fn input_quant<const FLAT: usize>(m: &QuantLeNet<FLAT>) -> QParams;
+    fn input_quant<const FLAT: usize, const C1: usize, const C2: usize>(
+        m: &QuantLeNet<FLAT, C1, C2>,
+    ) -> QParams;
     /// Hidden activation code in the head file (0 when there is none).
     fn act_code(&self) -> u8;
     /// Sets the hidden activation from its head-file code (ignored when
@@ -211,11 +218,16 @@ impl Head for Fc3Head {
     const ZERO_INPUT: [f32; 84] = [0.0; 84];
     const ZERO_ACTS: () = ();
 
-    fn set_from_model<const FLAT: usize>(&mut self, m: &QuantLeNet<FLAT>) {
+    fn set_from_model<const FLAT: usize, const C1: usize, const C2: usize>(
+        &mut self,
+        m: &QuantLeNet<FLAT, C1, C2>,
+    ) {
         self.fc3.set_from_quant(&m.fc3, m.act4.out.scale);
     }
 
-    fn input_quant<const FLAT: usize>(m: &QuantLeNet<FLAT>) -> QParams {
+    fn input_quant<const FLAT: usize, const C1: usize, const C2: usize>(
+        m: &QuantLeNet<FLAT, C1, C2>,
+    ) -> QParams {
         m.act4.out
     }
 
@@ -275,13 +287,18 @@ impl Head for Fc23Head {
     const ZERO_INPUT: [f32; 120] = [0.0; 120];
     const ZERO_ACTS: [f32; 84] = [0.0; 84];
 
-    fn set_from_model<const FLAT: usize>(&mut self, m: &QuantLeNet<FLAT>) {
+    fn set_from_model<const FLAT: usize, const C1: usize, const C2: usize>(
+        &mut self,
+        m: &QuantLeNet<FLAT, C1, C2>,
+    ) {
         self.act = m.act.into();
         self.fc2.set_from_quant(&m.fc2, m.act3.out.scale);
         self.fc3.set_from_quant(&m.fc3, m.act4.out.scale);
     }
 
-    fn input_quant<const FLAT: usize>(m: &QuantLeNet<FLAT>) -> QParams {
+    fn input_quant<const FLAT: usize, const C1: usize, const C2: usize>(
+        m: &QuantLeNet<FLAT, C1, C2>,
+    ) -> QParams {
         m.act3.out
     }
 

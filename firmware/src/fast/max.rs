@@ -44,7 +44,7 @@ pub struct Scratch {
     /// `CH` channels and pixel the channel pairs. Once conv2 has read it,
     /// words 0..60 hold the fc2 input and 60..102 the fc3 input.
     /// // (CHUNKS, 12, 12, CH / 2)
-    x2: [u32; 12 * 12 * C1 / 2],
+    pub(crate) x2: [u32; 12 * 12 * C1 / 2],
 }
 
 impl Scratch {
