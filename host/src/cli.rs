@@ -410,7 +410,9 @@ pub fn error_message(e: &anyhow::Error) -> String {
 
 /// Train flags that `--resume` honours; every other setting comes from the
 /// checkpoint.
-const RESUME_FLAGS: [&str; 7] = [
+/// (`DataArg` is the id of the flattened group of `--data` and
+/// `--split-seed`.)
+const RESUME_FLAGS: [&str; 8] = [
     "resume",
     "epochs",
     "threads",
@@ -418,6 +420,7 @@ const RESUME_FLAGS: [&str; 7] = [
     "data",
     "split_seed",
     "device",
+    "DataArg",
 ];
 
 fn check_threads(t: usize) -> Result<()> {

@@ -4,15 +4,15 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-/// Environment variable naming a write point at which the process aborts
-/// (as `kill -9` would), for the crash tests: `NAME` or `NAME@N` (the N-th
+/// Environment variable naming a write point at which the process kills
+/// itself with `SIGKILL` (`abort` off Unix), for the crash tests: `NAME` or `NAME@N` (the N-th
 /// time that point is reached, counting from 1). Points: `tmp-written`
 /// (temporary file complete and fsynced, not yet renamed), `renamed`
 /// (renamed, directory not yet fsynced), `done` (the write is durable); each
 /// is qualified by the file name, e.g. `renamed:model.lenet@3`.
 pub const CRASH_ENV: &str = "LENET_CRASH_AT";
 
-/// Aborts the process if [`CRASH_ENV`] names `point` (see there).
+/// Kills the process if [`CRASH_ENV`] names `point` (see there).
 ///
 /// A no-op unless the variable is set; the count is kept per process.
 pub fn crash_point(point: &str) {
@@ -37,8 +37,25 @@ pub fn crash_point(point: &str) {
         .or_insert(0);
     *c += 1;
     if *c == nth {
-        std::process::abort();
+        die();
     }
+}
+
+/// Ends the process at once, as `kill -9` does: no destructors, no
+/// flushing, nothing after this point happens.
+fn die() -> ! {
+    #[cfg(unix)]
+    {
+        unsafe extern "C" {
+            fn kill(pid: i32, sig: i32) -> i32;
+        }
+        // SAFETY: kill(2) on our own pid with SIGKILL (9) has no
+        // preconditions; it does not return.
+        unsafe {
+            kill(std::process::id() as i32, 9);
+        }
+    }
+    std::process::abort()
 }
 
 const TMP_MARK: &str = ".tmp.";

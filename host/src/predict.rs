@@ -173,9 +173,15 @@ pub fn image_from_bytes(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, ImageError
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
     limits.max_alloc = Some(MAX_IMAGE_ALLOC);
     r.limits(limits);
-    let img = r
-        .decode()
-        .map_err(|e| err(format!("cannot decode as PNG or JPEG: {e}")))?;
+    let img = r.decode().map_err(|e| {
+        // Decoder messages may span lines; keep the error on one.
+        let msg = e
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        err(format!("cannot decode as PNG or JPEG: {msg}"))
+    })?;
     let (w, h) = (img.width(), img.height());
     if w == 0 || h == 0 {
         return Err(err(format!("empty image ({w}x{h})")));
