@@ -424,7 +424,6 @@ fn checked_steps_refuse_bad_labels_without_touching_the_model() {
         })
     );
     assert!(step(&[3, 9]).is_ok());
-    drop(step);
     assert!(*params != *before, "a valid batch steps");
     let after = params.clone();
     assert!(
