@@ -894,6 +894,22 @@ mod tests {
     }
 
     #[test]
+    fn errors_print_each_cause_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let e = anyhow::Error::new(crate::modelfile::ModelFileError::Io {
+            path: PathBuf::from("m.lenet"),
+            source: io,
+        });
+        let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+        assert_eq!(chain.len(), 2, "the I/O error is also the source");
+        let line = error_message(&e);
+        assert_eq!(line, chain[0], "{line}");
+        assert_eq!(line.matches("ermission denied").count(), 1, "{line}");
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_message(&e), "outer: inner");
+    }
+
+    #[test]
     fn every_model_kind_has_a_cli_name() {
         for kind in lenet_core::model::ModelKind::ALL {
             let arg = ModelArg::from_str(kind.name(), false).unwrap();
