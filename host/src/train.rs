@@ -7,8 +7,10 @@
 //! - `loss.png`, `accuracy.png`: train vs test curves,
 //! - `confusion.png`: confusion matrix of the test set after the last epoch.
 //!
-//! Every file is written to a temporary sibling and renamed, so an
-//! interrupted run leaves the previous epoch's files intact. The shuffling
+//! Every file is written to a temporary sibling, fsynced and renamed (see
+//! [`write_atomic`]), checkpoint first, so an interrupted run leaves whole
+//! files; a resumed run that has nothing left to train rewrites the model,
+//! metrics and plots from its checkpoint, so they always match it. The shuffling
 //! and augmentation RNG is saved in the checkpoint, so a resumed run is
 //! bit-identical to an uninterrupted one (given a deterministic trainer).
 //!
