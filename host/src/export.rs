@@ -311,6 +311,18 @@ mod tests {
     }
 
     #[test]
+    fn pytorch_snippet_carries_the_normalization() {
+        let s = pytorch_snippet(ModelKind::LeNet5, Activation::Relu, Normalization::STANDARD);
+        assert!(
+            s.contains("transforms.Normalize((0.286,), (0.353,))"),
+            "{s}"
+        );
+        assert!(s.contains("x = (p / 255 - 0.286) / 0.353"), "{s}");
+        let s = pytorch_snippet(ModelKind::LeNet5, Activation::Relu, Normalization::UNIT);
+        assert!(s.contains("transforms.Normalize((0.0,), (1.0,))"), "{s}");
+    }
+
+    #[test]
     fn layout_matches_parameter_counts() {
         for kind in ModelKind::ALL {
             let n: usize = state_dict_layout(kind)
