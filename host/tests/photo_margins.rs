@@ -36,6 +36,9 @@ fn untrimmed(img: &GrayImage) -> Vec<u8> {
     c.into_raw()
 }
 
+/// A named, preprocessed image with its label, as `predict` takes it.
+type Input = (String, Vec<u8>, Option<usize>);
+
 #[test]
 #[ignore = "trains on the real data; run by hand"]
 fn photos_with_margins_classify_like_tight_crops() {
@@ -55,7 +58,7 @@ fn photos_with_margins_classify_like_tight_crops() {
     })
     .unwrap();
     let n = 1000;
-    let mut sets: [Vec<(String, Vec<u8>, Option<usize>)>; 4] = Default::default();
+    let mut sets: [Vec<Input>; 4] = Default::default();
     for i in 0..n {
         let label = Some(usize::from(d.test.labels[i]));
         let px = d.test.image(i).to_vec();
