@@ -2,8 +2,9 @@
 //!
 //! The shared pieces of the programs in `src/bin/`: the defmt logger
 //! (semihosting), the panic and HardFault handlers (both end the program with
-//! a failure status through semihosting, so QEMU exits non-zero), the exit
-//! helpers, the instruction/cycle meter, the stack high-water mark, and the
+//! a message and a failure status through semihosting, so QEMU exits
+//! non-zero: 101 for a panic, 3 for a fault, 4 for a stack overflow), the
+//! exit helpers, the instruction/cycle meter, the stack high-water mark, and the
 //! model embedded in flash by `build.rs`.
 //!
 //! Two memory maps, chosen by cargo feature (see `build.rs`):
@@ -22,7 +23,7 @@
 use core::panic::PanicInfo;
 
 use cortex_m as _; // critical-section implementation (single core)
-use cortex_m_rt::{ExceptionFrame, exception};
+use cortex_m_rt::ExceptionFrame;
 use defmt_semihosting as _; // global logger
 use report::Hex;
 
@@ -58,9 +59,70 @@ fn defmt_panic() -> ! {
     exit_failure(101)
 }
 
-#[exception]
-unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
-    report!("HardFault: pc=", Hex(frame.pc()), " lr=", Hex(frame.lr()));
+// The HardFault vector, in assembly because the fault may be a stack
+// overflow: the stack pointer then points below the stack, and the first
+// push of a Rust handler would fault again (a lockup, which QEMU does not
+// end). So: pass the stack pointer at the fault in r0, move MSP back to the
+// top of the stack region (the program is ending; nothing there is needed
+// any more), and only then enter Rust. The programs run on MSP only.
+core::arch::global_asm!(
+    ".section .HardFault.user, \"ax\"",
+    ".global HardFault",
+    ".type HardFault,%function",
+    ".thumb_func",
+    "HardFault:",
+    "mrs r0, MSP",
+    "ldr r1, =_stack_start",
+    "msr MSP, r1",
+    "b {report}",
+    ".ltorg",
+    report = sym hard_fault,
+);
+
+/// cortex-m-rt's link.x refers to `_HardFault` (its trampoline's target);
+/// the vector above does not use it.
+#[unsafe(export_name = "_HardFault")]
+extern "C" fn unused_hard_fault_trampoline_target() {}
+
+/// Configurable Fault Status Register.
+const CFSR: *const u32 = 0xE000_ED28 as *const u32;
+/// CFSR bits of a fault while stacking on exception entry (MemManage,
+/// BusFault).
+const CFSR_STACKING: u32 = (1 << 4) | (1 << 12);
+
+/// Reports a fault and ends the program: a stack overflow (the stack
+/// pointer at the fault is below the stack region, or exception entry could
+/// not push its frame) with status 4, any other fault with its PC and
+/// status 3.
+extern "C" fn hard_fault(sp: u32) -> ! {
+    let end = &raw const _stack_end as u32;
+    let top = &raw const _stack_start as u32;
+    // SAFETY: CFSR is a readable System Control Block register.
+    let cfsr = unsafe { core::ptr::read_volatile(CFSR) };
+    if sp < end || sp > top || cfsr & CFSR_STACKING != 0 {
+        report!(
+            "stack overflow: sp=",
+            Hex(sp),
+            " is below the stack (",
+            Hex(end),
+            "..",
+            Hex(top),
+            "), cfsr=",
+            Hex(cfsr)
+        );
+        exit_failure(4)
+    }
+    // SAFETY: sp is inside the stack region and exception entry pushed a
+    // complete frame there (no stacking error).
+    let frame = unsafe { &*(sp as *const ExceptionFrame) };
+    report!(
+        "HardFault: pc=",
+        Hex(frame.pc()),
+        " lr=",
+        Hex(frame.lr()),
+        " cfsr=",
+        Hex(cfsr)
+    );
     exit_failure(3)
 }
 

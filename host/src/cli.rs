@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::backend::{self, Device};
 use crate::data::{self, Normalization};
@@ -13,7 +14,7 @@ use crate::export::{export_safetensors, import_safetensors, pytorch_snippet};
 use crate::fetch::{FetchOptions, OFFICIAL_BASE_URL, fetch};
 use crate::modelfile::{ModelFile, act_name, kind_name};
 use crate::predict::{load_image, predict};
-use crate::train::{TrainSettings, files, resume_settings, train};
+use crate::train::{MAX_BATCH, MAX_THREADS, TrainSettings, files, resume_settings, train};
 
 /// Train, evaluate and export LeNet-5 on Fashion-MNIST.
 #[derive(Debug, Parser)]
@@ -206,6 +207,10 @@ pub struct TrainArgs {
     #[arg(long, value_delimiter = ',', value_name = "CLASSES",
           value_parser = clap::value_parser!(u8).range(0..10))]
     pub exclude_classes: Vec<u8>,
+    /// The flags given on the command line (filled by [`parse_args`]), so
+    /// `--resume` can refuse settings it would otherwise ignore.
+    #[arg(skip)]
+    pub explicit: Vec<String>,
 }
 
 /// `host eval`.
@@ -301,10 +306,12 @@ pub struct ImportArgs {
     /// Output model file.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
-    /// Activation, when the file does not record it (default sigmoid).
+    /// Activation; required when the file does not record it (a plain
+    /// PyTorch state_dict does not), overrides the file's otherwise.
     #[arg(long, value_enum)]
     pub act: Option<ActArg>,
-    /// Input normalization, when the file does not record it (default unit).
+    /// Input normalization; required when the file does not record it,
+    /// overrides the file's otherwise.
     #[arg(long, value_enum)]
     pub normalize: Option<NormArg>,
 }
@@ -392,6 +399,61 @@ fn load_data(d: &DataArg) -> Result<data::Splits> {
     Ok(data::load(&src, d.split_seed)?)
 }
 
+/// Parses the process's command line (exiting with clap's message on a
+/// syntax error) and records which `train` flags were given explicitly.
+pub fn parse_args() -> Cli {
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let (Command::Train(t), Some(("train", m))) = (&mut cli.command, matches.subcommand()) {
+        t.explicit = m
+            .ids()
+            .filter(|id| m.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+            .map(|id| id.as_str().to_string())
+            .collect();
+    }
+    cli
+}
+
+/// An error and its causes on one line, each cause once: causes whose text
+/// the line already holds (an I/O error repeated by its wrapper) are left
+/// out.
+pub fn error_message(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let t = cause.to_string();
+        if line.contains(&t) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&t);
+    }
+    line
+}
+
+/// Train flags that `--resume` honours; every other setting comes from the
+/// checkpoint.
+/// (`DataArg` is the id of the flattened group of `--data` and
+/// `--split-seed`.)
+const RESUME_FLAGS: [&str; 8] = [
+    "resume",
+    "epochs",
+    "threads",
+    "out",
+    "data",
+    "split_seed",
+    "device",
+    "DataArg",
+];
+
+fn check_threads(t: usize) -> Result<()> {
+    if t > MAX_THREADS {
+        bail!("--threads {t} must be at most {MAX_THREADS}");
+    }
+    Ok(())
+}
+
 /// Runs a parsed command line.
 ///
 /// # Errors
@@ -412,6 +474,20 @@ pub fn run(cli: Cli) -> Result<()> {
 fn cmd_train(a: TrainArgs) -> Result<()> {
     let (resume, settings) = match &a.resume {
         Some(p) => {
+            let ignored: Vec<String> = a
+                .explicit
+                .iter()
+                .filter(|f| !RESUME_FLAGS.contains(&f.as_str()))
+                .map(|f| format!("--{}", f.replace('_', "-")))
+                .collect();
+            if !ignored.is_empty() {
+                bail!(
+                    "{}: a resumed run keeps the checkpoint's settings, so {} cannot be given with --resume \
+                     (allowed: --epochs, --threads, --out, --data, --split-seed, --device)",
+                    p.display(),
+                    ignored.join(", ")
+                );
+            }
             let (f, mut s) = resume_settings(p, None)?;
             eprintln!("resuming {} (settings from the checkpoint)", p.display());
             if let Some(e) = a.epochs.filter(|&e| e != s.epochs) {
@@ -525,6 +601,10 @@ fn quant_arch(path: &Path, m: &ModelFile) -> Result<lenet_core::quant::QuantArch
 }
 
 fn cmd_eval(a: EvalArgs) -> Result<()> {
+    check_threads(a.threads)?;
+    if a.calibration == 0 {
+        bail!("--calibration must be at least 1 image");
+    }
     let (path, m) = load_model(&a.model)?;
     if a.int8 && a.q8.is_none() {
         quant_arch(&path, &m)?;
@@ -538,6 +618,17 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     } else {
         all
     };
+    if ds.is_empty() {
+        bail!(
+            "{}: the {} set is empty; nothing to evaluate",
+            a.data
+                .data
+                .as_deref()
+                .unwrap_or(Path::new("data"))
+                .display(),
+            if a.train_set { "training" } else { "test" }
+        );
+    }
     let mut t = backend::inference_trainer(m.meta.kind, m.meta.act, &m.params, a.threads)?;
     let r = evaluate(t.as_mut(), ds, m.meta.norm, 1000)?;
     println!(
@@ -558,7 +649,10 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
             "int8 ({}): accuracy {:.2}%  (float {:.2}%, {:+.2} pp; same prediction on {:.2}%)",
             match &a.q8 {
                 Some(f) => f.display().to_string(),
-                None => format!("calibrated on {} training images", a.calibration),
+                None => format!(
+                    "calibrated on {} training images",
+                    a.calibration.min(data.train.len())
+                ),
             },
             100.0 * c.int8.accuracy(),
             100.0 * c.float.accuracy(),
@@ -609,7 +703,10 @@ fn quantize_model(
     calibration: usize,
     train: &data::Dataset,
 ) -> Result<Box<lenet_core::quant::QuantModel>> {
-    let n = calibration.clamp(1, train.len());
+    let n = calibration.min(train.len());
+    if n == 0 {
+        bail!("no training images to calibrate the int8 ranges on");
+    }
     crate::int8::quantize(
         m.meta.kind.try_into()?,
         m.meta.act.into(),
@@ -661,7 +758,7 @@ fn cmd_export(a: ExportArgs) -> Result<()> {
     export_safetensors(&out, &m)?;
     println!("wrote {} ({} parameters)", out.display(), m.params.len());
     if a.print_pytorch {
-        print!("{}", pytorch_snippet(m.meta.kind, m.meta.act));
+        print!("{}", pytorch_snippet(m.meta.kind, m.meta.act, m.meta.norm));
     }
     Ok(())
 }
@@ -676,6 +773,9 @@ fn export_int8(
 ) -> Result<()> {
     use crate::int8::{compare, write_q8};
     quant_arch(path, m)?;
+    if calibration == 0 {
+        bail!("--calibration must be at least 1 image");
+    }
     let data = load_data(d)?;
     let kept;
     let train = if exclude.is_empty() {
@@ -690,7 +790,7 @@ fn export_int8(
     if train.is_empty() {
         bail!("--exclude-classes leaves no training image to calibrate on");
     }
-    let n = calibration.clamp(1, train.len());
+    let n = calibration.min(train.len());
     let q = quantize_model(m, calibration, train)?;
     let out = out.unwrap_or_else(|| path.with_extension("q8"));
     write_q8(&out, &q)?;
@@ -716,12 +816,22 @@ fn cmd_import(a: ImportArgs) -> Result<()> {
         a.normalize.map(NormArg::norm),
     )?;
     m.save(&a.out)?;
+    let from = |flag: bool, name: &str| {
+        if flag {
+            format!("from {name}")
+        } else {
+            "from the file's metadata".to_string()
+        }
+    };
     println!(
-        "wrote {} ({} {}, {} parameters)",
+        "wrote {} ({}, {} parameters; activation {} {}; input normalization {} {})",
         a.out.display(),
         kind_name(m.meta.kind),
+        m.params.len(),
         act_name(m.meta.act),
-        m.params.len()
+        from(a.act.is_some(), "--act"),
+        m.meta.norm,
+        from(a.normalize.is_some(), "--normalize"),
     );
     Ok(())
 }
@@ -737,14 +847,18 @@ fn cmd_fetch(a: FetchArgs) -> Result<()> {
 
 fn cmd_bench(a: BenchArgs) -> Result<()> {
     use crate::cpu::bench::{BenchConfig, bench, bench_config, measure_gpu};
-    if !(a.seconds.is_finite() && a.seconds > 0.0) {
-        bail!("--seconds {} must be > 0", a.seconds);
+    if !(a.seconds.is_finite() && a.seconds > 0.0 && a.seconds <= 3600.0) {
+        bail!("--seconds {} must be in (0, 3600]", a.seconds);
     }
+    if !(1..=MAX_BATCH).contains(&a.batch) {
+        bail!("--batch {} must be in 1..={MAX_BATCH}", a.batch);
+    }
+    check_threads(a.threads)?;
     let cfg = BenchConfig {
         kind: core_kind(a.model),
         act: core_act(a.act),
         threads: a.threads,
-        batch: a.batch.max(1),
+        batch: a.batch,
         time: std::time::Duration::from_secs_f64(a.seconds),
     };
     let head = format!(
@@ -766,8 +880,8 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         DeviceArg::Cuda => Device::Cuda,
         DeviceArg::CudaEmu => Device::CudaEmu,
     };
-    if a.epoch_images == 0 {
-        bail!("--epoch-images must be > 0");
+    if !(1..=1_000_000).contains(&a.epoch_images) {
+        bail!("--epoch-images {} must be in 1..=1000000", a.epoch_images);
     }
     let tc = bench_config(cfg.kind, cfg.act, cfg.threads);
     let (mut t, note) = backend::make_trainer(dev, &tc, 1)?;
@@ -893,6 +1007,22 @@ mod tests {
             Cli::try_parse_from(["host", "export", "--model", "m", "--exclude-classes", "5"])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn errors_print_each_cause_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let e = anyhow::Error::new(crate::modelfile::ModelFileError::Io {
+            path: PathBuf::from("m.lenet"),
+            source: io,
+        });
+        let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+        assert_eq!(chain.len(), 2, "the I/O error is also the source");
+        let line = error_message(&e);
+        assert_eq!(line, chain[0], "{line}");
+        assert_eq!(line.matches("ermission denied").count(), 1, "{line}");
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_message(&e), "outer: inner");
     }
 
     #[test]

@@ -121,6 +121,30 @@ pub enum DataError {
         /// Bytes present (decompressed).
         found: u64,
     },
+    /// Decompressed data goes on after what the header promises.
+    #[error(
+        "{path}: decompresses to more than the {expected} bytes its header promises (trailing data)"
+    )]
+    Trailing {
+        /// The file.
+        path: PathBuf,
+        /// Bytes the header implies (including the header).
+        expected: u64,
+    },
+    /// The header claims more samples than any dataset of this kind holds.
+    #[error("{path}: header claims {n} samples, more than the limit of {MAX_SAMPLES}")]
+    TooMany {
+        /// The file.
+        path: PathBuf,
+        /// Samples claimed.
+        n: u64,
+    },
+    /// A location named explicitly does not exist.
+    #[error("{path}: does not exist")]
+    Missing {
+        /// The location.
+        path: PathBuf,
+    },
     /// A label outside `0..10`.
     #[error("{path}: label {label} at index {index} is not in 0..9")]
     BadLabel {
@@ -294,6 +318,16 @@ impl Normalization {
         std: 0.3530,
     };
 
+    /// Whether the normalization can be used: a finite mean of magnitude at
+    /// most 1e4 and a std in [1e-4, 1e4] (so every normalized pixel is a
+    /// finite, moderate number).
+    pub fn is_valid(self) -> bool {
+        self.mean.is_finite()
+            && self.mean.abs() <= 1e4
+            && self.std.is_finite()
+            && (1e-4..=1e4).contains(&self.std)
+    }
+
     /// Normalizes one pixel byte.
     pub fn apply(self, p: u8) -> f32 {
         (f32::from(p) / 255.0 - self.mean) / self.std
@@ -311,24 +345,225 @@ impl fmt::Display for Normalization {
     }
 }
 
-/// Reads a file, gunzipping it if it starts with the gzip magic `1f 8b`.
-pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
-    let raw = fs::read(path).map_err(|source| DataError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(raw.len() * 2);
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|source| DataError::Gzip {
+/// Largest sample count accepted in one IDX or CSV file (Fashion-MNIST has
+/// 60 000 + 10 000); a header claiming more is rejected before anything is
+/// allocated.
+pub const MAX_SAMPLES: u64 = 1_000_000;
+/// Largest CSV text accepted, after decompression (the Kaggle training CSV
+/// is 133 MB).
+pub const MAX_CSV_LEN: u64 = 512 << 20;
+/// Deflate cannot expand data by more than about 1032:1, so a gzip file of
+/// `c` bytes cannot hold more than `c * GZIP_MAX_RATIO` bytes.
+const GZIP_MAX_RATIO: u64 = 1032;
+
+fn gzip_err(path: &Path, source: std::io::Error) -> DataError {
+    if source.kind() == std::io::ErrorKind::UnexpectedEof {
+        DataError::Gzip {
+            path: path.to_owned(),
+            source: std::io::Error::new(source.kind(), "the stream is truncated"),
+        }
+    } else {
+        DataError::Gzip {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// An opened input: the reader (decompressing when the bytes start with the
+/// gzip magic `1f 8b`) and, for gzip, the compressed length.
+struct Input<'a> {
+    reader: Box<dyn Read + 'a>,
+    /// Some(compressed bytes) for gzip input; None for raw.
+    gz_len: Option<u64>,
+    /// Length of raw input, when known.
+    raw_len: Option<u64>,
+}
+
+impl<'a> Input<'a> {
+    fn from_bytes(b: &'a [u8]) -> Self {
+        let len = b.len() as u64;
+        if b.starts_with(&[0x1f, 0x8b]) {
+            Input {
+                reader: Box::new(flate2::read::MultiGzDecoder::new(b)),
+                gz_len: Some(len),
+                raw_len: None,
+            }
+        } else {
+            Input {
+                reader: Box::new(b),
+                gz_len: None,
+                raw_len: Some(len),
+            }
+        }
+    }
+
+    fn open(path: &Path) -> Result<Input<'static>, DataError> {
+        use std::io::BufRead;
+        let io = |source| DataError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let f = fs::File::open(path).map_err(io)?;
+        let len = f.metadata().map_err(io)?.len();
+        let mut r = std::io::BufReader::new(f);
+        let gz = r.fill_buf().map_err(io)?.starts_with(&[0x1f, 0x8b]);
+        Ok(if gz {
+            Input {
+                reader: Box::new(flate2::read::MultiGzDecoder::new(r)),
+                gz_len: Some(len),
+                raw_len: None,
+            }
+        } else {
+            Input {
+                reader: Box::new(r),
+                gz_len: None,
+                raw_len: Some(len),
+            }
+        })
+    }
+
+    /// Reads up to `n` bytes (fewer only at the end of the data).
+    fn read_up_to(&mut self, path: &Path, n: u64, out: &mut Vec<u8>) -> Result<(), DataError> {
+        let r = (&mut self.reader).take(n).read_to_end(out);
+        r.map(drop).map_err(|e| self.err(path, e))
+    }
+
+    fn err(&self, path: &Path, source: std::io::Error) -> DataError {
+        if self.gz_len.is_some() {
+            gzip_err(path, source)
+        } else {
+            DataError::Io {
                 path: path.to_owned(),
                 source,
-            })?;
-        Ok(out)
-    } else {
-        Ok(raw)
+            }
+        }
     }
+}
+
+/// The two IDX tensors of the dataset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdxKind {
+    /// `magic 0x803, n, 28, 28`, then `n * 784` pixels.
+    Images,
+    /// `magic 0x801, n`, then `n` labels in `0..10`.
+    Labels,
+}
+
+fn decode_idx(path: &Path, mut input: Input<'_>, kind: IdxKind) -> Result<Vec<u8>, DataError> {
+    let (header, magic, what, per) = match kind {
+        IdxKind::Images => (16usize, IDX_IMAGES_MAGIC, "images", PIXELS as u64),
+        IdxKind::Labels => (8, IDX_LABELS_MAGIC, "labels", 1),
+    };
+    let mut head = Vec::with_capacity(header);
+    input.read_up_to(path, header as u64, &mut head)?;
+    check_header(path, &head, header, magic, what)?;
+    let n = be_u32(&head, 4);
+    if kind == IdxKind::Images {
+        let (rows, cols) = (be_u32(&head, 8), be_u32(&head, 12));
+        if rows as usize != SIDE || cols as usize != SIDE {
+            return Err(DataError::BadSize {
+                path: path.to_owned(),
+                rows,
+                cols,
+            });
+        }
+    }
+    if n == 0 {
+        return Err(DataError::Empty {
+            path: path.to_owned(),
+        });
+    }
+    if u64::from(n) > MAX_SAMPLES {
+        return Err(DataError::TooMany {
+            path: path.to_owned(),
+            n: u64::from(n),
+        });
+    }
+    let body = u64::from(n) * per;
+    let expected = header as u64 + body;
+    // Check the claim against the file before allocating or decompressing.
+    if let Some(found) = input.raw_len
+        && found != expected
+    {
+        return Err(DataError::Length {
+            path: path.to_owned(),
+            expected,
+            found,
+        });
+    }
+    if let Some(c) = input.gz_len
+        && expected > c.saturating_mul(GZIP_MAX_RATIO)
+    {
+        return Err(DataError::Gzip {
+            path: path.to_owned(),
+            source: std::io::Error::other(format!(
+                "a {c}-byte gzip stream cannot hold the {expected} bytes its IDX header promises (truncated)"
+            )),
+        });
+    }
+    let mut out = Vec::with_capacity(body.min(64 << 20) as usize);
+    input.read_up_to(path, body, &mut out)?;
+    if (out.len() as u64) < body {
+        return Err(DataError::Length {
+            path: path.to_owned(),
+            expected,
+            found: header as u64 + out.len() as u64,
+        });
+    }
+    // Nothing may follow: one more byte, or a damaged trailer, is an error;
+    // decompression stops here either way.
+    let mut extra = [0u8; 1];
+    match input.reader.read(&mut extra) {
+        Ok(0) => {}
+        Ok(_) if input.gz_len.is_some() => {
+            return Err(DataError::Trailing {
+                path: path.to_owned(),
+                expected,
+            });
+        }
+        Ok(_) => {
+            return Err(DataError::Length {
+                path: path.to_owned(),
+                expected,
+                found: expected + 1,
+            });
+        }
+        Err(e) if input.gz_len.is_some() => {
+            return Err(DataError::Gzip {
+                path: path.to_owned(),
+                source: std::io::Error::new(
+                    e.kind(),
+                    format!("after the {expected} bytes the IDX header promises: {e}"),
+                ),
+            });
+        }
+        Err(e) => return Err(input.err(path, e)),
+    }
+    if kind == IdxKind::Labels
+        && let Some((index, &l)) = out
+            .iter()
+            .enumerate()
+            .find(|(_, l)| **l as usize >= CLASSES)
+    {
+        return Err(DataError::BadLabel {
+            path: path.to_owned(),
+            index,
+            label: u32::from(l),
+        });
+    }
+    Ok(out)
+}
+
+/// Parses an IDX file's bytes, gzip-compressed or raw: the pixels
+/// (`N x 784`) or the labels. Lengths are checked against the header before
+/// anything is allocated, and decompression stops at the size the header
+/// implies (or [`MAX_SAMPLES`]).
+///
+/// # Errors
+/// See [`DataError`]; every error names `path`.
+pub fn parse_idx(path: &Path, bytes: &[u8], kind: IdxKind) -> Result<Vec<u8>, DataError> {
+    decode_idx(path, Input::from_bytes(bytes), kind)
 }
 
 fn be_u32(b: &[u8], at: usize) -> u32 {
@@ -368,70 +603,26 @@ fn check_header(
     Ok(())
 }
 
-fn check_len(path: &Path, b: &[u8], expected: u64) -> Result<(), DataError> {
-    if b.len() as u64 != expected {
-        return Err(DataError::Length {
-            path: path.to_owned(),
-            expected,
-            found: b.len() as u64,
-        });
-    }
-    Ok(())
-}
-
-/// Parses IDX image bytes (`magic 0x803, n, 28, 28, pixels`).
+/// Parses IDX image bytes (`magic 0x803, n, 28, 28, pixels`), gzip or raw.
 pub fn parse_idx_images(path: &Path, b: &[u8]) -> Result<Vec<u8>, DataError> {
-    check_header(path, b, 16, IDX_IMAGES_MAGIC, "images")?;
-    let (n, rows, cols) = (be_u32(b, 4), be_u32(b, 8), be_u32(b, 12));
-    if rows as usize != SIDE || cols as usize != SIDE {
-        return Err(DataError::BadSize {
-            path: path.to_owned(),
-            rows,
-            cols,
-        });
-    }
-    check_len(path, b, 16 + u64::from(n) * PIXELS as u64)?;
-    if n == 0 {
-        return Err(DataError::Empty {
-            path: path.to_owned(),
-        });
-    }
-    Ok(b[16..].to_vec())
+    parse_idx(path, b, IdxKind::Images)
 }
 
-/// Parses IDX label bytes (`magic 0x801, n, labels`), checking every label.
+/// Parses IDX label bytes (`magic 0x801, n, labels`), gzip or raw, checking
+/// every label.
 pub fn parse_idx_labels(path: &Path, b: &[u8]) -> Result<Vec<u8>, DataError> {
-    check_header(path, b, 8, IDX_LABELS_MAGIC, "labels")?;
-    let n = be_u32(b, 4);
-    check_len(path, b, 8 + u64::from(n))?;
-    if n == 0 {
-        return Err(DataError::Empty {
-            path: path.to_owned(),
-        });
-    }
-    let labels = b[8..].to_vec();
-    if let Some((index, &l)) = labels
-        .iter()
-        .enumerate()
-        .find(|(_, l)| **l as usize >= CLASSES)
-    {
-        return Err(DataError::BadLabel {
-            path: path.to_owned(),
-            index,
-            label: u32::from(l),
-        });
-    }
-    Ok(labels)
+    parse_idx(path, b, IdxKind::Labels)
 }
 
-/// Reads an IDX images file (gzip or raw).
+/// Reads an IDX images file (gzip or raw), streaming: memory is bounded by
+/// what the header promises and the file can hold.
 pub fn read_idx_images(path: &Path) -> Result<Vec<u8>, DataError> {
-    parse_idx_images(path, &read_maybe_gz(path)?)
+    decode_idx(path, Input::open(path)?, IdxKind::Images)
 }
 
 /// Reads an IDX labels file (gzip or raw).
 pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>, DataError> {
-    parse_idx_labels(path, &read_maybe_gz(path)?)
+    decode_idx(path, Input::open(path)?, IdxKind::Labels)
 }
 
 /// Reads one images/labels pair and checks the counts agree.
@@ -510,6 +701,9 @@ pub fn parse_csv(path: &Path, text: &str) -> Result<Dataset, DataError> {
             continue;
         }
         let lineno = i + 1;
+        if ds.len() as u64 >= MAX_SAMPLES {
+            return Err(err(lineno, format!("more than {MAX_SAMPLES} samples")));
+        }
         let mut n = 0usize;
         for (j, field) in line.split(',').enumerate() {
             let v: u32 = field.trim().parse().map_err(|_| {
@@ -548,7 +742,28 @@ pub fn parse_csv(path: &Path, text: &str) -> Result<Dataset, DataError> {
 
 /// Reads a Kaggle CSV file (gzip or raw).
 pub fn read_csv(path: &Path) -> Result<Dataset, DataError> {
-    let bytes = read_maybe_gz(path)?;
+    read_csv_from(path, Input::open(path)?)
+}
+
+/// Parses a Kaggle CSV file's bytes (gzip or raw), at most [`MAX_CSV_LEN`]
+/// bytes of text and [`MAX_SAMPLES`] samples.
+///
+/// # Errors
+/// See [`DataError`]; every error names `path`.
+pub fn parse_csv_bytes(path: &Path, bytes: &[u8]) -> Result<Dataset, DataError> {
+    read_csv_from(path, Input::from_bytes(bytes))
+}
+
+fn read_csv_from(path: &Path, mut input: Input<'_>) -> Result<Dataset, DataError> {
+    let mut bytes = Vec::new();
+    input.read_up_to(path, MAX_CSV_LEN + 1, &mut bytes)?;
+    if bytes.len() as u64 > MAX_CSV_LEN {
+        return Err(DataError::Csv {
+            path: path.to_owned(),
+            line: 0,
+            msg: format!("more than {MAX_CSV_LEN} bytes of text, the limit for a CSV file"),
+        });
+    }
     let text = String::from_utf8(bytes).map_err(|e| DataError::Csv {
         path: path.to_owned(),
         line: 0,
@@ -628,6 +843,9 @@ pub fn locate_in(
     defaults: &[PathBuf],
 ) -> Result<DataSource, DataError> {
     if let Some(named) = explicit.map(Path::to_owned).or(env) {
+        if !named.exists() {
+            return Err(DataError::Missing { path: named });
+        }
         return detect(&named).ok_or(DataError::NotADataset { path: named });
     }
     for d in defaults {

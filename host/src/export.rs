@@ -52,8 +52,14 @@ pub fn state_dict_layout(kind: ModelKind) -> Vec<(&'static str, Vec<usize>)> {
         .collect()
 }
 
-/// The PyTorch module whose `state_dict` matches the export.
-pub fn pytorch_snippet(kind: ModelKind, act: Activation) -> String {
+/// Largest safetensors file read by [`import_safetensors`] (the largest
+/// LeNet `state_dict` is 344 KB).
+pub const MAX_SAFETENSORS_LEN: u64 = 16 << 20;
+
+/// The PyTorch module whose `state_dict` matches the export, and the input
+/// normalization the weights expect, so the snippet reproduces the model's
+/// accuracy when pasted.
+pub fn pytorch_snippet(kind: ModelKind, act: Activation, norm: Normalization) -> String {
     let a = match act {
         Activation::Sigmoid => "nn.Sigmoid()",
         Activation::Relu => "nn.ReLU()",
@@ -67,11 +73,17 @@ pub fn pytorch_snippet(kind: ModelKind, act: Activation) -> String {
     };
     let flat = format!("{n2} * {side} * {side}");
     format!(
-        "import torch\nfrom torch import nn\nfrom safetensors.torch import load_file\n\n\
+        "import torch\nfrom torch import nn\nfrom torchvision import transforms\nfrom safetensors.torch import load_file\n\n\
          net = nn.Sequential(\n    nn.Conv2d(1, {n1}, kernel_size=5{pad}), {a},\n    {pool},\n    \
          nn.Conv2d({n1}, {n2}, kernel_size=5), {a},\n    {pool},\n    nn.Flatten(),\n    \
          nn.Linear({flat}, 120), {a},\n    nn.Linear(120, 84), {a},\n    nn.Linear(84, 10))\n\
-         net.load_state_dict(load_file(\"model.safetensors\"))\n"
+         net.load_state_dict(load_file(\"model.safetensors\"))\n\n\
+         # Inputs: N x 1 x 28 x 28, pixels p in 0..255, light garment on black,\n\
+         # normalized as the model was trained:\n\
+         # x = (p / 255 - {mean:?}) / {std:?}\n\
+         preprocess = transforms.Compose([transforms.ToTensor(), transforms.Normalize(({mean:?},), ({std:?},))])\n",
+        mean = norm.mean,
+        std = norm.std,
     )
 }
 
@@ -141,8 +153,11 @@ pub fn export_safetensors(path: &Path, m: &ModelFile) -> Result<(), ExportError>
 
 /// Parses safetensors bytes holding a LeNet-5 `state_dict`. Kind comes from
 /// the metadata or, failing that, from the shape of `7.weight`; activation
-/// and normalization from the metadata unless given (defaults sigmoid and
-/// `[0, 1]` scaling for files written elsewhere).
+/// and normalization from the arguments when given, else from the metadata.
+/// A file without that metadata (`safetensors.torch.save_file` of a
+/// `state_dict` writes none) needs both given: the weights alone do not say
+/// which activation or input scaling they were trained with, and a wrong
+/// guess loses most of the accuracy silently.
 ///
 /// # Errors
 /// Malformed file, missing or extra tensors, wrong dtype or shape, NaN.
@@ -183,23 +198,40 @@ pub fn from_safetensors(
         (None, Some(a)) => {
             parse_act(a).ok_or_else(|| fmt(format!("unknown lenet.activation `{a}`")))?
         }
-        (None, None) => Activation::Sigmoid,
+        (None, None) => {
+            return Err(fmt(
+                "the file does not record the activation (no `lenet.activation` metadata): \
+                 give it with --act sigmoid|relu|tanh, and the input normalization with \
+                 --normalize unit|standard"
+                    .into(),
+            ));
+        }
     };
     let norm = match norm {
         Some(n) => n,
         None => {
-            let get = |k: &str, d: f32| -> Result<f32, ExportError> {
-                meta.get(k)
-                    .map(|v| {
-                        v.parse::<f32>()
-                            .map_err(|_| fmt(format!("{k} = `{v}` is not a number")))
-                    })
-                    .unwrap_or(Ok(d))
+            let get = |k: &str| -> Result<f32, ExportError> {
+                let v = meta.get(k).ok_or_else(|| {
+                    fmt(format!(
+                        "the file does not record the input normalization (no `{k}` metadata): \
+                         give it with --normalize unit|standard"
+                    ))
+                })?;
+                v.parse::<f32>()
+                    .map_err(|_| fmt(format!("{k} = `{v}` is not a number")))
             };
-            Normalization {
-                mean: get("lenet.norm_mean", 0.0)?,
-                std: get("lenet.norm_std", 1.0)?,
+            let n = Normalization {
+                mean: get("lenet.norm_mean")?,
+                std: get("lenet.norm_std")?,
+            };
+            if !n.is_valid() {
+                return Err(fmt(format!(
+                    "invalid normalization in the metadata: mean {} / std {} \
+                     (mean finite, std in [1e-4, 1e4])",
+                    n.mean, n.std
+                )));
             }
+            n
         }
     };
     let layout = state_dict_layout(kind);
@@ -251,9 +283,11 @@ pub fn import_safetensors(
     act: Option<Activation>,
     norm: Option<Normalization>,
 ) -> Result<ModelFile, ExportError> {
-    let b = std::fs::read(path).map_err(|source| ExportError::Io {
-        path: path.to_owned(),
-        source,
+    let b = crate::fsutil::read_capped(path, MAX_SAFETENSORS_LEN).map_err(|source| {
+        ExportError::Io {
+            path: path.to_owned(),
+            source,
+        }
     })?;
     from_safetensors(path, &b, act, norm)
 }
@@ -274,6 +308,18 @@ mod tests {
                 .collect(),
             checkpoint: None,
         }
+    }
+
+    #[test]
+    fn pytorch_snippet_carries_the_normalization() {
+        let s = pytorch_snippet(ModelKind::LeNet5, Activation::Relu, Normalization::STANDARD);
+        assert!(
+            s.contains("transforms.Normalize((0.286,), (0.353,))"),
+            "{s}"
+        );
+        assert!(s.contains("x = (p / 255 - 0.286) / 0.353"), "{s}");
+        let s = pytorch_snippet(ModelKind::LeNet5, Activation::Relu, Normalization::UNIT);
+        assert!(s.contains("transforms.Normalize((0.0,), (1.0,))"), "{s}");
     }
 
     #[test]
@@ -323,12 +369,22 @@ mod tests {
             at += n;
         }
         let b = safetensors::serialize(views, None).unwrap();
+        let p = Path::new("f.safetensors");
         let got =
-            from_safetensors(Path::new("f.safetensors"), &b, Some(Activation::Relu), None).unwrap();
+            from_safetensors(p, &b, Some(Activation::Relu), Some(Normalization::STANDARD)).unwrap();
         assert_eq!(got.meta.kind, ModelKind::LeNet5Max);
         assert_eq!(got.meta.act, Activation::Relu);
-        assert_eq!(got.meta.norm, Normalization::UNIT);
+        assert_eq!(got.meta.norm, Normalization::STANDARD);
         assert_eq!(got.params, m.params);
+        // Without the metadata, activation and normalization must be given.
+        let e = from_safetensors(p, &b, None, Some(Normalization::UNIT))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("f.safetensors") && e.contains("--act"), "{e}");
+        let e = from_safetensors(p, &b, Some(Activation::Relu), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--normalize"), "{e}");
     }
 
     #[test]
@@ -361,6 +417,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`9.weight` has shape [120, 84]"), "{e}");
+
+        // Normalization metadata that would write an unusable model.
+        for (mean, std) in [
+            ("0", "0"),
+            ("0", "-1"),
+            ("NaN", "1"),
+            ("0", "inf"),
+            ("x", "1"),
+        ] {
+            let bytes: Vec<u8> = m.params.iter().flat_map(|x| x.to_le_bytes()).collect();
+            let mut views = Vec::new();
+            let mut at = 0;
+            for (name, shape) in state_dict_layout(m.meta.kind) {
+                let n = shape.iter().product::<usize>() * 4;
+                views.push((
+                    name,
+                    TensorView::new(Dtype::F32, shape, &bytes[at..at + n]).unwrap(),
+                ));
+                at += n;
+            }
+            let meta = HashMap::from([
+                ("lenet.activation".to_string(), "relu".to_string()),
+                ("lenet.norm_mean".to_string(), mean.to_string()),
+                ("lenet.norm_std".to_string(), std.to_string()),
+            ]);
+            let b = safetensors::serialize(views, Some(meta)).unwrap();
+            let e = from_safetensors(p, &b, None, None).unwrap_err().to_string();
+            assert!(e.contains("x.safetensors") && e.contains("norm"), "{e}");
+        }
 
         // NaN weight.
         m.params[3] = f32::NAN;

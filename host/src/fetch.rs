@@ -105,6 +105,13 @@ pub struct FetchOptions {
     pub force: bool,
     /// Whole-request timeout per file.
     pub timeout: Duration,
+    /// Longest wait for any single read or connect: a stalled server fails
+    /// after this long instead of after the whole-request timeout.
+    pub read_timeout: Duration,
+    /// Largest body accepted per file; a longer one (or a `Content-Length`
+    /// announcing one) is refused before it fills the disk. The largest
+    /// official file is 26,421,880 bytes.
+    pub max_bytes: u64,
 }
 
 impl FetchOptions {
@@ -116,6 +123,8 @@ impl FetchOptions {
             files: official_files(),
             force: false,
             timeout: Duration::from_secs(600),
+            read_timeout: Duration::from_secs(30),
+            max_bytes: 32 << 20,
         }
     }
 }
@@ -157,6 +166,8 @@ pub fn fetch(opts: &FetchOptions) -> Result<Vec<(PathBuf, Outcome)>, FetchError>
     })?;
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(opts.timeout))
+        .timeout_per_read(Some(opts.read_timeout))
+        .timeout_connect(Some(opts.read_timeout))
         .build()
         .into();
     let base = if opts.base_url.ends_with('/') {
@@ -183,7 +194,13 @@ pub fn fetch(opts: &FetchOptions) -> Result<Vec<(PathBuf, Outcome)>, FetchError>
                 f.md5
             );
         }
-        let n = fetch_one(&agent, &format!("{base}{}", f.name), &dest, &f.md5)?;
+        let n = fetch_one(
+            &agent,
+            &format!("{base}{}", f.name),
+            &dest,
+            &f.md5,
+            opts.max_bytes,
+        )?;
         out.push((dest, Outcome::Downloaded(n)));
     }
     Ok(out)
@@ -195,6 +212,7 @@ pub fn fetch_one(
     url: &str,
     dest: &Path,
     md5: &str,
+    max_bytes: u64,
 ) -> Result<u64, FetchError> {
     let http = |msg: String| FetchError::Http {
         url: url.to_string(),
@@ -202,6 +220,11 @@ pub fn fetch_one(
     };
     let mut resp = agent.get(url).call().map_err(|e| http(e.to_string()))?;
     let len = resp.body().content_length();
+    if let Some(l) = len.filter(|&l| l > max_bytes) {
+        return Err(http(format!(
+            "announces {l} bytes, more than the {max_bytes}-byte limit for this file"
+        )));
+    }
     let part = dest.with_file_name(format!(
         "{}.part",
         dest.file_name()
@@ -228,9 +251,14 @@ pub fn fetch_one(
             if n == 0 {
                 break;
             }
+            total += n as u64;
+            if total > max_bytes {
+                return Err(http(format!(
+                    "more than the {max_bytes}-byte limit for this file; not the official file"
+                )));
+            }
             h.update(&buf[..n]);
             w.write_all(&buf[..n]).map_err(io_err)?;
-            total += n as u64;
             bar.inc(n as u64);
         }
         if let Some(l) = len.filter(|&l| l != total) {
@@ -256,10 +284,12 @@ pub fn fetch_one(
         let _ = fs::remove_file(&part);
         return Err(e);
     }
-    fs::rename(&part, dest).map_err(|source| FetchError::Io {
-        path: dest.to_owned(),
-        source,
-    })?;
+    fs::rename(&part, dest)
+        .and_then(|()| crate::fsutil::sync_parent(dest))
+        .map_err(|source| FetchError::Io {
+            path: dest.to_owned(),
+            source,
+        })?;
     bar.finish(&format!("{:.1} MB, MD5 ok", total as f64 / 1e6));
     Ok(total)
 }
@@ -343,7 +373,52 @@ mod tests {
                 .collect(),
             force: false,
             timeout: Duration::from_secs(20),
+            read_timeout: Duration::from_secs(20),
+            max_bytes: 1 << 20,
         }
+    }
+
+    #[test]
+    fn a_stalled_server_fails_after_the_read_timeout() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        // Accepts, sends half a response, then says nothing more.
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = l.accept() {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc");
+                std::thread::sleep(Duration::from_secs(30));
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = opts(
+            format!("http://{addr}/"),
+            dir.path().to_owned(),
+            &[("s.gz", b"x")],
+        );
+        o.read_timeout = Duration::from_millis(500);
+        let t = std::time::Instant::now();
+        let e = fetch(&o).unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        assert!(e.to_string().contains("s.gz"), "{e}");
+        assert!(!dir.path().join("s.gz.part").exists());
+    }
+
+    #[test]
+    fn an_oversized_body_is_cut_off() {
+        let big = vec![7u8; 300_000];
+        let mut files = HashMap::new();
+        files.insert("base/big.gz".to_string(), big.clone());
+        let base = serve(files, 1);
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = opts(base, dir.path().to_owned(), &[("big.gz", &big)]);
+        o.max_bytes = 100_000;
+        let e = fetch(&o).unwrap_err().to_string();
+        assert!(
+            e.contains("100000-byte limit") && e.contains("big.gz"),
+            "{e}"
+        );
+        assert!(!dir.path().join("big.gz").exists());
+        assert!(!dir.path().join("big.gz.part").exists());
     }
 
     #[test]

@@ -364,7 +364,8 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Box<QuantModel>> {
 ///
 /// I/O errors, with the path.
 pub fn write_q8(path: &Path, model: &QuantModel) -> Result<()> {
-    std::fs::write(path, to_bytes(model)).with_context(|| format!("writing {}", path.display()))
+    crate::fsutil::write_atomic(path, &to_bytes(model))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Read a `.q8` file.
@@ -373,7 +374,9 @@ pub fn write_q8(path: &Path, model: &QuantModel) -> Result<()> {
 ///
 /// I/O errors or a rejected file, with the path.
 pub fn read_q8(path: &Path) -> Result<Box<QuantModel>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    // A .q8 model is about 70 KB; 16 MiB bounds what a wrong path costs.
+    let bytes = crate::fsutil::read_capped(path, 16 << 20)
+        .with_context(|| format!("reading {}", path.display()))?;
     from_bytes(&bytes).with_context(|| format!("loading {}", path.display()))
 }
 

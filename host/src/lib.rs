@@ -26,3 +26,4 @@ pub mod reference;
 pub mod rng;
 pub mod train;
 pub mod trainer;
+pub mod untrusted;

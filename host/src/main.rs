@@ -2,14 +2,13 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use lenet_host::cli::{Cli, run};
+use lenet_host::cli::{error_message, parse_args, run};
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    match run(parse_args()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_message(&e));
             ExitCode::FAILURE
         }
     }

@@ -42,6 +42,9 @@ pub const VERSION: u32 = 1;
 /// Header size in bytes.
 pub const HEADER_LEN: usize = 48;
 const FLAG_CHECKPOINT: u8 = 1;
+/// Largest model or checkpoint file read (the largest checkpoint, of
+/// `lenet5-wide` with Adam and a long history, is about 1.1 MB).
+pub const MAX_FILE_LEN: u64 = 64 << 20;
 
 /// Parameter count of each model (`state_dict` of the PyTorch model).
 pub const fn expected_params(kind: ModelKind) -> usize {
@@ -195,6 +198,14 @@ pub enum ModelFileError {
         /// Details.
         msg: String,
     },
+    /// A value in the file is out of range.
+    #[error("{path}: {msg}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
     /// Unknown code in the header.
     #[error("{path}: unknown {what} code {code}")]
     Code {
@@ -296,9 +307,11 @@ impl ModelFile {
     /// # Errors
     /// See [`ModelFileError`].
     pub fn load(path: &Path) -> Result<Self, ModelFileError> {
-        let b = std::fs::read(path).map_err(|source| ModelFileError::Io {
-            path: path.to_owned(),
-            source,
+        let b = crate::fsutil::read_capped(path, MAX_FILE_LEN).map_err(|source| {
+            ModelFileError::Io {
+                path: path.to_owned(),
+                source,
+            }
         })?;
         Self::from_bytes(path, &b)
     }
@@ -413,8 +426,14 @@ impl ModelFile {
                 value,
             });
         }
-        if !(norm.std.is_finite() && norm.std > 0.0 && norm.mean.is_finite()) {
-            return Err(size(format!("invalid normalization {norm}")));
+        if !norm.is_valid() {
+            return Err(ModelFileError::Invalid {
+                path: p(),
+                msg: format!(
+                    "invalid normalization mean {} / std {} (mean finite, std in [1e-4, 1e4])",
+                    norm.mean, norm.std
+                ),
+            });
         }
         let checkpoint = if flags & FLAG_CHECKPOINT != 0 {
             let epoch = r.u32().ok_or_else(|| bad("epoch missing"))?;

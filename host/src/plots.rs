@@ -46,7 +46,8 @@ pub fn font_available() -> bool {
             .into_iter()
             .chain(FONT_CANDIDATES.iter().map(PathBuf::from));
         for p in candidates {
-            if let Ok(bytes) = std::fs::read(&p) {
+            // A font file is a few MB; a larger one (or /dev/zero) is not one.
+            if let Ok(bytes) = crate::fsutil::read_capped(&p, 64 << 20) {
                 let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
                 if plotters::style::register_font(FAMILY, FontStyle::Normal, bytes).is_ok() {
                     return true;

@@ -7,8 +7,10 @@
 //! - `loss.png`, `accuracy.png`: train vs test curves,
 //! - `confusion.png`: confusion matrix of the test set after the last epoch.
 //!
-//! Every file is written to a temporary sibling and renamed, so an
-//! interrupted run leaves the previous epoch's files intact. The shuffling
+//! Every file is written to a temporary sibling, fsynced and renamed (see
+//! [`write_atomic`]), checkpoint first, so an interrupted run leaves whole
+//! files; a resumed run that has nothing left to train rewrites the model,
+//! metrics and plots from its checkpoint, so they always match it. The shuffling
 //! and augmentation RNG is saved in the checkpoint, so a resumed run is
 //! bit-identical to an uninterrupted one (given a deterministic trainer).
 //!
@@ -127,6 +129,16 @@ pub fn scheduled_lr(schedule: &str, lr: f32, step: u64, total: u64, warmup: u64)
 /// Epochs of a new run when not given.
 pub const DEFAULT_EPOCHS: u32 = 30;
 
+/// Largest accepted `epochs`.
+pub const MAX_EPOCHS: u32 = 100_000;
+/// Largest accepted mini-batch. The training loop allocates a batch's
+/// inputs up front (3 KB per image), so an unchecked size aborted on
+/// allocation; a batch of 8192 trains in under 80 MB (`host bench --batch
+/// 8192`, peak RSS 64 MB for `lenet5`, 72 MB for `lenet5-wide`).
+pub const MAX_BATCH: usize = 8192;
+/// Largest accepted worker-thread count.
+pub const MAX_THREADS: usize = 1024;
+
 /// The default recipe (also `host train`'s defaults): the classic LeNet-5
 /// with sigmoid and average pooling as in the course notes, inputs
 /// standardized with the training set's mean and std, Adam at 5e-3 on
@@ -182,8 +194,16 @@ pub enum TrainError {
     /// The compute back end failed.
     #[error(transparent)]
     Trainer(#[from] TrainerError),
+    /// A checkpoint's contents disagree with themselves.
+    #[error("{path}: {msg}")]
+    Checkpoint {
+        /// The file.
+        path: PathBuf,
+        /// What disagrees.
+        msg: String,
+    },
     /// The loss became NaN or infinite.
-    #[error("epoch {epoch}: loss is {loss}; lower the learning rate")]
+    #[error("epoch {epoch}: loss is {loss}; the run diverged (try a lower learning rate)")]
     Diverged {
         /// The epoch.
         epoch: u32,
@@ -214,14 +234,38 @@ impl TrainSettings {
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad(format!("learning rate {} must be > 0", self.lr));
         }
-        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return bad(format!("weight decay {} must be >= 0", self.weight_decay));
+        if self.lr > 10.0 {
+            return bad(format!("learning rate {} must be at most 10", self.lr));
+        }
+        if !(self.weight_decay.is_finite() && (0.0..=1.0).contains(&self.weight_decay)) {
+            return bad(format!(
+                "weight decay {} must be in [0, 1]",
+                self.weight_decay
+            ));
+        }
+        if !(self.momentum.is_finite() && (0.0..1.0).contains(&self.momentum)) {
+            return bad(format!("momentum {} must be in [0, 1)", self.momentum));
+        }
+        if !(1..=MAX_EPOCHS).contains(&self.epochs) {
+            return bad(format!(
+                "epochs {} must be in 1..={MAX_EPOCHS}",
+                self.epochs
+            ));
+        }
+        if threads > MAX_THREADS || self.threads > MAX_THREADS {
+            return bad(format!(
+                "threads {} must be at most {MAX_THREADS}",
+                threads.max(self.threads)
+            ));
         }
         if self.shift > 8 {
             return bad(format!("shift {} must be at most 8 pixels", self.shift));
         }
-        if self.batch_size == 0 {
-            return bad("batch size must be > 0".into());
+        if !(1..=MAX_BATCH).contains(&self.batch_size) {
+            return bad(format!(
+                "batch size {} must be in 1..={MAX_BATCH}",
+                self.batch_size
+            ));
         }
         if !(0.0..1.0).contains(&self.val_split) {
             return bad(format!(
@@ -251,8 +295,11 @@ impl TrainSettings {
                 self.warmup_epochs, self.epochs
             ));
         }
-        if !(self.norm_std.is_finite() && self.norm_std > 0.0) {
-            return bad(format!("normalization std {} must be > 0", self.norm_std));
+        if !self.norm().is_valid() {
+            return bad(format!(
+                "normalization mean {} / std {} (the mean must be finite, the std in (0, 1000])",
+                self.norm_mean, self.norm_std
+            ));
         }
         let optimizer = match self.optimizer.as_str() {
             "adam" => OptimizerConfig::Adam {
@@ -500,8 +547,25 @@ pub fn train(
             .checkpoint
             .as_ref()
             .ok_or_else(|| TrainError::Settings("resume file is not a checkpoint".into()))?;
-        let info: CheckpointInfo = serde_json::from_str(&state.json)
-            .map_err(|e| TrainError::Settings(format!("checkpoint JSON: {e}")))?;
+        let info = checkpoint_info(Path::new("checkpoint"), ck)?;
+        if info.settings.model != settings.model
+            || info.settings.act != settings.act
+            || info.settings.optimizer != settings.optimizer
+            || info.settings.norm() != settings.norm()
+        {
+            return Err(TrainError::Settings(
+                "resume settings differ from the checkpoint's model, activation, optimizer or normalization"
+                    .into(),
+            ));
+        }
+        let batches = train.len().div_ceil(settings.batch_size) as u64;
+        if state.optimizer.step != u64::from(state.epoch) * batches {
+            return Err(TrainError::Settings(format!(
+                "the checkpoint took {} optimizer steps in {} epochs, but this data set gives {batches} batches per epoch: \
+                 resume with the run's data (same --data and limits)",
+                state.optimizer.step, state.epoch
+            )));
+        }
         trainer.load(&ck.params, &state.optimizer)?;
         rng.state = state.rng_state;
         start_epoch = state.epoch;
@@ -619,22 +683,27 @@ pub fn train(
         write_reports(out_dir, &history)?;
         last_test = Some(te);
     }
+    let model_path = out_dir.join(files::MODEL);
     let test_report = match last_test {
         Some(t) => t,
-        None => evaluate(trainer, &test, norm, EVAL_BATCH)?,
+        None => {
+            // Nothing left to train: the run was finished, or killed after
+            // its last checkpoint but before the files that follow it were
+            // written. Rewrite them from the checkpoint, so the model,
+            // metrics and plots always match it.
+            ModelFile {
+                meta,
+                params: trainer.params()?,
+                checkpoint: None,
+            }
+            .save(&model_path)?;
+            write_reports(out_dir, &history)?;
+            evaluate(trainer, &test, norm, EVAL_BATCH)?
+        }
     };
     let p = out_dir.join(files::CONFUSION_PNG);
     plot_confusion(&p, "Confusion matrix (test set)", &test_report.confusion)
         .map_err(|e| out_err(&p, e))?;
-    let model_path = out_dir.join(files::MODEL);
-    if !model_path.exists() {
-        ModelFile {
-            meta,
-            params: trainer.params()?,
-            checkpoint: None,
-        }
-        .save(&model_path)?;
-    }
     Ok(TrainSummary {
         history,
         test: test_report,
@@ -653,19 +722,93 @@ pub fn resume_settings(
     epochs: Option<u32>,
 ) -> Result<(ModelFile, TrainSettings), TrainError> {
     let f = ModelFile::load(path)?;
+    let info = checkpoint_info(path, &f)?;
+    let mut s = info.settings;
+    if let Some(e) = epochs {
+        s.epochs = e;
+    }
+    Ok((f, s))
+}
+
+/// The checkpoint section of `f` (read from `path`) with its JSON parsed,
+/// after checking that everything in it agrees: the settings are valid and
+/// name the model, activation and normalization of the header; the epoch is
+/// within the run and its history; the optimizer buffers fit the optimizer
+/// and hold finite values.
+///
+/// # Errors
+/// [`TrainError::Checkpoint`] naming the file and the first disagreement.
+pub fn checkpoint_info(path: &Path, f: &ModelFile) -> Result<CheckpointInfo, TrainError> {
+    let bad = |msg: String| TrainError::Checkpoint {
+        path: path.to_owned(),
+        msg,
+    };
     let state = f
         .checkpoint
         .as_ref()
         .ok_or_else(|| ModelFileError::NotACheckpoint {
             path: path.to_owned(),
         })?;
-    let info: CheckpointInfo = serde_json::from_str(&state.json)
-        .map_err(|e| TrainError::Settings(format!("{}: checkpoint JSON: {e}", path.display())))?;
-    let mut s = info.settings;
-    if let Some(e) = epochs {
-        s.epochs = e;
+    let info: CheckpointInfo =
+        serde_json::from_str(&state.json).map_err(|e| bad(format!("checkpoint JSON: {e}")))?;
+    let s = &info.settings;
+    let cfg = s
+        .trainer_config(s.threads)
+        .map_err(|e| bad(format!("settings: {e}")))?;
+    if cfg.kind != f.meta.kind || cfg.act != f.meta.act || s.norm() != f.meta.norm {
+        return Err(bad(format!(
+            "settings say {} {} {}, the header says {} {} {}",
+            s.model,
+            s.act,
+            s.norm(),
+            crate::modelfile::kind_name(f.meta.kind),
+            crate::modelfile::act_name(f.meta.act),
+            f.meta.norm
+        )));
     }
-    Ok((f, s))
+    if state.epoch == 0 || state.epoch > s.epochs {
+        return Err(bad(format!(
+            "epoch {} is outside the run's 1..={} epochs",
+            state.epoch, s.epochs
+        )));
+    }
+    if info.history.len() < state.epoch as usize {
+        return Err(bad(format!(
+            "epoch {} but a history of {} epochs",
+            state.epoch,
+            info.history.len()
+        )));
+    }
+    let o = &state.optimizer;
+    let n = f.params.len();
+    let fits = match cfg.optimizer {
+        crate::trainer::OptimizerConfig::Adam { .. } => o.m.len() == n && o.v.len() == n,
+        crate::trainer::OptimizerConfig::Sgd { .. } => {
+            (o.m.is_empty() || o.m.len() == n) && o.v.is_empty()
+        }
+    };
+    if !fits {
+        return Err(bad(format!(
+            "optimizer state ({} + {} values) does not fit {} on {n} parameters",
+            o.m.len(),
+            o.v.len(),
+            s.optimizer
+        )));
+    }
+    for (name, buf) in [("first moment", &o.m), ("second moment", &o.v)] {
+        if let Some((i, v)) = buf.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(bad(format!("optimizer {name} [{i}] is {v}")));
+        }
+    }
+    if let Some((i, v)) = o.v.iter().enumerate().find(|(_, v)| **v < 0.0) {
+        return Err(bad(format!(
+            "optimizer second moment [{i}] is negative ({v})"
+        )));
+    }
+    if o.step == 0 {
+        return Err(bad("optimizer step 0 after a completed epoch".into()));
+    }
+    Ok(info)
 }
 
 #[cfg(test)]

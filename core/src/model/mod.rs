@@ -337,7 +337,8 @@ pub fn accumulate_gradients<M: Model>(
 ///
 /// # Panics
 ///
-/// If `label >= CLASSES`.
+/// If `label >= CLASSES` (a programming error for labels the caller
+/// produced; for labels read from outside use [`try_train_step_sample`]).
 #[allow(clippy::too_many_arguments)]
 pub fn train_step_sample<M: Model, O: Optimizer>(
     model: &M,
@@ -362,7 +363,8 @@ pub fn train_step_sample<M: Model, O: Optimizer>(
 /// # Panics
 ///
 /// If `images` is empty, if `images` and `labels` differ in length, or if
-/// a label is `>= CLASSES`.
+/// a label is `>= CLASSES` (for data from outside use
+/// [`try_train_step_batch`], which returns these as errors).
 #[allow(clippy::too_many_arguments)]
 pub fn train_step_batch<M: Model, O: Optimizer>(
     model: &M,
@@ -388,6 +390,112 @@ pub fn train_step_batch<M: Model, O: Optimizer>(
     }
     opt.step(params, grads, opt_state);
     loss * scale
+}
+
+/// Why [`try_train_step_sample`] or [`try_train_step_batch`] refused a step
+/// (nothing was changed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StepError {
+    /// A label is not a class index (`>= CLASSES`).
+    Label {
+        /// Position in the batch.
+        index: usize,
+        /// The label.
+        label: u8,
+    },
+    /// `images` and `labels` differ in length.
+    Length {
+        /// Images given.
+        images: usize,
+        /// Labels given.
+        labels: usize,
+    },
+    /// The batch is empty.
+    Empty,
+}
+
+impl core::fmt::Display for StepError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Label { index, label } => write!(
+                f,
+                "label {label} at batch position {index} is not a class (0..{CLASSES})"
+            ),
+            Self::Length { images, labels } => {
+                write!(f, "{images} images but {labels} labels")
+            }
+            Self::Empty => f.write_str("empty batch"),
+        }
+    }
+}
+
+impl core::error::Error for StepError {}
+
+fn check_batch(images: usize, labels: &[u8]) -> Result<(), StepError> {
+    if images != labels.len() {
+        return Err(StepError::Length {
+            images,
+            labels: labels.len(),
+        });
+    }
+    if images == 0 {
+        return Err(StepError::Empty);
+    }
+    match labels.iter().position(|&l| usize::from(l) >= CLASSES) {
+        Some(index) => Err(StepError::Label {
+            index,
+            label: labels[index],
+        }),
+        None => Ok(()),
+    }
+}
+
+/// [`train_step_sample`] for labels from outside: a label `>= CLASSES` is an
+/// error instead of a panic, and nothing is changed.
+///
+/// # Errors
+///
+/// [`StepError::Label`].
+#[allow(clippy::too_many_arguments)]
+pub fn try_train_step_sample<M: Model, O: Optimizer>(
+    model: &M,
+    params: &mut M::Params,
+    grads: &mut M::Params,
+    acts: &mut M::Activations,
+    opt: &O,
+    opt_state: &mut O::State<M::Params>,
+    x: &Image,
+    label: u8,
+) -> Result<f32, StepError> {
+    check_batch(1, &[label])?;
+    Ok(train_step_sample(
+        model, params, grads, acts, opt, opt_state, x, label,
+    ))
+}
+
+/// [`train_step_batch`] for data from outside: a label `>= CLASSES`, an
+/// empty batch or a length mismatch is an error instead of a panic, and
+/// nothing is changed.
+///
+/// # Errors
+///
+/// See [`StepError`].
+#[allow(clippy::too_many_arguments)]
+pub fn try_train_step_batch<M: Model, O: Optimizer>(
+    model: &M,
+    params: &mut M::Params,
+    grads: &mut M::Params,
+    acts: &mut M::Activations,
+    opt: &O,
+    opt_state: &mut O::State<M::Params>,
+    images: &[Image],
+    labels: &[u8],
+) -> Result<f32, StepError> {
+    check_batch(images.len(), labels)?;
+    Ok(train_step_batch(
+        model, params, grads, acts, opt, opt_state, images, labels,
+    ))
 }
 
 /// Flattened view of a 4-D tensor.

@@ -374,3 +374,78 @@ fn training_step_without_heap() {
         .join()
         .unwrap();
 }
+
+#[test]
+fn checked_steps_refuse_bad_labels_without_touching_the_model() {
+    let model = LeNet5 {
+        act: Activation::Relu,
+    };
+    let mut params = Box::new(LeNet5Params::zeroed());
+    model.init(&mut params, &mut Rng::new(1));
+    let before = params.clone();
+    let mut grads = Box::new(LeNet5Params::zeroed());
+    let mut acts = Box::new(LeNet5Activations::zeroed());
+    let opt = Sgd::new(0.1);
+    let mut st = SgdState::new(LeNet5Params::zeroed());
+    let x: Image = [[[0.5; 28]; 28]; 1];
+    let imgs = [x, x];
+    let mut step = |labels: &[u8]| {
+        try_train_step_batch(
+            &model,
+            &mut params,
+            &mut grads,
+            &mut acts,
+            &opt,
+            &mut st,
+            &imgs[..labels.len().min(2)],
+            labels,
+        )
+    };
+    assert_eq!(
+        step(&[3, 10]),
+        Err(StepError::Label {
+            index: 1,
+            label: 10
+        })
+    );
+    assert_eq!(
+        step(&[255]),
+        Err(StepError::Label {
+            index: 0,
+            label: 255
+        })
+    );
+    assert_eq!(step(&[]), Err(StepError::Empty));
+    assert_eq!(
+        step(&[1, 2, 3]),
+        Err(StepError::Length {
+            images: 2,
+            labels: 3
+        })
+    );
+    assert!(step(&[3, 9]).is_ok());
+    assert!(*params != *before, "a valid batch steps");
+    let after = params.clone();
+    assert!(
+        try_train_step_sample(
+            &model,
+            &mut params,
+            &mut grads,
+            &mut acts,
+            &opt,
+            &mut st,
+            &x,
+            10
+        )
+        .is_err()
+    );
+    assert!(*params == *after, "a refused step changes nothing");
+    assert!(
+        StepError::Label {
+            index: 0,
+            label: 10
+        }
+        .to_string()
+        .contains("label 10")
+    );
+}

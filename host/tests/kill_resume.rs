@@ -1,0 +1,202 @@
+//! `host train` killed with SIGKILL at exact points inside every
+//! write-and-rename of an epoch's files (through the `LENET_CRASH_AT` hook of
+//! `lenet_host::fsutil`), resumed, must end with the same model, checkpoint,
+//! metrics and plots as a run that was never interrupted. The only fields
+//! allowed to differ are the wall-clock ones (`seconds`, `images_per_sec`).
+#![cfg(unix)]
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use lenet_host::data::{Splits, synth};
+use lenet_host::fsutil::CRASH_ENV;
+use lenet_host::modelfile::ModelFile;
+use lenet_host::train::{CheckpointInfo, files};
+
+const EPOCHS: u32 = 3;
+
+fn host(args: &[&str], crash: Option<&str>) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_host"));
+    c.args(args).env_remove(CRASH_ENV).env("LENET_FONT", "none");
+    if let Some(p) = crash {
+        c.env(CRASH_ENV, p);
+    }
+    c.output().expect("run host")
+}
+
+fn train_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--model",
+        "lenet5-max",
+        "--act",
+        "relu",
+        "--lr",
+        "3e-3",
+        "--batch-size",
+        "50",
+        "--epochs",
+        "3",
+    ]
+}
+
+/// The outputs with wall-clock fields removed, file by file.
+fn outputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| {
+            let b = std::fs::read(dir.join(&n)).unwrap();
+            let b = match n.as_str() {
+                files::METRICS => String::from_utf8(b)
+                    .unwrap()
+                    .lines()
+                    .map(|l| l.rsplitn(3, ',').nth(2).unwrap().to_string() + "\n")
+                    .collect::<String>()
+                    .into_bytes(),
+                files::CHECKPOINT => {
+                    let mut f = ModelFile::from_bytes(Path::new(&n), &b).unwrap();
+                    let c = f.checkpoint.as_mut().unwrap();
+                    let mut info: CheckpointInfo = serde_json::from_str(&c.json).unwrap();
+                    for m in &mut info.history {
+                        m.seconds = 0.0;
+                        m.images_per_sec = 0.0;
+                    }
+                    c.json = serde_json::to_string(&info).unwrap();
+                    f.to_bytes()
+                }
+                _ => b,
+            };
+            (n, b)
+        })
+        .collect()
+}
+
+#[test]
+fn killed_at_every_write_point_then_resumed_equals_an_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    synth::write_idx_dir(
+        &data,
+        &Splits {
+            train: synth::toy(600, 1),
+            test: synth::toy(200, 2),
+        },
+        false,
+    );
+    let data_s = data.to_str().unwrap();
+    let reference: PathBuf = tmp.path().join("reference");
+    let ref_s = reference.to_str().unwrap();
+    let o = host(&train_args(data_s, ref_s), None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ref_line = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .replace(ref_s, "OUT");
+    let want = outputs(&reference);
+    assert_eq!(
+        want.len(),
+        6,
+        "{:?}",
+        want.iter().map(|w| &w.0).collect::<Vec<_>>()
+    );
+
+    // Every write of an epoch, in order: checkpoint, model, metrics, plots;
+    // and the confusion matrix at the end. Three points in each write.
+    let mut points = Vec::new();
+    for epoch in 1..=EPOCHS {
+        for f in [files::CHECKPOINT, files::MODEL] {
+            for stage in ["tmp-written", "renamed", "done"] {
+                points.push(format!("{stage}:{f}@{epoch}"));
+            }
+        }
+    }
+    for p in [
+        format!("renamed:{}@2", files::METRICS),
+        format!("tmp-written:{}@1", files::LOSS_PNG),
+        format!("done:{}@3", files::ACCURACY_PNG),
+    ] {
+        points.push(p);
+    }
+    for stage in ["tmp-written", "renamed", "done"] {
+        points.push(format!("{stage}:{}", files::CONFUSION_PNG));
+    }
+    assert!(points.len() >= 20);
+
+    let mut survived = 0;
+    for (i, point) in points.iter().enumerate() {
+        let out = tmp.path().join(format!("run{i}"));
+        let out_s = out.to_str().unwrap();
+        let o = host(&train_args(data_s, out_s), Some(point));
+        assert_eq!(
+            o.status.signal(),
+            Some(9),
+            "{point}: not killed ({:?}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let ck = out.join(files::CHECKPOINT);
+        let o = if ck.exists() {
+            host(
+                &["train", "--resume", ck.to_str().unwrap(), "--data", data_s],
+                None,
+            )
+        } else {
+            // Killed before the first checkpoint: start again.
+            host(&train_args(data_s, out_s), None)
+        };
+        assert!(
+            o.status.success(),
+            "{point}: resume failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let got = outputs(&out);
+        let names = |v: &[(String, Vec<u8>)]| v.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            names(&got),
+            names(&want),
+            "{point}: files (stale temporaries?)"
+        );
+        for ((n, a), (_, b)) in got.iter().zip(&want) {
+            assert!(a == b, "{point}: {n} differs from the uninterrupted run");
+        }
+        let line = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .last()
+            .unwrap()
+            .replace(out_s, "OUT");
+        assert_eq!(line, ref_line, "{point}: reported result");
+        survived += 1;
+    }
+    eprintln!("kill points survived: {survived} of {}", points.len());
+
+    // Resuming the finished run reports it exactly and changes nothing.
+    let ck = reference.join(files::CHECKPOINT);
+    let o = host(
+        &["train", "--resume", ck.to_str().unwrap(), "--data", data_s],
+        None,
+    );
+    assert!(o.status.success());
+    let line = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .replace(ref_s, "OUT");
+    assert_eq!(line, ref_line);
+    assert!(outputs(&reference) == want);
+}
