@@ -19,7 +19,7 @@ mod net;
 mod simd;
 mod single;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use crate::trainer::{
     OptimizerConfig, OptimizerState, Trainer, TrainerConfig, TrainerError, check_state, core_adam,

@@ -223,13 +223,14 @@ fn reference_batch(
 
 /// Checks `|a - b| <= atol + rtol * |b|` element-wise, naming the worst.
 #[track_caller]
-fn assert_close(what: &str, a: &[f32], b: &[f64], atol: f64, rtol: f64) {
+pub(crate) fn assert_close(what: &str, a: &[f32], b: &[f64], atol: f64, rtol: f64) {
     assert_eq!(a.len(), b.len(), "{what}: length");
     let mut worst = (0.0f64, 0usize);
     for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
         let excess = (f64::from(x) - y).abs() - (atol + rtol * y.abs());
-        if excess > worst.0 || x.is_nan() {
-            worst = (excess.max(f64::MAX * f64::from(u8::from(x.is_nan()))), i);
+        let nan = x.is_nan() || y.is_nan();
+        if excess > worst.0 || nan {
+            worst = (excess.max(f64::MAX * f64::from(u8::from(nan))), i);
         }
     }
     let i = worst.1;

@@ -53,25 +53,12 @@ fn batch(n: usize, seed: u64) -> (Vec<f32>, Vec<u8>) {
     (x, labels)
 }
 
-/// `|a - b| <= atol + rtol |b|` everywhere; panics with the worst element.
+/// The CPU trainer tests' check, `|a - b| <= atol + rtol |b|`, on `f32`
+/// references.
+#[track_caller]
 fn assert_close(what: &str, a: &[f32], b: &[f32], atol: f32, rtol: f32) {
-    assert_eq!(a.len(), b.len(), "{what}: lengths");
-    let mut worst = (0.0f32, 0usize);
-    for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
-        let excess = (x - y).abs() - (atol + rtol * y.abs());
-        assert!(!x.is_nan() && !y.is_nan(), "{what}[{i}]: {x} vs {y}");
-        if excess > worst.0 {
-            worst = (excess, i);
-        }
-    }
-    let i = worst.1;
-    assert!(
-        worst.0 <= 0.0,
-        "{what}[{i}]: {} vs {} (|diff| {} > {atol} + {rtol} |b|)",
-        a[i],
-        b[i],
-        (a[i] - b[i]).abs()
-    );
+    let b: Vec<f64> = b.iter().map(|&v| f64::from(v)).collect();
+    crate::cpu::tests::assert_close(what, a, &b, f64::from(atol), f64::from(rtol));
 }
 
 #[test]
