@@ -75,6 +75,7 @@
 
 pub mod activation;
 pub mod conv;
+pub mod dropout;
 pub mod head;
 pub mod init;
 pub mod linear;
@@ -84,6 +85,7 @@ pub mod model;
 pub mod optim;
 pub mod pool;
 pub mod quant;
+pub mod resize;
 pub mod shape;
 
 #[cfg(feature = "defmt")]

@@ -26,7 +26,7 @@ use super::ModelKind;
 
 /// One layer of a network, PyTorch semantics (weights `[out][in][kh][kw]`
 /// and `[out][in]`, zero padding, pooling in floor mode).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum Layer {
     /// `nn.Conv2d(in_channels, out_channels, kernel, stride, padding)`,
@@ -68,6 +68,23 @@ pub enum Layer {
         /// Output features.
         out_features: usize,
     },
+    /// `nn.Dropout(p)`: in training each value is zeroed with probability
+    /// `p` and the others are multiplied by `1 / (1 - p)`; the identity in
+    /// inference. The mask is [`crate::dropout::mask`] (seeded, the same on
+    /// every back end), not PyTorch's generator.
+    Dropout {
+        /// Probability of zeroing, in `[0, 1)`.
+        p: f32,
+    },
+    /// `nn.Upsample(size=(h, w), mode="bilinear", align_corners=False)`,
+    /// which is what torchvision's `Resize((h, w))` computes on a tensor
+    /// when it enlarges (see [`crate::resize`]).
+    Upsample {
+        /// Output rows.
+        h: usize,
+        /// Output columns.
+        w: usize,
+    },
 }
 
 /// A feature map's shape `(C, H, W)`; a vector of `n` features is
@@ -95,7 +112,7 @@ impl Shape3 {
 }
 
 /// Why a layer cannot take an input of some shape.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ShapeError {
     /// The input shape.
     pub input: Shape3,
@@ -160,6 +177,20 @@ impl Layer {
                 }
             }
             Layer::Act => Ok(x),
+            Layer::Dropout { p } => {
+                if p >= 0.0 && p < 1.0 {
+                    Ok(x)
+                } else {
+                    bad
+                }
+            }
+            Layer::Upsample { h, w } => {
+                if h == 0 || w == 0 || x.h == 0 || x.w == 0 {
+                    bad
+                } else {
+                    Ok(Shape3 { c: x.c, h, w })
+                }
+            }
             Layer::AvgPool2d { kernel, stride } | Layer::MaxPool2d { kernel, stride } => {
                 match (
                     window_out(x.h, kernel, 0, stride),

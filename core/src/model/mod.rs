@@ -60,10 +60,12 @@
 //! assert!(loss.is_finite() && state.t == 1);
 //! ```
 
+mod arch;
 mod layers;
 mod lenet5;
 mod lenet5_max;
 
+pub use arch::{AlexNetConfig, Arch, Layers, MAX_LAYERS, VggConfig};
 pub use layers::{INPUT_SHAPE, Layer, Shape3, ShapeError};
 
 pub use lenet5::{LeNet5, LeNet5Activations, LeNet5Params};

@@ -1,0 +1,419 @@
+//! Every network the project trains, as a layer list: the three LeNets and
+//! the course notes' larger networks (a 64/128-channel ReLU CNN, VGG and
+//! AlexNet), with the options the notes use to shrink them.
+//!
+//! An [`Arch`] is small and `Copy` (it is what a model file records);
+//! [`Arch::layers`] builds its list without a heap.
+//!
+//! # Examples
+//!
+//! ```
+//! use lenet_core::model::{Arch, Layer, VggConfig};
+//! assert_eq!(Arch::Cnn.num_params(), 896_522);
+//! // The notes' small VGG: channels divided by 4, 224x224 inputs resized
+//! // from 28x28 by the first layer.
+//! let vgg = Arch::Vgg(VggConfig { width_div: 4, ..VggConfig::NOTES });
+//! assert_eq!(vgg.layers()[0], Layer::Upsample { h: 224, w: 224 });
+//! assert_eq!(vgg.check(), Ok(()));
+//! ```
+
+use super::layers::{INPUT_SHAPE, Layer, Shape3, ShapeError};
+use super::{CLASSES, ModelKind};
+
+/// Longest layer list of any [`Arch`].
+pub const MAX_LAYERS: usize = 40;
+
+/// A layer list, on the stack.
+pub type Layers = heapless::Vec<Layer, MAX_LAYERS>;
+
+/// VGG as in the course notes: blocks of 3x3 convolutions (padding 1) and
+/// ReLU, each block ending in 2x2 max pooling, then
+/// `Linear -> ReLU -> Dropout(0.5)` twice and `Linear(10)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VggConfig {
+    /// How many of the notes' five blocks `((1, 64), (1, 128), (2, 256),
+    /// (2, 512), (2, 512))` (convolutions, channels), from the first.
+    pub blocks: u8,
+    /// Channels divided by this (the notes' small variant uses 4).
+    pub width_div: u16,
+    /// Input side: 28 keeps the images as they are, anything else resizes
+    /// them bilinearly first.
+    pub size: u16,
+    /// Units of the two hidden dense layers.
+    pub hidden: u32,
+}
+
+impl VggConfig {
+    /// The notes' VGG-11: five blocks, full width, 224x224, 4096 units.
+    pub const NOTES: VggConfig = VggConfig {
+        blocks: 5,
+        width_div: 1,
+        size: 224,
+        hidden: 4096,
+    };
+}
+
+/// AlexNet as in the course notes' layer list: 11x11 stride-4 convolution
+/// (padding 1), 5x5 (padding 2), three 3x3 (padding 1), ReLU after each,
+/// 3x3 stride-2 max pooling after the first, second and fifth, then
+/// `Linear -> ReLU -> Dropout(0.5)` twice and `Linear(10)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AlexNetConfig {
+    /// Channels `(96, 256, 384, 384, 256)` divided by this.
+    pub width_div: u16,
+    /// Input side (the notes: 224); the 28x28 images are resized to it.
+    pub size: u16,
+    /// Units of the two hidden dense layers.
+    pub hidden: u32,
+}
+
+impl AlexNetConfig {
+    /// The notes' AlexNet: full width, 224x224, 4096 units.
+    pub const NOTES: AlexNetConfig = AlexNetConfig {
+        width_div: 1,
+        size: 224,
+        hidden: 4096,
+    };
+}
+
+/// Which network, with its options.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    /// One of the LeNet-5 models (the only ones with `no_std` structs and
+    /// an int8 path).
+    LeNet(ModelKind),
+    /// The notes' CNN: `Conv2d(1,64,3) -> MaxPool2d(2) -> ReLU ->
+    /// Conv2d(64,128,3) -> MaxPool2d(2) -> ReLU -> Flatten(3200) ->
+    /// Linear(256) -> ReLU -> Linear(10)`; 896,522 parameters.
+    Cnn,
+    /// VGG (see [`VggConfig`]).
+    Vgg(VggConfig),
+    /// AlexNet (see [`AlexNetConfig`]).
+    AlexNet(AlexNetConfig),
+}
+
+const VGG_BLOCKS: [(usize, usize); 5] = [(1, 64), (1, 128), (2, 256), (2, 512), (2, 512)];
+const ALEX_CHANNELS: [usize; 5] = [96, 256, 384, 384, 256];
+
+fn conv(i: usize, o: usize, k: usize, padding: usize, stride: usize) -> Layer {
+    Layer::Conv2d {
+        in_channels: i,
+        out_channels: o,
+        kernel: k,
+        padding,
+        stride,
+    }
+}
+
+fn linear(i: usize, o: usize) -> Layer {
+    Layer::Linear {
+        in_features: i,
+        out_features: o,
+    }
+}
+
+/// `n / div`, at least 1.
+fn div(n: usize, d: u16) -> usize {
+    (n / usize::from(d.max(1))).max(1)
+}
+
+struct Builder {
+    layers: Layers,
+    shape: Shape3,
+    ok: bool,
+}
+
+impl Builder {
+    fn new() -> Builder {
+        Builder {
+            layers: Layers::new(),
+            shape: INPUT_SHAPE,
+            ok: true,
+        }
+    }
+
+    fn push(&mut self, l: Layer) {
+        match l.output_shape(self.shape) {
+            Ok(s) => self.shape = s,
+            // Keep the list (so `check` can name the layer) but stop
+            // tracking the shape.
+            Err(_) => self.ok = false,
+        }
+        if self.layers.push(l).is_err() {
+            self.ok = false;
+        }
+    }
+
+    fn resize(&mut self, size: u16) {
+        let s = usize::from(size);
+        if s != INPUT_SHAPE.h {
+            self.push(Layer::Upsample { h: s, w: s });
+        }
+    }
+
+    fn head(&mut self, hidden: usize) {
+        self.push(Layer::Flatten);
+        self.push(linear(self.shape.len(), hidden));
+        self.push(Layer::Act);
+        self.push(Layer::Dropout { p: 0.5 });
+        self.push(linear(hidden, hidden));
+        self.push(Layer::Act);
+        self.push(Layer::Dropout { p: 0.5 });
+        self.push(linear(hidden, CLASSES));
+    }
+}
+
+impl Arch {
+    /// The course notes' versions of the larger networks, and the LeNets.
+    pub const ALL_NAMES: [&'static str; 6] =
+        ["lenet5", "lenet5-max", "lenet5-wide", "cnn", "vgg", "alexnet"];
+
+    /// The network as the layer list of its PyTorch `nn.Sequential`
+    /// (hidden activations are [`Layer::Act`]: ReLU for the larger
+    /// networks, as in the notes).
+    pub fn layers(self) -> Layers {
+        let mut b = Builder::new();
+        match self {
+            Arch::LeNet(kind) => {
+                for l in kind.layers() {
+                    b.push(*l);
+                }
+            }
+            Arch::Cnn => {
+                let pool = Layer::MaxPool2d {
+                    kernel: 2,
+                    stride: 2,
+                };
+                for l in [
+                    conv(1, 64, 3, 0, 1),
+                    pool,
+                    Layer::Act,
+                    conv(64, 128, 3, 0, 1),
+                    pool,
+                    Layer::Act,
+                    Layer::Flatten,
+                    linear(3200, 256),
+                    Layer::Act,
+                    linear(256, CLASSES),
+                ] {
+                    b.push(l);
+                }
+            }
+            Arch::Vgg(c) => {
+                b.resize(c.size);
+                let mut ch = 1;
+                for &(convs, out) in VGG_BLOCKS.iter().take(usize::from(c.blocks)) {
+                    let out = div(out, c.width_div);
+                    for _ in 0..convs {
+                        b.push(conv(ch, out, 3, 1, 1));
+                        b.push(Layer::Act);
+                        ch = out;
+                    }
+                    b.push(Layer::MaxPool2d {
+                        kernel: 2,
+                        stride: 2,
+                    });
+                }
+                b.head(c.hidden as usize);
+            }
+            Arch::AlexNet(c) => {
+                b.resize(c.size);
+                let [c1, c2, c3, c4, c5] = ALEX_CHANNELS.map(|n| div(n, c.width_div));
+                let pool = Layer::MaxPool2d {
+                    kernel: 3,
+                    stride: 2,
+                };
+                for l in [
+                    conv(1, c1, 11, 1, 4),
+                    Layer::Act,
+                    pool,
+                    conv(c1, c2, 5, 2, 1),
+                    Layer::Act,
+                    pool,
+                    conv(c2, c3, 3, 1, 1),
+                    Layer::Act,
+                    conv(c3, c4, 3, 1, 1),
+                    Layer::Act,
+                    conv(c4, c5, 3, 1, 1),
+                    Layer::Act,
+                    pool,
+                ] {
+                    b.push(l);
+                }
+                b.head(c.hidden as usize);
+            }
+        }
+        b.layers
+    }
+
+    /// Checks that every layer takes its input and that the network ends
+    /// in 10 logits.
+    ///
+    /// # Errors
+    /// The first layer that does not fit (a too small input, too many
+    /// blocks for the input side, zero hidden units, ...).
+    pub fn check(self) -> Result<(), ShapeError> {
+        if let (Arch::Vgg(VggConfig { blocks, .. }), true) = (self, true) {
+            if !(1..=5).contains(&blocks) {
+                return Err(ShapeError {
+                    input: INPUT_SHAPE,
+                    layer: Layer::Flatten,
+                });
+            }
+        }
+        let mut s = INPUT_SHAPE;
+        for l in self.layers() {
+            s = l.output_shape(s)?;
+            if s.is_empty() {
+                return Err(ShapeError { input: s, layer: l });
+            }
+        }
+        if s.len() != CLASSES {
+            return Err(ShapeError {
+                input: s,
+                layer: Layer::Flatten,
+            });
+        }
+        Ok(())
+    }
+
+    /// Shape after each layer, from the 28x28 input.
+    pub fn shapes(self) -> heapless::Vec<Shape3, MAX_LAYERS> {
+        let mut s = INPUT_SHAPE;
+        let mut out = heapless::Vec::new();
+        for l in self.layers() {
+            s = l.output_shape(s).unwrap_or(Shape3 { c: 0, h: 0, w: 0 });
+            let _ = out.push(s);
+        }
+        out
+    }
+
+    /// Number of trainable scalars.
+    pub fn num_params(self) -> usize {
+        self.layers().iter().map(|l| l.num_params()).sum()
+    }
+
+    /// Multiply-accumulates of one forward pass on one image.
+    pub fn macs(self) -> u64 {
+        let mut s = INPUT_SHAPE;
+        let mut total = 0u64;
+        for l in self.layers() {
+            let o = l.output_shape(s).unwrap_or(s);
+            total += match l {
+                Layer::Conv2d {
+                    in_channels,
+                    kernel,
+                    ..
+                } => (o.len() * in_channels * kernel * kernel) as u64,
+                Layer::Linear {
+                    in_features,
+                    out_features,
+                } => (in_features * out_features) as u64,
+                _ => 0,
+            };
+            s = o;
+        }
+        total
+    }
+
+    /// Name on the command line and in files: `"lenet5"`, ..., `"cnn"`,
+    /// `"vgg"`, `"alexnet"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Arch::LeNet(k) => k.name(),
+            Arch::Cnn => "cnn",
+            Arch::Vgg(_) => "vgg",
+            Arch::AlexNet(_) => "alexnet",
+        }
+    }
+
+    /// The LeNet kind, if it is one.
+    pub const fn lenet(self) -> Option<ModelKind> {
+        match self {
+            Arch::LeNet(k) => Some(k),
+            _ => None,
+        }
+    }
+}
+
+impl From<ModelKind> for Arch {
+    fn from(k: ModelKind) -> Arch {
+        Arch::LeNet(k)
+    }
+}
+
+impl core::fmt::Display for Arch {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Arch::LeNet(_) | Arch::Cnn => f.write_str(self.name()),
+            Arch::Vgg(c) => write!(
+                f,
+                "vgg ({} blocks, width /{}, {}x{}, {} hidden)",
+                c.blocks, c.width_div, c.size, c.size, c.hidden
+            ),
+            Arch::AlexNet(c) => write!(
+                f,
+                "alexnet (width /{}, {}x{}, {} hidden)",
+                c.width_div, c.size, c.size, c.hidden
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_notes_networks_have_their_sizes() {
+        assert_eq!(Arch::Cnn.check(), Ok(()));
+        assert_eq!(Arch::Cnn.num_params(), 896_522);
+        let vgg = Arch::Vgg(VggConfig::NOTES);
+        assert_eq!(vgg.check(), Ok(()));
+        // 512 * 7 * 7 -> 4096 after five blocks at 224.
+        assert!(vgg.layers().contains(&linear(25_088, 4096)));
+        assert_eq!(vgg.layers().len(), 1 + 8 * 2 + 5 + 8);
+        let alex = Arch::AlexNet(AlexNetConfig::NOTES);
+        assert_eq!(alex.check(), Ok(()));
+        // 256 * 5 * 5 = 6400 flattened features, as in the notes.
+        assert!(alex.layers().contains(&linear(6400, 4096)));
+        assert_eq!(alex.num_params(), 46_764_746);
+        let small = Arch::Vgg(VggConfig {
+            blocks: 3,
+            width_div: 4,
+            size: 28,
+            hidden: 4096,
+        });
+        assert_eq!(small.check(), Ok(()));
+        assert!(small.layers().contains(&linear(64 * 3 * 3, 4096)));
+        for k in ModelKind::ALL {
+            assert_eq!(Arch::LeNet(k).num_params(), k.num_params());
+            assert_eq!(&Arch::LeNet(k).layers()[..], k.layers());
+        }
+    }
+
+    #[test]
+    fn sizes_that_do_not_fit_are_refused() {
+        let tiny = Arch::AlexNet(AlexNetConfig {
+            size: 40,
+            ..AlexNetConfig::NOTES
+        });
+        assert!(tiny.check().is_err());
+        let deep = Arch::Vgg(VggConfig {
+            blocks: 5,
+            size: 28,
+            ..VggConfig::NOTES
+        });
+        assert!(deep.check().is_err());
+        let zero = Arch::Vgg(VggConfig {
+            blocks: 0,
+            ..VggConfig::NOTES
+        });
+        assert!(zero.check().is_err());
+        let none = Arch::AlexNet(AlexNetConfig {
+            hidden: 0,
+            ..AlexNetConfig::NOTES
+        });
+        assert!(none.check().is_err());
+    }
+}
