@@ -37,7 +37,8 @@ fn trainer(
     init: &[f32],
 ) -> Box<dyn Trainer> {
     let cfg = TrainerConfig {
-        kind,
+        arch: kind.into(),
+        dropout_seed: 0,
         act: Activation::Sigmoid,
         optimizer,
         threads: 1,

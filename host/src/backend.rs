@@ -70,7 +70,7 @@ pub fn cuda_trainer(cfg: &TrainerConfig, seed: u64) -> Result<(Box<dyn Trainer>,
         use crate::gpu::device::Device as _;
         let dev = crate::cuda::CudaDevice::new().map_err(reason)?;
         let name = dev.describe();
-        let init = crate::reference::init_params(cfg.kind, cfg.act, seed);
+        let init = crate::reference::init_params(cfg.arch, seed);
         let t = crate::gpu::GpuTrainer::new(dev, cfg, &init).map_err(reason)?;
         Ok((Box::new(t), name))
     }
@@ -88,7 +88,7 @@ pub fn emu_trainer(cfg: &TrainerConfig, seed: u64) -> Result<Box<dyn Trainer>, S
     {
         use crate::gpu::emu::{EmuDevice, ThreadOrder};
         let dev = EmuDevice::new(ThreadOrder::Ascending).map_err(reason)?;
-        let init = crate::reference::init_params(cfg.kind, cfg.act, seed);
+        let init = crate::reference::init_params(cfg.arch, seed);
         let t = crate::gpu::GpuTrainer::new(dev, cfg, &init).map_err(reason)?;
         Ok(Box::new(t))
     }
@@ -144,7 +144,7 @@ pub fn make_trainer(
 /// # Errors
 /// The worker threads could not be started.
 pub fn cpu_trainer(cfg: &TrainerConfig, seed: u64) -> Result<Box<dyn Trainer>, BackendError> {
-    let init = crate::reference::init_params(cfg.kind, cfg.act, seed);
+    let init = crate::reference::init_params(cfg.arch, seed);
     let t =
         crate::cpu::CpuTrainer::new(cfg, &init).map_err(|e| BackendError::Cpu(e.to_string()))?;
     Ok(Box::new(t))
@@ -166,7 +166,7 @@ pub fn inference_trainer(
     threads: usize,
 ) -> Result<Box<dyn Trainer>, BackendError> {
     let cfg = TrainerConfig {
-        kind,
+        arch: kind.into(),
         act,
         optimizer: OptimizerConfig::Sgd {
             lr: 0.0,
@@ -174,6 +174,7 @@ pub fn inference_trainer(
             weight_decay: 0.0,
         },
         threads,
+        dropout_seed: 0,
     };
     let t =
         crate::cpu::CpuTrainer::new(&cfg, params).map_err(|e| BackendError::Cpu(e.to_string()))?;
@@ -188,7 +189,7 @@ mod tests {
 
     fn cfg() -> TrainerConfig {
         TrainerConfig {
-            kind: ModelKind::LeNet5,
+            arch: ModelKind::LeNet5.into(),
             act: Activation::Sigmoid,
             optimizer: OptimizerConfig::Adam {
                 lr: 1e-3,
@@ -198,6 +199,7 @@ mod tests {
                 weight_decay: 0.0,
             },
             threads: 1,
+            dropout_seed: 0,
         }
     }
 

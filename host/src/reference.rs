@@ -13,7 +13,7 @@
 use lenet_core::init::Rng;
 use lenet_core::loss::{cross_entropy, cross_entropy_backward};
 use lenet_core::model::{
-    CLASSES, Image, LeNet5, LeNet5Activations, LeNet5Max, LeNet5Params, LeNet5Wide, MaxNet,
+    Arch, CLASSES, Image, LeNet5, LeNet5Activations, LeNet5Max, LeNet5Params, LeNet5Wide, MaxNet,
     MaxNetActivations, MaxNetParams, Model, ModelKind,
 };
 use lenet_core::optim::{Adam, AdamState, Parameters, Sgd, SgdState};
@@ -289,29 +289,18 @@ where
 
 /// PyTorch-style initial parameters of `kind` for `seed` (flat,
 /// `state_dict` order), as every back end starts from them.
-pub fn init_params(
-    kind: ModelKind,
-    act: lenet_core::activation::Activation,
-    seed: u64,
-) -> Vec<f32> {
-    fn init<M: HostModel>(model: M, seed: u64) -> Vec<f32>
-    where
-        M::Params: Send + Sync,
-    {
-        let mut p = M::new_params();
-        model.init(&mut p, &mut Rng::new(seed));
-        flatten(&*p)
-    }
-    match kind {
-        ModelKind::LeNet5 => init(LeNet5 { act }, seed),
-        ModelKind::LeNet5Max => init(LeNet5Max { act }, seed),
-        ModelKind::LeNet5Wide => init(LeNet5Wide { act }, seed),
-    }
+pub fn init_params(arch: Arch, seed: u64) -> Vec<f32> {
+    let mut p = vec![0.0; arch.num_params()];
+    arch.init(&mut p, &mut Rng::new(seed));
+    p
 }
 
 /// A boxed reference trainer for `cfg`, initialized from `seed`.
 pub fn new_reference(cfg: &TrainerConfig, seed: u64) -> Box<dyn Trainer> {
-    match cfg.kind {
+    let Some(kind) = cfg.arch.lenet() else {
+        todo!("generic reference")
+    };
+    match kind {
         ModelKind::LeNet5 => Box::new(ReferenceTrainer::new(LeNet5 { act: cfg.act }, cfg, seed)),
         ModelKind::LeNet5Max => {
             Box::new(ReferenceTrainer::new(LeNet5Max { act: cfg.act }, cfg, seed))

@@ -317,10 +317,11 @@ impl TrainSettings {
             o => return bad(format!("optimizer `{o}`")),
         };
         Ok(TrainerConfig {
-            kind,
+            arch: kind.into(),
             act,
             optimizer,
             threads,
+            dropout_seed: self.seed,
         })
     }
 }
@@ -529,7 +530,9 @@ pub fn train(
     std::fs::create_dir_all(out_dir).map_err(|e| out_err(out_dir, e))?;
     let norm = settings.norm();
     let meta = ModelMeta {
-        kind: cfg.kind,
+        kind: cfg.arch.lenet().ok_or_else(|| {
+            TrainError::Settings(format!("model files of {} are not written yet", cfg.arch))
+        })?,
         act: cfg.act,
         norm,
     };
@@ -755,7 +758,7 @@ pub fn checkpoint_info(path: &Path, f: &ModelFile) -> Result<CheckpointInfo, Tra
     let cfg = s
         .trainer_config(s.threads)
         .map_err(|e| bad(format!("settings: {e}")))?;
-    if cfg.kind != f.meta.kind || cfg.act != f.meta.act || s.norm() != f.meta.norm {
+    if cfg.arch != f.meta.kind.into() || cfg.act != f.meta.act || s.norm() != f.meta.norm {
         return Err(bad(format!(
             "settings say {} {} {}, the header says {} {} {}",
             s.model,

@@ -10,7 +10,7 @@ use lenet_core::activation::Activation;
 
 use crate::data::{Dataset, Normalization, PIXELS, SIDE};
 use crate::rng::SplitMix64;
-use lenet_core::model::ModelKind;
+use lenet_core::model::Arch;
 use lenet_core::optim::{Adam, Sgd};
 
 /// Optimizer and its hyper-parameters (PyTorch semantics).
@@ -80,13 +80,15 @@ pub fn core_sgd(opt: OptimizerConfig) -> Sgd {
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainerConfig {
     /// Which network.
-    pub kind: ModelKind,
+    pub arch: Arch,
     /// Hidden-layer activation.
     pub act: Activation,
     /// Optimizer.
     pub optimizer: OptimizerConfig,
     /// Worker threads (CPU back end); 0 means all cores.
     pub threads: usize,
+    /// Seed of the dropout masks (see `lenet_core::dropout`).
+    pub dropout_seed: u64,
 }
 
 /// Optimizer state, flat, in the same order as the parameters.

@@ -19,6 +19,7 @@
 
 use super::layers::{INPUT_SHAPE, Layer, Shape3, ShapeError};
 use super::{CLASSES, ModelKind};
+use crate::init::{Rng, bias_uniform, kaiming_uniform};
 
 /// Longest layer list of any [`Arch`].
 pub const MAX_LAYERS: usize = 40;
@@ -165,8 +166,14 @@ impl Builder {
 
 impl Arch {
     /// The course notes' versions of the larger networks, and the LeNets.
-    pub const ALL_NAMES: [&'static str; 6] =
-        ["lenet5", "lenet5-max", "lenet5-wide", "cnn", "vgg", "alexnet"];
+    pub const ALL_NAMES: [&'static str; 6] = [
+        "lenet5",
+        "lenet5-max",
+        "lenet5-wide",
+        "cnn",
+        "vgg",
+        "alexnet",
+    ];
 
     /// The network as the layer list of its PyTorch `nn.Sequential`
     /// (hidden activations are [`Layer::Act`]: ReLU for the larger
@@ -253,13 +260,13 @@ impl Arch {
     /// The first layer that does not fit (a too small input, too many
     /// blocks for the input side, zero hidden units, ...).
     pub fn check(self) -> Result<(), ShapeError> {
-        if let (Arch::Vgg(VggConfig { blocks, .. }), true) = (self, true) {
-            if !(1..=5).contains(&blocks) {
-                return Err(ShapeError {
-                    input: INPUT_SHAPE,
-                    layer: Layer::Flatten,
-                });
-            }
+        if let Arch::Vgg(VggConfig { blocks, .. }) = self
+            && !(1..=5).contains(&blocks)
+        {
+            return Err(ShapeError {
+                input: INPUT_SHAPE,
+                layer: Layer::Flatten,
+            });
         }
         let mut s = INPUT_SHAPE;
         for l in self.layers() {
@@ -324,6 +331,28 @@ impl Arch {
             Arch::Cnn => "cnn",
             Arch::Vgg(_) => "vgg",
             Arch::AlexNet(_) => "alexnet",
+        }
+    }
+
+    /// PyTorch's default initialization of every layer, in list order:
+    /// weights by [`kaiming_uniform`] and biases by [`bias_uniform`] with
+    /// the layer's fan-in (the LeNet structs' `init` draws the same
+    /// values). `params` is flat, `state_dict` order, of
+    /// [`num_params`](Self::num_params) values.
+    ///
+    /// # Panics
+    /// If `params` has another length.
+    pub fn init(self, params: &mut [f32], rng: &mut Rng) {
+        assert_eq!(params.len(), self.num_params(), "parameter count");
+        let mut off = 0;
+        for l in self.layers() {
+            if let Some((w, b)) = l.param_shapes() {
+                let fan_in = w[1] * w[2] * w[3];
+                let nw = w[0] * fan_in;
+                kaiming_uniform(&mut params[off..off + nw], fan_in, rng);
+                bias_uniform(&mut params[off + nw..off + nw + b], fan_in, rng);
+                off += nw + b;
+            }
         }
     }
 

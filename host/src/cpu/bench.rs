@@ -128,7 +128,7 @@ pub fn measure(
 /// The Adam configuration every bench trains with.
 pub fn bench_config(kind: ModelKind, act: Activation, threads: usize) -> TrainerConfig {
     TrainerConfig {
-        kind,
+        arch: kind.into(),
         act,
         optimizer: OptimizerConfig::Adam {
             lr: 1e-3,
@@ -138,6 +138,7 @@ pub fn bench_config(kind: ModelKind, act: Activation, threads: usize) -> Trainer
             weight_decay: 0.0,
         },
         threads,
+        dropout_seed: 0,
     }
 }
 

@@ -135,7 +135,13 @@ impl CpuTrainer {
             (Isa::Avx2, Isa::Avx512) => Isa::Avx2,
             (_, wanted) => wanted,
         };
-        let expected = num_params(config.kind);
+        let Some(kind) = config.arch.lenet() else {
+            return Err(CpuError::Backend(TrainerError::State(format!(
+                "the LeNet CPU trainer cannot run {}",
+                config.arch
+            ))));
+        };
+        let expected = num_params(kind);
         if params.len() != expected {
             return Err(CpuError::ParamCount {
                 expected,
@@ -153,9 +159,9 @@ impl CpuTrainer {
             .build()
             .map_err(CpuError::ThreadPool)?;
         let engines = (0..threads)
-            .map(|_| net::new_engine(isa, config.act, config.kind))
+            .map(|_| net::new_engine(isa, config.act, kind))
             .collect();
-        let mut prep = Prepared::new(config.kind);
+        let mut prep = Prepared::new(kind);
         prep.update(params);
         let (m, v) = match config.optimizer {
             OptimizerConfig::Adam { .. } => (vec![0.0; expected], vec![0.0; expected]),

@@ -244,7 +244,8 @@ pub(crate) fn assert_close(what: &str, a: &[f32], b: &[f64], atol: f64, rtol: f6
 
 fn config(kind: ModelKind, act: Activation, threads: usize) -> TrainerConfig {
     TrainerConfig {
-        kind,
+        arch: kind.into(),
+        dropout_seed: 0,
         act,
         optimizer: OptimizerConfig::Adam {
             lr: 1e-2,
@@ -497,7 +498,8 @@ fn check_against_core<M: lenet_core::model::Model>(
         );
     }
     let cfg = TrainerConfig {
-        kind,
+        arch: kind.into(),
+        dropout_seed: 0,
         act,
         optimizer: OptimizerConfig::Adam {
             lr: 1e-3,

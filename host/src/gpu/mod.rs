@@ -288,7 +288,7 @@ impl<D: Device> GpuTrainer<D> {
     /// A network the kernels cannot run, a wrong parameter count, or a
     /// device failure.
     pub fn new(mut dev: D, config: &TrainerConfig, init: &[f32]) -> Result<Self, TrainerError> {
-        let sched = Schedule::new(config.kind.layers(), act_code(config.act))?;
+        let sched = Schedule::new(&config.arch.layers(), act_code(config.act))?;
         let n = sched.params;
         if init.len() != n {
             return Err(TrainerError::State(format!(

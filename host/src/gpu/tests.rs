@@ -32,7 +32,8 @@ fn sgd() -> OptimizerConfig {
 
 fn config(kind: ModelKind, act: Activation, optimizer: OptimizerConfig) -> TrainerConfig {
     TrainerConfig {
-        kind,
+        arch: kind.into(),
+        dropout_seed: 0,
         act,
         optimizer,
         threads: 1,
@@ -40,7 +41,7 @@ fn config(kind: ModelKind, act: Activation, optimizer: OptimizerConfig) -> Train
 }
 
 fn emu(cfg: &TrainerConfig, order: ThreadOrder, seed: u64) -> GpuTrainer<EmuDevice> {
-    let init = init_params(cfg.kind, cfg.act, seed);
+    let init = init_params(cfg.arch, seed);
     GpuTrainer::new(EmuDevice::new(order).unwrap(), cfg, &init).unwrap()
 }
 
@@ -112,7 +113,7 @@ fn emulated_cuda_trainer_matches_the_cpu_trainer() {
     };
     for kind in ModelKind::ALL {
         for act in [Activation::Sigmoid, Activation::Relu, Activation::Tanh] {
-            let init = init_params(kind, act, 11);
+            let init = init_params(kind.into(), 11);
             let pair = |opt| {
                 let cfg = config(kind, act, opt);
                 let cpu = CpuTrainer::new(&cfg, &init).unwrap();
