@@ -20,7 +20,8 @@ const BATCH: usize = 256;
 
 fn trainer(kind: ModelKind, act: Activation) -> CpuTrainer {
     let cfg = TrainerConfig {
-        kind,
+        arch: kind.into(),
+        dropout_seed: 0,
         act,
         optimizer: OptimizerConfig::Adam {
             lr: 1e-3,
