@@ -160,13 +160,13 @@ pub fn reference_trainer(cfg: &TrainerConfig, seed: u64) -> Box<dyn Trainer> {
 /// # Errors
 /// Wrong parameter count or no threads.
 pub fn inference_trainer(
-    kind: lenet_core::model::ModelKind,
+    arch: lenet_core::model::Arch,
     act: lenet_core::activation::Activation,
     params: &[f32],
     threads: usize,
 ) -> Result<Box<dyn Trainer>, BackendError> {
     let cfg = TrainerConfig {
-        arch: kind.into(),
+        arch,
         act,
         optimizer: OptimizerConfig::Sgd {
             lr: 0.0,

@@ -56,6 +56,103 @@ pub enum ModelArg {
     /// d2l variant widened to 16 and 32 channels, 512-input fc1 (85,822
     /// parameters).
     Lenet5Wide,
+    /// The notes' 64/128-channel ReLU CNN (896,522 parameters).
+    Cnn,
+    /// The notes' VGG (see --blocks, --width-div, --input-size, --hidden).
+    Vgg,
+    /// The notes' AlexNet (see --width-div, --input-size, --hidden).
+    Alexnet,
+}
+
+impl ModelArg {
+    /// The name in files and settings.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ModelArg::Lenet5 => "lenet5",
+            ModelArg::Lenet5Max => "lenet5-max",
+            ModelArg::Lenet5Wide => "lenet5-wide",
+            ModelArg::Cnn => "cnn",
+            ModelArg::Vgg => "vgg",
+            ModelArg::Alexnet => "alexnet",
+        }
+    }
+
+    /// Whether it is one of the LeNets (sigmoid and lr 5e-3 by default;
+    /// the larger networks default to ReLU and lr 1e-3, as in the notes).
+    pub const fn is_lenet(self) -> bool {
+        matches!(
+            self,
+            ModelArg::Lenet5 | ModelArg::Lenet5Max | ModelArg::Lenet5Wide
+        )
+    }
+}
+
+/// Options of `vgg` and `alexnet` (the defaults are the notes' full-size
+/// networks at 224x224).
+#[derive(Clone, Copy, Debug, Default, Args)]
+pub struct NetArgs {
+    /// VGG: how many of the five blocks to use [default: 5].
+    #[arg(long, value_name = "N")]
+    pub blocks: Option<u8>,
+    /// VGG and AlexNet: divide every convolution's channels by this
+    /// [default: 1; the notes' small VGG uses 4].
+    #[arg(long, value_name = "D")]
+    pub width_div: Option<u16>,
+    /// VGG and AlexNet: resize the 28x28 images bilinearly to this side
+    /// first [default: 224; 28 keeps them as they are].
+    #[arg(long, value_name = "SIDE")]
+    pub input_size: Option<u16>,
+    /// VGG and AlexNet: units of the two hidden dense layers [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub hidden: Option<u32>,
+}
+
+impl NetArgs {
+    /// The options, checked against the model: only `vgg` takes
+    /// `--blocks`, and only `vgg` and `alexnet` take the others.
+    ///
+    /// # Errors
+    /// An option the model does not have.
+    pub fn options(&self, model: ModelArg) -> Result<crate::modelfile::NetOptions> {
+        let given = [
+            ("--blocks", self.blocks.is_some(), model == ModelArg::Vgg),
+            (
+                "--width-div",
+                self.width_div.is_some(),
+                matches!(model, ModelArg::Vgg | ModelArg::Alexnet),
+            ),
+            (
+                "--input-size",
+                self.input_size.is_some(),
+                matches!(model, ModelArg::Vgg | ModelArg::Alexnet),
+            ),
+            (
+                "--hidden",
+                self.hidden.is_some(),
+                matches!(model, ModelArg::Vgg | ModelArg::Alexnet),
+            ),
+        ];
+        for (flag, set, takes) in given {
+            if set && !takes {
+                bail!(
+                    "{flag} is an option of {}, not of --model {}",
+                    if flag == "--blocks" {
+                        "vgg"
+                    } else {
+                        "vgg and alexnet"
+                    },
+                    model.name()
+                );
+            }
+        }
+        let d = crate::modelfile::NetOptions::default();
+        Ok(crate::modelfile::NetOptions {
+            blocks: self.blocks.unwrap_or(d.blocks),
+            width_div: self.width_div.unwrap_or(d.width_div),
+            input_size: self.input_size.unwrap_or(d.input_size),
+            hidden: self.hidden.unwrap_or(d.hidden),
+        })
+    }
 }
 
 /// Hidden activation.
@@ -141,15 +238,20 @@ pub struct TrainArgs {
     /// Network architecture.
     #[arg(long, value_enum, default_value = "lenet5")]
     pub model: ModelArg,
-    /// Hidden-layer activation.
-    #[arg(long, value_enum, default_value = "sigmoid")]
-    pub act: ActArg,
+    /// Options of the larger networks.
+    #[command(flatten)]
+    pub net: NetArgs,
+    /// Hidden-layer activation [default: sigmoid for the LeNets, relu for
+    /// the others].
+    #[arg(long, value_enum)]
+    pub act: Option<ActArg>,
     /// Optimizer.
     #[arg(long, value_enum, default_value = "adam")]
     pub optimizer: OptimizerArg,
-    /// Learning rate (the peak of the schedule).
-    #[arg(long, default_value_t = 5e-3)]
-    pub lr: f32,
+    /// Learning rate, the peak of the schedule [default: 5e-3 for the
+    /// LeNets, 1e-3 for the others].
+    #[arg(long)]
+    pub lr: Option<f32>,
     /// SGD momentum (ignored by Adam).
     #[arg(long, default_value_t = 0.9)]
     pub momentum: f32,
@@ -356,12 +458,13 @@ pub struct FetchArgs {
     pub force: bool,
 }
 
-fn core_kind(m: ModelArg) -> lenet_core::model::ModelKind {
+fn core_kind(m: ModelArg) -> Option<lenet_core::model::ModelKind> {
     use lenet_core::model::ModelKind;
     match m {
-        ModelArg::Lenet5 => ModelKind::LeNet5,
-        ModelArg::Lenet5Max => ModelKind::LeNet5Max,
-        ModelArg::Lenet5Wide => ModelKind::LeNet5Wide,
+        ModelArg::Lenet5 => Some(ModelKind::LeNet5),
+        ModelArg::Lenet5Max => Some(ModelKind::LeNet5Max),
+        ModelArg::Lenet5Wide => Some(ModelKind::LeNet5Wide),
+        ModelArg::Cnn | ModelArg::Vgg | ModelArg::Alexnet => None,
     }
 }
 
@@ -509,7 +612,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
             }
             (Some(f), s)
         }
-        None => (None, new_settings(&a)),
+        None => (None, new_settings(&a)?),
     };
     let cfg = settings.trainer_config(settings.threads)?;
     let out = match (&a.out, &a.resume) {
@@ -548,17 +651,25 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
 }
 
 /// The settings of a new run (not `--resume`) from the command line.
-pub fn new_settings(a: &TrainArgs) -> TrainSettings {
+///
+/// # Errors
+/// A network option given to a model that does not have it.
+pub fn new_settings(a: &TrainArgs) -> Result<TrainSettings> {
     let norm = a.normalize.norm();
-    TrainSettings {
-        model: kind_name(core_kind(a.model)).into(),
-        act: act_name(core_act(a.act)).into(),
+    let lenet = a.model.is_lenet();
+    let act = a
+        .act
+        .unwrap_or(if lenet { ActArg::Sigmoid } else { ActArg::Relu });
+    Ok(TrainSettings {
+        model: a.model.name().into(),
+        net: a.net.options(a.model)?,
+        act: act_name(core_act(act)).into(),
         optimizer: match a.optimizer {
             OptimizerArg::Adam => "adam",
             OptimizerArg::Sgd => "sgd",
         }
         .into(),
-        lr: a.lr,
+        lr: a.lr.unwrap_or(if lenet { 5e-3 } else { 1e-3 }),
         momentum: a.momentum,
         weight_decay: a.weight_decay,
         epochs: a.epochs.unwrap_or(crate::train::DEFAULT_EPOCHS),
@@ -582,7 +693,7 @@ pub fn new_settings(a: &TrainArgs) -> TrainSettings {
         .into(),
         warmup_epochs: a.warmup_epochs,
         exclude_classes: a.exclude_classes.clone(),
-    }
+    })
 }
 
 fn load_model(p: &Path) -> Result<(PathBuf, ModelFile)> {
@@ -594,10 +705,20 @@ fn load_model(p: &Path) -> Result<(PathBuf, ModelFile)> {
 /// The int8 architecture of `m` (loaded from `path`), checked before any
 /// slow work starts.
 fn quant_arch(path: &Path, m: &ModelFile) -> Result<lenet_core::quant::QuantArch> {
-    m.meta
-        .kind
+    lenet_kind(path, m)?
         .try_into()
         .with_context(|| format!("cannot quantize {}", path.display()))
+}
+
+/// The LeNet kind of `m`, for the int8 path (which only the LeNets have).
+fn lenet_kind(path: &Path, m: &ModelFile) -> Result<lenet_core::model::ModelKind> {
+    m.meta.arch.lenet().with_context(|| {
+        format!(
+            "{}: holds {}; the int8 path is for the LeNet models only",
+            path.display(),
+            m.meta.arch
+        )
+    })
 }
 
 fn cmd_eval(a: EvalArgs) -> Result<()> {
@@ -629,12 +750,12 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
             if a.train_set { "training" } else { "test" }
         );
     }
-    let mut t = backend::inference_trainer(m.meta.kind, m.meta.act, &m.params, a.threads)?;
+    let mut t = backend::inference_trainer(m.meta.arch, m.meta.act, &m.params, a.threads)?;
     let r = evaluate(t.as_mut(), ds, m.meta.norm, 1000)?;
     println!(
         "{} ({} {}) on the {} set",
         path.display(),
-        kind_name(m.meta.kind),
+        m.meta.arch,
         act_name(m.meta.act),
         if a.train_set { "training" } else { "test" }
     );
@@ -708,7 +829,11 @@ fn quantize_model(
         bail!("no training images to calibrate the int8 ranges on");
     }
     crate::int8::quantize(
-        m.meta.kind.try_into()?,
+        m.meta
+            .arch
+            .lenet()
+            .context("the int8 path is for the LeNet models only")?
+            .try_into()?,
         m.meta.act.into(),
         &m.params,
         &train.images[..n * data::PIXELS],
@@ -737,7 +862,7 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
             ));
         }
     }
-    let mut t = backend::inference_trainer(m.meta.kind, m.meta.act, &m.params, 0)?;
+    let mut t = backend::inference_trainer(m.meta.arch, m.meta.act, &m.params, 0)?;
     let preds = predict(t.as_mut(), m.meta.norm, &inputs)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&preds)?);
@@ -758,7 +883,7 @@ fn cmd_export(a: ExportArgs) -> Result<()> {
     export_safetensors(&out, &m)?;
     println!("wrote {} ({} parameters)", out.display(), m.params.len());
     if a.print_pytorch {
-        print!("{}", pytorch_snippet(m.meta.kind, m.meta.act, m.meta.norm));
+        print!("{}", pytorch_snippet(m.meta.arch, m.meta.act, m.meta.norm));
     }
     Ok(())
 }
@@ -826,7 +951,7 @@ fn cmd_import(a: ImportArgs) -> Result<()> {
     println!(
         "wrote {} ({}, {} parameters; activation {} {}; input normalization {} {})",
         a.out.display(),
-        kind_name(m.meta.kind),
+        m.meta.arch,
         m.params.len(),
         act_name(m.meta.act),
         from(a.act.is_some(), "--act"),
@@ -855,7 +980,8 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
     }
     check_threads(a.threads)?;
     let cfg = BenchConfig {
-        kind: core_kind(a.model),
+        kind: core_kind(a.model)
+            .with_context(|| format!("host bench runs the LeNets, not {}", a.model.name()))?,
         act: core_act(a.act),
         threads: a.threads,
         batch: a.batch,
@@ -935,7 +1061,7 @@ mod tests {
         let Command::Train(t) = Cli::try_parse_from(["host", "train"]).unwrap().command else {
             panic!("train")
         };
-        let s = new_settings(&t);
+        let s = new_settings(&t).unwrap();
         assert_eq!(
             s,
             TrainSettings {
@@ -988,7 +1114,7 @@ mod tests {
         else {
             panic!("train")
         };
-        assert_eq!(new_settings(&t).exclude_classes, [5, 8]);
+        assert_eq!(new_settings(&t).unwrap().exclude_classes, [5, 8]);
         assert!(Cli::try_parse_from(["host", "train", "--exclude-classes", "10"]).is_err());
         let export = [
             "host",
@@ -1029,7 +1155,7 @@ mod tests {
     fn every_model_kind_has_a_cli_name() {
         for kind in lenet_core::model::ModelKind::ALL {
             let arg = ModelArg::from_str(kind.name(), false).unwrap();
-            assert_eq!(core_kind(arg), kind);
+            assert_eq!(core_kind(arg), Some(kind));
         }
     }
 
@@ -1038,7 +1164,7 @@ mod tests {
         use lenet_core::model::ModelKind;
         let m = ModelFile {
             meta: crate::modelfile::ModelMeta {
-                kind: ModelKind::LeNet5Wide,
+                arch: ModelKind::LeNet5Wide.into(),
                 act: lenet_core::activation::Activation::Relu,
                 norm: Normalization::STANDARD,
             },
@@ -1047,7 +1173,7 @@ mod tests {
         };
         assert!(quant_arch(Path::new("m"), &m).is_ok());
         let mut m = m;
-        m.meta.kind = ModelKind::LeNet5Max;
+        m.meta.arch = ModelKind::LeNet5Max.into();
         assert!(quant_arch(Path::new("m"), &m).is_ok());
     }
 }

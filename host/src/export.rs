@@ -12,13 +12,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use lenet_core::activation::Activation;
-use lenet_core::model::{ModelKind, PARAM_NAMES};
+use lenet_core::model::{Arch, Layer, ModelKind};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::data::Normalization;
 use crate::fsutil::write_atomic;
 use crate::modelfile::{
-    ModelFile, ModelMeta, act_name, expected_params, kind_name, parse_act, parse_kind,
+    ModelFile, ModelMeta, NetOptions, act_name, arch_from, expected_params, parse_act,
 };
 
 /// Export / import failure, naming the file.
@@ -43,45 +43,92 @@ pub enum ExportError {
     },
 }
 
-/// `(name, shape)` of every tensor of `kind`, `state_dict` order.
-pub fn state_dict_layout(kind: ModelKind) -> Vec<(&'static str, Vec<usize>)> {
-    PARAM_NAMES
-        .into_iter()
-        .zip(kind.shapes())
-        .map(|(name, shape)| (name, shape.to_vec()))
-        .collect()
+/// `(name, shape)` of every tensor of `arch`, `state_dict` order: the
+/// weight and bias of each layer with parameters, named by its index in the
+/// `nn.Sequential` (linear weights are `[out, in]`).
+pub fn state_dict_layout(arch: impl Into<Arch>) -> Vec<(String, Vec<usize>)> {
+    let mut out = Vec::new();
+    for (i, l) in arch.into().layers().iter().enumerate() {
+        if let Some((w, b)) = l.param_shapes() {
+            let shape = if matches!(l, Layer::Linear { .. }) {
+                vec![w[0], w[1]]
+            } else {
+                w.to_vec()
+            };
+            out.push((format!("{i}.weight"), shape));
+            out.push((format!("{i}.bias"), vec![b]));
+        }
+    }
+    out
 }
 
-/// Largest safetensors file read by [`import_safetensors`] (the largest
-/// LeNet `state_dict` is 344 KB).
-pub const MAX_SAFETENSORS_LEN: u64 = 16 << 20;
+/// Largest safetensors file read by [`import_safetensors`]: 1 GiB, which
+/// holds the notes' full VGG-11 (128.8 M parameters, 515 MB).
+pub const MAX_SAFETENSORS_LEN: u64 = 1 << 30;
+
+/// The PyTorch module of one layer, as `nn.Sequential` takes it.
+fn torch_layer(l: Layer, act: &str) -> String {
+    match l {
+        Layer::Conv2d {
+            in_channels,
+            out_channels,
+            kernel,
+            padding,
+            stride,
+        } => {
+            let mut s = format!("nn.Conv2d({in_channels}, {out_channels}, kernel_size={kernel}");
+            if stride != 1 {
+                s += &format!(", stride={stride}");
+            }
+            if padding != 0 {
+                s += &format!(", padding={padding}");
+            }
+            s + ")"
+        }
+        Layer::Act => act.to_string(),
+        Layer::AvgPool2d { kernel, stride } => {
+            format!("nn.AvgPool2d(kernel_size={kernel}, stride={stride})")
+        }
+        Layer::MaxPool2d { kernel, stride } => {
+            format!("nn.MaxPool2d(kernel_size={kernel}, stride={stride})")
+        }
+        Layer::Flatten => "nn.Flatten()".into(),
+        Layer::Linear {
+            in_features,
+            out_features,
+        } => format!("nn.Linear({in_features}, {out_features})"),
+        Layer::Dropout { p } => format!("nn.Dropout(p={p:?})"),
+        Layer::Upsample { h, w } => {
+            format!("nn.Upsample(size=({h}, {w}), mode=\"bilinear\", align_corners=False)")
+        }
+        other => format!("# no PyTorch module for {other:?}"),
+    }
+}
 
 /// The PyTorch module whose `state_dict` matches the export, and the input
 /// normalization the weights expect, so the snippet reproduces the model's
 /// accuracy when pasted.
-pub fn pytorch_snippet(kind: ModelKind, act: Activation, norm: Normalization) -> String {
+pub fn pytorch_snippet(arch: impl Into<Arch>, act: Activation, norm: Normalization) -> String {
     let a = match act {
         Activation::Sigmoid => "nn.Sigmoid()",
         Activation::Relu => "nn.ReLU()",
         Activation::Tanh => "nn.Tanh()",
     };
-    let (n1, n2) = kind.channels();
-    let (pad, pool, side) = if kind.is_max_pool() {
-        ("", "nn.MaxPool2d(kernel_size=2, stride=2)", 4)
-    } else {
-        (", padding=2", "nn.AvgPool2d(kernel_size=2, stride=2)", 5)
-    };
-    let flat = format!("{n2} * {side} * {side}");
+    let layers: Vec<String> = arch
+        .into()
+        .layers()
+        .iter()
+        .map(|l| format!("    {},\n", torch_layer(*l, a)))
+        .collect();
     format!(
         "import torch\nfrom torch import nn\nfrom torchvision import transforms\nfrom safetensors.torch import load_file\n\n\
-         net = nn.Sequential(\n    nn.Conv2d(1, {n1}, kernel_size=5{pad}), {a},\n    {pool},\n    \
-         nn.Conv2d({n1}, {n2}, kernel_size=5), {a},\n    {pool},\n    nn.Flatten(),\n    \
-         nn.Linear({flat}, 120), {a},\n    nn.Linear(120, 84), {a},\n    nn.Linear(84, 10))\n\
+         net = nn.Sequential(\n{})\n\
          net.load_state_dict(load_file(\"model.safetensors\"))\n\n\
          # Inputs: N x 1 x 28 x 28, pixels p in 0..255, light garment on black,\n\
          # normalized as the model was trained:\n\
          # x = (p / 255 - {mean:?}) / {std:?}\n\
          preprocess = transforms.Compose([transforms.ToTensor(), transforms.Normalize(({mean:?},), ({std:?},))])\n",
+        layers.concat(),
         mean = norm.mean,
         std = norm.std,
     )
@@ -96,7 +143,7 @@ pub fn to_safetensors(path: &Path, m: &ModelFile) -> Result<Vec<u8>, ExportError
         path: path.to_owned(),
         msg,
     };
-    let layout = state_dict_layout(m.meta.kind);
+    let layout = state_dict_layout(m.meta.arch);
     let total: usize = layout
         .iter()
         .map(|(_, s)| s.iter().product::<usize>())
@@ -117,12 +164,9 @@ pub fn to_safetensors(path: &Path, m: &ModelFile) -> Result<Vec<u8>, ExportError
         views.push((name, v));
         at += n;
     }
-    let meta = HashMap::from([
+    let mut meta = HashMap::from([
         ("format".to_string(), "pt".to_string()),
-        (
-            "lenet.model".to_string(),
-            kind_name(m.meta.kind).to_string(),
-        ),
+        ("lenet.model".to_string(), m.meta.arch.name().to_string()),
         (
             "lenet.activation".to_string(),
             act_name(m.meta.act).to_string(),
@@ -136,6 +180,18 @@ pub fn to_safetensors(path: &Path, m: &ModelFile) -> Result<Vec<u8>, ExportError
             format!("{:?}", m.meta.norm.std),
         ),
     ]);
+    let o = NetOptions::of(m.meta.arch);
+    match m.meta.arch {
+        Arch::Vgg(_) | Arch::AlexNet(_) => {
+            if matches!(m.meta.arch, Arch::Vgg(_)) {
+                meta.insert("lenet.blocks".into(), o.blocks.to_string());
+            }
+            meta.insert("lenet.width_div".into(), o.width_div.to_string());
+            meta.insert("lenet.input_size".into(), o.input_size.to_string());
+            meta.insert("lenet.hidden".into(), o.hidden.to_string());
+        }
+        Arch::LeNet(_) | Arch::Cnn => {}
+    }
     safetensors::serialize(views, Some(meta)).map_err(|e| fmt(e.to_string()))
 }
 
@@ -176,18 +232,45 @@ pub fn from_safetensors(
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| fmt(e.to_string()))?;
     let meta = header.metadata().clone().unwrap_or_default();
     let kind = match meta.get("lenet.model") {
-        Some(k) => parse_kind(k).ok_or_else(|| fmt(format!("unknown lenet.model `{k}`")))?,
+        Some(k) => {
+            let d = NetOptions::default();
+            let num = |key: &str, default: u32| -> Result<u32, ExportError> {
+                meta.get(key).map_or(Ok(default), |v| {
+                    v.parse::<u32>()
+                        .map_err(|_| fmt(format!("{key} = `{v}` is not a whole number")))
+                })
+            };
+            let narrow = |key: &str, v: u32| -> Result<u16, ExportError> {
+                u16::try_from(v).map_err(|_| fmt(format!("{key} = {v} is out of range")))
+            };
+            let o = NetOptions {
+                blocks: u8::try_from(num("lenet.blocks", d.blocks.into())?)
+                    .map_err(|_| fmt("lenet.blocks is out of range".into()))?,
+                width_div: narrow(
+                    "lenet.width_div",
+                    num("lenet.width_div", d.width_div.into())?,
+                )?,
+                input_size: narrow(
+                    "lenet.input_size",
+                    num("lenet.input_size", d.input_size.into())?,
+                )?,
+                hidden: num("lenet.hidden", d.hidden)?,
+            };
+            arch_from(k, o).map_err(|e| fmt(format!("lenet.model `{k}`: {e}")))?
+        }
         None => {
             let w = st
                 .tensor("7.weight")
                 .map_err(|_| fmt("no tensor `7.weight`".into()))?;
             match w.shape() {
-                [120, 400] => ModelKind::LeNet5,
-                [120, 256] => ModelKind::LeNet5Max,
-                [120, 512] => ModelKind::LeNet5Wide,
+                [120, 400] => ModelKind::LeNet5.into(),
+                [120, 256] => ModelKind::LeNet5Max.into(),
+                [120, 512] => ModelKind::LeNet5Wide.into(),
+                [256, 3200] => Arch::Cnn,
                 s => {
                     return Err(fmt(format!(
-                        "7.weight has shape {s:?}, expected [120, 400], [120, 256] or [120, 512]"
+                        "7.weight has shape {s:?}, expected [120, 400], [120, 256], [120, 512] \
+                         or [256, 3200] (a vgg or alexnet file needs its lenet.* metadata)"
                     )));
                 }
             }
@@ -237,6 +320,7 @@ pub fn from_safetensors(
     let layout = state_dict_layout(kind);
     let mut params = Vec::with_capacity(expected_params(kind));
     for (name, shape) in &layout {
+        let name = name.as_str();
         let t = st
             .tensor(name)
             .map_err(|_| fmt(format!("missing tensor `{name}`")))?;
@@ -268,7 +352,11 @@ pub fn from_safetensors(
         return Err(fmt(format!("parameter {i} is {}", params[i])));
     }
     Ok(ModelFile {
-        meta: ModelMeta { kind, act, norm },
+        meta: ModelMeta {
+            arch: kind,
+            act,
+            norm,
+        },
         params,
         checkpoint: None,
     })
@@ -299,7 +387,7 @@ mod tests {
     fn model(kind: ModelKind) -> ModelFile {
         ModelFile {
             meta: ModelMeta {
-                kind,
+                arch: kind.into(),
                 act: Activation::Tanh,
                 norm: Normalization::STANDARD,
             },
@@ -308,6 +396,64 @@ mod tests {
                 .collect(),
             checkpoint: None,
         }
+    }
+
+    #[test]
+    fn every_network_round_trips_with_its_options() {
+        use lenet_core::model::{AlexNetConfig, VggConfig};
+        for arch in [
+            Arch::Cnn,
+            Arch::Vgg(VggConfig {
+                blocks: 2,
+                width_div: 16,
+                size: 32,
+                hidden: 32,
+            }),
+            Arch::AlexNet(AlexNetConfig {
+                width_div: 16,
+                size: 96,
+                hidden: 32,
+            }),
+        ] {
+            let n = arch.num_params();
+            let m = ModelFile {
+                meta: ModelMeta {
+                    arch,
+                    act: Activation::Relu,
+                    norm: Normalization::STANDARD,
+                },
+                params: (0..n).map(|i| (i as f32 * 0.1).sin()).collect(),
+                checkpoint: None,
+            };
+            let p = Path::new("m.safetensors");
+            let b = to_safetensors(p, &m).unwrap();
+            assert_eq!(from_safetensors(p, &b, None, None).unwrap(), m, "{arch}");
+            let snippet = pytorch_snippet(arch, Activation::Relu, Normalization::STANDARD);
+            let layout = state_dict_layout(arch);
+            assert_eq!(
+                layout
+                    .iter()
+                    .map(|(_, s)| s.iter().product::<usize>())
+                    .sum::<usize>(),
+                n
+            );
+            // One module per layer, in order, so the indices are the names.
+            assert_eq!(
+                snippet.matches("\n    nn.").count(),
+                arch.layers().len(),
+                "{snippet}"
+            );
+        }
+        let cnn = pytorch_snippet(Arch::Cnn, Activation::Relu, Normalization::STANDARD);
+        assert!(cnn.contains("nn.Conv2d(1, 64, kernel_size=3),\n    nn.MaxPool2d(kernel_size=2, stride=2),\n    nn.ReLU()"), "{cnn}");
+        let vgg = Arch::Vgg(VggConfig::NOTES);
+        let s = pytorch_snippet(vgg, Activation::Relu, Normalization::STANDARD);
+        assert!(s.contains("nn.Upsample(size=(224, 224), mode=\"bilinear\", align_corners=False)"));
+        assert!(s.contains("nn.Dropout(p=0.5)"));
+        assert_eq!(
+            state_dict_layout(vgg)[0],
+            ("1.weight".to_string(), vec![64, 1, 3, 3])
+        );
     }
 
     #[test]
@@ -360,7 +506,7 @@ mod tests {
         let bytes: Vec<u8> = m.params.iter().flat_map(|x| x.to_le_bytes()).collect();
         let mut views = Vec::new();
         let mut at = 0;
-        for (name, shape) in state_dict_layout(m.meta.kind) {
+        for (name, shape) in state_dict_layout(m.meta.arch) {
             let n = shape.iter().product::<usize>() * 4;
             views.push((
                 name,
@@ -372,7 +518,7 @@ mod tests {
         let p = Path::new("f.safetensors");
         let got =
             from_safetensors(p, &b, Some(Activation::Relu), Some(Normalization::STANDARD)).unwrap();
-        assert_eq!(got.meta.kind, ModelKind::LeNet5Max);
+        assert_eq!(got.meta.arch, ModelKind::LeNet5Max.into());
         assert_eq!(got.meta.act, Activation::Relu);
         assert_eq!(got.meta.norm, Normalization::STANDARD);
         assert_eq!(got.params, m.params);
@@ -429,7 +575,7 @@ mod tests {
             let bytes: Vec<u8> = m.params.iter().flat_map(|x| x.to_le_bytes()).collect();
             let mut views = Vec::new();
             let mut at = 0;
-            for (name, shape) in state_dict_layout(m.meta.kind) {
+            for (name, shape) in state_dict_layout(m.meta.arch) {
                 let n = shape.iter().product::<usize>() * 4;
                 views.push((
                     name,

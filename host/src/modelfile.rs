@@ -6,8 +6,8 @@
 //! | offset | size | field |
 //! |-------:|-----:|-------|
 //! | 0  | 8 | magic `b"LENETMDL"` |
-//! | 8  | 4 | format version (`u32`, currently 1) |
-//! | 12 | 1 | model kind (0 `lenet5`, 1 `lenet5-max`, 2 `lenet5-wide`) |
+//! | 8  | 4 | format version (`u32`: 1 for the LeNets, 2 for the others) |
+//! | 12 | 1 | model (0 `lenet5`, 1 `lenet5-max`, 2 `lenet5-wide`, 3 `cnn`, 4 `vgg`, 5 `alexnet`) |
 //! | 13 | 1 | activation (0 sigmoid, 1 relu, 2 tanh) |
 //! | 14 | 1 | flags (bit 0: checkpoint section present) |
 //! | 15 | 1 | reserved, 0 |
@@ -19,17 +19,35 @@
 //! | 44 | 4 | CRC-32 of bytes 0..44 (the header above) |
 //! | 48 | 4P | parameters, `f32`, PyTorch `state_dict` order |
 //!
+//! Version 2 (the networks with options) has a 64-byte header: bytes 0..44
+//! as above, then
+//!
+//! | offset | size | field |
+//! |-------:|-----:|-------|
+//! | 44 | 1 | VGG blocks (0 for the others) |
+//! | 45 | 1 | reserved, 0 |
+//! | 46 | 2 | width divisor (`u16`) |
+//! | 48 | 2 | input side (`u16`) |
+//! | 50 | 2 | reserved, 0 |
+//! | 52 | 4 | hidden units of the dense layers (`u32`) |
+//! | 56 | 4 | reserved, 0 |
+//! | 60 | 4 | CRC-32 of bytes 0..60 |
+//! | 64 | 4P | parameters |
+//!
 //! Checkpoint section (after the parameters, inside the payload): epoch
 //! (`u32`), optimizer step (`u64`), `len(m)` (`u64`) + `m` (`f32`s), `len(v)`
 //! (`u64`) + `v`, shuffling RNG state (`u64`), then `len` (`u64`) + UTF-8
 //! JSON with the training configuration and metric history.
 //!
-//! Files are written to a temporary sibling and renamed into place.
+//! Files are written to a temporary sibling and renamed into place. A
+//! file is read only up to the size its header's model allows (parameters,
+//! two optimizer moments, and at most [`MAX_FILE_LEN`] more).
 
 use std::path::{Path, PathBuf};
 
 use lenet_core::activation::Activation;
-use lenet_core::model::ModelKind;
+use lenet_core::model::{AlexNetConfig, Arch, ModelKind, VggConfig};
+use serde::{Deserialize, Serialize};
 
 use crate::data::Normalization;
 use crate::fsutil::write_atomic;
@@ -37,36 +55,156 @@ use crate::trainer::OptimizerState;
 
 /// File magic.
 pub const MAGIC: [u8; 8] = *b"LENETMDL";
-/// Current format version.
+/// Format version of LeNet files.
 pub const VERSION: u32 = 1;
-/// Header size in bytes.
+/// Format version of the networks with options.
+pub const VERSION_2: u32 = 2;
+/// Header size in bytes (version 1).
 pub const HEADER_LEN: usize = 48;
+/// Header size in bytes (version 2).
+pub const HEADER_LEN_2: usize = 64;
 const FLAG_CHECKPOINT: u8 = 1;
-/// Largest model or checkpoint file read (the largest checkpoint, of
-/// `lenet5-wide` with Adam and a long history, is about 1.1 MB).
+/// Largest model or checkpoint file read beyond its parameters and
+/// optimizer moments (the largest LeNet checkpoint, of `lenet5-wide` with
+/// Adam and a long history, is about 1.1 MB).
 pub const MAX_FILE_LEN: u64 = 64 << 20;
 
 /// Parameter count of each model (`state_dict` of the PyTorch model).
-pub const fn expected_params(kind: ModelKind) -> usize {
-    kind.num_params()
+pub fn expected_params(arch: impl Into<Arch>) -> usize {
+    arch.into().num_params()
 }
 
-/// Model kind code in the file.
-pub const fn kind_code(kind: ModelKind) -> u8 {
-    match kind {
-        ModelKind::LeNet5 => 0,
-        ModelKind::LeNet5Max => 1,
-        ModelKind::LeNet5Wide => 2,
+/// Model code in the file.
+pub const fn arch_code(arch: Arch) -> u8 {
+    match arch {
+        Arch::LeNet(ModelKind::LeNet5) => 0,
+        Arch::LeNet(ModelKind::LeNet5Max) => 1,
+        Arch::LeNet(ModelKind::LeNet5Wide) => 2,
+        Arch::Cnn => 3,
+        Arch::Vgg(_) => 4,
+        Arch::AlexNet(_) => 5,
     }
 }
 
-fn kind_from_code(c: u8) -> Option<ModelKind> {
-    match c {
-        0 => Some(ModelKind::LeNet5),
-        1 => Some(ModelKind::LeNet5Max),
-        2 => Some(ModelKind::LeNet5Wide),
-        _ => None,
+/// The options of the networks that have them, as the command line, the
+/// checkpoint's JSON and the safetensors metadata spell them. Defaults are
+/// the course notes' full-size networks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NetOptions {
+    /// VGG blocks (1 to 5).
+    pub blocks: u8,
+    /// Channel divisor.
+    pub width_div: u16,
+    /// Input side the 28x28 images are resized to.
+    pub input_size: u16,
+    /// Units of the hidden dense layers.
+    pub hidden: u32,
+}
+
+impl Default for NetOptions {
+    fn default() -> NetOptions {
+        NetOptions {
+            blocks: VggConfig::NOTES.blocks,
+            width_div: 1,
+            input_size: 224,
+            hidden: 4096,
+        }
     }
+}
+
+/// Largest input side, channel divisor and hidden width accepted.
+const MAX_SIDE: u16 = 512;
+const MAX_HIDDEN: u32 = 16_384;
+
+impl NetOptions {
+    /// The options of `arch` (defaults for the networks without them).
+    pub fn of(arch: Arch) -> NetOptions {
+        let d = NetOptions::default();
+        match arch {
+            Arch::Vgg(c) => NetOptions {
+                blocks: c.blocks,
+                width_div: c.width_div,
+                input_size: c.size,
+                hidden: c.hidden,
+            },
+            Arch::AlexNet(c) => NetOptions {
+                width_div: c.width_div,
+                input_size: c.size,
+                hidden: c.hidden,
+                ..d
+            },
+            Arch::LeNet(_) | Arch::Cnn => d,
+        }
+    }
+}
+
+/// The network named `name` (`lenet5`, ..., `cnn`, `vgg`, `alexnet`) with
+/// options `o` (used by `vgg` and `alexnet` only), checked to be a network
+/// that takes the 28x28 images to 10 logits.
+///
+/// # Errors
+/// An unknown name, an option out of range, or options that give no valid
+/// network (too small an input for the layers), as one line.
+pub fn arch_from(name: &str, o: NetOptions) -> Result<Arch, String> {
+    let arch = match name {
+        "cnn" => Arch::Cnn,
+        "vgg" => Arch::Vgg(VggConfig {
+            blocks: o.blocks,
+            width_div: o.width_div,
+            size: o.input_size,
+            hidden: o.hidden,
+        }),
+        "alexnet" => Arch::AlexNet(AlexNetConfig {
+            width_div: o.width_div,
+            size: o.input_size,
+            hidden: o.hidden,
+        }),
+        _ => {
+            return parse_kind(name).map(Arch::LeNet).ok_or_else(|| {
+                format!(
+                    "unknown model `{name}` (one of {})",
+                    Arch::ALL_NAMES.join(", ")
+                )
+            });
+        }
+    };
+    if matches!(arch, Arch::Vgg(_)) && !(1..=5).contains(&o.blocks) {
+        return Err(format!("vgg blocks {} (1 to 5)", o.blocks));
+    }
+    if !(1..=64).contains(&o.width_div) {
+        return Err(format!("width divisor {} (1 to 64)", o.width_div));
+    }
+    if !(8..=MAX_SIDE).contains(&o.input_size) {
+        return Err(format!("input size {} (8 to {MAX_SIDE})", o.input_size));
+    }
+    if !(1..=MAX_HIDDEN).contains(&o.hidden) {
+        return Err(format!("hidden units {} (1 to {MAX_HIDDEN})", o.hidden));
+    }
+    arch.check()
+        .map_err(|e| format!("{arch} is not a valid network: {e}"))?;
+    Ok(arch)
+}
+
+fn arch_from_header(b: &[u8]) -> Option<Arch> {
+    let kind = match b[12] {
+        0 => ModelKind::LeNet5,
+        1 => ModelKind::LeNet5Max,
+        2 => ModelKind::LeNet5Wide,
+        3..=5 if b.len() >= HEADER_LEN_2 => {
+            let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+            let o = NetOptions {
+                blocks: b[44],
+                width_div: u16_at(46),
+                input_size: u16_at(48),
+                hidden: u32::from_le_bytes(b[52..56].try_into().expect("4 bytes")),
+            };
+            let name = ["cnn", "vgg", "alexnet"][usize::from(b[12] - 3)];
+            return arch_from(name, o).ok();
+        }
+        _ => return None,
+    };
+    Some(Arch::LeNet(kind))
 }
 
 /// Activation code in the file.
@@ -117,7 +255,7 @@ pub fn parse_act(s: &str) -> Option<Activation> {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ModelMeta {
     /// Network.
-    pub kind: ModelKind,
+    pub arch: Arch,
     /// Hidden activation.
     pub act: Activation,
     /// Input normalization the weights were trained with.
@@ -227,14 +365,14 @@ pub enum ModelFileError {
         value: f32,
     },
     /// The file holds another model than the one asked for.
-    #[error("{path}: holds a {found:?} model, expected {expected:?}")]
+    #[error("{path}: holds a {found} model, expected {expected}")]
     KindMismatch {
         /// The file.
         path: PathBuf,
-        /// Kind in the file.
-        found: ModelKind,
-        /// Kind asked for.
-        expected: ModelKind,
+        /// Model in the file.
+        found: Arch,
+        /// Model asked for.
+        expected: Arch,
     },
     /// A checkpoint was required but the file holds weights only.
     #[error(
@@ -268,10 +406,11 @@ impl ModelFile {
             payload.extend_from_slice(&(c.json.len() as u64).to_le_bytes());
             payload.extend_from_slice(c.json.as_bytes());
         }
-        let mut b = Vec::with_capacity(HEADER_LEN + payload.len());
+        let v2 = self.meta.arch.lenet().is_none();
+        let mut b = Vec::with_capacity(HEADER_LEN_2 + payload.len());
         b.extend_from_slice(&MAGIC);
-        b.extend_from_slice(&VERSION.to_le_bytes());
-        b.push(kind_code(self.meta.kind));
+        b.extend_from_slice(&(if v2 { VERSION_2 } else { VERSION }).to_le_bytes());
+        b.push(arch_code(self.meta.arch));
         b.push(act_code(self.meta.act));
         b.push(if self.checkpoint.is_some() {
             FLAG_CHECKPOINT
@@ -284,9 +423,23 @@ impl ModelFile {
         b.extend_from_slice(&(self.params.len() as u64).to_le_bytes());
         b.extend_from_slice(&(payload.len() as u64).to_le_bytes());
         b.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        if v2 {
+            let o = NetOptions::of(self.meta.arch);
+            b.push(if matches!(self.meta.arch, Arch::Vgg(_)) {
+                o.blocks
+            } else {
+                0
+            });
+            b.push(0);
+            b.extend_from_slice(&o.width_div.to_le_bytes());
+            b.extend_from_slice(&o.input_size.to_le_bytes());
+            b.extend_from_slice(&[0, 0]);
+            b.extend_from_slice(&o.hidden.to_le_bytes());
+            b.extend_from_slice(&[0; 4]);
+        }
         let hcrc = crc32fast::hash(&b);
         b.extend_from_slice(&hcrc.to_le_bytes());
-        debug_assert_eq!(b.len(), HEADER_LEN);
+        debug_assert_eq!(b.len(), if v2 { HEADER_LEN_2 } else { HEADER_LEN });
         b.extend_from_slice(&payload);
         b
     }
@@ -307,11 +460,29 @@ impl ModelFile {
     /// # Errors
     /// See [`ModelFileError`].
     pub fn load(path: &Path) -> Result<Self, ModelFileError> {
-        let b = crate::fsutil::read_capped(path, MAX_FILE_LEN).map_err(|source| {
-            ModelFileError::Io {
-                path: path.to_owned(),
-                source,
-            }
+        let io = |source| ModelFileError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let mut head = Vec::with_capacity(HEADER_LEN_2);
+        {
+            use std::io::Read;
+            std::fs::File::open(path)
+                .and_then(|f| f.take(HEADER_LEN_2 as u64).read_to_end(&mut head))
+                .map_err(io)?;
+        }
+        // Parameters and two moments of the model the header names, plus
+        // the fixed allowance; a damaged header only gets the allowance.
+        let cap = match (head.len() >= HEADER_LEN)
+            .then(|| arch_from_header(&head))
+            .flatten()
+        {
+            Some(a) => MAX_FILE_LEN + 12 * a.num_params() as u64,
+            None => MAX_FILE_LEN,
+        };
+        let b = crate::fsutil::read_capped(path, cap).map_err(|source| ModelFileError::Io {
+            path: path.to_owned(),
+            source,
         })?;
         Self::from_bytes(path, &b)
     }
@@ -320,13 +491,14 @@ impl ModelFile {
     ///
     /// # Errors
     /// As [`ModelFile::load`], plus [`ModelFileError::KindMismatch`].
-    pub fn load_expecting(path: &Path, kind: ModelKind) -> Result<Self, ModelFileError> {
+    pub fn load_expecting(path: &Path, arch: impl Into<Arch>) -> Result<Self, ModelFileError> {
+        let arch = arch.into();
         let f = Self::load(path)?;
-        if f.meta.kind != kind {
+        if f.meta.arch != arch {
             return Err(ModelFileError::KindMismatch {
                 path: path.to_owned(),
-                found: f.meta.kind,
-                expected: kind,
+                found: f.meta.arch,
+                expected: arch,
             });
         }
         Ok(f)
@@ -355,13 +527,24 @@ impl ModelFile {
         let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
         let f32_at = |o: usize| f32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
         let version = u32_at(8);
-        if version != VERSION {
-            return Err(ModelFileError::Version {
-                path: p(),
-                found: version,
-            });
+        let header_len = match version {
+            VERSION => HEADER_LEN,
+            VERSION_2 => HEADER_LEN_2,
+            _ => {
+                return Err(ModelFileError::Version {
+                    path: p(),
+                    found: version,
+                });
+            }
+        };
+        if b.len() < header_len {
+            return Err(size(format!(
+                "{} bytes, shorter than the {header_len}-byte header",
+                b.len()
+            )));
         }
-        let (stored, computed) = (u32_at(44), crc32fast::hash(&b[..44]));
+        let crc_at = header_len - 4;
+        let (stored, computed) = (u32_at(crc_at), crc32fast::hash(&b[..crc_at]));
         if stored != computed {
             return Err(ModelFileError::Checksum {
                 path: p(),
@@ -370,9 +553,22 @@ impl ModelFile {
                 computed,
             });
         }
-        let kind = kind_from_code(b[12]).ok_or(ModelFileError::Code {
+        if b[12] > 5 {
+            return Err(ModelFileError::Code {
+                path: p(),
+                what: "model",
+                code: b[12],
+            });
+        }
+        if (b[12] >= 3) != (version == VERSION_2) {
+            return Err(ModelFileError::Invalid {
+                path: p(),
+                msg: format!("model code {} in a version {version} file", b[12]),
+            });
+        }
+        let arch = arch_from_header(&b[..header_len]).ok_or(ModelFileError::Code {
             path: p(),
-            what: "model kind",
+            what: "model (or its options)",
             code: b[12],
         })?;
         let act = act_from_code(b[13]).ok_or(ModelFileError::Code {
@@ -387,7 +583,7 @@ impl ModelFile {
         };
         let n_params = u64_at(24);
         let payload_len = u64_at(32);
-        let payload = &b[HEADER_LEN..];
+        let payload = &b[header_len..];
         if payload.len() as u64 != payload_len {
             return Err(size(format!(
                 "payload is {} bytes, header says {payload_len}{}",
@@ -408,10 +604,10 @@ impl ModelFile {
                 computed,
             });
         }
-        let want = expected_params(kind) as u64;
+        let want = arch.num_params() as u64;
         if n_params != want {
             return Err(size(format!(
-                "{n_params} parameters, a {kind:?} model has {want}"
+                "{n_params} parameters, a {arch} model has {want}"
             )));
         }
         let mut r = Cursor { b: payload, at: 0 };
@@ -471,7 +667,7 @@ impl ModelFile {
             )));
         }
         Ok(Self {
-            meta: ModelMeta { kind, act, norm },
+            meta: ModelMeta { arch, act, norm },
             params,
             checkpoint,
         })
@@ -516,7 +712,7 @@ mod tests {
         let params: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
         ModelFile {
             meta: ModelMeta {
-                kind,
+                arch: kind.into(),
                 act: Activation::Relu,
                 norm: Normalization::STANDARD,
             },
@@ -531,6 +727,61 @@ mod tests {
                 json: r#"{"lr":0.001}"#.to_string(),
             }),
             params,
+        }
+    }
+
+    #[test]
+    fn networks_with_options_round_trip_in_version_2() {
+        use lenet_core::model::{AlexNetConfig, VggConfig};
+        let d = tempfile::tempdir().unwrap();
+        let archs = [
+            Arch::Cnn,
+            Arch::Vgg(VggConfig {
+                blocks: 3,
+                width_div: 16,
+                size: 28,
+                hidden: 64,
+            }),
+            Arch::AlexNet(AlexNetConfig {
+                width_div: 16,
+                size: 96,
+                hidden: 32,
+            }),
+        ];
+        for arch in archs {
+            let n = arch.num_params();
+            let f = ModelFile {
+                meta: ModelMeta {
+                    arch,
+                    act: Activation::Relu,
+                    norm: Normalization::STANDARD,
+                },
+                params: (0..n).map(|i| (i as f32).cos()).collect(),
+                checkpoint: None,
+            };
+            let b = f.to_bytes();
+            assert_eq!(u32::from_le_bytes(b[8..12].try_into().unwrap()), VERSION_2);
+            assert_eq!(b.len(), HEADER_LEN_2 + 4 * n);
+            let p = d.path().join("m.lenet");
+            f.save(&p).unwrap();
+            assert_eq!(ModelFile::load(&p).unwrap(), f);
+            assert!(matches!(
+                ModelFile::load_expecting(&p, ModelKind::LeNet5),
+                Err(ModelFileError::KindMismatch { .. })
+            ));
+            if arch == Arch::Cnn {
+                continue;
+            }
+            // Options that give no network are refused, naming the file.
+            let mut bad = b.clone();
+            bad[48..50].copy_from_slice(&4u16.to_le_bytes()); // input side 4
+            let crc = crc32fast::hash(&bad[..60]);
+            bad[60..64].copy_from_slice(&crc.to_le_bytes());
+            let e = ModelFile::from_bytes(Path::new("dir/bad.lenet"), &bad).unwrap_err();
+            assert!(
+                e.to_string().starts_with("dir/bad.lenet: unknown model"),
+                "{e}"
+            );
         }
     }
 
@@ -581,10 +832,10 @@ mod tests {
         assert!(matches!(err(&good[..20]), ModelFileError::Size { .. }));
 
         let mut b = good.clone();
-        b[8] = 2;
+        b[8] = 3;
         fix_header_crc(&mut b);
         let e = err(&b);
-        assert!(matches!(e, ModelFileError::Version { found: 2, .. }), "{e}");
+        assert!(matches!(e, ModelFileError::Version { found: 3, .. }), "{e}");
 
         let mut b = good.clone();
         b[13] ^= 1; // header edit without fixing the CRC
@@ -617,7 +868,7 @@ mod tests {
 
         // Kind in the header that does not fit the parameter count.
         let mut b = good.clone();
-        b[12] = kind_code(ModelKind::LeNet5Max);
+        b[12] = arch_code(ModelKind::LeNet5Max.into());
         fix_header_crc(&mut b);
         assert!(matches!(err(&b), ModelFileError::Size { .. }));
 

@@ -23,13 +23,14 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use lenet_core::model::Arch;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{CLASSES, Dataset, Normalization, Splits};
 use crate::eval::{EvalReport, evaluate};
 use crate::fsutil::write_atomic;
 use crate::modelfile::{
-    CheckpointState, ModelFile, ModelFileError, ModelMeta, parse_act, parse_kind,
+    CheckpointState, ModelFile, ModelFileError, ModelMeta, NetOptions, arch_from, parse_act,
 };
 use crate::plots::{Series, plot_confusion, plot_curves};
 use crate::progress::{Progress, Unit};
@@ -44,8 +45,11 @@ pub const EVAL_BATCH: usize = 1000;
 /// Everything that defines a run; saved in checkpoints.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainSettings {
-    /// `lenet5`, `lenet5-max` or `lenet5-wide`.
+    /// `lenet5`, `lenet5-max`, `lenet5-wide`, `cnn`, `vgg` or `alexnet`.
     pub model: String,
+    /// Options of `vgg` and `alexnet` (absent from older checkpoints).
+    #[serde(default)]
+    pub net: NetOptions,
     /// `sigmoid`, `relu` or `tanh`.
     pub act: String,
     /// `adam` or `sgd`.
@@ -150,6 +154,7 @@ impl Default for TrainSettings {
         let norm = Normalization::STANDARD;
         Self {
             model: "lenet5".into(),
+            net: NetOptions::default(),
             act: "sigmoid".into(),
             optimizer: "adam".into(),
             lr: 5e-3,
@@ -221,14 +226,21 @@ impl TrainSettings {
         }
     }
 
+    /// The network these settings train.
+    ///
+    /// # Errors
+    /// [`TrainError::Settings`]: an unknown model or bad options.
+    pub fn arch(&self) -> Result<Arch, TrainError> {
+        arch_from(&self.model, self.net).map_err(TrainError::Settings)
+    }
+
     /// Checks ranges and converts to the back-end configuration.
     ///
     /// # Errors
     /// [`TrainError::Settings`] naming the bad value.
     pub fn trainer_config(&self, threads: usize) -> Result<TrainerConfig, TrainError> {
         let bad = |m: String| Err(TrainError::Settings(m));
-        let kind = parse_kind(&self.model)
-            .ok_or_else(|| TrainError::Settings(format!("model `{}`", self.model)))?;
+        let arch = self.arch()?;
         let act = parse_act(&self.act)
             .ok_or_else(|| TrainError::Settings(format!("activation `{}`", self.act)))?;
         if !(self.lr.is_finite() && self.lr > 0.0) {
@@ -317,7 +329,7 @@ impl TrainSettings {
             o => return bad(format!("optimizer `{o}`")),
         };
         Ok(TrainerConfig {
-            arch: kind.into(),
+            arch,
             act,
             optimizer,
             threads,
@@ -530,9 +542,7 @@ pub fn train(
     std::fs::create_dir_all(out_dir).map_err(|e| out_err(out_dir, e))?;
     let norm = settings.norm();
     let meta = ModelMeta {
-        kind: cfg.arch.lenet().ok_or_else(|| {
-            TrainError::Settings(format!("model files of {} are not written yet", cfg.arch))
-        })?,
+        arch: cfg.arch,
         act: cfg.act,
         norm,
     };
@@ -758,13 +768,13 @@ pub fn checkpoint_info(path: &Path, f: &ModelFile) -> Result<CheckpointInfo, Tra
     let cfg = s
         .trainer_config(s.threads)
         .map_err(|e| bad(format!("settings: {e}")))?;
-    if cfg.arch != f.meta.kind.into() || cfg.act != f.meta.act || s.norm() != f.meta.norm {
+    if cfg.arch != f.meta.arch || cfg.act != f.meta.act || s.norm() != f.meta.norm {
         return Err(bad(format!(
             "settings say {} {} {}, the header says {} {} {}",
             s.model,
             s.act,
             s.norm(),
-            crate::modelfile::kind_name(f.meta.kind),
+            f.meta.arch,
             crate::modelfile::act_name(f.meta.act),
             f.meta.norm
         )));
@@ -929,7 +939,7 @@ mod tests {
                 ..s.clone()
             },
             TrainSettings {
-                model: "vgg".into(),
+                model: "resnet".into(),
                 ..s.clone()
             },
             TrainSettings {

@@ -193,7 +193,7 @@ pub fn seeds(parser: Parser) -> Vec<Vec<u8>> {
         Parser::Model => {
             let kind = ModelKind::LeNet5Max;
             let meta = ModelMeta {
-                kind,
+                arch: kind.into(),
                 act: Activation::Relu,
                 norm: crate::data::Normalization::STANDARD,
             };
@@ -258,7 +258,7 @@ pub fn seeds(parser: Parser) -> Vec<Vec<u8>> {
             let kind = ModelKind::LeNet5;
             let m = ModelFile {
                 meta: ModelMeta {
-                    kind,
+                    arch: kind.into(),
                     act: Activation::Tanh,
                     norm: crate::data::Normalization::UNIT,
                 },

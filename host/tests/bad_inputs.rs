@@ -56,7 +56,7 @@ fn model_bytes(f: impl FnOnce(&mut ModelFile)) -> Vec<u8> {
     let kind = ModelKind::LeNet5Max;
     let mut m = ModelFile {
         meta: ModelMeta {
-            kind,
+            arch: kind.into(),
             act: Activation::Relu,
             norm: Normalization::STANDARD,
         },
@@ -399,7 +399,7 @@ fn every_bad_input_is_one_clear_line_and_leaves_nothing_behind() {
         let bytes: Vec<u8> = m.params.iter().flat_map(|x| x.to_le_bytes()).collect();
         let mut views = Vec::new();
         let mut at = 0;
-        for (name, shape) in lenet_host::export::state_dict_layout(m.meta.kind) {
+        for (name, shape) in lenet_host::export::state_dict_layout(m.meta.arch) {
             let n = shape.iter().product::<usize>() * 4;
             views.push((
                 name,

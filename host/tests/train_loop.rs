@@ -72,7 +72,7 @@ fn learns_the_toy_task_and_writes_every_output() {
     // The saved model reproduces the reported test accuracy.
     let m = ModelFile::load(&d.path().join(files::MODEL)).unwrap();
     assert_eq!(m.params, sum.params);
-    let mut t = inference_trainer(m.meta.kind, m.meta.act, &m.params, 2).unwrap();
+    let mut t = inference_trainer(m.meta.arch, m.meta.act, &m.params, 2).unwrap();
     let r = evaluate(t.as_mut(), &data().test, m.meta.norm, 64).unwrap();
     assert_eq!(r.accuracy, acc);
 
