@@ -44,6 +44,20 @@ pub enum Command {
     Info(DataArg),
     /// Measure training and inference speed of the CPU back end (random data).
     Bench(BenchArgs),
+    /// List the networks: layers, parameters, multiply-accumulates.
+    Models(ModelsArgs),
+}
+
+/// `host models`.
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    /// Show one network layer by layer (with its options) instead of the
+    /// table of all of them.
+    #[arg(long, value_enum)]
+    pub model: Option<ModelArg>,
+    /// Options of the larger networks.
+    #[command(flatten)]
+    pub net: NetArgs,
 }
 
 /// Network architecture.
@@ -571,6 +585,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Fetch(a) => cmd_fetch(a),
         Command::Info(a) => cmd_info(a),
         Command::Bench(a) => cmd_bench(a),
+        Command::Models(a) => cmd_models(a),
     }
 }
 
@@ -961,6 +976,102 @@ fn cmd_import(a: ImportArgs) -> Result<()> {
     Ok(())
 }
 
+/// The network of `--model` with its options.
+fn arch_of(model: ModelArg, net: &NetArgs) -> Result<lenet_core::model::Arch> {
+    crate::modelfile::arch_from(model.name(), net.options(model)?).map_err(anyhow::Error::msg)
+}
+
+fn cmd_models(a: ModelsArgs) -> Result<()> {
+    use lenet_core::model::{AlexNetConfig, Arch, INPUT_SHAPE, ModelKind, VggConfig};
+    let human = |n: u64| {
+        if n >= 10_000_000_000 {
+            format!("{:.1} G", n as f64 / 1e9)
+        } else if n >= 10_000_000 {
+            format!("{:.1} M", n as f64 / 1e6)
+        } else {
+            n.to_string()
+        }
+    };
+    if let Some(m) = a.model {
+        let arch = arch_of(m, &a.net)?;
+        println!(
+            "{arch}: {} parameters, {} MACs per image (forward)",
+            arch.num_params(),
+            arch.macs()
+        );
+        let mut s = INPUT_SHAPE;
+        println!(
+            "{:>3}  {:<58} {:>16} {:>10}",
+            "#", "layer", "output", "params"
+        );
+        println!(
+            "{:>3}  {:<58} {:>16} {:>10}",
+            "",
+            "input",
+            format!("{}x{}x{}", s.c, s.h, s.w),
+            ""
+        );
+        for (i, l) in arch.layers().iter().enumerate() {
+            s = l.output_shape(s).map_err(anyhow::Error::msg)?;
+            println!(
+                "{i:>3}  {:<72} {:>12} {:>10}",
+                crate::export::torch_layer(*l, "activation"),
+                format!("{}x{}x{}", s.c, s.h, s.w),
+                l.num_params()
+            );
+        }
+        return Ok(());
+    }
+    let small_vgg = VggConfig {
+        width_div: 4,
+        ..VggConfig::NOTES
+    };
+    let cpu_vgg = VggConfig {
+        blocks: 3,
+        width_div: 4,
+        size: 28,
+        hidden: 4096,
+    };
+    let rows: Vec<(Arch, &str)> = vec![
+        (ModelKind::LeNet5.into(), ""),
+        (ModelKind::LeNet5Max.into(), ""),
+        (ModelKind::LeNet5Wide.into(), ""),
+        (Arch::Cnn, ""),
+        (Arch::Vgg(VggConfig::NOTES), ""),
+        (Arch::Vgg(small_vgg), "--width-div 4"),
+        (
+            Arch::Vgg(cpu_vgg),
+            "--blocks 3 --width-div 4 --input-size 28",
+        ),
+        (Arch::AlexNet(AlexNetConfig::NOTES), ""),
+    ];
+    println!(
+        "| model | options | input | layers | parameters | forward MACs / image | training FLOPs / image |"
+    );
+    println!("|---|---|---|--:|--:|--:|--:|");
+    for (arch, opts) in rows {
+        let side = match arch {
+            Arch::Vgg(c) => c.size,
+            Arch::AlexNet(c) => c.size,
+            _ => 28,
+        };
+        println!(
+            "| `{}` | {} | {side}x{side} | {} | {} | {} | {} |",
+            arch.name(),
+            if opts.is_empty() {
+                "".to_string()
+            } else {
+                format!("`{opts}`")
+            },
+            arch.layers().len(),
+            arch.num_params(),
+            human(arch.macs()),
+            human(6 * arch.macs()),
+        );
+    }
+    Ok(())
+}
+
 fn cmd_fetch(a: FetchArgs) -> Result<()> {
     let mut o = FetchOptions::official(a.dest.clone());
     o.base_url = a.base_url;
@@ -1054,6 +1165,57 @@ mod tests {
             }
         }
         walk(&Cli::command());
+    }
+
+    #[test]
+    fn network_options_reach_the_settings_and_are_checked() {
+        let parse = |args: &[&str]| {
+            let v: Vec<&str> = ["host", "train"].iter().chain(args).copied().collect();
+            let Command::Train(t) = Cli::try_parse_from(v).unwrap().command else {
+                panic!("train")
+            };
+            new_settings(&t)
+        };
+        let s = parse(&[
+            "--model",
+            "vgg",
+            "--blocks",
+            "3",
+            "--width-div",
+            "4",
+            "--input-size",
+            "28",
+        ])
+        .unwrap();
+        assert_eq!(
+            s.arch().unwrap(),
+            lenet_core::model::Arch::Vgg(lenet_core::model::VggConfig {
+                blocks: 3,
+                width_div: 4,
+                size: 28,
+                hidden: 4096
+            })
+        );
+        // The notes' defaults for the larger networks: ReLU, Adam at 1e-3.
+        assert_eq!((s.act.as_str(), s.lr), ("relu", 1e-3));
+        let s = parse(&["--model", "cnn"]).unwrap();
+        assert_eq!(s.arch().unwrap(), lenet_core::model::Arch::Cnn);
+        let e = parse(&["--model", "cnn", "--hidden", "64"]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--hidden is an option of vgg and alexnet, not of --model cnn"
+        );
+        let e = parse(&["--model", "alexnet", "--blocks", "2"]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--blocks is an option of vgg, not of --model alexnet"
+        );
+        // Options that leave no network are refused before any data is read.
+        let s = parse(&["--model", "alexnet", "--input-size", "40"]).unwrap();
+        let e = s.trainer_config(1).unwrap_err().to_string();
+        assert!(e.contains("not a valid network"), "{e}");
+        let s = parse(&["--model", "vgg", "--width-div", "0"]).unwrap();
+        assert!(s.trainer_config(1).is_err());
     }
 
     #[test]

@@ -66,8 +66,9 @@ pub fn state_dict_layout(arch: impl Into<Arch>) -> Vec<(String, Vec<usize>)> {
 /// holds the notes' full VGG-11 (128.8 M parameters, 515 MB).
 pub const MAX_SAFETENSORS_LEN: u64 = 1 << 30;
 
-/// The PyTorch module of one layer, as `nn.Sequential` takes it.
-fn torch_layer(l: Layer, act: &str) -> String {
+/// The PyTorch module of one layer, as `nn.Sequential` takes it (`act` for
+/// [`Layer::Act`]).
+pub fn torch_layer(l: Layer, act: &str) -> String {
     match l {
         Layer::Conv2d {
             in_channels,
