@@ -92,7 +92,11 @@ fn argument_structs_match_the_c_compiler() {
 #[test]
 fn schedules_follow_the_layer_lists() {
     for kind in ModelKind::ALL {
-        assert_eq!(schedule_params(kind.into()).unwrap(), kind.num_params(), "{kind}");
+        assert_eq!(
+            schedule_params(kind.into()).unwrap(),
+            kind.num_params(),
+            "{kind}"
+        );
     }
     let full = [
         Arch::Vgg(VggConfig::NOTES),
@@ -105,11 +109,15 @@ fn schedules_follow_the_layer_lists() {
     // conv's weights only, every other layer both; gather, loss, optimizer.
     assert_eq!(schedule_launches(Arch::Cnn).unwrap(), 8 + 9 + 3);
     // Upsample, conv+act, pool, conv+act, pool, 3 linear, 2 dropouts:
-    // 10 forward; backward 8: no input gradient for the upsample nor for
-    // the first conv, whose input is the upsampled input.
-    assert_eq!(schedule_launches(small_archs()[2]).unwrap(), 10 + 8 + 3);
+    // 10 forward; backward 13: every layer's input gradient but the
+    // upsample's and the first conv's (whose input is the upsampled input),
+    // and the weights of 5.
+    assert_eq!(schedule_launches(small_archs()[2]).unwrap(), 10 + 13 + 3);
     assert_eq!(schedule_launches(Arch::Vgg(VggConfig::NOTES)).unwrap(), 50);
-    assert_eq!(schedule_launches(Arch::AlexNet(AlexNetConfig::NOTES)).unwrap(), 37);
+    assert_eq!(
+        schedule_launches(Arch::AlexNet(AlexNetConfig::NOTES)).unwrap(),
+        37
+    );
     let t = emu(
         &config(ModelKind::LeNet5, Activation::Sigmoid, adam()),
         ThreadOrder::Ascending,
@@ -378,7 +386,12 @@ mod reference {
 
         /// Every layer's output for `n` images (`vals[0]` is the input), and
         /// the max pools' argmax indices (within the plane).
-        fn forward_all(&self, x: &[f32], n: usize, train: bool) -> (Vec<Vec<f32>>, Vec<Vec<usize>>) {
+        fn forward_all(
+            &self,
+            x: &[f32],
+            n: usize,
+            train: bool,
+        ) -> (Vec<Vec<f32>>, Vec<Vec<usize>>) {
             let mut vals = vec![x.to_vec()];
             let mut args = vec![Vec::new(); self.layers.len()];
             let mut off = 0;
@@ -393,7 +406,8 @@ mod reference {
                         stride: s,
                         ..
                     } => {
-                        let (w, bias) = (&self.params[off..], &self.params[off + b.c * a.c * k * k..]);
+                        let (w, bias) =
+                            (&self.params[off..], &self.params[off + b.c * a.c * k * k..]);
                         for i in 0..n {
                             for co in 0..b.c {
                                 for oy in 0..b.h {
@@ -408,7 +422,8 @@ mod reference {
                                                         acc += f64::from(
                                                             w[((co * a.c + ci) * k + u) * k + v],
                                                         ) * f64::from(
-                                                            x[((i * a.c + ci) * a.h + iy) * a.w + ix],
+                                                            x[((i * a.c + ci) * a.h + iy) * a.w
+                                                                + ix],
                                                         );
                                                     }
                                                 }
@@ -420,8 +435,14 @@ mod reference {
                             }
                         }
                     }
-                    Layer::MaxPool2d { kernel: k, stride: s }
-                    | Layer::AvgPool2d { kernel: k, stride: s } => {
+                    Layer::MaxPool2d {
+                        kernel: k,
+                        stride: s,
+                    }
+                    | Layer::AvgPool2d {
+                        kernel: k,
+                        stride: s,
+                    } => {
                         let max = matches!(layer, Layer::MaxPool2d { .. });
                         let mut arg = vec![0usize; n * b.len()];
                         for plane in 0..n * a.c {
@@ -500,7 +521,9 @@ mod reference {
             let mut loss = 0.0f64;
             for (i, &label) in labels.iter().enumerate() {
                 let z = &logits[i * 10..(i + 1) * 10];
-                let m = z.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+                let m = z
+                    .iter()
+                    .fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
                 let sum: f64 = z.iter().map(|&v| (f64::from(v) - m).exp()).sum();
                 loss += m + sum.ln() - f64::from(z[usize::from(label)]);
                 for j in 0..10 {
@@ -536,7 +559,8 @@ mod reference {
                             for co in 0..b.c {
                                 for oy in 0..b.h {
                                     for ox in 0..b.w {
-                                        let dy = f64::from(d[((i * b.c + co) * b.h + oy) * b.w + ox]);
+                                        let dy =
+                                            f64::from(d[((i * b.c + co) * b.h + oy) * b.w + ox]);
                                         db[co] += dy;
                                         for ci in 0..a.c {
                                             for u in 0..k {
@@ -545,7 +569,8 @@ mod reference {
                                                     let ix = (ox * s + v).wrapping_sub(p);
                                                     if iy < a.h && ix < a.w {
                                                         let wi = ((co * a.c + ci) * k + u) * k + v;
-                                                        let xi = ((i * a.c + ci) * a.h + iy) * a.w + ix;
+                                                        let xi =
+                                                            ((i * a.c + ci) * a.h + iy) * a.w + ix;
                                                         dw[wi] += dy * f64::from(x[xi]);
                                                         dxs[xi] += dy * f64::from(w[wi]);
                                                     }
@@ -565,8 +590,8 @@ mod reference {
                     }
                     Layer::MaxPool2d { kernel: k, .. } | Layer::AvgPool2d { kernel: k, .. } => {
                         let max = matches!(self.layers[li], Layer::MaxPool2d { .. });
-                        let (Layer::MaxPool2d { stride: s, .. } | Layer::AvgPool2d { stride: s, .. }) =
-                            self.layers[li]
+                        let (Layer::MaxPool2d { stride: s, .. }
+                        | Layer::AvgPool2d { stride: s, .. }) = self.layers[li]
                         else {
                             unreachable!()
                         };
@@ -625,7 +650,8 @@ mod reference {
                     }
                     Layer::Dropout { p } => {
                         for (idx, (dx, &dy)) in dx.iter_mut().zip(&d).enumerate() {
-                            *dx = dy * dropout::mask(self.seed, self.step, li as u32, idx as u64, p);
+                            *dx =
+                                dy * dropout::mask(self.seed, self.step, li as u32, idx as u64, p);
                         }
                     }
                     Layer::Upsample { .. } => {
@@ -653,8 +679,9 @@ mod reference {
                     let mut opt = core_adam(self.opt);
                     opt.lr = self.lr;
                     let k = opt.scalars(self.step);
-                    for i in 0..g.len() {
-                        k.update(&mut self.params[i], g[i], &mut self.m[i], &mut self.v[i]);
+                    let state = self.m.iter_mut().zip(self.v.iter_mut());
+                    for ((p, &g), (m, v)) in self.params.iter_mut().zip(&g).zip(state) {
+                        k.update(p, g, m, v);
                     }
                 }
                 OptimizerConfig::Sgd {
@@ -666,8 +693,9 @@ mod reference {
                         .with_momentum(momentum)
                         .with_weight_decay(weight_decay);
                     self.has_m |= momentum != 0.0;
-                    for i in 0..g.len() {
-                        sgd.update(&mut self.params[i], g[i], &mut self.m[i], self.step == 1);
+                    let first = self.step == 1;
+                    for ((p, &g), buf) in self.params.iter_mut().zip(&g).zip(&mut self.m) {
+                        sgd.update(p, g, buf, first);
                     }
                 }
             }
@@ -692,7 +720,11 @@ mod reference {
             let adam = matches!(self.opt, OptimizerConfig::Adam { .. });
             Ok(OptimizerState {
                 step: self.step,
-                m: if adam || self.has_m { self.m.clone() } else { Vec::new() },
+                m: if adam || self.has_m {
+                    self.m.clone()
+                } else {
+                    Vec::new()
+                },
                 v: if adam { self.v.clone() } else { Vec::new() },
             })
         }
@@ -701,8 +733,16 @@ mod reference {
             check_state(self.params.len(), params, state)?;
             self.params.copy_from_slice(params);
             let n = params.len();
-            self.m = if state.m.is_empty() { vec![0.0; n] } else { state.m.clone() };
-            self.v = if state.v.is_empty() { vec![0.0; n] } else { state.v.clone() };
+            self.m = if state.m.is_empty() {
+                vec![0.0; n]
+            } else {
+                state.m.clone()
+            };
+            self.v = if state.v.is_empty() {
+                vec![0.0; n]
+            } else {
+                state.v.clone()
+            };
             self.has_m = !state.m.is_empty();
             self.step = state.step;
             Ok(())
@@ -823,7 +863,13 @@ fn check_against_reference<D: Device>(dev: &dyn Fn() -> D) {
             for step in 0..3 {
                 let lw = want.train_batch(&x, &labels).unwrap();
                 let lg = got.train_batch(&x, &labels).unwrap();
-                assert_close(&format!("{what} Adam loss {step}"), &[lg], &[lw], 1e-5, 1e-5);
+                assert_close(
+                    &format!("{what} Adam loss {step}"),
+                    &[lg],
+                    &[lw],
+                    1e-5,
+                    1e-5,
+                );
             }
             assert_close(
                 &format!("{what} Adam params"),
@@ -911,8 +957,14 @@ fn new_networks_do_not_depend_on_the_thread_order() {
         for order in [ThreadOrder::Descending, ThreadOrder::Shuffled(77)] {
             let got = run(order);
             assert_eq!(got.0, want.0, "{arch} losses, {order:?}");
-            assert!(bits(&got.1) == bits(&want.1), "{arch} params differ with {order:?}");
-            assert!(bits(&got.2) == bits(&want.2), "{arch} logits differ with {order:?}");
+            assert!(
+                bits(&got.1) == bits(&want.1),
+                "{arch} params differ with {order:?}"
+            );
+            assert!(
+                bits(&got.2) == bits(&want.2),
+                "{arch} logits differ with {order:?}"
+            );
         }
     }
 }
@@ -981,27 +1033,49 @@ fn upsample_kernels_match_lenet_core_bit_for_bit() {
         };
         let mut want = vec![0.0f32; g.len()];
         lenet_core::resize::forward(&x, n * c, h, w, &mut want, oh, ow);
-        let got = run_kernel(Kernel::UpsampleForward, g.len(), &[&x], &[g.len()], |i, o| {
-            UpsampleArgs {
+        let got = run_kernel(
+            Kernel::UpsampleForward,
+            g.len(),
+            &[&x],
+            &[g.len()],
+            |i, o| UpsampleArgs {
                 x: i[0],
                 y: o[0],
                 ..dims
-            }
-        });
+            },
+        );
         let what = format!("{h}x{w} -> {oh}x{ow}");
-        assert!(got[0].iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "forward {what}");
+        assert!(
+            got[0]
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "forward {what}"
+        );
         let mut want = vec![0.0f32; x.len()];
         lenet_core::resize::backward(&g, n * c, h, w, oh, ow, &mut want);
-        let got = run_kernel(Kernel::UpsampleBackward, x.len(), &[&x, &g], &[x.len()], |i, o| {
-            UpsampleArgs {
+        let got = run_kernel(
+            Kernel::UpsampleBackward,
+            x.len(),
+            &[&x, &g],
+            &[x.len()],
+            |i, o| UpsampleArgs {
                 x: i[0],
                 dy: i[1],
                 dx: o[0],
                 ..dims
-            }
-        });
-        let bad = got[0].iter().zip(&want).position(|(a, b)| a.to_bits() != b.to_bits());
-        assert_eq!(bad, None, "backward {what}: {:?}", bad.map(|i| (got[0][i], want[i])));
+            },
+        );
+        let bad = got[0]
+            .iter()
+            .zip(&want)
+            .position(|(a, b)| a.to_bits() != b.to_bits());
+        assert_eq!(
+            bad,
+            None,
+            "backward {what}: {:?}",
+            bad.map(|i| (got[0][i], want[i]))
+        );
     }
 }
 
@@ -1043,23 +1117,37 @@ fn dropout_kernels_match_the_core_mask_bit_for_bit() {
                     ..dims
                 }
             });
-            let want: Vec<u32> = input.iter().zip(&mask).map(|(a, m)| (a * m).to_bits()).collect();
+            let want: Vec<u32> = input
+                .iter()
+                .zip(&mask)
+                .map(|(a, m)| (a * m).to_bits())
+                .collect();
             let got: Vec<u32> = got[0].iter().map(|v| v.to_bits()).collect();
-            assert!(got == want, "forward, seed {seed} step {step} layer {layer} p {p}");
+            assert!(
+                got == want,
+                "forward, seed {seed} step {step} layer {layer} p {p}"
+            );
         }
-        let got = run_kernel(Kernel::DropoutBackward, len, &[&relu, &g], &[len], |i, o| {
-            DropoutArgs {
+        let got = run_kernel(
+            Kernel::DropoutBackward,
+            len,
+            &[&relu, &g],
+            &[len],
+            |i, o| DropoutArgs {
                 x: i[0],
                 dy: i[1],
                 dx: o[0],
                 act: act_code(Activation::Relu),
                 ..dims
-            }
-        });
+            },
+        );
         let want: Vec<u32> = (0..len)
             .map(|i| (g[i] * mask[i] * Activation::Relu.derivative_from_output(relu[i])).to_bits())
             .collect();
         let got: Vec<u32> = got[0].iter().map(|v| v.to_bits()).collect();
-        assert!(got == want, "backward, seed {seed} step {step} layer {layer} p {p}");
+        assert!(
+            got == want,
+            "backward, seed {seed} step {step} layer {layer} p {p}"
+        );
     }
 }
