@@ -82,13 +82,14 @@ extern "C" __global__ void conv2d_backward_input(const ConvArgs a) {
 // j = t, t + REDUCE_THREADS, ... of the flattened (n, oy, ox) (neighbouring
 // threads read neighbouring dy and x: coalesced), keeps one partial sum per
 // tap v in registers (dy is read once for the K taps, and the K x values
-// of a position overlap its neighbours'), and block_sum adds the threads'
-// shares of each tap in turn. K <= CONV_KMAX.
+// of a position overlap its neighbours'), and block_sum's fixed tree adds
+// the threads' shares of the K taps together. K <= CONV_KMAX.
 // dw[co][ci][u][v] = sum_{n,oy,ox} dy[n][co][oy][ox] * x[n][ci][oy*S + u - P][ox*S + v - P]
 // db[co] = sum_{n,oy,ox} dy[n][co][oy][ox]
 // Writes dw and db (does not accumulate).
 extern "C" __global__ void conv2d_backward_weight(const ConvArgs a) {
     __shared__ float s[REDUCE_THREADS];
+    __shared__ float sk[CONV_KMAX][REDUCE_THREADS];
     int rows = a.c_out * a.c_in * a.k;
     int b = (int)blockIdx.x;
     int plane = a.oh * a.ow;
@@ -129,14 +130,25 @@ extern "C" __global__ void conv2d_backward_weight(const ConvArgs a) {
                 n++;
             }
         }
+        // block_sum's tree, for the K taps at once.
         for (int v = 0; v < CONV_KMAX; v++) {
             if (v < a.k) {
-                s[t] = acc[v];
-                block_sum(s);
-                if (t == 0) {
-                    a.dw[(size_t)b * a.k + v] = s[0];
+                sk[v][t] = acc[v];
+            }
+        }
+        __syncthreads();
+        for (int half = REDUCE_THREADS / 2; half > 0; half >>= 1) {
+            if (t < half) {
+                for (int v = 0; v < CONV_KMAX; v++) {
+                    if (v < a.k) {
+                        sk[v][t] += sk[v][t + half];
+                    }
                 }
             }
+            __syncthreads();
+        }
+        if (t < a.k) {
+            a.dw[(size_t)b * a.k + t] = sk[t][0];
         }
     } else {
         int co = b - rows;

@@ -937,10 +937,13 @@ fn cuda_device_runs_the_new_networks() {
 }
 
 /// As `thread_order_does_not_change_a_bit`, for the networks with
-/// dropout and upsampling (two Adam steps each, dropout active).
+/// dropout and upsampling (two Adam steps each, dropout active). The CNN
+/// adds no kernel to those of LeNet-5 and VGG (its activation after
+/// pooling is elementwise) and takes the emulator the longest, so it is
+/// left out.
 #[test]
 fn new_networks_do_not_depend_on_the_thread_order() {
-    for arch in small_archs() {
+    for arch in small_archs().into_iter().skip(1) {
         let (x, labels) = batch(3, 9);
         let cfg = arch_config(arch, Activation::Relu, adam());
         let run = |order| {
