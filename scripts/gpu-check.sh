@@ -2,8 +2,10 @@
 # The CUDA trainer on a real NVIDIA GPU, in one run (under 8 minutes on an
 # H100): builds with --features cuda, runs the golden tests on the device
 # (forward, gradients, 10 Adam and 5 SGD steps against PyTorch, every
-# model), benchmarks it, trains the default recipe on the GPU and on the
-# CPU, and prints one table.
+# model), checks the notes' CNN, VGG and AlexNet (dropout, upsampling)
+# against the reference and times their training steps (VGG-11 and AlexNet
+# at 224x224), benchmarks it, trains the default recipe on the GPU and on
+# the CPU, and prints one table.
 #
 #   bash scripts/gpu-check.sh            # needs the NVIDIA driver (R525+)
 set -euo pipefail
@@ -24,6 +26,11 @@ cargo build -q --release -p lenet-host --features cuda
 step "golden tests on the GPU (against PyTorch, the tolerances of the CPU trainer)"
 cargo test -q --release --features cuda --test golden_host -- --include-ignored --nocapture 2>&1 |
     grep -E 'worst|test result|panicked|FAILED'
+
+step "the notes' CNN (batch 256), VGG-11, VGG-11 / 4 and AlexNet (224x224, batch 128) on the GPU"
+cargo test -q --release -p lenet-host --features cuda,cuda-emu --lib \
+    gpu::tests::cuda_device_runs_the_new_networks -- --ignored --nocapture 2>&1 |
+    grep -E '^cuda|test result|panicked|FAILED'
 
 step "host bench --device cuda (batch 256, Adam; one 60,000-image epoch resident on the GPU)"
 for model in lenet5 lenet5-max lenet5-wide; do

@@ -76,58 +76,99 @@ extern "C" __global__ void conv2d_backward_input(const ConvArgs a) {
     a.dx[i] = acc * act_grad(a.act, a.x[i]);
 }
 
-// One block of REDUCE_THREADS threads per weight (co, ci, u, v), then one
-// per bias co: grid = C_OUT * C_IN * K * K + C_OUT blocks. Each thread sums
-// the output rows (n, oy) = threadIdx.x, threadIdx.x + REDUCE_THREADS, ...,
-// each row along ox; block_sum adds the threads' shares.
+// One block of REDUCE_THREADS threads per kernel row (co, ci, u): its K
+// weights dw[co][ci][u][0..K); then one block per bias co: grid =
+// C_OUT * C_IN * K + C_OUT blocks. Thread t takes the output positions
+// j = t, t + REDUCE_THREADS, ... of the flattened (n, oy, ox) (neighbouring
+// threads read neighbouring dy and x: coalesced), keeps one partial sum per
+// tap v in registers (dy is read once for the K taps, and the K x values
+// of a position overlap its neighbours'), and block_sum's fixed tree adds
+// the threads' shares of the K taps together. K <= CONV_KMAX.
 // dw[co][ci][u][v] = sum_{n,oy,ox} dy[n][co][oy][ox] * x[n][ci][oy*S + u - P][ox*S + v - P]
 // db[co] = sum_{n,oy,ox} dy[n][co][oy][ox]
 // Writes dw and db (does not accumulate).
 extern "C" __global__ void conv2d_backward_weight(const ConvArgs a) {
     __shared__ float s[REDUCE_THREADS];
-    int nw = a.c_out * a.c_in * a.k * a.k;
+    __shared__ float sk[CONV_KMAX][REDUCE_THREADS];
+    int rows = a.c_out * a.c_in * a.k;
     int b = (int)blockIdx.x;
-    int rows = a.n * a.oh;
-    float acc = 0.0f;
-    if (b < nw) {
-        int v = b % a.k;
-        int u = (b / a.k) % a.k;
-        int ci = (b / (a.k * a.k)) % a.c_in;
-        int co = b / (a.k * a.k * a.c_in);
-        for (int r = (int)threadIdx.x; r < rows; r += REDUCE_THREADS) {
-            int n = r / a.oh;
-            int oy = r % a.oh;
+    int plane = a.oh * a.ow;
+    int total = a.n * plane;
+    int t = (int)threadIdx.x;
+    // (n, oy, ox) of position j = t, advanced by REDUCE_THREADS per step.
+    int ox = t % a.ow;
+    int oy = (t / a.ow) % a.oh;
+    int n = t / plane;
+    if (b < rows) {
+        int u = b % a.k;
+        int ci = (b / a.k) % a.c_in;
+        int co = b / (a.k * a.c_in);
+        float acc[CONV_KMAX];
+        for (int v = 0; v < CONV_KMAX; v++) {
+            acc[v] = 0.0f;
+        }
+        for (int j = t; j < total; j += REDUCE_THREADS) {
             int iy = oy * a.s + u - a.p;
-            if (iy < 0 || iy >= a.h) {
-                continue;
-            }
-            const float* dyr = a.dy + (((size_t)n * a.c_out + co) * a.oh + oy) * a.ow;
-            const float* xr = a.x + (((size_t)n * a.c_in + ci) * a.h + iy) * a.w_in;
-            for (int ox = 0; ox < a.ow; ox++) {
-                int ix = ox * a.s + v - a.p;
-                if (ix >= 0 && ix < a.w_in) {
-                    acc += dyr[ox] * xr[ix];
+            if (iy >= 0 && iy < a.h) {
+                float g = a.dy[(((size_t)n * a.c_out + co) * a.oh + oy) * a.ow + ox];
+                const float* xr = a.x + (((size_t)n * a.c_in + ci) * a.h + iy) * a.w_in;
+                int ix0 = ox * a.s - a.p;
+                for (int v = 0; v < CONV_KMAX; v++) {
+                    int ix = ix0 + v;
+                    if (v < a.k && ix >= 0 && ix < a.w_in) {
+                        acc[v] += g * xr[ix];
+                    }
                 }
             }
-        }
-    } else {
-        int co = b - nw;
-        for (int r = (int)threadIdx.x; r < rows; r += REDUCE_THREADS) {
-            int n = r / a.oh;
-            int oy = r % a.oh;
-            const float* dyr = a.dy + (((size_t)n * a.c_out + co) * a.oh + oy) * a.ow;
-            for (int ox = 0; ox < a.ow; ox++) {
-                acc += dyr[ox];
+            ox += REDUCE_THREADS;
+            while (ox >= a.ow) {
+                ox -= a.ow;
+                oy++;
+            }
+            while (oy >= a.oh) {
+                oy -= a.oh;
+                n++;
             }
         }
-    }
-    s[threadIdx.x] = acc;
-    block_sum(s);
-    if (threadIdx.x == 0) {
-        if (b < nw) {
-            a.dw[b] = s[0];
-        } else {
-            a.db[b - nw] = s[0];
+        // block_sum's tree, for the K taps at once.
+        for (int v = 0; v < CONV_KMAX; v++) {
+            if (v < a.k) {
+                sk[v][t] = acc[v];
+            }
+        }
+        __syncthreads();
+        for (int half = REDUCE_THREADS / 2; half > 0; half >>= 1) {
+            if (t < half) {
+                for (int v = 0; v < CONV_KMAX; v++) {
+                    if (v < a.k) {
+                        sk[v][t] += sk[v][t + half];
+                    }
+                }
+            }
+            __syncthreads();
+        }
+        if (t < a.k) {
+            a.dw[(size_t)b * a.k + t] = sk[t][0];
+        }
+    } else {
+        int co = b - rows;
+        float acc = 0.0f;
+        for (int j = t; j < total; j += REDUCE_THREADS) {
+            acc += a.dy[(((size_t)n * a.c_out + co) * a.oh + oy) * a.ow + ox];
+            ox += REDUCE_THREADS;
+            while (ox >= a.ow) {
+                ox -= a.ow;
+                oy++;
+            }
+            while (oy >= a.oh) {
+                oy -= a.oh;
+                n++;
+            }
+        }
+        s[t] = acc;
+        block_sum(s);
+        if (t == 0) {
+            a.db[co] = s[0];
         }
     }
 }

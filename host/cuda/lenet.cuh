@@ -20,6 +20,10 @@
 // Threads per block of the block-reduction kernels (a power of two).
 #define REDUCE_THREADS 256
 
+// Largest convolution kernel side (conv2d_backward_weight keeps one sum
+// per kernel column in registers).
+#define CONV_KMAX 11
+
 // Activation codes (lenet-core's Activation; 0: identity).
 #define ACT_NONE 0
 #define ACT_SIGMOID 1
@@ -166,6 +170,34 @@ struct SgdArgs {
     int len;
     float lr, momentum, weight_decay;
     int first;  // 1 on the first step
+    int pad_;
+};
+
+// upsample_forward, upsample_backward: bilinear, align_corners=False.
+struct UpsampleArgs {
+    const float* x;   // (N, C, H, W)
+    float* y;         // (N, C, OH, OW)
+    const float* dy;  // (N, C, OH, OW)
+    float* dx;        // (N, C, H, W)
+    int n, c, h, w_in, oh, ow;
+    int act;          // backward: activation whose output x holds
+    int pad_;
+};
+
+// dropout_forward, dropout_backward: the noise of lenet-core's
+// dropout::mask(seed, step, layer, index, p).
+struct DropoutArgs {
+    const float* x;   // (N, F) the layer's input
+    float* y;         // (N, F) forward output
+    const float* dy;  // (N, F)
+    float* dx;        // (N, F)
+    unsigned long long seed;  // TrainerConfig::dropout_seed
+    unsigned long long step;  // optimizer steps taken before this one
+    unsigned int layer;       // index of the Dropout in the layer list
+    unsigned int threshold;   // dropout::threshold(p): bits below it drop
+    float scale;              // dropout::scale(p) = 1 / (1 - p)
+    int len;                  // N * F
+    int act;                  // backward: activation whose output x holds
     int pad_;
 };
 

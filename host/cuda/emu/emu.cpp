@@ -10,10 +10,12 @@
 #include "../activation.cu"
 #include "../conv2d.cu"
 #include "../data.cu"
+#include "../dropout.cu"
 #include "../linear.cu"
 #include "../loss.cu"
 #include "../optim.cu"
 #include "../pool.cu"
+#include "../resize.cu"
 
 // Two kernels that only test the emulator: a block sum with its barrier,
 // and the same sum without it, whose result depends on the thread order.
@@ -84,6 +86,10 @@ const Entry KERNELS[] = {
     KERNEL(softmax_cross_entropy, LossArgs, true),
     KERNEL(adam_update, AdamArgs, false),
     KERNEL(sgd_update, SgdArgs, false),
+    KERNEL(upsample_forward, UpsampleArgs, false),
+    KERNEL(upsample_backward, UpsampleArgs, false),
+    KERNEL(dropout_forward, DropoutArgs, false),
+    KERNEL(dropout_backward, DropoutArgs, false),
     KERNEL(selftest_sum, SelftestArgs, true),
     KERNEL(selftest_racy_sum, SelftestArgs, false),
 };

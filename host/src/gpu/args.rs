@@ -142,6 +142,43 @@ pub struct SgdArgs {
     pub pad_: i32,
 }
 
+/// `UpsampleArgs`: see `resize.cu`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UpsampleArgs {
+    pub x: u64,
+    pub y: u64,
+    pub dy: u64,
+    pub dx: u64,
+    pub n: i32,
+    pub c: i32,
+    pub h: i32,
+    pub w_in: i32,
+    pub oh: i32,
+    pub ow: i32,
+    pub act: i32,
+    pub pad_: i32,
+}
+
+/// `DropoutArgs`: see `dropout.cu`; `threshold` and `scale` are
+/// lenet-core's `dropout::threshold` and `dropout::scale`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DropoutArgs {
+    pub x: u64,
+    pub y: u64,
+    pub dy: u64,
+    pub dx: u64,
+    pub seed: u64,
+    pub step: u64,
+    pub layer: u32,
+    pub threshold: u32,
+    pub scale: f32,
+    pub len: i32,
+    pub act: i32,
+    pub pad_: i32,
+}
+
 /// A kernel's argument struct: plain old data without padding, passed to
 /// the kernel by value.
 ///
@@ -167,3 +204,7 @@ unsafe impl KernelArgs for LossArgs {}
 unsafe impl KernelArgs for AdamArgs {}
 // SAFETY: as above.
 unsafe impl KernelArgs for SgdArgs {}
+// SAFETY: as above.
+unsafe impl KernelArgs for UpsampleArgs {}
+// SAFETY: as above.
+unsafe impl KernelArgs for DropoutArgs {}

@@ -23,11 +23,15 @@ pub enum Kernel {
     SoftmaxCrossEntropy,
     AdamUpdate,
     SgdUpdate,
+    UpsampleForward,
+    UpsampleBackward,
+    DropoutForward,
+    DropoutBackward,
 }
 
 impl Kernel {
     /// Every kernel.
-    pub const ALL: [Kernel; 13] = [
+    pub const ALL: [Kernel; 17] = [
         Kernel::GatherBatch,
         Kernel::Conv2dForward,
         Kernel::Conv2dBackwardInput,
@@ -41,6 +45,10 @@ impl Kernel {
         Kernel::SoftmaxCrossEntropy,
         Kernel::AdamUpdate,
         Kernel::SgdUpdate,
+        Kernel::UpsampleForward,
+        Kernel::UpsampleBackward,
+        Kernel::DropoutForward,
+        Kernel::DropoutBackward,
     ];
 
     /// The `extern "C"` name of the kernel.
@@ -59,6 +67,10 @@ impl Kernel {
             Kernel::SoftmaxCrossEntropy => "softmax_cross_entropy",
             Kernel::AdamUpdate => "adam_update",
             Kernel::SgdUpdate => "sgd_update",
+            Kernel::UpsampleForward => "upsample_forward",
+            Kernel::UpsampleBackward => "upsample_backward",
+            Kernel::DropoutForward => "dropout_forward",
+            Kernel::DropoutBackward => "dropout_backward",
         }
     }
 
@@ -77,6 +89,8 @@ impl Kernel {
             }
             Kernel::SoftmaxCrossEntropy => "loss",
             Kernel::AdamUpdate | Kernel::SgdUpdate => "optim",
+            Kernel::UpsampleForward | Kernel::UpsampleBackward => "resize",
+            Kernel::DropoutForward | Kernel::DropoutBackward => "dropout",
         }
     }
 

@@ -1,20 +1,25 @@
 //! The CUDA trainer: one implementation of [`Trainer`] for any network
-//! described as data ([`ModelKind::layers`]), running on a [`Device`]: the
+//! described as data ([`Arch::layers`]), running on a [`Device`]: the
 //! GPU through the CUDA driver (feature `cuda`) or the emulated device,
 //! which runs the same kernel sources on the CPU (feature `cuda-emu`).
 //!
 //! The layer list becomes a schedule of kernel launches:
 //!
 //! - forward: one launch per convolution or linear layer (bias and the
-//!   activation that follows fused in), per pooling layer, and per
-//!   activation that follows a pooling layer (in place);
+//!   activation that follows fused in), per pooling, upsampling or dropout
+//!   layer, and per activation that follows a layer it cannot be fused
+//!   into (in place). Dropout multiplies by lenet-core's seeded mask in
+//!   training and is skipped in [`Trainer::forward`] (inference: the next
+//!   layer reads the dropout's input);
 //! - the loss: one launch for softmax cross-entropy, the batch's mean loss
 //!   written to a per-step slot on the device;
 //! - backward: per layer with parameters, one launch for the weight and
-//!   bias gradients and one for the input gradient (skipped for the first
-//!   layer); per pooling layer, one for the input gradient. The derivative
-//!   of an activation is applied by the next layer's input-gradient kernel,
-//!   from the activation's output, which the forward pass keeps;
+//!   bias gradients; per layer, one for the input gradient, skipped where
+//!   no layer before it has parameters (the first layer, and the first
+//!   convolution after an upsampling of the input). Dropout's backward
+//!   recomputes its mask. The derivative of an activation is applied by
+//!   the next layer's input-gradient kernel, from the activation's output,
+//!   which the forward pass keeps;
 //! - the optimizer: one launch over all parameters, which live in one flat
 //!   buffer in `state_dict` order (as the gradients and moments do).
 //!
@@ -36,17 +41,24 @@ pub mod emu;
 mod tests;
 
 use lenet_core::activation::Activation;
-use lenet_core::model::{INPUT_SHAPE, Layer, ModelKind, Shape3};
+use lenet_core::dropout;
+use lenet_core::model::{Arch, INPUT_SHAPE, Layer, Shape3};
 
 use crate::trainer::{
     EpochPlan, OptimizerConfig, OptimizerState, Trainer, TrainerConfig, TrainerError, check_state,
     core_adam,
 };
-use args::{ActArgs, AdamArgs, ConvArgs, GatherArgs, LinearArgs, LossArgs, PoolArgs, SgdArgs};
-use device::{DevPtr, Device, DeviceExt, Kernel};
+use args::{
+    ActArgs, AdamArgs, ConvArgs, DropoutArgs, GatherArgs, LinearArgs, LossArgs, PoolArgs, SgdArgs,
+    UpsampleArgs,
+};
+use device::{BLOCK, DevPtr, Device, DeviceExt, Kernel};
 
 /// Number of classes (outputs of the last layer).
 const CLASSES: usize = 10;
+
+/// Largest convolution kernel side (`CONV_KMAX` of `lenet.cuh`).
+const CONV_KMAX: usize = 11;
 
 /// The activation's code in `lenet.cuh`.
 fn act_code(act: Activation) -> i32 {
@@ -73,6 +85,14 @@ enum Op {
     /// The model's activation, in place on its input.
     Act,
     Linear,
+    /// Bilinear resize to the stage's output shape.
+    Upsample,
+    /// Dropout with probability `p`; `layer` is its index in the layer
+    /// list (an input of the mask).
+    Dropout {
+        p: f32,
+        layer: u32,
+    },
 }
 
 /// One stage: an op from value buffer `input` to value buffer `output`.
@@ -100,6 +120,10 @@ struct Val {
     holds_act: bool,
     /// Whether max pooling writes its argmax indices next to it.
     has_arg: bool,
+    /// Whether the loss's gradient with respect to it is needed: some
+    /// layer before it has parameters (not so for the input, or for an
+    /// upsampling of the input).
+    needs_grad: bool,
     ptr: DevPtr,
     dptr: DevPtr,
     arg: DevPtr,
@@ -130,6 +154,11 @@ impl Schedule {
             let layer = layers[i];
             let out_shape = layer.output_shape(shape).map_err(|e| bad(e.to_string()))?;
             let op = match layer {
+                Layer::Conv2d { kernel, .. } if kernel > CONV_KMAX => {
+                    return Err(bad(format!(
+                        "layer {i}: the CUDA kernels take convolutions up to {CONV_KMAX}x{CONV_KMAX}"
+                    )));
+                }
                 Layer::Conv2d {
                     kernel,
                     padding,
@@ -170,6 +199,11 @@ impl Schedule {
                     });
                     None
                 }
+                Layer::Upsample { .. } => Some(Op::Upsample),
+                Layer::Dropout { p } => Some(Op::Dropout {
+                    p,
+                    layer: u32::try_from(i).map_err(|e| bad(e.to_string()))?,
+                }),
                 Layer::Flatten => None,
                 _ => return Err(bad(format!("layer {i}: {layer:?} has no CUDA kernel"))),
             };
@@ -181,6 +215,7 @@ impl Schedule {
                 vals.push(Val {
                     per_image: out_shape.len(),
                     holds_act: fuse,
+                    needs_grad: vals[cur].needs_grad || layer.num_params() > 0,
                     has_arg: matches!(op, Op::Pool { max: true, .. }),
                     ..Val::default()
                 });
@@ -223,8 +258,10 @@ impl Schedule {
         for st in &self.stages {
             n += 1;
             n += match st.op {
-                Op::Conv { .. } | Op::Linear => 1 + usize::from(st.input != 0),
-                Op::Pool { .. } => usize::from(st.input != 0),
+                Op::Conv { .. } | Op::Linear => 1 + usize::from(self.vals[st.input].needs_grad),
+                Op::Pool { .. } | Op::Upsample | Op::Dropout { .. } => {
+                    usize::from(self.vals[st.input].needs_grad)
+                }
                 Op::Act => 0,
             };
         }
@@ -352,7 +389,10 @@ impl<D: Device> GpuTrainer<D> {
             .map(|v| v.per_image)
             .max()
             .unwrap_or(0);
-        if n.checked_mul(biggest).is_none_or(|t| t >= (1 << 31) / 4) {
+        // Kernels index values with `int`, and a grid's last block may run
+        // up to BLOCK - 1 threads past the end.
+        let limit = i32::MAX as usize - BLOCK as usize;
+        if n.checked_mul(biggest).is_none_or(|t| t > limit) {
             return Err(self.device_err(format!(
                 "a batch of {n} images needs buffers beyond the kernels' 32-bit indexing"
             )));
@@ -394,11 +434,16 @@ impl<D: Device> GpuTrainer<D> {
         Ok(())
     }
 
-    /// Forward pass of `n` images from value buffer 0.
-    fn forward_device(&mut self, n: usize) -> Result<(), TrainerError> {
+    /// Forward pass of `n` images from value buffer 0, in training
+    /// (dropout applied) or inference (dropout skipped); returns the
+    /// logits' buffer.
+    fn forward_device(&mut self, n: usize, train: bool) -> Result<DevPtr, TrainerError> {
         let p = self.params;
+        // Which buffer holds each value: its own, or in inference, for the
+        // output of a dropout, the dropout's input.
+        let mut at: Vec<usize> = (0..self.sched.vals.len()).collect();
         for st in self.sched.stages.clone() {
-            let (inp, out) = (self.sched.vals[st.input], self.sched.vals[st.output]);
+            let (inp, out) = (self.sched.vals[at[st.input]], self.sched.vals[st.output]);
             let (a, b) = (st.in_shape, st.out_shape);
             match st.op {
                 Op::Conv { k, s, p: pad } => {
@@ -446,15 +491,53 @@ impl<D: Device> GpuTrainer<D> {
                     self.dev
                         .launch_over(Kernel::LinearForward, n * b.len(), &args)?;
                 }
+                Op::Upsample => {
+                    let args = UpsampleArgs {
+                        x: inp.ptr,
+                        y: out.ptr,
+                        ..upsample_dims(n, a, b, 0)
+                    };
+                    self.dev
+                        .launch_over(Kernel::UpsampleForward, n * b.len(), &args)?;
+                }
+                Op::Dropout { p: prob, layer } => {
+                    if !train {
+                        at[st.output] = at[st.input];
+                        continue;
+                    }
+                    let args = DropoutArgs {
+                        x: inp.ptr,
+                        y: out.ptr,
+                        ..self.dropout_dims(n * a.len(), prob, layer, 0)
+                    };
+                    self.dev
+                        .launch_over(Kernel::DropoutForward, n * a.len(), &args)?;
+                }
             }
         }
-        Ok(())
+        let last = at[self.sched.vals.len() - 1];
+        Ok(self.sched.vals[last].ptr)
+    }
+
+    /// The dimensions and mask of dropout layer `layer` (probability `p`)
+    /// over `len` values at the current step.
+    fn dropout_dims(&self, len: usize, p: f32, layer: u32, act: i32) -> DropoutArgs {
+        DropoutArgs {
+            seed: self.config.dropout_seed,
+            step: self.step,
+            layer,
+            threshold: dropout::threshold(p),
+            scale: dropout::scale(p),
+            len: int(len),
+            act,
+            ..DropoutArgs::default()
+        }
     }
 
     /// Loss, backward pass and optimizer step for `n` images whose inputs
     /// and labels are on the device; the batch loss goes to slot `slot`.
     fn train_device(&mut self, n: usize, slot: usize) -> Result<(), TrainerError> {
-        self.forward_device(n)?;
+        self.forward_device(n, true)?;
         let last = self.sched.vals[self.sched.vals.len() - 1];
         let loss = LossArgs {
             logits: last.ptr,
@@ -483,13 +566,13 @@ impl<D: Device> GpuTrainer<D> {
                         db: ptr_at(g, st.b_off),
                         ..dims
                     };
-                    let blocks = b.c * a.c * k * k + b.c;
+                    let blocks = b.c * a.c * k + b.c;
                     self.dev.launch(
                         Kernel::Conv2dBackwardWeight,
                         u32::try_from(blocks).map_err(|e| self.device_err(e.to_string()))?,
                         &wargs,
                     )?;
-                    if st.input != 0 {
+                    if inp.needs_grad {
                         let iargs = ConvArgs {
                             x: inp.ptr,
                             w: ptr_at(p, st.w_off),
@@ -502,7 +585,7 @@ impl<D: Device> GpuTrainer<D> {
                     }
                 }
                 Op::Pool { k, s, max } => {
-                    if st.input != 0 {
+                    if inp.needs_grad {
                         let args = PoolArgs {
                             x: inp.ptr,
                             arg: out.arg,
@@ -515,6 +598,30 @@ impl<D: Device> GpuTrainer<D> {
                     }
                 }
                 Op::Act => {}
+                Op::Upsample => {
+                    if inp.needs_grad {
+                        let args = UpsampleArgs {
+                            x: inp.ptr,
+                            dy: out.dptr,
+                            dx: inp.dptr,
+                            ..upsample_dims(n, a, b, in_act)
+                        };
+                        self.dev
+                            .launch_over(Kernel::UpsampleBackward, n * a.len(), &args)?;
+                    }
+                }
+                Op::Dropout { p: prob, layer } => {
+                    if inp.needs_grad {
+                        let args = DropoutArgs {
+                            x: inp.ptr,
+                            dy: out.dptr,
+                            dx: inp.dptr,
+                            ..self.dropout_dims(n * a.len(), prob, layer, in_act)
+                        };
+                        self.dev
+                            .launch_over(Kernel::DropoutBackward, n * a.len(), &args)?;
+                    }
+                }
                 Op::Linear => {
                     let dims = LinearArgs {
                         n: int(n),
@@ -535,7 +642,7 @@ impl<D: Device> GpuTrainer<D> {
                         b.len() * a.len() + b.len(),
                         &wargs,
                     )?;
-                    if st.input != 0 {
+                    if inp.needs_grad {
                         let iargs = LinearArgs {
                             x: inp.ptr,
                             w: ptr_at(p, st.w_off),
@@ -641,6 +748,19 @@ fn conv_dims(n: usize, a: Shape3, b: Shape3, k: usize, s: usize, p: usize, act: 
     }
 }
 
+fn upsample_dims(n: usize, a: Shape3, b: Shape3, act: i32) -> UpsampleArgs {
+    UpsampleArgs {
+        n: int(n),
+        c: int(a.c),
+        h: int(a.h),
+        w_in: int(a.w),
+        oh: int(b.h),
+        ow: int(b.w),
+        act,
+        ..UpsampleArgs::default()
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn pool_dims(n: usize, a: Shape3, b: Shape3, k: usize, s: usize, max: bool, act: i32) -> PoolArgs {
     PoolArgs {
@@ -701,8 +821,7 @@ impl<D: Device> Trainer for GpuTrainer<D> {
         self.ensure_capacity(n)?;
         let input = self.sched.vals[0].ptr;
         self.dev.upload_slice(input, x)?;
-        self.forward_device(n)?;
-        let last = self.sched.vals[self.sched.vals.len() - 1].ptr;
+        let last = self.forward_device(n, false)?;
         self.dev.download_slice(logits, last)
     }
 
@@ -817,7 +936,19 @@ impl<D: Device> Trainer for GpuTrainer<D> {
 }
 
 /// The network's parameter count as the schedule sees it (equal to
-/// [`ModelKind::num_params`]).
-pub fn schedule_params(kind: ModelKind) -> Result<usize, TrainerError> {
-    Ok(Schedule::new(kind.layers(), 1)?.params)
+/// [`Arch::num_params`]).
+///
+/// # Errors
+/// A network the kernels cannot run.
+pub fn schedule_params(arch: Arch) -> Result<usize, TrainerError> {
+    Ok(Schedule::new(&arch.layers(), 1)?.params)
+}
+
+/// Kernel launches of one training step of the network (what
+/// [`GpuTrainer::launches_per_step`] says, without a device).
+///
+/// # Errors
+/// A network the kernels cannot run.
+pub fn schedule_launches(arch: Arch) -> Result<usize, TrainerError> {
+    Ok(Schedule::new(&arch.layers(), 1)?.launches_per_step())
 }

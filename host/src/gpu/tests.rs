@@ -1,6 +1,8 @@
 //! The CUDA trainer on the emulated device: its kernels against the CPU
-//! trainer for every model and activation, independence of the thread
-//! order, and the device-side input pipeline against the host's.
+//! trainer for every model and activation, the CNN, VGG and AlexNet
+//! (dropout, upsampling) against an independent reference, independence
+//! of the thread order, and the device-side input pipeline against the
+//! host's.
 #![cfg(feature = "cuda-emu")]
 
 use super::emu::{EmuDevice, ThreadOrder};
@@ -11,6 +13,7 @@ use crate::data::{Dataset, Normalization};
 use crate::reference::init_params;
 use crate::rng::SplitMix64;
 use crate::trainer::Augment;
+use lenet_core::model::{AlexNetConfig, ModelKind, VggConfig};
 
 fn adam() -> OptimizerConfig {
     OptimizerConfig::Adam {
@@ -79,6 +82,8 @@ fn argument_structs_match_the_c_compiler() {
             Kernel::SoftmaxCrossEntropy => size_of::<LossArgs>(),
             Kernel::AdamUpdate => size_of::<AdamArgs>(),
             Kernel::SgdUpdate => size_of::<SgdArgs>(),
+            Kernel::UpsampleForward | Kernel::UpsampleBackward => size_of::<UpsampleArgs>(),
+            Kernel::DropoutForward | Kernel::DropoutBackward => size_of::<DropoutArgs>(),
         };
         assert_eq!(rust, dev.args_size(k), "{}", k.name());
     }
@@ -87,8 +92,32 @@ fn argument_structs_match_the_c_compiler() {
 #[test]
 fn schedules_follow_the_layer_lists() {
     for kind in ModelKind::ALL {
-        assert_eq!(schedule_params(kind).unwrap(), kind.num_params(), "{kind}");
+        assert_eq!(
+            schedule_params(kind.into()).unwrap(),
+            kind.num_params(),
+            "{kind}"
+        );
     }
+    let full = [
+        Arch::Vgg(VggConfig::NOTES),
+        Arch::AlexNet(AlexNetConfig::NOTES),
+    ];
+    for arch in small_archs().into_iter().chain(full) {
+        assert_eq!(schedule_params(arch).unwrap(), arch.num_params(), "{arch}");
+    }
+    // Conv, pool, act twice, linear (+act), linear; backward: the first
+    // conv's weights only, every other layer both; gather, loss, optimizer.
+    assert_eq!(schedule_launches(Arch::Cnn).unwrap(), 8 + 9 + 3);
+    // Upsample, conv+act, pool, conv+act, pool, 3 linear, 2 dropouts:
+    // 10 forward; backward 13: every layer's input gradient but the
+    // upsample's and the first conv's (whose input is the upsampled input),
+    // and the weights of 5.
+    assert_eq!(schedule_launches(small_archs()[2]).unwrap(), 10 + 13 + 3);
+    assert_eq!(schedule_launches(Arch::Vgg(VggConfig::NOTES)).unwrap(), 50);
+    assert_eq!(
+        schedule_launches(Arch::AlexNet(AlexNetConfig::NOTES)).unwrap(),
+        37
+    );
     let t = emu(
         &config(ModelKind::LeNet5, Activation::Sigmoid, adam()),
         ThreadOrder::Ascending,
@@ -296,4 +325,832 @@ fn state_round_trips_and_bad_state_is_an_error() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("do not make whole images"), "{e}");
+}
+
+/// An independent reference for the networks the CPU trainer does not run
+/// yet: the layer list executed with plain loops (sums in `f64`), and
+/// lenet-core's one definition of each of dropout's mask, bilinear
+/// resizing, the activations and the optimizer updates.
+mod reference {
+    use lenet_core::activation::Activation;
+    use lenet_core::model::{INPUT_SHAPE, Layer, Shape3};
+    use lenet_core::optim::Sgd;
+    use lenet_core::{dropout, resize};
+
+    use crate::trainer::{
+        OptimizerConfig, OptimizerState, Trainer, TrainerConfig, TrainerError, check_state,
+        core_adam,
+    };
+
+    /// The reference trainer (see the module docs).
+    pub struct Reference {
+        layers: Vec<Layer>,
+        shapes: Vec<Shape3>,
+        act: Activation,
+        opt: OptimizerConfig,
+        lr: f32,
+        seed: u64,
+        step: u64,
+        params: Vec<f32>,
+        m: Vec<f32>,
+        v: Vec<f32>,
+        has_m: bool,
+    }
+
+    impl Reference {
+        pub fn new(cfg: &TrainerConfig, init: &[f32]) -> Reference {
+            let layers: Vec<Layer> = cfg.arch.layers().iter().copied().collect();
+            let mut shapes = vec![INPUT_SHAPE];
+            for l in &layers {
+                let s = l.output_shape(*shapes.last().unwrap()).unwrap();
+                shapes.push(s);
+            }
+            assert_eq!(init.len(), cfg.arch.num_params());
+            let lr = match cfg.optimizer {
+                OptimizerConfig::Adam { lr, .. } | OptimizerConfig::Sgd { lr, .. } => lr,
+            };
+            Reference {
+                layers,
+                shapes,
+                act: cfg.act,
+                opt: cfg.optimizer,
+                lr,
+                seed: cfg.dropout_seed,
+                step: 0,
+                params: init.to_vec(),
+                m: vec![0.0; init.len()],
+                v: vec![0.0; init.len()],
+                has_m: false,
+            }
+        }
+
+        /// Every layer's output for `n` images (`vals[0]` is the input), and
+        /// the max pools' argmax indices (within the plane).
+        fn forward_all(
+            &self,
+            x: &[f32],
+            n: usize,
+            train: bool,
+        ) -> (Vec<Vec<f32>>, Vec<Vec<usize>>) {
+            let mut vals = vec![x.to_vec()];
+            let mut args = vec![Vec::new(); self.layers.len()];
+            let mut off = 0;
+            for (li, &layer) in self.layers.iter().enumerate() {
+                let (a, b) = (self.shapes[li], self.shapes[li + 1]);
+                let x = &vals[li];
+                let mut y = vec![0.0f32; n * b.len()];
+                match layer {
+                    Layer::Conv2d {
+                        kernel: k,
+                        padding: p,
+                        stride: s,
+                        ..
+                    } => {
+                        let (w, bias) =
+                            (&self.params[off..], &self.params[off + b.c * a.c * k * k..]);
+                        for i in 0..n {
+                            for co in 0..b.c {
+                                for oy in 0..b.h {
+                                    for ox in 0..b.w {
+                                        let mut acc = f64::from(bias[co]);
+                                        for ci in 0..a.c {
+                                            for u in 0..k {
+                                                for v in 0..k {
+                                                    let iy = (oy * s + u).wrapping_sub(p);
+                                                    let ix = (ox * s + v).wrapping_sub(p);
+                                                    if iy < a.h && ix < a.w {
+                                                        acc += f64::from(
+                                                            w[((co * a.c + ci) * k + u) * k + v],
+                                                        ) * f64::from(
+                                                            x[((i * a.c + ci) * a.h + iy) * a.w
+                                                                + ix],
+                                                        );
+                                                    }
+                                                }
+                                            }
+                                        }
+                                        y[((i * b.c + co) * b.h + oy) * b.w + ox] = acc as f32;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Layer::MaxPool2d {
+                        kernel: k,
+                        stride: s,
+                    }
+                    | Layer::AvgPool2d {
+                        kernel: k,
+                        stride: s,
+                    } => {
+                        let max = matches!(layer, Layer::MaxPool2d { .. });
+                        let mut arg = vec![0usize; n * b.len()];
+                        for plane in 0..n * a.c {
+                            let xp = &x[plane * a.h * a.w..];
+                            for oy in 0..b.h {
+                                for ox in 0..b.w {
+                                    let o = plane * b.h * b.w + oy * b.w + ox;
+                                    let mut best = oy * s * a.w + ox * s;
+                                    let mut sum = 0.0f64;
+                                    for u in 0..k {
+                                        for v in 0..k {
+                                            let at = (oy * s + u) * a.w + ox * s + v;
+                                            if xp[at] > xp[best] {
+                                                best = at;
+                                            }
+                                            sum += f64::from(xp[at]);
+                                        }
+                                    }
+                                    arg[o] = best;
+                                    y[o] = if max {
+                                        xp[best]
+                                    } else {
+                                        (sum / (k * k) as f64) as f32
+                                    };
+                                }
+                            }
+                        }
+                        args[li] = arg;
+                    }
+                    Layer::Act => {
+                        for (y, &x) in y.iter_mut().zip(x) {
+                            *y = self.act.apply(x);
+                        }
+                    }
+                    Layer::Flatten => y.copy_from_slice(x),
+                    Layer::Linear { .. } => {
+                        let (fi, fo) = (a.len(), b.len());
+                        let (w, bias) = (&self.params[off..], &self.params[off + fi * fo..]);
+                        for i in 0..n {
+                            for o in 0..fo {
+                                let mut acc = f64::from(bias[o]);
+                                for j in 0..fi {
+                                    acc += f64::from(w[o * fi + j]) * f64::from(x[i * fi + j]);
+                                }
+                                y[i * fo + o] = acc as f32;
+                            }
+                        }
+                    }
+                    Layer::Dropout { p } => {
+                        for (idx, (y, &x)) in y.iter_mut().zip(x).enumerate() {
+                            *y = if train {
+                                x * dropout::mask(self.seed, self.step, li as u32, idx as u64, p)
+                            } else {
+                                x
+                            };
+                        }
+                    }
+                    Layer::Upsample { .. } => {
+                        resize::forward(x, n * a.c, a.h, a.w, &mut y, b.h, b.w);
+                    }
+                    other => panic!("the reference has no {other:?}"),
+                }
+                off += layer.num_params();
+                vals.push(y);
+            }
+            (vals, args)
+        }
+
+        /// Gradients of the mean cross-entropy of the batch; returns the loss.
+        fn gradients(&self, x: &[f32], labels: &[u8], g: &mut [f32]) -> f32 {
+            let n = labels.len();
+            let (vals, args) = self.forward_all(x, n, true);
+            // dL/dlogits = (softmax - onehot) / N
+            let logits = vals.last().unwrap();
+            let mut d = vec![0.0f32; logits.len()];
+            let mut loss = 0.0f64;
+            for (i, &label) in labels.iter().enumerate() {
+                let z = &logits[i * 10..(i + 1) * 10];
+                let m = z
+                    .iter()
+                    .fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+                let sum: f64 = z.iter().map(|&v| (f64::from(v) - m).exp()).sum();
+                loss += m + sum.ln() - f64::from(z[usize::from(label)]);
+                for j in 0..10 {
+                    let p = (f64::from(z[j]) - m).exp() / sum;
+                    let t = if j == usize::from(label) { 1.0 } else { 0.0 };
+                    d[i * 10 + j] = ((p - t) / n as f64) as f32;
+                }
+            }
+            let mut offs = Vec::new();
+            let mut off = 0;
+            for l in &self.layers {
+                offs.push(off);
+                off += l.num_params();
+            }
+            g.fill(0.0);
+            for li in (0..self.layers.len()).rev() {
+                let (a, b) = (self.shapes[li], self.shapes[li + 1]);
+                let x = &vals[li];
+                let mut dx = vec![0.0f32; n * a.len()];
+                match self.layers[li] {
+                    Layer::Conv2d {
+                        kernel: k,
+                        padding: p,
+                        stride: s,
+                        ..
+                    } => {
+                        let nw = b.c * a.c * k * k;
+                        let w = &self.params[offs[li]..offs[li] + nw];
+                        let mut dw = vec![0.0f64; nw];
+                        let mut db = vec![0.0f64; b.c];
+                        let mut dxs = vec![0.0f64; dx.len()];
+                        for i in 0..n {
+                            for co in 0..b.c {
+                                for oy in 0..b.h {
+                                    for ox in 0..b.w {
+                                        let dy =
+                                            f64::from(d[((i * b.c + co) * b.h + oy) * b.w + ox]);
+                                        db[co] += dy;
+                                        for ci in 0..a.c {
+                                            for u in 0..k {
+                                                for v in 0..k {
+                                                    let iy = (oy * s + u).wrapping_sub(p);
+                                                    let ix = (ox * s + v).wrapping_sub(p);
+                                                    if iy < a.h && ix < a.w {
+                                                        let wi = ((co * a.c + ci) * k + u) * k + v;
+                                                        let xi =
+                                                            ((i * a.c + ci) * a.h + iy) * a.w + ix;
+                                                        dw[wi] += dy * f64::from(x[xi]);
+                                                        dxs[xi] += dy * f64::from(w[wi]);
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        for (g, v) in g[offs[li]..].iter_mut().zip(dw.iter().chain(&db)) {
+                            *g = *v as f32;
+                        }
+                        for (dx, v) in dx.iter_mut().zip(dxs) {
+                            *dx = v as f32;
+                        }
+                    }
+                    Layer::MaxPool2d { kernel: k, .. } | Layer::AvgPool2d { kernel: k, .. } => {
+                        let max = matches!(self.layers[li], Layer::MaxPool2d { .. });
+                        let (Layer::MaxPool2d { stride: s, .. }
+                        | Layer::AvgPool2d { stride: s, .. }) = self.layers[li]
+                        else {
+                            unreachable!()
+                        };
+                        for plane in 0..n * a.c {
+                            for oy in 0..b.h {
+                                for ox in 0..b.w {
+                                    let o = plane * b.h * b.w + oy * b.w + ox;
+                                    if max {
+                                        dx[plane * a.h * a.w + args[li][o]] += d[o];
+                                    } else {
+                                        for u in 0..k {
+                                            for v in 0..k {
+                                                let at = (oy * s + u) * a.w + ox * s + v;
+                                                dx[plane * a.h * a.w + at] += d[o] / (k * k) as f32;
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Layer::Act => {
+                        let y = &vals[li + 1];
+                        for ((dx, &dy), &y) in dx.iter_mut().zip(&d).zip(y) {
+                            *dx = dy * self.act.derivative_from_output(y);
+                        }
+                    }
+                    Layer::Flatten => dx.copy_from_slice(&d),
+                    Layer::Linear { .. } => {
+                        let (fi, fo) = (a.len(), b.len());
+                        let w = &self.params[offs[li]..offs[li] + fi * fo];
+                        let gw = &mut g[offs[li]..offs[li] + fi * fo + fo];
+                        for o in 0..fo {
+                            let mut db = 0.0f64;
+                            for i in 0..n {
+                                db += f64::from(d[i * fo + o]);
+                            }
+                            gw[fi * fo + o] = db as f32;
+                            for j in 0..fi {
+                                let mut acc = 0.0f64;
+                                for i in 0..n {
+                                    acc += f64::from(d[i * fo + o]) * f64::from(x[i * fi + j]);
+                                }
+                                gw[o * fi + j] = acc as f32;
+                            }
+                        }
+                        for i in 0..n {
+                            for j in 0..fi {
+                                let mut acc = 0.0f64;
+                                for o in 0..fo {
+                                    acc += f64::from(w[o * fi + j]) * f64::from(d[i * fo + o]);
+                                }
+                                dx[i * fi + j] = acc as f32;
+                            }
+                        }
+                    }
+                    Layer::Dropout { p } => {
+                        for (idx, (dx, &dy)) in dx.iter_mut().zip(&d).enumerate() {
+                            *dx =
+                                dy * dropout::mask(self.seed, self.step, li as u32, idx as u64, p);
+                        }
+                    }
+                    Layer::Upsample { .. } => {
+                        resize::backward(&d, n * a.c, a.h, a.w, b.h, b.w, &mut dx);
+                    }
+                    other => panic!("the reference has no {other:?}"),
+                }
+                d = dx;
+            }
+            (loss / n as f64) as f32
+        }
+    }
+
+    impl Trainer for Reference {
+        fn device_name(&self) -> &'static str {
+            "reference"
+        }
+
+        fn train_batch(&mut self, x: &[f32], labels: &[u8]) -> Result<f32, TrainerError> {
+            let mut g = vec![0.0f32; self.params.len()];
+            let loss = self.gradients(x, labels, &mut g);
+            self.step += 1;
+            match self.opt {
+                OptimizerConfig::Adam { .. } => {
+                    let mut opt = core_adam(self.opt);
+                    opt.lr = self.lr;
+                    let k = opt.scalars(self.step);
+                    let state = self.m.iter_mut().zip(self.v.iter_mut());
+                    for ((p, &g), (m, v)) in self.params.iter_mut().zip(&g).zip(state) {
+                        k.update(p, g, m, v);
+                    }
+                }
+                OptimizerConfig::Sgd {
+                    momentum,
+                    weight_decay,
+                    ..
+                } => {
+                    let sgd = Sgd::new(self.lr)
+                        .with_momentum(momentum)
+                        .with_weight_decay(weight_decay);
+                    self.has_m |= momentum != 0.0;
+                    let first = self.step == 1;
+                    for ((p, &g), buf) in self.params.iter_mut().zip(&g).zip(&mut self.m) {
+                        sgd.update(p, g, buf, first);
+                    }
+                }
+            }
+            Ok(loss)
+        }
+
+        fn forward(&mut self, x: &[f32], logits: &mut [f32]) -> Result<(), TrainerError> {
+            let (vals, _) = self.forward_all(x, logits.len() / 10, false);
+            logits.copy_from_slice(vals.last().unwrap());
+            Ok(())
+        }
+
+        fn set_lr(&mut self, lr: f32) {
+            self.lr = lr;
+        }
+
+        fn params(&mut self) -> Result<Vec<f32>, TrainerError> {
+            Ok(self.params.clone())
+        }
+
+        fn optimizer_state(&mut self) -> Result<OptimizerState, TrainerError> {
+            let adam = matches!(self.opt, OptimizerConfig::Adam { .. });
+            Ok(OptimizerState {
+                step: self.step,
+                m: if adam || self.has_m {
+                    self.m.clone()
+                } else {
+                    Vec::new()
+                },
+                v: if adam { self.v.clone() } else { Vec::new() },
+            })
+        }
+
+        fn load(&mut self, params: &[f32], state: &OptimizerState) -> Result<(), TrainerError> {
+            check_state(self.params.len(), params, state)?;
+            self.params.copy_from_slice(params);
+            let n = params.len();
+            self.m = if state.m.is_empty() {
+                vec![0.0; n]
+            } else {
+                state.m.clone()
+            };
+            self.v = if state.v.is_empty() {
+                vec![0.0; n]
+            } else {
+                state.v.clone()
+            };
+            self.has_m = !state.m.is_empty();
+            self.step = state.step;
+            Ok(())
+        }
+    }
+}
+
+/// The networks beyond LeNet-5, small enough for the emulator: the notes'
+/// CNN; VGG with three blocks at 28x28; VGG with two blocks upsampled to
+/// 32x32; AlexNet at 65x65, the smallest input its layers accept.
+fn small_archs() -> [Arch; 4] {
+    [
+        Arch::Cnn,
+        Arch::Vgg(VggConfig {
+            blocks: 3,
+            width_div: 16,
+            size: 28,
+            hidden: 64,
+        }),
+        Arch::Vgg(VggConfig {
+            blocks: 2,
+            width_div: 16,
+            size: 32,
+            hidden: 32,
+        }),
+        Arch::AlexNet(AlexNetConfig {
+            width_div: 16,
+            size: 65,
+            hidden: 64,
+        }),
+    ]
+}
+
+/// The trainer the CUDA trainer is held to for `small_archs`.
+fn reference_trainer(cfg: &TrainerConfig, init: &[f32]) -> Box<dyn Trainer> {
+    Box::new(reference::Reference::new(cfg, init))
+}
+
+fn arch_config(arch: Arch, act: Activation, optimizer: OptimizerConfig) -> TrainerConfig {
+    TrainerConfig {
+        arch,
+        dropout_seed: 0xD0_5EED,
+        act,
+        optimizer,
+        threads: 1,
+    }
+}
+
+#[test]
+fn alexnet_65_is_the_smallest_input() {
+    let alex = |size| {
+        Arch::AlexNet(AlexNetConfig {
+            width_div: 16,
+            size,
+            hidden: 64,
+        })
+    };
+    assert!(alex(64).check().is_err());
+    assert_eq!(alex(65).check(), Ok(()));
+}
+
+/// The CNN, VGG and AlexNet on the emulated device against the reference
+/// (see `check_against_reference`).
+#[test]
+fn new_networks_match_the_reference() {
+    check_against_reference(&|| EmuDevice::new(ThreadOrder::Shuffled(3)).unwrap());
+}
+
+/// The networks of `small_archs` on devices from `dev` against the
+/// reference (`reference_trainer`): inference logits (dropout skipped),
+/// the loss and the gradients of one step with dropout active (one SGD
+/// step with lr 1: g = p0 - p1), within 1e-5 absolute and relative; then
+/// three Adam steps with dropout, losses within 1e-5 and parameters within
+/// `3 lr` (see `emulated_cuda_trainer_matches_the_cpu_trainer`).
+fn check_against_reference<D: Device>(dev: &dyn Fn() -> D) {
+    let plain = OptimizerConfig::Sgd {
+        lr: 1.0,
+        momentum: 0.0,
+        weight_decay: 0.0,
+    };
+    for (i, arch) in small_archs().into_iter().enumerate() {
+        let (x, labels) = batch(if arch == Arch::Cnn { 4 } else { 6 }, 5 + i as u64);
+        let n = labels.len();
+        let acts: &[Activation] = if i == 2 {
+            &[Activation::Relu, Activation::Tanh]
+        } else {
+            &[Activation::Relu]
+        };
+        for &act in acts {
+            let init = init_params(arch, 11);
+            let pair = |opt| {
+                let cfg = arch_config(arch, act, opt);
+                let want = reference_trainer(&cfg, &init);
+                let got = GpuTrainer::new(dev(), &cfg, &init).unwrap();
+                (want, got)
+            };
+            let what = format!("{arch} {act:?}");
+            let (mut want, mut got) = pair(plain);
+            let mut a = vec![0.0; n * 10];
+            let mut b = vec![0.0; n * 10];
+            want.forward(&x, &mut a).unwrap();
+            got.forward(&x, &mut b).unwrap();
+            assert_close(&format!("{what} logits"), &b, &a, 1e-5, 1e-5);
+            let lw = want.train_batch(&x, &labels).unwrap();
+            let lg = got.train_batch(&x, &labels).unwrap();
+            assert_close(&format!("{what} loss"), &[lg], &[lw], 1e-5, 1e-5);
+            let grad =
+                |p: Vec<f32>| -> Vec<f32> { init.iter().zip(p).map(|(a, b)| a - b).collect() };
+            assert_close(
+                &format!("{what} gradients"),
+                &grad(got.params().unwrap()),
+                &grad(want.params().unwrap()),
+                1e-5,
+                1e-5,
+            );
+            let opt = adam();
+            let (mut want, mut got) = pair(opt);
+            for step in 0..3 {
+                let lw = want.train_batch(&x, &labels).unwrap();
+                let lg = got.train_batch(&x, &labels).unwrap();
+                assert_close(
+                    &format!("{what} Adam loss {step}"),
+                    &[lg],
+                    &[lw],
+                    1e-5,
+                    1e-5,
+                );
+            }
+            assert_close(
+                &format!("{what} Adam params"),
+                &got.params().unwrap(),
+                &want.params().unwrap(),
+                3.0 * lr_of(opt),
+                1e-4,
+            );
+            let (sw, sg) = (
+                want.optimizer_state().unwrap(),
+                got.optimizer_state().unwrap(),
+            );
+            assert_eq!(sw.step, sg.step);
+            // Inference after training still skips dropout.
+            want.forward(&x, &mut a).unwrap();
+            got.forward(&x, &mut b).unwrap();
+            assert_close(&format!("{what} logits after Adam"), &b, &a, 1e-4, 1e-4);
+        }
+    }
+}
+
+/// On a real GPU (`scripts/gpu-check.sh`): `check_against_reference` on
+/// the CUDA device, then the time of a training step (Adam, dropout
+/// active, inputs and labels uploaded each step) of the notes' CNN at
+/// batch 256 and of their full-size VGG-11 (also with channels / 4) and
+/// AlexNet at 224x224, batch 128, with the 60,000-image epoch it implies.
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "needs an NVIDIA GPU: scripts/gpu-check.sh runs it"]
+fn cuda_device_runs_the_new_networks() {
+    use crate::cuda::CudaDevice;
+    check_against_reference(&|| CudaDevice::new().unwrap());
+    println!("cuda: the CNN, VGG and AlexNet match the reference");
+    let full = [
+        (Arch::Cnn, 256),
+        (Arch::Vgg(VggConfig::NOTES), 128),
+        (
+            Arch::Vgg(VggConfig {
+                width_div: 4,
+                ..VggConfig::NOTES
+            }),
+            128,
+        ),
+        (Arch::AlexNet(AlexNetConfig::NOTES), 128),
+    ];
+    for (arch, n) in full {
+        let cfg = arch_config(arch, Activation::Relu, adam());
+        let init = init_params(arch, 1);
+        let mut t = GpuTrainer::new(CudaDevice::new().unwrap(), &cfg, &init).unwrap();
+        let (x, labels) = batch(n, 3);
+        let loss = t.train_batch(&x, &labels).unwrap();
+        assert!(loss.is_finite(), "{arch}: loss {loss}");
+        let steps = 3;
+        let start = std::time::Instant::now();
+        for _ in 0..steps {
+            t.train_batch(&x, &labels).unwrap();
+        }
+        let ms = start.elapsed().as_secs_f64() * 1e3 / f64::from(steps);
+        let epoch = ms * 60_000usize.div_ceil(n) as f64 / 1e3;
+        println!(
+            "cuda {arch}: batch {n}, {} launches/step, {ms:.1} ms/step, epoch (60,000 images) {epoch:.1} s",
+            t.launches_per_step()
+        );
+    }
+}
+
+/// As `thread_order_does_not_change_a_bit`, for the networks with
+/// dropout and upsampling (two Adam steps each, dropout active). The CNN
+/// adds no kernel to those of LeNet-5 and VGG (its activation after
+/// pooling is elementwise) and takes the emulator the longest, so it is
+/// left out.
+#[test]
+fn new_networks_do_not_depend_on_the_thread_order() {
+    for arch in small_archs().into_iter().skip(1) {
+        let (x, labels) = batch(3, 9);
+        let cfg = arch_config(arch, Activation::Relu, adam());
+        let run = |order| {
+            let mut t = emu(&cfg, order, 1);
+            let losses: Vec<u32> = (0..2)
+                .map(|_| t.train_batch(&x, &labels).unwrap().to_bits())
+                .collect();
+            let mut logits = vec![0.0f32; 30];
+            t.forward(&x, &mut logits).unwrap();
+            (losses, t.params().unwrap(), logits)
+        };
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        let want = run(ThreadOrder::Ascending);
+        for order in [ThreadOrder::Descending, ThreadOrder::Shuffled(77)] {
+            let got = run(order);
+            assert_eq!(got.0, want.0, "{arch} losses, {order:?}");
+            assert!(
+                bits(&got.1) == bits(&want.1),
+                "{arch} params differ with {order:?}"
+            );
+            assert!(
+                bits(&got.2) == bits(&want.2),
+                "{arch} logits differ with {order:?}"
+            );
+        }
+    }
+}
+
+/// Runs one kernel on the emulated device over `items` threads, with
+/// `args` built from the device addresses of `inputs` (uploaded) and of
+/// `outputs` zeroed buffers of the given lengths; returns the outputs.
+fn run_kernel<A: args::KernelArgs>(
+    kernel: Kernel,
+    items: usize,
+    inputs: &[&[f32]],
+    outputs: &[usize],
+    args: impl Fn(&[DevPtr], &[DevPtr]) -> A,
+) -> Vec<Vec<f32>> {
+    let mut dev = EmuDevice::new(ThreadOrder::Shuffled(5)).unwrap();
+    let ins: Vec<DevPtr> = inputs
+        .iter()
+        .map(|v| {
+            let p = dev.alloc(v.len().max(1) * 4).unwrap();
+            dev.upload_slice(p, v).unwrap();
+            p
+        })
+        .collect();
+    let outs: Vec<DevPtr> = outputs
+        .iter()
+        .map(|&n| dev.alloc(n.max(1) * 4).unwrap())
+        .collect();
+    dev.launch_over(kernel, items, &args(&ins, &outs)).unwrap();
+    outputs
+        .iter()
+        .zip(&outs)
+        .map(|(&n, &p)| {
+            let mut v = vec![0.0f32; n];
+            dev.download_slice(&mut v, p).unwrap();
+            v
+        })
+        .collect()
+}
+
+/// `upsample_forward` and `upsample_backward` give the bits of
+/// `lenet_core::resize::forward` and `backward`: the same taps, the same
+/// expression order, and the gather sums each input's contributions in
+/// the order in which the reference scatters them.
+#[test]
+fn upsample_kernels_match_lenet_core_bit_for_bit() {
+    let sizes = [
+        (2, 3, 28, 28, 32, 32),
+        (1, 1, 28, 28, 224, 224),
+        (2, 2, 5, 7, 9, 4),
+        (1, 3, 1, 3, 4, 7),
+        (1, 1, 9, 6, 3, 6),
+    ];
+    for (k, (n, c, h, w, oh, ow)) in sizes.into_iter().enumerate() {
+        let mut x = vec![0.0f32; n * c * h * w];
+        let mut g = vec![0.0f32; n * c * oh * ow];
+        random_data(&mut x, 40 + k as u64);
+        random_data(&mut g, 50 + k as u64);
+        let dims = UpsampleArgs {
+            n: int(n),
+            c: int(c),
+            h: int(h),
+            w_in: int(w),
+            oh: int(oh),
+            ow: int(ow),
+            ..UpsampleArgs::default()
+        };
+        let mut want = vec![0.0f32; g.len()];
+        lenet_core::resize::forward(&x, n * c, h, w, &mut want, oh, ow);
+        let got = run_kernel(
+            Kernel::UpsampleForward,
+            g.len(),
+            &[&x],
+            &[g.len()],
+            |i, o| UpsampleArgs {
+                x: i[0],
+                y: o[0],
+                ..dims
+            },
+        );
+        let what = format!("{h}x{w} -> {oh}x{ow}");
+        assert!(
+            got[0]
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "forward {what}"
+        );
+        let mut want = vec![0.0f32; x.len()];
+        lenet_core::resize::backward(&g, n * c, h, w, oh, ow, &mut want);
+        let got = run_kernel(
+            Kernel::UpsampleBackward,
+            x.len(),
+            &[&x, &g],
+            &[x.len()],
+            |i, o| UpsampleArgs {
+                x: i[0],
+                dy: i[1],
+                dx: o[0],
+                ..dims
+            },
+        );
+        let bad = got[0]
+            .iter()
+            .zip(&want)
+            .position(|(a, b)| a.to_bits() != b.to_bits());
+        assert_eq!(
+            bad,
+            None,
+            "backward {what}: {:?}",
+            bad.map(|i| (got[0][i], want[i]))
+        );
+    }
+}
+
+/// `dropout_forward` multiplies by `lenet_core::dropout::mask` bit for
+/// bit (steps past 2^32 and a high layer index included), and
+/// `dropout_backward` by the same mask times act'.
+#[test]
+fn dropout_kernels_match_the_core_mask_bit_for_bit() {
+    let len = 5000;
+    let mut x = vec![0.0f32; len];
+    let mut g = vec![0.0f32; len];
+    random_data(&mut x, 61);
+    random_data(&mut g, 62);
+    let relu = x.iter().map(|&v| v.max(0.0)).collect::<Vec<_>>();
+    for (seed, step, layer, p) in [
+        (0u64, 0u64, 0u32, 0.5f32),
+        (7, 1, 12, 0.1),
+        (u64::MAX, (1 << 33) + 5, 39, 0.9),
+        (3, 2, 4, 0.0),
+    ] {
+        let dims = DropoutArgs {
+            seed,
+            step,
+            layer,
+            threshold: lenet_core::dropout::threshold(p),
+            scale: lenet_core::dropout::scale(p),
+            len: int(len),
+            ..DropoutArgs::default()
+        };
+        let mask: Vec<f32> = (0..len as u64)
+            .map(|i| lenet_core::dropout::mask(seed, step, layer, i, p))
+            .collect();
+        let ones = vec![1.0f32; len];
+        for input in [&ones, &x] {
+            let got = run_kernel(Kernel::DropoutForward, len, &[input], &[len], |i, o| {
+                DropoutArgs {
+                    x: i[0],
+                    y: o[0],
+                    ..dims
+                }
+            });
+            let want: Vec<u32> = input
+                .iter()
+                .zip(&mask)
+                .map(|(a, m)| (a * m).to_bits())
+                .collect();
+            let got: Vec<u32> = got[0].iter().map(|v| v.to_bits()).collect();
+            assert!(
+                got == want,
+                "forward, seed {seed} step {step} layer {layer} p {p}"
+            );
+        }
+        let got = run_kernel(
+            Kernel::DropoutBackward,
+            len,
+            &[&relu, &g],
+            &[len],
+            |i, o| DropoutArgs {
+                x: i[0],
+                dy: i[1],
+                dx: o[0],
+                act: act_code(Activation::Relu),
+                ..dims
+            },
+        );
+        let want: Vec<u32> = (0..len)
+            .map(|i| (g[i] * mask[i] * Activation::Relu.derivative_from_output(relu[i])).to_bits())
+            .collect();
+        let got: Vec<u32> = got[0].iter().map(|v| v.to_bits()).collect();
+        assert!(
+            got == want,
+            "backward, seed {seed} step {step} layer {layer} p {p}"
+        );
+    }
 }
