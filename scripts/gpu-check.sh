@@ -22,7 +22,7 @@ cargo build -q --release -p lenet-host --features cuda
 "$host" info | grep -q '^cuda: not usable' && { echo "gpu-check: no usable GPU" >&2; exit 1; }
 
 step "golden tests on the GPU (against PyTorch, the tolerances of the CPU trainer)"
-cargo test -q --release --features cuda --test golden_host -- --include-ignored --nocapture 2>&1 |
+cargo test -q --release --features cuda --test golden_host --test golden_nets -- --include-ignored --nocapture 2>&1 |
     grep -E 'worst|test result|panicked|FAILED'
 
 step "host bench --device cuda (batch 256, Adam; one 60,000-image epoch resident on the GPU)"
