@@ -206,7 +206,7 @@ fn trainer(
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Scope {
     /// Logits of the first `n` images only (the emulated device on the
-    /// full CNN: about 40x LeNet-5's work per image).
+    /// full CNN: about 24x LeNet-5's work per image).
     Logits(usize),
     /// Logits, loss, gradients, 3 Adam and 3 SGD steps.
     Full,
