@@ -800,7 +800,7 @@ def keep(t):
     return flat if flat.numel() <= NET_KEEP_FULL else flat[::NET_KEEP_STRIDE]
 
 
-def train_net(model, layers, init, x, labels, make_opt, steps):
+def train_net(model, init, x, labels, make_opt, steps):
     model.load_state_dict(init)
     model.train()
     opt = make_opt(model.parameters())
@@ -924,7 +924,7 @@ def gen_net(w, name, x, labels):
         ("sgd", f"torch.optim.SGD(model.parameters(), lr={NET_SGD_LR}, momentum=0.9)",
          lambda ps: torch.optim.SGD(ps, lr=NET_SGD_LR, momentum=0.9)),
     ):
-        losses, final = train_net(model, layers, init, x, labels, make_opt, NET_STEPS)
+        losses, final = train_net(model, init, x, labels, make_opt, NET_STEPS)
         rec[opt_name + "/losses"] = losses
         rec[opt_name + "/final"] = final
         w.add(p + opt_name + "/losses", losses,
