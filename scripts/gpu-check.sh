@@ -24,7 +24,7 @@ cargo build -q --release -p lenet-host --features cuda
 "$host" info | grep -q '^cuda: not usable' && { echo "gpu-check: no usable GPU" >&2; exit 1; }
 
 step "golden tests on the GPU (against PyTorch, the tolerances of the CPU trainer)"
-cargo test -q --release --features cuda --test golden_host -- --include-ignored --nocapture 2>&1 |
+cargo test -q --release --features cuda --test golden_host --test golden_nets -- --include-ignored --nocapture 2>&1 |
     grep -E 'worst|test result|panicked|FAILED'
 
 step "the notes' CNN (batch 256), VGG-11, VGG-11 / 4 and AlexNet (224x224, batch 128) on the GPU"

@@ -41,4 +41,4 @@ cargo test --workspace
 # trainer and, in the golden test, against PyTorch.
 cargo test -p lenet-core --all-features
 cargo test -p lenet-host --features cuda,cuda-emu
-cargo test --test golden_host --features cuda-emu
+cargo test --test golden_host --test golden_nets --features cuda-emu

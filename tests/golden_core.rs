@@ -83,6 +83,10 @@ const ACT_TOL: (f32, f32) = (1e-6, 1e-5);
 const LOSS_TOL: (f32, f32) = (1e-6, 1e-5);
 /// Optimizer steps on a 20-vector (a few steps, f32 state).
 const OPTIM_TOL: (f32, f32) = (1e-6, 1e-5);
+/// Bilinear upsampling: two multiply-adds per direction forward, at most a
+/// few dozen weighted terms per input pixel backward (224 / 28 = 8 outputs
+/// per input pixel and side).
+const UPSAMPLE_TOL: (f32, f32) = (1e-6, 1e-5);
 /// LeNet-5 forward (logits, loss) and gradients.
 const MODEL_TOL: (f32, f32) = (1e-6, 1e-5);
 /// LeNet-5 after 10 Adam / 5 SGD steps: losses and final weights.
@@ -253,6 +257,9 @@ fn conv2d_matches_pytorch() {
         "k1_s2_nobias": 2, 3, 2, 6, 5, 1, 1, 0, 0, 2, 2, 3, 3;
         "lenet_c1": 2, 1, 6, 28, 28, 5, 5, 2, 2, 1, 1, 28, 28;
         "lenet_c2": 2, 6, 16, 14, 14, 5, 5, 0, 0, 1, 1, 10, 10;
+        "k3_p1_multi": 2, 4, 8, 10, 9, 3, 3, 1, 1, 1, 1, 10, 9;
+        "k11_s4_p1": 2, 1, 6, 65, 65, 11, 11, 1, 1, 4, 4, 15, 15;
+        "k5_p2": 2, 6, 16, 7, 7, 5, 5, 2, 2, 1, 1, 7, 7;
     };
     println!("conv2d worst: {worst:?}");
 }
@@ -368,6 +375,7 @@ fn pool2d_matches_pytorch() {
         "floor_tail": 2, 1, 7, 8, 3, 2, 0, 1, 2, 3, 3, 3;
         "lenet_p1": 2, 6, 24, 24, 2, 2, 0, 0, 2, 2, 12, 12;
         "lenet_p2": 2, 16, 8, 8, 2, 2, 0, 0, 2, 2, 4, 4;
+        "w3_s2_overlap": 2, 3, 15, 13, 3, 3, 0, 0, 2, 2, 7, 6;
     };
     println!("pool2d worst: {worst:?}");
 }
@@ -857,6 +865,8 @@ fn golden_files_hold_only_tested_groups() {
             "loss",
             "optim",
             "course",
+            "upsample",
+            "dropout",
         ],
     );
     let l = lenet();
@@ -868,6 +878,90 @@ fn golden_files_hold_only_tested_groups() {
             &["init", "logits", "loss", "grad", "adam", "sgd"],
         );
     }
+}
+
+// ---------------------------------------------------------------- upsample
+
+#[test]
+fn upsample_matches_pytorch() {
+    use lenet_core::resize::{backward, forward};
+    let g = ops();
+    let (atol, rtol) = UPSAMPLE_TOL;
+    let names = g.children("upsample");
+    assert!(names.len() >= 4, "upsample configs: {names:?}");
+    let mut worst = Worst::default();
+    for name in &names {
+        let p = format!("upsample/{name}");
+        let rec = |s: &str| g.get(&format!("{p}/{s}"));
+        let cfg: Vec<usize> = rec("cfg").data.iter().map(|&v| v as usize).collect();
+        let [n, c, h, w, oh, ow] = cfg[..] else {
+            panic!("{p}/cfg: {cfg:?}")
+        };
+        // The N samples' C planes are N * C planes, one after the other.
+        let planes = n * c;
+        let x = rec("x").shaped(&[n, c, h, w]);
+        let dy = rec("dy").shaped(&[n, c, oh, ow]);
+        let mut y = vec![f32::NAN; planes * oh * ow];
+        forward(x, planes, h, w, &mut y, oh, ow);
+        worst = worst.max(assert_record(&y, rec("y"), atol, rtol));
+        let mut dx = vec![f32::NAN; planes * h * w];
+        backward(dy, planes, h, w, oh, ow, &mut dx);
+        worst = worst.max(assert_record(&dx, rec("dx"), atol, rtol));
+    }
+    for want in ["28_224", "28_32", "nonsquare", "down"] {
+        assert!(names.iter().any(|n| n == want), "no upsample/{want}");
+    }
+    println!("upsample worst: {worst:?}");
+}
+
+// ---------------------------------------------------------------- dropout
+
+#[test]
+fn dropout_mask_matches_the_python_mirror() {
+    use lenet_core::dropout::{bits, mask};
+    let g = ops();
+    // Raw bits, bit for bit: (seed, step, layer, index, bits) rows, all
+    // below 2^24 and so exact in f32.
+    let table = g.get("dropout/bits");
+    assert_eq!(table.dims[1], 5, "{}", table.name);
+    for row in table.data.chunks_exact(5) {
+        let [seed, step, layer, index, want] = [0, 1, 2, 3, 4].map(|i| row[i] as u64);
+        let got = bits(seed, step, layer as u32, index);
+        assert_eq!(
+            u64::from(got),
+            want,
+            "bits({seed}, {step}, {layer}, {index}) [{}]",
+            table.source
+        );
+    }
+    let names = g.children("dropout");
+    let mut tested = vec!["bits".to_owned()];
+    for name in names.iter().filter(|n| *n != "bits") {
+        let p = format!("dropout/{name}");
+        let rec = |s: &str| g.get(&format!("{p}/{s}"));
+        let cfg: Vec<u64> = rec("cfg").data.iter().map(|&v| v as u64).collect();
+        let [seed, step, layer, n, features] = cfg[..] else {
+            panic!("{p}/cfg: {cfg:?}")
+        };
+        let prob = rec("p").scalar();
+        let (n, f) = (n as usize, features as usize);
+        let noise: Vec<f32> = (0..n * f)
+            .map(|i| mask(seed, step, layer as u32, i as u64, prob))
+            .collect();
+        // The mask is integer arithmetic and one f32 division: exact, and
+        // so are the products with it.
+        assert_record(&noise, rec("noise"), 0.0, 0.0);
+        let x = rec("x").shaped(&[n, f]);
+        let dy = rec("dy").shaped(&[n, f]);
+        let y: Vec<f32> = x.iter().zip(&noise).map(|(x, m)| x * m).collect();
+        let dx: Vec<f32> = dy.iter().zip(&noise).map(|(d, m)| d * m).collect();
+        assert_record(&y, rec("y"), 0.0, 0.0);
+        assert_record(&dx, rec("dx"), 0.0, 0.0);
+        let kept = noise.iter().filter(|&&m| m != 0.0).count();
+        println!("dropout/{name}: p {prob}, kept {kept} of {}", n * f);
+        tested.push(name.clone());
+    }
+    assert!(tested.len() >= 3, "dropout configs: {names:?}");
 }
 
 // ---------------------------------------------------------------- the harness itself

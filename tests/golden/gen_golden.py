@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Write the PyTorch golden files that `tests/golden_core.rs` and
-`tests/course_notes.rs` compare lenet-core against.
+"""Write the PyTorch golden files that `tests/golden_core.rs`,
+`tests/course_notes.rs`, `tests/golden_host.rs` and `tests/golden_nets.rs`
+compare lenet-core and the host's trainers against.
 
 Run from the repository root with the interpreter that has PyTorch:
 
@@ -9,10 +10,15 @@ Run from the repository root with the interpreter that has PyTorch:
 Output (committed to the repository, so the Rust tests never need PyTorch):
 
     tests/golden/ops.bin    conv2d, pooling, linear, activations, losses,
-                            optimizers, the two-sample course model
+                            optimizers, the two-sample course model,
+                            bilinear upsampling, dropout with the
+                            project's seeded mask
     tests/golden/lenet.bin  LeNet-5 classic, the max-pool variant and its
                             16/32-channel widening: weights,
                             logits, loss, gradients, Adam and SGD steps
+    tests/golden/nets.bin   the course notes' CNN, two small VGGs and a
+                            small AlexNet, with dropout: the same records,
+                            and a float64 self-check of each (printed)
 
 File format (little-endian), documented in tests/golden/README.md:
 
@@ -115,6 +121,10 @@ CONV_CONFIGS = {
     "k1_s2_nobias": (2, 3, 2, 6, 5, 1, 1, 0, 0, 2, 2, False),
     "lenet_c1": (2, 1, 6, 28, 28, 5, 5, 2, 2, 1, 1, True),
     "lenet_c2": (2, 6, 16, 14, 14, 5, 5, 0, 0, 1, 1, True),
+    # the larger networks' convolutions (VGG, AlexNet)
+    "k3_p1_multi": (2, 4, 8, 10, 9, 3, 3, 1, 1, 1, 1, True),
+    "k11_s4_p1": (2, 1, 6, 65, 65, 11, 11, 1, 1, 4, 4, True),
+    "k5_p2": (2, 6, 16, 7, 7, 5, 5, 2, 2, 1, 1, True),
 }
 
 
@@ -155,6 +165,7 @@ POOL_CONFIGS = {
     "floor_tail": (2, 1, 7, 8, 3, 2, 0, 1, 2, 3),
     "lenet_p1": (2, 6, 24, 24, 2, 2, 0, 0, 2, 2),
     "lenet_p2": (2, 16, 8, 8, 2, 2, 0, 0, 2, 2),
+    "w3_s2_overlap": (2, 3, 15, 13, 3, 3, 0, 0, 2, 2),
 }
 
 
@@ -387,6 +398,168 @@ def gen_course(w):
           f"{COURSE_STEPS} torch.optim.Adam(lr=1e-2) steps")
 
 
+# ---------------------------------------------------------------- upsample
+
+# name: (N, C, H, W, OH, OW)
+UPSAMPLE_CONFIGS = {
+    "28_224": (1, 1, 28, 28, 224, 224),
+    "28_32": (2, 1, 28, 28, 32, 32),
+    "nonsquare": (2, 2, 6, 9, 11, 14),
+    "down": (2, 2, 13, 11, 5, 7),
+}
+
+
+def gen_upsample(w):
+    torch.manual_seed(8)
+    for name, (n, c, h, wd, oh, ow) in UPSAMPLE_CONFIGS.items():
+        x = leaf(torch.randn(n, c, h, wd))
+        call = (f"torch.nn.functional.interpolate(x, size=({oh}, {ow}), mode='bilinear', "
+                "align_corners=False)")
+        y = F.interpolate(x, size=(oh, ow), mode="bilinear", align_corners=False)
+        dy = torch.randn_like(y)
+        y.backward(dy)
+        p = f"upsample/{name}/"
+        w.add(p + "cfg", [n, c, h, wd, oh, ow], "config (N, C, H, W, OH, OW) of " + call)
+        w.add(p + "x", x, "torch.randn(N, C, H, W), input of " + call)
+        w.add(p + "y", y, call)
+        w.add(p + "dy", dy, "torch.randn_like(y), upstream gradient")
+        w.add(p + "dx", x.grad, f"x.grad after ({call}).backward(dy)")
+
+
+# ---------------------------------------------------------------- dropout
+#
+# PyTorch's dropout draws from its own generator, which nothing outside
+# PyTorch reproduces; the project's mask is a pure function of
+# (seed, step, layer, index) (core/src/dropout.rs). These functions mirror
+# it in numpy uint64 arithmetic, and `_bits_int` once more in Python
+# integers, as a check of the mirror.
+
+U64 = np.uint64
+
+
+def mix64(z):
+    """SplitMix64's output function on a uint64 array (wrapping)."""
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> U64(30))) * U64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> U64(27))) * U64(0x94D049BB133111EB)
+        return z ^ (z >> U64(31))
+
+
+def dropout_bits(seed, step, layer, index):
+    """lenet_core::dropout::bits for an array of indices: 24 uniform bits."""
+    with np.errstate(over="ignore"):
+        key = np.array([step], dtype=U64) + (np.array([layer], dtype=U64) << U64(48))
+        a = mix64(np.array([seed], dtype=U64) ^ mix64(key))
+        idx = np.asarray(index, dtype=U64) * U64(0x9E3779B97F4A7C15)
+        return (mix64(a ^ idx) >> U64(40)).astype(np.uint32)
+
+
+def dropout_threshold(p):
+    """lenet_core::dropout::threshold: round(p * 2^24), in f32 as Rust does."""
+    return np.uint32(np.float32(p) * np.float32(16777216.0) + np.float32(0.5))
+
+
+def dropout_scale(p):
+    """lenet_core::dropout::scale: 1 / (1 - p) in f32."""
+    return np.float32(1.0) / (np.float32(1.0) - np.float32(p))
+
+
+def dropout_noise(seed, step, layer, n, features, p):
+    """The (n, features) noise tensor of lenet_core::dropout::mask:
+    0 where bits < threshold, else scale; index = sample * features + feature."""
+    b = dropout_bits(seed, step, layer, np.arange(n * features, dtype=np.uint64))
+    noise = np.where(b < dropout_threshold(p), np.float32(0.0), dropout_scale(p)).astype(np.float32)
+    return torch.from_numpy(noise.reshape(n, features))
+
+
+def _mix64_int(z):
+    m = (1 << 64) - 1
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
+    return z ^ (z >> 31)
+
+
+def _bits_int(seed, step, layer, index):
+    m = (1 << 64) - 1
+    a = _mix64_int(seed ^ _mix64_int((step + (layer << 48)) & m))
+    return _mix64_int(a ^ ((index * 0x9E3779B97F4A7C15) & m)) >> 40
+
+
+def check_dropout_mirror():
+    """The numpy mirror against Python integers, and the doctest's facts
+    from core/src/dropout.rs."""
+    for seed, step, layer in ((0, 0, 0), (7, 1, 12), (16777215, 123456, 39), (7, 2, 19)):
+        idx = np.arange(0, 5000, dtype=np.uint64) * np.uint64(3355) + np.uint64(step)
+        got = dropout_bits(seed, step, layer, idx)
+        want = [_bits_int(seed, step, layer, int(i)) for i in idx]
+        assert got.tolist() == want, (seed, step, layer)
+    kept = int((dropout_noise(7, 1, 12, 1, 10000, 0.5) != 0).sum())
+    assert 4800 <= kept < 5200, kept
+    assert float(dropout_noise(7, 1, 12, 1, 4, 0.0)[0, 3]) == 1.0
+    assert dropout_scale(0.5) == 2.0
+    assert dropout_threshold(0.5) == 1 << 23
+    print(f"dropout mirror: numpy == python ints on 20000 values; mask(7, 1, 12, i, 0.5) keeps {kept} of 10000")
+
+
+class SeededDropout(nn.Module):
+    """nn.Dropout(p) with lenet_core's mask: in training `x * noise`, noise
+    from `dropout_noise(seed, self.step, layer, ...)`; the identity in eval
+    mode. Autograd gives dx = dy * noise, as nn.Dropout's backward."""
+
+    def __init__(self, p, layer, seed):
+        super().__init__()
+        self.p, self.layer, self.seed, self.step = p, layer, seed, 0
+
+    def forward(self, x):
+        if not self.training:
+            return x
+        n, f = x.shape
+        return x * dropout_noise(self.seed, self.step, self.layer, n, f, self.p).to(x.dtype)
+
+
+# name: (seed, step, layer, N, features, p)
+DROPOUT_CONFIGS = {
+    "p05": (7, 0, 12, 4, 64, 0.5),
+    "p02_step3": (12345, 3, 20, 3, 50, 0.2),
+}
+
+# (seed, step, layer, index) for a table of raw bits(): all below 2^24,
+# so f32 holds them exactly, as it holds the 24-bit results.
+DROPOUT_BITS_KEYS = [
+    (s, t, l, i)
+    for s in (0, 7, 16777215)
+    for t in (0, 1, 2, 1000)
+    for l in (0, 12, 39)
+    for i in (0, 1, 2, 63, 4096, 16777215)
+]
+
+
+def gen_dropout(w):
+    torch.manual_seed(9)
+    for name, (seed, step, layer, n, feats, p) in DROPOUT_CONFIGS.items():
+        x = leaf(torch.randn(n, feats))
+        m = SeededDropout(p, layer, seed)
+        m.step = step
+        noise = dropout_noise(seed, step, layer, n, feats, p)
+        call = f"x * noise  # nn.Dropout({p}) with lenet_core::dropout::mask({seed}, {step}, {layer}, i, {p})"
+        y = m(x)
+        dy = torch.randn_like(y)
+        y.backward(dy)
+        pre = f"dropout/{name}/"
+        w.add(pre + "cfg", [seed, step, layer, n, feats], "config (seed, step, layer, N, features) of " + call)
+        w.add(pre + "p", [p], "drop probability of " + call)
+        w.add(pre + "x", x, "torch.randn(N, features), input of " + call)
+        w.add(pre + "noise", noise, "0 or 1/(1-p) per element, index = sample * features + feature "
+              "(numpy mirror of lenet_core::dropout::mask)")
+        w.add(pre + "y", y, call)
+        w.add(pre + "dy", dy, "torch.randn_like(y), upstream gradient")
+        w.add(pre + "dx", x.grad, f"x.grad after ({call}).backward(dy)")
+    table = [[s, t, l, i, int(dropout_bits(s, t, l, [i])[0])] for s, t, l, i in DROPOUT_BITS_KEYS]
+    assert all(row[4] == _bits_int(*row[:4]) for row in table)
+    w.add("dropout/bits", table, "rows (seed, step, layer, index, lenet_core::dropout::bits(...)) "
+          "from the numpy mirror in gen_golden.py")
+
+
 # ---------------------------------------------------------------- LeNet-5
 
 def load_fashion(n):
@@ -466,6 +639,303 @@ def gen_lenet(w, name, make, seed, x, labels):
             w.add(p + opt_name + "/final/" + k, v, f"state_dict()['{k}'] after {steps} {ctor_text} steps")
 
 
+# ---------------------------------------------------------------- larger networks
+#
+# The course notes' CNN, VGG and AlexNet, built from the same layer lists as
+# lenet_core::model::Arch::layers (core/src/model/arch.rs), with ReLU and
+# SeededDropout standing in for nn.Dropout.
+
+CLASSES = 10
+
+
+def _div(n, d):
+    return max(n // max(d, 1), 1)
+
+
+def _out(n, k, p, s):
+    return (n + 2 * p - k) // s + 1
+
+
+def arch_layers(kind, blocks=0, width_div=1, size=28, hidden=0):
+    """The layer list of Arch::Cnn / Vgg / AlexNet as tuples:
+    ("conv", in, out, kernel, padding, stride), ("act",), ("maxpool", k, s),
+    ("flatten",), ("linear", in, out), ("dropout", p), ("upsample", h, w)."""
+    layers = []
+    shape = [1, 28, 28]
+
+    def push(l):
+        t = l[0]
+        if t == "conv":
+            _, i, o, k, p, s = l
+            assert shape[0] == i
+            shape[:] = [o, _out(shape[1], k, p, s), _out(shape[2], k, p, s)]
+        elif t == "maxpool":
+            _, k, s = l
+            shape[1:] = [_out(shape[1], k, 0, s), _out(shape[2], k, 0, s)]
+        elif t == "upsample":
+            shape[1:] = [l[1], l[2]]
+        elif t == "flatten":
+            shape[:] = [shape[0] * shape[1] * shape[2], 1, 1]
+        elif t == "linear":
+            assert shape[0] == l[1]
+            shape[:] = [l[2], 1, 1]
+        assert min(shape) >= 1, (l, shape)
+        layers.append(l)
+
+    def head():
+        push(("flatten",))
+        push(("linear", shape[0], hidden))
+        push(("act",))
+        push(("dropout", 0.5))
+        push(("linear", hidden, hidden))
+        push(("act",))
+        push(("dropout", 0.5))
+        push(("linear", hidden, CLASSES))
+
+    if kind == "cnn":
+        for l in (("conv", 1, 64, 3, 0, 1), ("maxpool", 2, 2), ("act",), ("conv", 64, 128, 3, 0, 1),
+                  ("maxpool", 2, 2), ("act",), ("flatten",), ("linear", 3200, 256), ("act",),
+                  ("linear", 256, CLASSES)):
+            push(l)
+    elif kind == "vgg":
+        if size != 28:
+            push(("upsample", size, size))
+        ch = 1
+        for convs, out in ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))[:blocks]:
+            out = _div(out, width_div)
+            for _ in range(convs):
+                push(("conv", ch, out, 3, 1, 1))
+                push(("act",))
+                ch = out
+            push(("maxpool", 2, 2))
+        head()
+    elif kind == "alexnet":
+        if size != 28:
+            push(("upsample", size, size))
+        c1, c2, c3, c4, c5 = (_div(n, width_div) for n in (96, 256, 384, 384, 256))
+        for l in (("conv", 1, c1, 11, 1, 4), ("act",), ("maxpool", 3, 2),
+                  ("conv", c1, c2, 5, 2, 1), ("act",), ("maxpool", 3, 2),
+                  ("conv", c2, c3, 3, 1, 1), ("act",), ("conv", c3, c4, 3, 1, 1), ("act",),
+                  ("conv", c4, c5, 3, 1, 1), ("act",), ("maxpool", 3, 2)):
+            push(l)
+        head()
+    else:
+        raise ValueError(kind)
+    assert shape == [CLASSES, 1, 1], shape
+    return layers
+
+
+def build_sequential(layers, dropout_seed):
+    mods = []
+    for idx, l in enumerate(layers):
+        t = l[0]
+        if t == "conv":
+            _, i, o, k, p, s = l
+            mods.append(nn.Conv2d(i, o, k, stride=s, padding=p))
+        elif t == "act":
+            mods.append(nn.ReLU())
+        elif t == "maxpool":
+            mods.append(nn.MaxPool2d(l[1], l[2]))
+        elif t == "flatten":
+            mods.append(nn.Flatten())
+        elif t == "linear":
+            mods.append(nn.Linear(l[1], l[2]))
+        elif t == "dropout":
+            mods.append(SeededDropout(l[1], idx, dropout_seed))
+        elif t == "upsample":
+            mods.append(nn.Upsample(size=(l[1], l[2]), mode="bilinear", align_corners=False))
+    return nn.Sequential(*mods)
+
+
+def set_dropout_step(model, step):
+    for m in model.modules():
+        if isinstance(m, SeededDropout):
+            m.step = step
+
+
+def functional_forward(layers, params, x, dropout_seed, step):
+    """The network again, from `params` (state_dict names) with torch.nn.functional
+    calls: an independent route for the self-check. step None: inference."""
+    for idx, l in enumerate(layers):
+        t = l[0]
+        if t == "conv":
+            x = F.conv2d(x, params[f"{idx}.weight"], params[f"{idx}.bias"], stride=l[5], padding=l[4])
+        elif t == "act":
+            x = torch.clamp(x, min=0.0)
+        elif t == "maxpool":
+            x = F.max_pool2d(x, l[1], l[2])
+        elif t == "flatten":
+            x = x.reshape(x.shape[0], -1)
+        elif t == "linear":
+            x = x @ params[f"{idx}.weight"].t() + params[f"{idx}.bias"]
+        elif t == "dropout":
+            if step is not None:
+                x = x * dropout_noise(dropout_seed, step, idx, x.shape[0], x.shape[1], l[1]).to(x.dtype)
+        elif t == "upsample":
+            x = F.interpolate(x, size=(l[1], l[2]), mode="bilinear", align_corners=False)
+    return x
+
+
+# name: (arch kind, blocks, width_div, size, hidden, torch seed)
+NET_CONFIGS = {
+    "cnn": ("cnn", 0, 1, 28, 0, 20),
+    "vgg_small": ("vgg", 3, 16, 28, 64, 21),
+    "vgg_resize": ("vgg", 2, 16, 32, 32, 22),
+    # 65: the smallest side at which AlexNet's three 3x3/2 poolings fit
+    "alexnet_small": ("alexnet", 0, 16, 65, 64, 23),
+}
+NET_KINDS = {"cnn": 0, "vgg": 1, "alexnet": 2}
+NET_DROPOUT_SEED = 7
+NET_STEPS = 3
+NET_SGD_LR = 0.01
+# Gradients and trained weights of a tensor with more than NET_KEEP_FULL
+# values keep every NET_KEEP_STRIDE-th value (flat index 0, 31, 62, ...):
+# the CNN's two large layers would otherwise cost 3.6 MB per copy.
+NET_KEEP_FULL = 50_000
+NET_KEEP_STRIDE = 31
+
+
+def keep(t):
+    flat = t.detach().reshape(-1)
+    return flat if flat.numel() <= NET_KEEP_FULL else flat[::NET_KEEP_STRIDE]
+
+
+def train_net(model, init, x, labels, make_opt, steps):
+    model.load_state_dict(init)
+    model.train()
+    opt = make_opt(model.parameters())
+    losses = []
+    for s in range(steps):
+        set_dropout_step(model, s)
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), labels)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses, {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def self_check_net(name, layers, init, x, labels, rec):
+    """Rebuilds the forward, the gradients and both optimizers' steps in
+    float64 from the stored float32 init (functional ops, hand-written Adam
+    and SGD), and compares with what the nn.Sequential run recorded."""
+    d = torch.float64
+    x64 = x.to(d)
+    p64 = {k: v.to(d).clone().requires_grad_(True) for k, v in init.items()}
+    report = []
+
+    def cmp(what, got32, want64):
+        got32 = got32.detach().to(d).reshape(-1)
+        want64 = want64.detach().reshape(-1)
+        err = (got32 - want64).abs()
+        scale = want64.abs().max().item()
+        report.append(f"{what} {err.max().item():.1e} (max |value| {scale:.1e})")
+        return err.max().item(), scale
+
+    with torch.no_grad():
+        logits64 = functional_forward(layers, p64, x64, NET_DROPOUT_SEED, None)
+    e, s = cmp("logits", rec["logits"], logits64)
+    assert e <= 1e-5 * max(s, 1.0), (name, "logits", e)
+
+    loss64 = F.cross_entropy(functional_forward(layers, p64, x64, NET_DROPOUT_SEED, 0), labels)
+    loss64.backward()
+    e, _ = cmp("loss", rec["loss"], loss64)
+    assert e <= 1e-5, (name, "loss", e)
+    worst = 0.0
+    for k in init:
+        e, s = cmp(f"grad {k}", rec["grad"][k], p64[k].grad)
+        worst = max(worst, e / max(s, 1e-3))
+    assert worst <= 1e-3, (name, "grad", worst)
+
+    for opt in ("adam", "sgd"):
+        p = {k: v.to(d).clone() for k, v in init.items()}
+        m = {k: torch.zeros_like(v) for k, v in p.items()}
+        v2 = {k: torch.zeros_like(v) for k, v in p.items()}
+        losses = []
+        for t in range(NET_STEPS):
+            q = {k: v.clone().requires_grad_(True) for k, v in p.items()}
+            loss = F.cross_entropy(functional_forward(layers, q, x64, NET_DROPOUT_SEED, t), labels)
+            loss.backward()
+            losses.append(loss.item())
+            for k in p:
+                g = q[k].grad
+                if opt == "adam":
+                    # torch.optim.Adam(lr=1e-3): bias-corrected moments
+                    m[k] = 0.9 * m[k] + 0.1 * g
+                    v2[k] = 0.999 * v2[k] + 0.001 * g * g
+                    mh = m[k] / (1 - 0.9 ** (t + 1))
+                    vh = v2[k] / (1 - 0.999 ** (t + 1))
+                    p[k] = p[k] - 1e-3 * mh / (vh.sqrt() + 1e-8)
+                else:
+                    # torch.optim.SGD(momentum=0.9): buf = g on the first step
+                    m[k] = g.clone() if t == 0 else 0.9 * m[k] + g
+                    p[k] = p[k] - NET_SGD_LR * m[k]
+        e, _ = cmp(f"{opt} losses", torch.tensor(rec[opt + "/losses"]), torch.tensor(losses, dtype=d))
+        assert e <= 1e-5, (name, opt, "losses", e)
+        final = torch.cat([p[k].reshape(-1) for k in init])
+        got = torch.cat([rec[opt + "/final"][k].reshape(-1) for k in init])
+        err = (got.to(d) - final).abs()
+        # Adam's first steps move a weight by about lr * sign(g): where g is
+        # rounding noise, float32 and float64 may step opposite ways.
+        bad = int((err > 1e-5).sum())
+        report.append(f"{opt} final {err.max().item():.1e} ({bad} of {err.numel()} above 1e-5)")
+        assert bad <= err.numel() // 1000, (name, opt, bad)
+    print(f"self-check {name}: " + "; ".join(r for r in report if not r.startswith("grad ")) +
+          f"; worst grad error / tensor max {worst:.1e}")
+
+
+def gen_net(w, name, x, labels):
+    kind, blocks, width_div, size, hidden, seed = NET_CONFIGS[name]
+    layers = arch_layers(kind, blocks, width_div, size, hidden)
+    torch.manual_seed(seed)
+    model = build_sequential(layers, NET_DROPOUT_SEED)
+    p = f"nets/{name}/"
+    ctor = (f"nn.Sequential of Arch {kind}(blocks={blocks}, width_div={width_div}, size={size}, "
+            f"hidden={hidden}) (default init) after torch.manual_seed({seed})")
+    w.add(p + "arch", [NET_KINDS[kind], blocks, width_div, size, hidden],
+          "(kind 0 cnn / 1 vgg / 2 alexnet, blocks, width_div, size, hidden) of " + ctor)
+    w.add(p + "dropout_seed", [NET_DROPOUT_SEED], "seed of every SeededDropout mask")
+    w.add(p + "keep", [NET_KEEP_FULL, NET_KEEP_STRIDE],
+          "(n, s): a tensor of more than n values keeps its flat values 0, s, 2s, ... "
+          "in grad/, adam/final/ and sgd/final/")
+    init = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for k, v in init.items():
+        w.add(p + "init/" + k, v, f"state_dict()['{k}'] of {ctor}")
+    rec = {}
+    model.eval()
+    with torch.no_grad():
+        rec["logits"] = model(x)
+    w.add(p + "logits", rec["logits"], "model.eval(); model(x)  # dropout off")
+    model.train()
+    set_dropout_step(model, 0)
+    loss = F.cross_entropy(model(x), labels)
+    loss.backward()
+    rec["loss"] = loss.detach().reshape(1)
+    w.add(p + "loss", rec["loss"],
+          "model.train(); cross_entropy(model(x), labels)  # mean over N, dropout step 0")
+    rec["grad"] = {}
+    for k, prm in model.named_parameters():
+        rec["grad"][k] = prm.grad.detach().clone()
+        w.add(p + "grad/" + k, keep(prm.grad),
+              f"grad of '{k}' (flat, see keep) after that loss.backward()")
+    for opt_name, ctor_text, make_opt in (
+        ("adam", "torch.optim.Adam(model.parameters(), lr=1e-3)",
+         lambda ps: torch.optim.Adam(ps, lr=1e-3)),
+        ("sgd", f"torch.optim.SGD(model.parameters(), lr={NET_SGD_LR}, momentum=0.9)",
+         lambda ps: torch.optim.SGD(ps, lr=NET_SGD_LR, momentum=0.9)),
+    ):
+        losses, final = train_net(model, init, x, labels, make_opt, NET_STEPS)
+        rec[opt_name + "/losses"] = losses
+        rec[opt_name + "/final"] = final
+        w.add(p + opt_name + "/losses", losses,
+              f"cross_entropy(model(x), labels) before each of {NET_STEPS} {ctor_text}.step() calls "
+              "from init, dropout steps 0, 1, 2")
+        for k, v in final.items():
+            w.add(p + opt_name + "/final/" + k, keep(v),
+                  f"state_dict()['{k}'] (flat, see keep) after {NET_STEPS} {ctor_text} steps")
+    self_check_net(name, layers, init, x, labels, rec)
+
+
 def main():
     ops = GoldenWriter()
     gen_conv(ops)
@@ -475,6 +945,9 @@ def main():
     gen_losses(ops)
     gen_optim(ops)
     gen_course(ops)
+    check_dropout_mirror()
+    gen_upsample(ops)
+    gen_dropout(ops)
     ops.write(os.path.join(HERE, "ops.bin"))
 
     lenet = GoldenWriter()
@@ -485,6 +958,13 @@ def main():
     gen_lenet(lenet, "max", lenet_max, 11, x, labels)
     gen_lenet(lenet, "wide", lenet_wide, 12, x, labels)
     lenet.write(os.path.join(HERE, "lenet.bin"))
+
+    nets = GoldenWriter()
+    nets.add("nets/x", x, f"first {LENET_BATCH} Fashion-MNIST test images (t10k-images-idx3-ubyte) / 255")
+    nets.add("nets/labels", labels.to(torch.float32), "their labels (t10k-labels-idx1-ubyte)")
+    for name in NET_CONFIGS:
+        gen_net(nets, name, x, labels)
+    nets.write(os.path.join(HERE, "nets.bin"))
 
 
 if __name__ == "__main__":
