@@ -14,8 +14,10 @@
 //! compiled for each set behind `#[target_feature]` entry points.
 
 pub mod bench;
+pub mod graph;
 mod kernels;
 mod net;
+pub mod sgemm;
 mod simd;
 mod single;
 #[cfg(test)]
@@ -27,6 +29,7 @@ use crate::trainer::{
 };
 use lenet_core::model::ModelKind;
 use net::{CLASSES, Engine, IMG, Layout, Prepared};
+pub use graph::GraphTrainer;
 pub use simd::Isa;
 
 /// Error building a [`CpuTrainer`].
