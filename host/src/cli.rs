@@ -316,12 +316,42 @@ pub struct ImportArgs {
     pub normalize: Option<NormArg>,
 }
 
+/// Network of `host bench`: the LeNets (their own kernels) or the notes'
+/// larger networks (the layer-list trainer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchModelArg {
+    /// Classic LeNet-5.
+    Lenet5,
+    /// LeNet-5 with max pooling, no padding.
+    Lenet5Max,
+    /// The wide max-pool LeNet-5.
+    Lenet5Wide,
+    /// The notes' CNN: 64 and 128 3x3 channels, max pooling, 256 hidden units (896,522 parameters).
+    Cnn,
+    /// VGG (see --vgg-blocks, --width-div, --size, --hidden).
+    Vgg,
+    /// AlexNet (see --width-div, --size, --hidden).
+    Alexnet,
+}
+
 /// `host bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Network architecture.
     #[arg(long, value_enum, default_value = "lenet5")]
-    pub model: ModelArg,
+    pub model: BenchModelArg,
+    /// VGG: how many of the five blocks.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub vgg_blocks: u8,
+    /// VGG and AlexNet: channels divided by this.
+    #[arg(long, default_value_t = 4, value_name = "D")]
+    pub width_div: u16,
+    /// VGG and AlexNet: input side the 28x28 images are resized to.
+    #[arg(long, default_value_t = 224, value_name = "PIXELS")]
+    pub size: u16,
+    /// VGG and AlexNet: units of the two hidden dense layers.
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    pub hidden: u32,
     /// Hidden-layer activation.
     #[arg(long, value_enum, default_value = "sigmoid")]
     pub act: ActArg,
@@ -854,8 +884,47 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         bail!("--batch {} must be in 1..={MAX_BATCH}", a.batch);
     }
     check_threads(a.threads)?;
+    use lenet_core::model::{AlexNetConfig, Arch, ModelKind, VggConfig};
+    let kind = match a.model {
+        BenchModelArg::Lenet5 => ModelKind::LeNet5,
+        BenchModelArg::Lenet5Max => ModelKind::LeNet5Max,
+        BenchModelArg::Lenet5Wide => ModelKind::LeNet5Wide,
+        BenchModelArg::Cnn | BenchModelArg::Vgg | BenchModelArg::Alexnet => {
+            let arch = match a.model {
+                BenchModelArg::Vgg => Arch::Vgg(VggConfig {
+                    blocks: a.vgg_blocks,
+                    width_div: a.width_div,
+                    size: a.size,
+                    hidden: a.hidden,
+                }),
+                BenchModelArg::Alexnet => Arch::AlexNet(AlexNetConfig {
+                    width_div: a.width_div,
+                    size: a.size,
+                    hidden: a.hidden,
+                }),
+                _ => Arch::Cnn,
+            };
+            if let Err(e) = arch.check() {
+                bail!("{arch}: {e}");
+            }
+            if !matches!(a.device, DeviceArg::Cpu | DeviceArg::Auto) {
+                bail!("--model {}: only the CPU is benchmarked", arch.name());
+            }
+            let act = core_act(a.act);
+            let time = std::time::Duration::from_secs_f64(a.seconds);
+            let r = crate::cpu::bench::bench_net(arch, act, a.threads, a.batch, time)?;
+            println!(
+                "lenet-host {} ({arch}, {} parameters, {}, batch {}): {r}",
+                env!("CARGO_PKG_VERSION"),
+                arch.num_params(),
+                act_name(act),
+                a.batch
+            );
+            return Ok(());
+        }
+    };
     let cfg = BenchConfig {
-        kind: core_kind(a.model),
+        kind,
         act: core_act(a.act),
         threads: a.threads,
         batch: a.batch,
