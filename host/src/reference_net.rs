@@ -200,9 +200,8 @@ impl NetReference {
                                 let mut best = (c * si.h + oy * stride) * si.w + ox * stride;
                                 for u in 0..k {
                                     for v in 0..k {
-                                        let q = (c * si.h + oy * stride + u) * si.w
-                                            + ox * stride
-                                            + v;
+                                        let q =
+                                            (c * si.h + oy * stride + u) * si.w + ox * stride + v;
                                         if x[q] > x[best] || x[q].is_nan() && !x[best].is_nan() {
                                             best = q;
                                         }
@@ -222,9 +221,8 @@ impl NetReference {
                                 let mut acc = 0.0;
                                 for u in 0..k {
                                     for v in 0..k {
-                                        acc += x[(c * si.h + oy * stride + u) * si.w
-                                            + ox * stride
-                                            + v];
+                                        acc += x
+                                            [(c * si.h + oy * stride + u) * si.w + ox * stride + v];
                                     }
                                 }
                                 y[(c * so.h + oy) * so.w + ox] = acc * (1.0 / (k * k) as f32);

@@ -28,7 +28,7 @@ use lenet_core::loss::{cross_entropy, cross_entropy_backward};
 use lenet_core::model::{Arch, CLASSES, INPUT_SHAPE, Layer, Shape3};
 use lenet_core::resize;
 
-use super::sgemm::{Backend, View, sgemm};
+use super::sgemm::{View, sgemm};
 use super::{optimize, reduce};
 use crate::trainer::{
     OptimizerConfig, OptimizerState, Trainer, TrainerConfig, TrainerError, check_state,
@@ -44,9 +44,6 @@ const INFER_BLOCK: usize = 64;
 /// `G * OH * OW * C_IN * K * K` close to this many floats (at least one
 /// image), small enough to stay in the level-2 cache.
 const COL_FLOATS: usize = 1 << 18;
-
-/// GEMM library of the products (see [`super::sgemm`]).
-const GEMM: Backend = Backend::Gemm;
 
 /// One layer, resolved against its input shape and parameter offsets.
 #[derive(Clone, Copy, Debug)]
@@ -94,6 +91,9 @@ struct Step {
     in_place: bool,
     /// Images per im2col block (convolutions).
     group: usize,
+    /// A convolution followed by max pooling `(K, S)`: the two run
+    /// together and the convolution's output is not kept.
+    pool: Option<(usize, usize)>,
 }
 
 /// The schedule of a network.
@@ -108,6 +108,8 @@ struct Plan {
     max_len: usize,
     /// Largest im2col block, in floats.
     max_col: usize,
+    /// Largest output block of a convolution fused with pooling.
+    max_tmp: usize,
     num_params: usize,
 }
 
@@ -135,9 +137,9 @@ impl Plan {
                     ..
                 } => {
                     let rows = s.c * kernel * kernel;
-                    let per = rows * out.h * out.w;
-                    group = (COL_FLOATS / per).max(1);
-                    max_col = max_col.max(per * group);
+                    let ohw = out.h * out.w;
+                    group = (COL_FLOATS / ((rows + out.c) * ohw)).max(1);
+                    max_col = max_col.max(rows * ohw * group);
                     Op::Conv {
                         k: kernel,
                         pad: padding,
@@ -165,7 +167,9 @@ impl Plan {
             // An activation overwrites its input unless that is the network
             // input or another activation's output (whose backward reads it).
             let in_place = matches!(op, Op::Act)
-                && steps.last().is_some_and(|p: &Step| !matches!(p.op, Op::Act));
+                && steps
+                    .last()
+                    .is_some_and(|p: &Step| !matches!(p.op, Op::Act));
             if !in_place {
                 buf_lens.push(out.len());
                 buf = buf_lens.len();
@@ -179,10 +183,21 @@ impl Plan {
                 buf,
                 in_place,
                 group,
+                pool: None,
             });
             s = out;
         }
+        let mut max_tmp = 0;
+        for j in 1..steps.len() {
+            if let (Op::Conv { .. }, Op::MaxPool { k, stride }) = (steps[j - 1].op, steps[j].op) {
+                let c = &mut steps[j - 1];
+                c.pool = Some((k, stride));
+                buf_lens[c.buf - 1] = 0;
+                max_tmp = max_tmp.max(c.output.len() * c.group);
+            }
+        }
         Ok(Plan {
+            max_tmp,
             steps,
             buf_lens,
             first_param: first_param.unwrap_or(0),
@@ -204,6 +219,9 @@ struct Work {
     argmax: Vec<Vec<u32>>,
     /// im2col block `(C_IN * K * K, G * OH * OW)`.
     col: Vec<f32>,
+    /// Output block of a convolution followed by max pooling,
+    /// `(C_OUT, G * OH * OW)`.
+    tmp: Vec<f32>,
     /// Gradient ping-pong buffers, `max_len * N` each.
     da: Vec<f32>,
     db: Vec<f32>,
@@ -224,6 +242,7 @@ impl Work {
             .map(|s| vec![0; s.output.len() * n])
             .collect();
         self.col = vec![0.0; plan.max_col];
+        self.tmp = vec![0.0; plan.max_tmp];
         self.da = vec![0.0; plan.max_len * n];
         self.db = vec![0.0; plan.max_len * n];
     }
@@ -334,6 +353,135 @@ fn col2im(
     }
 }
 
+/// Whether `v` replaces the running maximum `best` of a window scanned in
+/// row-major order: strictly greater, or NaN over a number (PyTorch keeps
+/// the first maximum and lets NaN win). Branch-free: the winner's position
+/// is unpredictable.
+#[inline(always)]
+fn takes(v: f32, best: f32) -> bool {
+    !(v <= best) & (best == best)
+}
+
+/// Max pooling of one plane `x (H, W)` with a `K x K` window:
+/// `y[oy][ox] = max_{u,v} x[oy*S+u][ox*S+v]`, and `am` the index in the
+/// plane of the first maximum.
+fn max_pool<const K: usize>(
+    y: &mut [f32],  // (OH, OW)
+    am: &mut [u32], // (OH, OW)
+    x: &[f32],      // (H, W)
+    si: Shape3,
+    so: Shape3,
+    stride: usize,
+) {
+    let (y, am, x) = (
+        &mut y[..so.h * so.w],
+        &mut am[..so.h * so.w],
+        &x[..si.h * si.w],
+    );
+    for oy in 0..so.h {
+        let rows: [&[f32]; K] = core::array::from_fn(|u| &x[(oy * stride + u) * si.w..][..si.w]);
+        let (yr, ar) = (&mut y[oy * so.w..][..so.w], &mut am[oy * so.w..][..so.w]);
+        for ox in 0..so.w {
+            let x0 = ox * stride;
+            let mut best = rows[0][x0];
+            let mut at = (oy * stride) * si.w + x0;
+            for (u, row) in rows.iter().enumerate() {
+                for v in 0..K {
+                    let val = row[x0 + v];
+                    let t = takes(val, best);
+                    best = if t { val } else { best };
+                    let j = (oy * stride + u) * si.w + x0 + v;
+                    at = if t { j } else { at };
+                }
+            }
+            yr[ox] = best;
+            ar[ox] = at as u32;
+        }
+    }
+}
+
+/// [`max_pool`] for the common 2x2 window at stride 2, written as
+/// straight-line selects over row pairs so that it vectorizes.
+fn max_pool_2x2(y: &mut [f32], am: &mut [u32], x: &[f32], si: Shape3, so: Shape3) {
+    for oy in 0..so.h {
+        let r0 = &x[2 * oy * si.w..][..2 * so.w];
+        let r1 = &x[(2 * oy + 1) * si.w..][..2 * so.w];
+        let yr = &mut y[oy * so.w..][..so.w];
+        let ar = &mut am[oy * so.w..][..so.w];
+        let base = (2 * oy * si.w) as u32;
+        let below = si.w as u32;
+        for (ox, (((yv, av), p0), p1)) in yr
+            .iter_mut()
+            .zip(ar.iter_mut())
+            .zip(r0.chunks_exact(2))
+            .zip(r1.chunks_exact(2))
+            .enumerate()
+        {
+            let at0 = base + 2 * ox as u32;
+            let (mut best, mut at) = (p0[0], at0);
+            for (v, j) in [
+                (p0[1], at0 + 1),
+                (p1[0], at0 + below),
+                (p1[1], at0 + below + 1),
+            ] {
+                let t = takes(v, best);
+                best = if t { v } else { best };
+                at = if t { j } else { at };
+            }
+            *yv = best;
+            *av = at;
+        }
+    }
+}
+
+/// [`max_pool`] for any window side `k`.
+fn max_pool_any(
+    y: &mut [f32],
+    am: &mut [u32],
+    x: &[f32],
+    si: Shape3,
+    so: Shape3,
+    k: usize,
+    stride: usize,
+) {
+    for oy in 0..so.h {
+        for ox in 0..so.w {
+            let mut at = (oy * stride) * si.w + ox * stride;
+            let mut best = x[at];
+            for u in 0..k {
+                for v in 0..k {
+                    let j = (oy * stride + u) * si.w + ox * stride + v;
+                    if takes(x[j], best) {
+                        best = x[j];
+                        at = j;
+                    }
+                }
+            }
+            y[oy * so.w + ox] = best;
+            am[oy * so.w + ox] = at as u32;
+        }
+    }
+}
+
+/// Max pooling of one plane, window `k`, dispatched on `k`.
+#[allow(clippy::too_many_arguments)]
+fn max_pool_plane(
+    y: &mut [f32],
+    am: &mut [u32],
+    x: &[f32],
+    si: Shape3,
+    so: Shape3,
+    k: usize,
+    stride: usize,
+) {
+    match k {
+        2 if stride == 2 => max_pool_2x2(y, am, x, si, so),
+        2 => max_pool::<2>(y, am, x, si, so, stride),
+        3 => max_pool::<3>(y, am, x, si, so, stride),
+        _ => max_pool_any(y, am, x, si, so, k, stride),
+    }
+}
+
 /// Dropout on `(C, N, H, W)`: `x *= mask`, the mask of value `(c, h, w)`
 /// of image `i` drawn at index `(first + i) * C * H * W + (c * H + h) * W + w`.
 fn dropout_apply(
@@ -360,11 +508,22 @@ fn dropout_apply(
 /// the last step's buffer, `(10, N)`.
 fn forward(ctx: Ctx<'_>, work: &mut Work, x: &[f32], n: usize) {
     let Work {
-        bufs, argmax, col, ..
+        bufs,
+        argmax,
+        col,
+        tmp,
+        ..
     } = work;
     let mut pool_no = 0;
     let mut cur = 0;
-    for st in &ctx.plan.steps {
+    let mut pooled = false;
+    for (sj, st) in ctx.plan.steps.iter().enumerate() {
+        if core::mem::take(&mut pooled) {
+            // Done with the convolution before it.
+            pool_no += 1;
+            cur = st.buf;
+            continue;
+        }
         let (si, so) = (st.input, st.output);
         // Input buffer (cur) and output buffer (st.buf) are distinct unless
         // the step works in place.
@@ -373,8 +532,63 @@ fn forward(ctx: Ctx<'_>, work: &mut Work, x: &[f32], n: usize) {
         } else {
             core::mem::take(&mut bufs[st.buf - 1])
         };
+        // The pooling's output, when it runs with this convolution.
+        let mut pout = match st.pool {
+            Some(_) => core::mem::take(&mut bufs[ctx.plan.steps[sj + 1].buf - 1]),
+            None => Vec::new(),
+        };
         let input: &[f32] = if cur == 0 { x } else { &bufs[cur - 1] };
         match st.op {
+            Op::Conv { k, pad, stride, w } if st.pool.is_some() => {
+                // Convolution and the max pooling after it, block by block
+                // through `tmp`: the convolution's output is never stored
+                // (the pooling's backward needs only its argmax).
+                let (pk, ps) = st.pool.unwrap_or((1, 1));
+                let next = &ctx.plan.steps[sj + 1];
+                let po = next.output;
+                let (ohw, pohw) = (so.h * so.w, po.h * po.w);
+                let rows = si.c * k * k;
+                let (wt, bias) = (&ctx.params[w..], &ctx.params[w + so.c * rows..]);
+                let am = &mut argmax[pool_no];
+                let mut g0 = 0;
+                while g0 < n {
+                    let g1 = (g0 + st.group).min(n);
+                    let cols = (g1 - g0) * ohw;
+                    im2col(col, input, n, si, so, (k, pad, stride), g0, g1);
+                    // tmp (C_OUT, G * OH * OW) = b + w . col
+                    for (co, row) in tmp[..so.c * cols].chunks_exact_mut(cols).enumerate() {
+                        row.fill(bias[co]);
+                    }
+                    sgemm(
+                        tmp,
+                        cols,
+                        1,
+                        1.0,
+                        View {
+                            data: wt,
+                            rs: rows,
+                            cs: 1,
+                        },
+                        View {
+                            data: &col[..rows * cols],
+                            rs: cols,
+                            cs: 1,
+                        },
+                        so.c,
+                        cols,
+                        rows,
+                    );
+                    for co in 0..so.c {
+                        for g in 0..g1 - g0 {
+                            let p = (co * n + g0 + g) * pohw;
+                            let src = &tmp[co * cols + g * ohw..];
+                            max_pool_plane(&mut pout[p..], &mut am[p..], src, so, po, pk, ps);
+                        }
+                    }
+                    g0 = g1;
+                }
+                pooled = true;
+            }
             Op::Conv { k, pad, stride, w } => {
                 let rows = si.c * k * k;
                 let ohw = so.h * so.w;
@@ -389,13 +603,20 @@ fn forward(ctx: Ctx<'_>, work: &mut Work, x: &[f32], n: usize) {
                     let cols = (g1 - g0) * ohw;
                     im2col(col, input, n, si, so, (k, pad, stride), g0, g1);
                     sgemm(
-                        GEMM,
                         &mut out[g0 * ohw..],
                         n * ohw,
                         1,
                         1.0,
-                        View { data: wt, rs: rows, cs: 1 },
-                        View { data: &col[..rows * cols], rs: cols, cs: 1 },
+                        View {
+                            data: wt,
+                            rs: rows,
+                            cs: 1,
+                        },
+                        View {
+                            data: &col[..rows * cols],
+                            rs: cols,
+                            cs: 1,
+                        },
                         so.c,
                         cols,
                         rows,
@@ -411,13 +632,20 @@ fn forward(ctx: Ctx<'_>, work: &mut Work, x: &[f32], n: usize) {
                 }
                 // y (F_OUT, N) += w (F_OUT, F_IN) . x (F_IN, N)
                 sgemm(
-                    GEMM,
                     &mut out,
                     n,
                     1,
                     1.0,
-                    View { data: wt, rs: fi, cs: 1 },
-                    View { data: input, rs: n, cs: 1 },
+                    View {
+                        data: wt,
+                        rs: fi,
+                        cs: 1,
+                    },
+                    View {
+                        data: input,
+                        rs: n,
+                        cs: 1,
+                    },
                     fo,
                     n,
                     fi,
@@ -428,26 +656,8 @@ fn forward(ctx: Ctx<'_>, work: &mut Work, x: &[f32], n: usize) {
                 pool_no += 1;
                 let (ihw, ohw) = (si.h * si.w, so.h * so.w);
                 for p in 0..si.c * n {
-                    let xp = &input[p * ihw..][..ihw];
-                    for oy in 0..so.h {
-                        for ox in 0..so.w {
-                            // The first maximum in row-major window order
-                            // (NaN wins), as PyTorch.
-                            let mut best = (oy * stride) * si.w + ox * stride;
-                            let mut bv = xp[best];
-                            for u in 0..k {
-                                for v in 0..k {
-                                    let j = (oy * stride + u) * si.w + ox * stride + v;
-                                    if xp[j] > bv || xp[j].is_nan() && !bv.is_nan() {
-                                        bv = xp[j];
-                                        best = j;
-                                    }
-                                }
-                            }
-                            out[p * ohw + oy * so.w + ox] = bv;
-                            am[p * ohw + oy * so.w + ox] = best as u32;
-                        }
-                    }
+                    let (yp, ap) = (&mut out[p * ohw..], &mut am[p * ohw..]);
+                    max_pool_plane(yp, ap, &input[p * ihw..], si, so, k, stride);
                 }
             }
             Op::AvgPool { k, stride } => {
@@ -472,7 +682,8 @@ fn forward(ctx: Ctx<'_>, work: &mut Work, x: &[f32], n: usize) {
                 if st.in_place {
                     ctx.act.forward_in_place(&mut bufs[cur - 1][..so.len() * n]);
                 } else {
-                    ctx.act.forward(&mut out[..so.len() * n], &input[..so.len() * n]);
+                    ctx.act
+                        .forward(&mut out[..so.len() * n], &input[..so.len() * n]);
                 }
             }
             Op::Dropout { p } => {
@@ -499,6 +710,9 @@ fn forward(ctx: Ctx<'_>, work: &mut Work, x: &[f32], n: usize) {
         }
         if !st.in_place {
             bufs[st.buf - 1] = out;
+        }
+        if st.pool.is_some() {
+            bufs[ctx.plan.steps[sj + 1].buf - 1] = pout;
         }
         cur = st.buf;
     }
@@ -543,16 +757,23 @@ fn backward(ctx: Ctx<'_>, work: &mut Work, x: &[f32], n: usize, grad: &mut [f32]
                     let g1 = (g0 + st.group).min(n);
                     let cols = (g1 - g0) * ohw;
                     im2col(col, input, n, si, so, (k, pad, stride), g0, g1);
-                    let dy = View { data: &d[g0 * ohw..], rs: n * ohw, cs: 1 };
+                    let dy = View {
+                        data: &d[g0 * ohw..],
+                        rs: n * ohw,
+                        cs: 1,
+                    };
                     // dL/dw[o][r] += sum_c dy[o][c] * col[r][c]
                     sgemm(
-                        GEMM,
                         gw,
                         rows,
                         1,
                         1.0,
                         dy,
-                        View { data: &col[..rows * cols], rs: 1, cs: cols },
+                        View {
+                            data: &col[..rows * cols],
+                            rs: 1,
+                            cs: cols,
+                        },
                         so.c,
                         rows,
                         cols,
@@ -561,12 +782,15 @@ fn backward(ctx: Ctx<'_>, work: &mut Work, x: &[f32], n: usize, grad: &mut [f32]
                         // dL/dcol[r][c] = sum_o w[o][r] * dy[o][c], then
                         // dL/dx = col2im(dcol)
                         sgemm(
-                            GEMM,
                             &mut col[..rows * cols],
                             cols,
                             1,
                             0.0,
-                            View { data: wt, rs: 1, cs: rows },
+                            View {
+                                data: wt,
+                                rs: 1,
+                                cs: rows,
+                            },
                             dy,
                             rows,
                             cols,
@@ -585,16 +809,23 @@ fn backward(ctx: Ctx<'_>, work: &mut Work, x: &[f32], n: usize, grad: &mut [f32]
                 for (o, row) in d[..fo * n].chunks_exact(n).enumerate() {
                     gb[o] += row.iter().sum::<f32>();
                 }
-                let dy = View { data: &d[..fo * n], rs: n, cs: 1 };
+                let dy = View {
+                    data: &d[..fo * n],
+                    rs: n,
+                    cs: 1,
+                };
                 // dL/dw[o][f] += sum_i dy[o][i] * x[f][i]
                 sgemm(
-                    GEMM,
                     gw,
                     fi,
                     1,
                     1.0,
                     dy,
-                    View { data: input, rs: 1, cs: n },
+                    View {
+                        data: input,
+                        rs: 1,
+                        cs: n,
+                    },
                     fo,
                     fi,
                     n,
@@ -602,12 +833,15 @@ fn backward(ctx: Ctx<'_>, work: &mut Work, x: &[f32], n: usize, grad: &mut [f32]
                 if need_dx {
                     // dL/dx[f][i] = sum_o w[o][f] * dy[o][i]
                     sgemm(
-                        GEMM,
                         e,
                         n,
                         1,
                         0.0,
-                        View { data: wt, rs: 1, cs: fi },
+                        View {
+                            data: wt,
+                            rs: 1,
+                            cs: fi,
+                        },
                         dy,
                         fi,
                         n,

@@ -27,9 +27,9 @@ use crate::trainer::{
     OptimizerConfig, OptimizerState, Trainer, TrainerConfig, TrainerError, check_state, core_adam,
     core_sgd,
 };
+pub use graph::GraphTrainer;
 use lenet_core::model::ModelKind;
 use net::{CLASSES, Engine, IMG, Layout, Prepared};
-pub use graph::GraphTrainer;
 pub use simd::Isa;
 
 /// Error building a [`CpuTrainer`].
