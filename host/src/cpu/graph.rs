@@ -14,6 +14,11 @@
 //! `col` (recomputed) for `dw += dy . col^T` and scatters `w^T . dy` back
 //! with col2im. Linear layers are one product over the whole chunk.
 //!
+//! A convolution followed by max pooling (the notes' CNN) runs the two
+//! together, block by block through a buffer sized for the level-2 cache:
+//! the convolution's output is never stored, since the pooling's backward
+//! needs only its argmax. Products go through [`super::sgemm`].
+//!
 //! The batch is split into one contiguous chunk per thread of a rayon pool;
 //! each thread runs its chunk through single-threaded products into its own
 //! gradient, and the gradients are summed in thread order range by range
@@ -359,7 +364,7 @@ fn col2im(
 /// is unpredictable.
 #[inline(always)]
 fn takes(v: f32, best: f32) -> bool {
-    !(v <= best) & (best == best)
+    ((v > best) | v.is_nan()) & !best.is_nan()
 }
 
 /// Max pooling of one plane `x (H, W)` with a `K x K` window:
