@@ -114,7 +114,7 @@ pub fn make_trainer(
     match device {
         Device::Cpu => Ok((cpu_trainer(cfg, seed)?, "device: cpu".into())),
         Device::CpuReference => Ok((
-            reference_trainer(cfg, seed),
+            reference_trainer(cfg, seed)?,
             "device: cpu (reference trainer)".into(),
         )),
         Device::Cuda => {
@@ -138,35 +138,55 @@ pub fn make_trainer(
     }
 }
 
+/// The fast CPU trainer for `cfg` holding `params`: the LeNet kernels
+/// ([`crate::cpu::CpuTrainer`]) for a LeNet, the layer-list trainer
+/// ([`crate::cpu::GraphTrainer`]) for any other network.
+fn cpu_with(cfg: &TrainerConfig, params: &[f32]) -> Result<Box<dyn Trainer>, BackendError> {
+    let cpu = |e: &dyn std::fmt::Display| BackendError::Cpu(e.to_string());
+    if cfg.arch.lenet().is_some() {
+        Ok(Box::new(
+            crate::cpu::CpuTrainer::new(cfg, params).map_err(|e| cpu(&e))?,
+        ))
+    } else {
+        Ok(Box::new(
+            crate::cpu::GraphTrainer::new(cfg, params).map_err(|e| cpu(&e))?,
+        ))
+    }
+}
+
 /// The fast CPU trainer for `cfg`, starting from the reference
 /// initialization for `seed` (PyTorch's default init, see `lenet-core`).
 ///
 /// # Errors
-/// The worker threads could not be started.
+/// The network does not fit its input, or the worker threads could not be
+/// started.
 pub fn cpu_trainer(cfg: &TrainerConfig, seed: u64) -> Result<Box<dyn Trainer>, BackendError> {
-    let init = crate::reference::init_params(cfg.arch, seed);
-    let t =
-        crate::cpu::CpuTrainer::new(cfg, &init).map_err(|e| BackendError::Cpu(e.to_string()))?;
-    Ok(Box::new(t))
+    cpu_with(cfg, &crate::reference::init_params(cfg.arch, seed))
 }
 
 /// The per-sample reference trainer for `cfg`, initialized from `seed`.
-pub fn reference_trainer(cfg: &TrainerConfig, seed: u64) -> Box<dyn Trainer> {
-    crate::reference::new_reference(cfg, seed)
-}
-
-/// A fast CPU trainer holding `params`, for inference (eval, predict).
 ///
 /// # Errors
-/// Wrong parameter count or no threads.
+/// The network does not fit its input, or the worker threads could not be
+/// started.
+pub fn reference_trainer(cfg: &TrainerConfig, seed: u64) -> Result<Box<dyn Trainer>, BackendError> {
+    crate::reference::new_reference(cfg, seed).map_err(|e| BackendError::Cpu(e.to_string()))
+}
+
+/// A fast CPU trainer holding `params`, for inference (eval, predict), for
+/// any network (a LeNet `ModelKind` converts into its [`Arch`](lenet_core::model::Arch)).
+///
+/// # Errors
+/// Wrong parameter count, a network that does not fit its input, or no
+/// threads.
 pub fn inference_trainer(
-    arch: lenet_core::model::Arch,
+    arch: impl Into<lenet_core::model::Arch>,
     act: lenet_core::activation::Activation,
     params: &[f32],
     threads: usize,
 ) -> Result<Box<dyn Trainer>, BackendError> {
     let cfg = TrainerConfig {
-        arch,
+        arch: arch.into(),
         act,
         optimizer: OptimizerConfig::Sgd {
             lr: 0.0,
@@ -176,9 +196,7 @@ pub fn inference_trainer(
         threads,
         dropout_seed: 0,
     };
-    let t =
-        crate::cpu::CpuTrainer::new(&cfg, params).map_err(|e| BackendError::Cpu(e.to_string()))?;
-    Ok(Box::new(t))
+    cpu_with(&cfg, params)
 }
 
 #[cfg(test)]

@@ -438,9 +438,13 @@ pub struct BenchArgs {
     /// Network architecture.
     #[arg(long, value_enum, default_value = "lenet5")]
     pub model: ModelArg,
-    /// Hidden-layer activation.
-    #[arg(long, value_enum, default_value = "sigmoid")]
-    pub act: ActArg,
+    /// Options of the larger networks.
+    #[command(flatten)]
+    pub net: NetArgs,
+    /// Hidden-layer activation [default: sigmoid for the LeNets, relu for
+    /// the others].
+    #[arg(long, value_enum)]
+    pub act: Option<ActArg>,
     /// Worker threads (0: all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -470,16 +474,6 @@ pub struct FetchArgs {
     /// Download even if files with the right checksum are present.
     #[arg(long)]
     pub force: bool,
-}
-
-fn core_kind(m: ModelArg) -> Option<lenet_core::model::ModelKind> {
-    use lenet_core::model::ModelKind;
-    match m {
-        ModelArg::Lenet5 => Some(ModelKind::LeNet5),
-        ModelArg::Lenet5Max => Some(ModelKind::LeNet5Max),
-        ModelArg::Lenet5Wide => Some(ModelKind::LeNet5Wide),
-        ModelArg::Cnn | ModelArg::Vgg | ModelArg::Alexnet => None,
-    }
 }
 
 fn core_act(a: ActArg) -> lenet_core::activation::Activation {
@@ -1090,10 +1084,48 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         bail!("--batch {} must be in 1..={MAX_BATCH}", a.batch);
     }
     check_threads(a.threads)?;
+    let arch = arch_of(a.model, &a.net)?;
+    let act = core_act(a.act.unwrap_or(if a.model.is_lenet() {
+        ActArg::Sigmoid
+    } else {
+        ActArg::Relu
+    }));
+    let Some(kind) = arch.lenet() else {
+        let time = std::time::Duration::from_secs_f64(a.seconds);
+        let head = format!(
+            "lenet-host {} ({arch}, {} parameters, {}, batch {})",
+            env!("CARGO_PKG_VERSION"),
+            arch.num_params(),
+            act_name(act),
+            a.batch
+        );
+        let dev = match a.device {
+            DeviceArg::Cpu | DeviceArg::Auto => {
+                let r = crate::cpu::bench::bench_net(arch, act, a.threads, a.batch, time)?;
+                println!("{head}: {r}");
+                return Ok(());
+            }
+            DeviceArg::CpuReference => {
+                bail!("--device cpu-reference: the reference trainer is not benchmarked")
+            }
+            DeviceArg::Cuda => Device::Cuda,
+            DeviceArg::CudaEmu => Device::CudaEmu,
+        };
+        if !(1..=1_000_000).contains(&a.epoch_images) {
+            bail!("--epoch-images {} must be in 1..=1000000", a.epoch_images);
+        }
+        let tc = crate::trainer::TrainerConfig {
+            arch,
+            ..bench_config(lenet_core::model::ModelKind::LeNet5, act, a.threads)
+        };
+        let (mut t, note) = backend::make_trainer(dev, &tc, 1)?;
+        let r = measure_gpu(t.as_mut(), a.batch, time, a.epoch_images)?;
+        println!("{head}, {note}: {r}");
+        return Ok(());
+    };
     let cfg = BenchConfig {
-        kind: core_kind(a.model)
-            .with_context(|| format!("host bench runs the LeNets, not {}", a.model.name()))?,
-        act: core_act(a.act),
+        kind,
+        act,
         threads: a.threads,
         batch: a.batch,
         time: std::time::Duration::from_secs_f64(a.seconds),
@@ -1317,7 +1349,7 @@ mod tests {
     fn every_model_kind_has_a_cli_name() {
         for kind in lenet_core::model::ModelKind::ALL {
             let arg = ModelArg::from_str(kind.name(), false).unwrap();
-            assert_eq!(core_kind(arg), Some(kind));
+            assert_eq!(arg.name(), kind.name());
         }
     }
 

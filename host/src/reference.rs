@@ -295,12 +295,20 @@ pub fn init_params(arch: Arch, seed: u64) -> Vec<f32> {
     p
 }
 
-/// A boxed reference trainer for `cfg`, initialized from `seed`.
-pub fn new_reference(cfg: &TrainerConfig, seed: u64) -> Box<dyn Trainer> {
+/// A boxed reference trainer for `cfg`, initialized from `seed`: the
+/// lenet-core model for a LeNet, the layer-list reference
+/// ([`crate::reference_net::NetReference`]) for any other network.
+///
+/// # Errors
+/// The network does not fit its input, or the threads cannot be started.
+pub fn new_reference(cfg: &TrainerConfig, seed: u64) -> Result<Box<dyn Trainer>, TrainerError> {
     let Some(kind) = cfg.arch.lenet() else {
-        todo!("generic reference")
+        let init = init_params(cfg.arch, seed);
+        return Ok(Box::new(crate::reference_net::NetReference::new(
+            cfg, &init,
+        )?));
     };
-    match kind {
+    Ok(match kind {
         ModelKind::LeNet5 => Box::new(ReferenceTrainer::new(LeNet5 { act: cfg.act }, cfg, seed)),
         ModelKind::LeNet5Max => {
             Box::new(ReferenceTrainer::new(LeNet5Max { act: cfg.act }, cfg, seed))
@@ -310,5 +318,5 @@ pub fn new_reference(cfg: &TrainerConfig, seed: u64) -> Box<dyn Trainer> {
             cfg,
             seed,
         )),
-    }
+    })
 }

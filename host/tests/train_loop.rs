@@ -160,8 +160,8 @@ fn reference_trainer_is_independent_of_the_thread_count_and_agrees_with_the_fast
         .map(|&p| f32::from(p) / 255.0)
         .collect();
     let labels = &d.train.labels[..64];
-    let mut a = reference_trainer(&s.trainer_config(1).unwrap(), 3);
-    let mut b = reference_trainer(&s.trainer_config(3).unwrap(), 3);
+    let mut a = reference_trainer(&s.trainer_config(1).unwrap(), 3).unwrap();
+    let mut b = reference_trainer(&s.trainer_config(3).unwrap(), 3).unwrap();
     let mut fast = cpu_trainer(&s.trainer_config(2).unwrap(), 3).unwrap();
     assert_eq!(
         a.params().unwrap(),

@@ -232,3 +232,69 @@ pub fn measure_gpu(
         epoch_seconds,
     })
 }
+
+/// What [`bench_net`] measured: the layer-list trainer on any network.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NetBenchReport {
+    /// Threads used.
+    pub threads: usize,
+    /// Training throughput: Adam steps on batches of `batch` images.
+    pub train_img_per_s: f64,
+    /// Training arithmetic rate, counting `6 x` the forward
+    /// multiply-accumulates per image (forward, input and weight
+    /// gradients, two flops each), as PyTorch comparisons usually do.
+    pub train_gflops: f64,
+    /// Inference throughput on batches of `batch` images.
+    pub infer_img_per_s: f64,
+    /// Inference arithmetic rate (`2 x` the forward multiply-accumulates).
+    pub infer_gflops: f64,
+}
+
+impl core::fmt::Display for NetBenchReport {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "cpu (layer list, {} threads): train {:.0} img/s ({:.1} GFLOP/s), inference {:.0} img/s ({:.1} GFLOP/s)",
+            self.threads,
+            self.train_img_per_s,
+            self.train_gflops,
+            self.infer_img_per_s,
+            self.infer_gflops
+        )
+    }
+}
+
+/// Measures training (Adam) and inference throughput of the layer-list
+/// trainer ([`super::GraphTrainer`]) on `arch` with random data.
+///
+/// # Errors
+/// The trainer cannot be built or failed.
+pub fn bench_net(
+    arch: lenet_core::model::Arch,
+    act: Activation,
+    threads: usize,
+    batch: usize,
+    time: Duration,
+) -> Result<NetBenchReport, TrainerError> {
+    let tc = TrainerConfig {
+        arch,
+        ..bench_config(ModelKind::LeNet5, act, threads)
+    };
+    let mut t = super::GraphTrainer::new(&tc, &crate::reference::init_params(arch, 1))?;
+    let n = batch.max(1);
+    let mut x = vec![0.0; n * 784];
+    random_data(&mut x, 7);
+    let labels: Vec<u8> = (0..n).map(|i| (i * 7 % 10) as u8).collect();
+    let train = time_it(time, || t.train_batch(&x, &labels).map(drop))?;
+    let mut logits = vec![0.0; n * 10];
+    let infer = time_it(time, || t.forward(&x, &mut logits))?;
+    let macs = arch.macs() as f64;
+    let (train_ips, infer_ips) = (n as f64 / train, n as f64 / infer);
+    Ok(NetBenchReport {
+        threads: t.threads(),
+        train_img_per_s: train_ips,
+        train_gflops: train_ips * 6.0 * macs / 1e9,
+        infer_img_per_s: infer_ips,
+        infer_gflops: infer_ips * 2.0 * macs / 1e9,
+    })
+}

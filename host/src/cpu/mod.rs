@@ -14,8 +14,10 @@
 //! compiled for each set behind `#[target_feature]` entry points.
 
 pub mod bench;
+pub mod graph;
 mod kernels;
 mod net;
+pub mod sgemm;
 mod simd;
 mod single;
 #[cfg(test)]
@@ -25,6 +27,7 @@ use crate::trainer::{
     OptimizerConfig, OptimizerState, Trainer, TrainerConfig, TrainerError, check_state, core_adam,
     core_sgd,
 };
+pub use graph::GraphTrainer;
 use lenet_core::model::ModelKind;
 use net::{CLASSES, Engine, IMG, Layout, Prepared};
 pub use simd::Isa;

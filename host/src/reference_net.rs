@@ -1,0 +1,528 @@
+//! The layer-list reference trainer: any [`Arch`], one sample at a time,
+//! every layer as the direct loops of its formula. Clean and slow on
+//! purpose; it is the oracle the fast layer-list trainer
+//! ([`crate::cpu::GraphTrainer`]) is tested against.
+//!
+//! Legend: `C` channels, `H` rows, `W` columns, `K` kernel side, `S`
+//! stride, `P` padding; a sample's feature map is `(C, H, W)` row-major,
+//! which is also its flattened order.
+//!
+//! As in [`crate::reference`], a batch is cut into chunks of
+//! [`CHUNK`](crate::reference::CHUNK) samples run on rayon workers, each
+//! into its own gradient, summed in chunk order: the result does not depend
+//! on the thread count. The optimizer is lenet-core's per-scalar update
+//! ([`core_adam`], [`core_sgd`]).
+
+use lenet_core::activation::Activation;
+use lenet_core::dropout;
+use lenet_core::loss::{cross_entropy, cross_entropy_backward};
+use lenet_core::model::{Arch, CLASSES, INPUT_SHAPE, Layer, Shape3};
+use lenet_core::resize;
+use rayon::prelude::*;
+
+use crate::reference::CHUNK;
+use crate::trainer::{
+    OptimizerConfig, OptimizerState, Trainer, TrainerConfig, TrainerError, check_state, core_adam,
+    core_sgd,
+};
+
+const IMG: usize = 28 * 28;
+
+/// Reference trainer for any [`Arch`].
+pub struct NetReference {
+    arch: Arch,
+    layers: Vec<Layer>,
+    /// Input shape of each layer, and the output shape of the last at the end.
+    shapes: Vec<Shape3>,
+    /// Offset of each layer's weight in `params`.
+    offsets: Vec<usize>,
+    act: Activation,
+    optimizer: OptimizerConfig,
+    dropout_seed: u64,
+    params: Vec<f32>,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    step: u64,
+    pool: rayon::ThreadPool,
+}
+
+impl core::fmt::Debug for NetReference {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("NetReference")
+            .field("arch", &self.arch)
+            .field("step", &self.step)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one sample's forward pass keeps for its backward pass.
+struct Tape {
+    /// Input of each layer, then the logits.
+    xs: Vec<Vec<f32>>,
+    /// Per max-pool layer (else empty): the input index of each output.
+    argmax: Vec<Vec<usize>>,
+}
+
+impl NetReference {
+    /// A reference trainer for `cfg` starting from `params` (flat,
+    /// `state_dict` order).
+    ///
+    /// # Errors
+    /// [`TrainerError::State`] if the network does not fit its input or
+    /// `params` has the wrong length; [`TrainerError::Device`] if the
+    /// threads cannot be started.
+    pub fn new(cfg: &TrainerConfig, params: &[f32]) -> Result<NetReference, TrainerError> {
+        let arch = cfg.arch;
+        arch.check()
+            .map_err(|e| TrainerError::State(format!("{arch}: {e}")))?;
+        let layers: Vec<Layer> = arch.layers().iter().copied().collect();
+        let mut shapes = vec![INPUT_SHAPE];
+        let mut offsets = Vec::new();
+        let mut off = 0;
+        for l in &layers {
+            if !matches!(
+                l,
+                Layer::Conv2d { .. }
+                    | Layer::Linear { .. }
+                    | Layer::MaxPool2d { .. }
+                    | Layer::AvgPool2d { .. }
+                    | Layer::Act
+                    | Layer::Dropout { .. }
+                    | Layer::Flatten
+                    | Layer::Upsample { .. }
+            ) {
+                return Err(TrainerError::State(format!(
+                    "{arch}: layer {l:?} is not supported by the reference trainer"
+                )));
+            }
+            let s = *shapes.last().unwrap_or(&INPUT_SHAPE);
+            shapes.push(
+                l.output_shape(s)
+                    .map_err(|e| TrainerError::State(e.to_string()))?,
+            );
+            offsets.push(off);
+            off += l.num_params();
+        }
+        check_state(off, params, &OptimizerState::default())?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(cfg.threads)
+            .build()
+            .map_err(|e| TrainerError::Device {
+                device: "cpu-reference",
+                msg: format!("cannot build the thread pool: {e}"),
+            })?;
+        let (m, v) = match cfg.optimizer {
+            OptimizerConfig::Adam { .. } => (vec![0.0; off], vec![0.0; off]),
+            OptimizerConfig::Sgd { .. } => (Vec::new(), Vec::new()),
+        };
+        Ok(NetReference {
+            arch,
+            layers,
+            shapes,
+            offsets,
+            act: cfg.act,
+            optimizer: cfg.optimizer,
+            dropout_seed: cfg.dropout_seed,
+            params: params.to_vec(),
+            m,
+            v,
+            step: 0,
+            pool,
+        })
+    }
+
+    /// Forward pass of one image; `sample` is its position in the batch
+    /// and `train` turns dropout on.
+    fn forward_one(&self, img: &[f32], sample: usize, train: bool) -> Tape {
+        let mut xs = vec![img.to_vec()];
+        let mut argmax = Vec::new();
+        for (j, l) in self.layers.iter().enumerate() {
+            let (si, so) = (self.shapes[j], self.shapes[j + 1]);
+            let x = &xs[j];
+            let mut y = vec![0.0f32; so.len()];
+            let mut am = Vec::new();
+            let p = &self.params[self.offsets[j]..];
+            match *l {
+                Layer::Conv2d {
+                    kernel: k,
+                    padding: pad,
+                    stride: s,
+                    ..
+                } => {
+                    // y[o][oy][ox] = b[o] + sum_{i,u,v} w[o][i][u][v] * x[i][oy*S+u-P][ox*S+v-P]
+                    let wlen = so.c * si.c * k * k;
+                    for o in 0..so.c {
+                        for oy in 0..so.h {
+                            for ox in 0..so.w {
+                                let mut acc = p[wlen + o];
+                                for i in 0..si.c {
+                                    for u in 0..k {
+                                        for v in 0..k {
+                                            let iy = (oy * s + u) as isize - pad as isize;
+                                            let ix = (ox * s + v) as isize - pad as isize;
+                                            if iy < 0
+                                                || ix < 0
+                                                || iy >= si.h as isize
+                                                || ix >= si.w as isize
+                                            {
+                                                continue;
+                                            }
+                                            let wv = p[((o * si.c + i) * k + u) * k + v];
+                                            acc += wv
+                                                * x[(i * si.h + iy as usize) * si.w + ix as usize];
+                                        }
+                                    }
+                                }
+                                y[(o * so.h + oy) * so.w + ox] = acc;
+                            }
+                        }
+                    }
+                }
+                Layer::Linear {
+                    in_features: fi,
+                    out_features: fo,
+                } => {
+                    // y[o] = b[o] + sum_f w[o][f] * x[f]
+                    for o in 0..fo {
+                        let mut acc = p[fo * fi + o];
+                        for f in 0..fi {
+                            acc += p[o * fi + f] * x[f];
+                        }
+                        y[o] = acc;
+                    }
+                }
+                Layer::MaxPool2d { kernel: k, stride } => {
+                    am = vec![0; so.len()];
+                    for c in 0..so.c {
+                        for oy in 0..so.h {
+                            for ox in 0..so.w {
+                                // First maximum in window order; NaN wins.
+                                let mut best = (c * si.h + oy * stride) * si.w + ox * stride;
+                                for u in 0..k {
+                                    for v in 0..k {
+                                        let q =
+                                            (c * si.h + oy * stride + u) * si.w + ox * stride + v;
+                                        if x[q] > x[best] || x[q].is_nan() && !x[best].is_nan() {
+                                            best = q;
+                                        }
+                                    }
+                                }
+                                let o = (c * so.h + oy) * so.w + ox;
+                                y[o] = x[best];
+                                am[o] = best;
+                            }
+                        }
+                    }
+                }
+                Layer::AvgPool2d { kernel: k, stride } => {
+                    for c in 0..so.c {
+                        for oy in 0..so.h {
+                            for ox in 0..so.w {
+                                let mut acc = 0.0;
+                                for u in 0..k {
+                                    for v in 0..k {
+                                        acc += x
+                                            [(c * si.h + oy * stride + u) * si.w + ox * stride + v];
+                                    }
+                                }
+                                y[(c * so.h + oy) * so.w + ox] = acc * (1.0 / (k * k) as f32);
+                            }
+                        }
+                    }
+                }
+                Layer::Act => {
+                    for (yv, &xv) in y.iter_mut().zip(x) {
+                        *yv = self.act.apply(xv);
+                    }
+                }
+                Layer::Dropout { p: prob } => {
+                    for (f, (yv, &xv)) in y.iter_mut().zip(x).enumerate() {
+                        *yv = if train {
+                            xv * self.mask(j, sample, f, so, prob)
+                        } else {
+                            xv
+                        };
+                    }
+                }
+                Layer::Flatten => y.copy_from_slice(x),
+                Layer::Upsample { .. } => resize::forward(x, si.c, si.h, si.w, &mut y, so.h, so.w),
+                _ => unreachable!("checked in new"),
+            }
+            xs.push(y);
+            argmax.push(am);
+        }
+        Tape { xs, argmax }
+    }
+
+    /// The dropout mask of feature `f` of `sample` at layer `j`.
+    fn mask(&self, j: usize, sample: usize, f: usize, s: Shape3, p: f32) -> f32 {
+        let index = (sample * s.len() + f) as u64;
+        dropout::mask(self.dropout_seed, self.step, j as u32, index, p)
+    }
+
+    /// Backward pass of one sample from `dy = dL/dlogits`, accumulating
+    /// into `grad`.
+    fn backward_one(&self, tape: &Tape, sample: usize, mut dy: Vec<f32>, grad: &mut [f32]) {
+        for (j, l) in self.layers.iter().enumerate().rev() {
+            let (si, so) = (self.shapes[j], self.shapes[j + 1]);
+            let (x, y) = (&tape.xs[j], &tape.xs[j + 1]);
+            let mut dx = vec![0.0f32; si.len()];
+            let p = &self.params[self.offsets[j]..];
+            let g = &mut grad[self.offsets[j]..];
+            match *l {
+                Layer::Conv2d {
+                    kernel: k,
+                    padding: pad,
+                    stride: s,
+                    ..
+                } => {
+                    // dL/dw[o][i][u][v] += sum_{oy,ox} dy[o][oy][ox] * x[i][oy*S+u-P][ox*S+v-P]
+                    // dL/db[o] += sum_{oy,ox} dy[o][oy][ox]
+                    // dL/dx[i][iy][ix] += sum w[o][i][u][v] * dy[o][oy][ox]
+                    let wlen = so.c * si.c * k * k;
+                    for o in 0..so.c {
+                        for oy in 0..so.h {
+                            for ox in 0..so.w {
+                                let d = dy[(o * so.h + oy) * so.w + ox];
+                                g[wlen + o] += d;
+                                for i in 0..si.c {
+                                    for u in 0..k {
+                                        for v in 0..k {
+                                            let iy = (oy * s + u) as isize - pad as isize;
+                                            let ix = (ox * s + v) as isize - pad as isize;
+                                            if iy < 0
+                                                || ix < 0
+                                                || iy >= si.h as isize
+                                                || ix >= si.w as isize
+                                            {
+                                                continue;
+                                            }
+                                            let q = (i * si.h + iy as usize) * si.w + ix as usize;
+                                            let wi = ((o * si.c + i) * k + u) * k + v;
+                                            g[wi] += d * x[q];
+                                            dx[q] += p[wi] * d;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                Layer::Linear {
+                    in_features: fi,
+                    out_features: fo,
+                } => {
+                    // dL/dw[o][f] += dy[o] * x[f]; dL/db[o] += dy[o];
+                    // dL/dx[f] += sum_o w[o][f] * dy[o]
+                    for o in 0..fo {
+                        g[fo * fi + o] += dy[o];
+                        for f in 0..fi {
+                            g[o * fi + f] += dy[o] * x[f];
+                            dx[f] += p[o * fi + f] * dy[o];
+                        }
+                    }
+                }
+                Layer::MaxPool2d { .. } => {
+                    // dL/dx[argmax] += dy
+                    for (o, &q) in tape.argmax[j].iter().enumerate() {
+                        dx[q] += dy[o];
+                    }
+                }
+                Layer::AvgPool2d { kernel: k, stride } => {
+                    // dL/dx[oy*S+u][ox*S+v] += dy[oy][ox] / K^2
+                    for c in 0..so.c {
+                        for oy in 0..so.h {
+                            for ox in 0..so.w {
+                                let d = dy[(c * so.h + oy) * so.w + ox] * (1.0 / (k * k) as f32);
+                                for u in 0..k {
+                                    for v in 0..k {
+                                        dx[(c * si.h + oy * stride + u) * si.w
+                                            + ox * stride
+                                            + v] += d;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                Layer::Act => {
+                    // dL/dx = dL/dy * act'(x), from y = act(x)
+                    for ((d, &dv), &yv) in dx.iter_mut().zip(&dy).zip(y) {
+                        *d = dv * self.act.derivative_from_output(yv);
+                    }
+                }
+                Layer::Dropout { p: prob } => {
+                    // dL/dx = dL/dy * mask
+                    for (f, (d, &dv)) in dx.iter_mut().zip(&dy).enumerate() {
+                        *d = dv * self.mask(j, sample, f, so, prob);
+                    }
+                }
+                Layer::Flatten => dx.copy_from_slice(&dy),
+                Layer::Upsample { .. } => {
+                    resize::backward(&dy, si.c, si.h, si.w, so.h, so.w, &mut dx);
+                }
+                _ => unreachable!("checked in new"),
+            }
+            dy = dx;
+        }
+    }
+
+    /// Loss sum and gradient (of the batch-mean loss) of one chunk whose
+    /// first sample is `first` in the batch.
+    fn chunk_grads(&self, x: &[f32], labels: &[u8], first: usize, scale: f32) -> (f64, Vec<f32>) {
+        let mut grad = vec![0.0f32; self.params.len()];
+        let mut loss = 0.0f64;
+        for (k, (img, &t)) in x.chunks_exact(IMG).zip(labels).enumerate() {
+            let tape = self.forward_one(img, first + k, true);
+            let z: [f32; CLASSES] = core::array::from_fn(|j| tape.xs[self.layers.len()][j]);
+            loss += f64::from(cross_entropy(&z, usize::from(t)));
+            let mut dz = [0.0f32; CLASSES];
+            cross_entropy_backward(&mut dz, &z, usize::from(t), scale);
+            self.backward_one(&tape, first + k, dz.to_vec(), &mut grad);
+        }
+        (loss, grad)
+    }
+}
+
+fn check_batch(x: &[f32], n: usize) -> Result<(), TrainerError> {
+    if x.len() != n * IMG {
+        return Err(TrainerError::State(format!(
+            "expected {n} images of 28x28 ({} values), got {} values",
+            n * IMG,
+            x.len()
+        )));
+    }
+    Ok(())
+}
+
+impl Trainer for NetReference {
+    fn device_name(&self) -> &'static str {
+        "cpu-reference"
+    }
+
+    fn train_batch(&mut self, x: &[f32], labels: &[u8]) -> Result<f32, TrainerError> {
+        let n = labels.len();
+        check_batch(x, n)?;
+        if labels.iter().any(|&l| usize::from(l) >= CLASSES) {
+            return Err(TrainerError::State(format!(
+                "labels must be in 0..{CLASSES}"
+            )));
+        }
+        if n == 0 {
+            return Ok(0.0);
+        }
+        let scale = 1.0 / n as f32;
+        let this = &*self;
+        let parts: Vec<(f64, Vec<f32>)> = this.pool.install(|| {
+            x.par_chunks(CHUNK * IMG)
+                .zip(labels.par_chunks(CHUNK))
+                .enumerate()
+                .map(|(c, (xc, lc))| this.chunk_grads(xc, lc, c * CHUNK, scale))
+                .collect()
+        });
+        let mut loss = 0.0;
+        let mut grad = vec![0.0f32; self.params.len()];
+        for (l, g) in parts {
+            loss += l;
+            for (a, b) in grad.iter_mut().zip(&g) {
+                *a += b;
+            }
+        }
+        self.step += 1;
+        let opt = self.optimizer;
+        match opt {
+            OptimizerConfig::Adam { .. } => {
+                let k = core_adam(opt).scalars(self.step);
+                for (((p, &g), m), v) in self
+                    .params
+                    .iter_mut()
+                    .zip(&grad)
+                    .zip(&mut self.m)
+                    .zip(&mut self.v)
+                {
+                    k.update(p, g, m, v);
+                }
+            }
+            OptimizerConfig::Sgd { momentum, .. } => {
+                let sgd = core_sgd(opt);
+                if momentum != 0.0 && self.m.len() != self.params.len() {
+                    self.m = vec![0.0; self.params.len()];
+                }
+                let first = self.step == 1;
+                let mut unused = 0.0;
+                for (i, (p, &g)) in self.params.iter_mut().zip(&grad).enumerate() {
+                    let buf = match self.m.get_mut(i) {
+                        Some(b) => b,
+                        None => &mut unused,
+                    };
+                    sgd.update(p, g, buf, first);
+                }
+            }
+        }
+        Ok((loss / n as f64) as f32)
+    }
+
+    fn forward(&mut self, x: &[f32], logits: &mut [f32]) -> Result<(), TrainerError> {
+        let n = logits.len() / CLASSES;
+        if logits.len() != n * CLASSES {
+            return Err(TrainerError::State("logits must be N x 10".into()));
+        }
+        check_batch(x, n)?;
+        let this = &*self;
+        let last = self.layers.len();
+        this.pool.install(|| {
+            logits
+                .par_chunks_mut(CLASSES)
+                .zip(x.par_chunks(IMG))
+                .enumerate()
+                .for_each(|(i, (out, img))| {
+                    out.copy_from_slice(&this.forward_one(img, i, false).xs[last]);
+                });
+        });
+        Ok(())
+    }
+
+    fn set_lr(&mut self, lr: f32) {
+        match &mut self.optimizer {
+            OptimizerConfig::Adam { lr: l, .. } | OptimizerConfig::Sgd { lr: l, .. } => *l = lr,
+        }
+    }
+
+    fn params(&mut self) -> Result<Vec<f32>, TrainerError> {
+        Ok(self.params.clone())
+    }
+
+    fn optimizer_state(&mut self) -> Result<OptimizerState, TrainerError> {
+        Ok(OptimizerState {
+            step: self.step,
+            m: self.m.clone(),
+            v: self.v.clone(),
+        })
+    }
+
+    fn load(&mut self, params: &[f32], state: &OptimizerState) -> Result<(), TrainerError> {
+        check_state(self.params.len(), params, state)?;
+        self.params.copy_from_slice(params);
+        self.step = state.step;
+        let n = params.len();
+        match self.optimizer {
+            OptimizerConfig::Adam { .. } => {
+                self.m = if state.m.len() == n {
+                    state.m.clone()
+                } else {
+                    vec![0.0; n]
+                };
+                self.v = if state.v.len() == n {
+                    state.v.clone()
+                } else {
+                    vec![0.0; n]
+                };
+            }
+            OptimizerConfig::Sgd { .. } => {
+                self.m = state.m.clone();
+                self.v = Vec::new();
+            }
+        }
+        Ok(())
+    }
+}
