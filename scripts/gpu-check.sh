@@ -38,6 +38,15 @@ for model in lenet5 lenet5-max lenet5-wide; do
 done
 "$host" bench --device cpu --batch 256 --seconds 2 | tee "$out/bench-cpu.txt"
 
+step "host bench --device cuda, the notes' networks (epochs of 60,000 / 12,800 / 6,400 images)"
+"$host" bench --device cuda --model cnn --batch 256 --seconds 2 | tee -a "$out/bench-nets.txt"
+"$host" bench --device cuda --model vgg --width-div 4 --batch 128 --seconds 5 --epoch-images 12800 |
+    tee -a "$out/bench-nets.txt"
+"$host" bench --device cuda --model alexnet --batch 128 --seconds 5 --epoch-images 12800 |
+    tee -a "$out/bench-nets.txt"
+"$host" bench --device cuda --model vgg --batch 64 --seconds 5 --epoch-images 6400 |
+    tee -a "$out/bench-nets.txt"
+
 step "the default training run (host train: classic LeNet-5, 30 epochs), GPU and CPU"
 start=$(date +%s.%N)
 "$host" train --device cuda --out "$out/cuda" 2>&1 | grep -E 'device|test accuracy'

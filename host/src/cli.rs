@@ -976,6 +976,8 @@ fn arch_of(model: ModelArg, net: &NetArgs) -> Result<lenet_core::model::Arch> {
 }
 
 fn cmd_models(a: ModelsArgs) -> Result<()> {
+    use std::fmt::Write as _;
+    let mut out = String::new();
     use lenet_core::model::{AlexNetConfig, Arch, INPUT_SHAPE, ModelKind, VggConfig};
     let human = |n: u64| {
         if n >= 10_000_000_000 {
@@ -988,33 +990,37 @@ fn cmd_models(a: ModelsArgs) -> Result<()> {
     };
     if let Some(m) = a.model {
         let arch = arch_of(m, &a.net)?;
-        println!(
+        writeln!(
+            out,
             "{arch}: {} parameters, {} MACs per image (forward)",
             arch.num_params(),
             arch.macs()
-        );
+        )?;
         let mut s = INPUT_SHAPE;
-        println!(
+        writeln!(
+            out,
             "{:>3}  {:<58} {:>16} {:>10}",
             "#", "layer", "output", "params"
-        );
-        println!(
+        )?;
+        writeln!(
+            out,
             "{:>3}  {:<58} {:>16} {:>10}",
             "",
             "input",
             format!("{}x{}x{}", s.c, s.h, s.w),
             ""
-        );
+        )?;
         for (i, l) in arch.layers().iter().enumerate() {
             s = l.output_shape(s).map_err(anyhow::Error::msg)?;
-            println!(
+            writeln!(
+                out,
                 "{i:>3}  {:<72} {:>12} {:>10}",
                 crate::export::torch_layer(*l, "activation"),
                 format!("{}x{}x{}", s.c, s.h, s.w),
                 l.num_params()
-            );
+            )?;
         }
-        return Ok(());
+        return print_all(&out);
     }
     let small_vgg = VggConfig {
         width_div: 4,
@@ -1024,7 +1030,12 @@ fn cmd_models(a: ModelsArgs) -> Result<()> {
         blocks: 3,
         width_div: 4,
         size: 28,
-        hidden: 4096,
+        hidden: 512,
+    };
+    let cpu_alexnet = AlexNetConfig {
+        width_div: 4,
+        size: 96,
+        hidden: 512,
     };
     let rows: Vec<(Arch, &str)> = vec![
         (ModelKind::LeNet5.into(), ""),
@@ -1035,21 +1046,27 @@ fn cmd_models(a: ModelsArgs) -> Result<()> {
         (Arch::Vgg(small_vgg), "--width-div 4"),
         (
             Arch::Vgg(cpu_vgg),
-            "--blocks 3 --width-div 4 --input-size 28",
+            "--blocks 3 --width-div 4 --input-size 28 --hidden 512",
         ),
         (Arch::AlexNet(AlexNetConfig::NOTES), ""),
+        (
+            Arch::AlexNet(cpu_alexnet),
+            "--width-div 4 --input-size 96 --hidden 512",
+        ),
     ];
-    println!(
+    writeln!(
+        out,
         "| model | options | input | layers | parameters | forward MACs / image | training FLOPs / image |"
-    );
-    println!("|---|---|---|--:|--:|--:|--:|");
+    )?;
+    writeln!(out, "|---|---|---|--:|--:|--:|--:|")?;
     for (arch, opts) in rows {
         let side = match arch {
             Arch::Vgg(c) => c.size,
             Arch::AlexNet(c) => c.size,
             _ => 28,
         };
-        println!(
+        writeln!(
+            out,
             "| `{}` | {} | {side}x{side} | {} | {} | {} | {} |",
             arch.name(),
             if opts.is_empty() {
@@ -1061,9 +1078,19 @@ fn cmd_models(a: ModelsArgs) -> Result<()> {
             arch.num_params(),
             human(arch.macs()),
             human(6 * arch.macs()),
-        );
+        )?;
     }
-    Ok(())
+    print_all(&out)
+}
+
+/// Writes `s` to stdout; a reader that went away (`| head`) is not an
+/// error.
+fn print_all(s: &str) -> Result<()> {
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(s.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 fn cmd_fetch(a: FetchArgs) -> Result<()> {
