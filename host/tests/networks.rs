@@ -146,3 +146,70 @@ fn a_resumed_run_equals_an_uninterrupted_one_dropout_included() {
         );
     }
 }
+
+/// `host` itself, on a few hundred images: the notes' AlexNet and small VGG
+/// at full size (224x224), then eval, export with the PyTorch module,
+/// import and predict on what they wrote.
+#[test]
+fn the_cli_trains_the_full_size_networks_on_a_few_hundred_images() {
+    use std::process::Command;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    lenet_host::data::synth::write_idx_dir(
+        &data,
+        &Splits {
+            train: synth::toy(200, 31),
+            test: synth::toy(100, 32),
+        },
+        false,
+    );
+    let host = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_host"))
+            .args(args)
+            .env("LENET_FONT", "none")
+            .output()
+            .expect("run host");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(o.status.success(), "host {args:?}:\n{text}");
+        text
+    };
+    let d = data.to_str().unwrap();
+    for (name, opts) in [("alexnet", vec![]), ("vgg", vec!["--width-div", "4"])] {
+        let out = tmp.path().join(name);
+        let o = out.to_str().unwrap();
+        let mut args = vec![
+            "train",
+            "--data",
+            d,
+            "--out",
+            o,
+            "--device",
+            "cpu",
+            "--model",
+            name,
+            "--epochs",
+            "1",
+            "--batch-size",
+            "50",
+        ];
+        args.extend(&opts);
+        let text = host(&args);
+        assert!(text.contains("test accuracy"), "{text}");
+        let m = ModelFile::load(&out.join(files::MODEL)).unwrap();
+        assert_eq!(m.meta.arch.name(), name);
+        assert!(host(&["eval", "--data", d, "--model", o]).contains(name));
+        let st = out.join("m.safetensors");
+        let st_s = st.to_str().unwrap();
+        let snippet = host(&["export", "--model", o, "--out", st_s, "--print-pytorch"]);
+        assert!(snippet.contains("nn.Upsample(size=(224, 224)"), "{snippet}");
+        let back = out.join("back.lenet");
+        host(&["import", st_s, "--out", back.to_str().unwrap()]);
+        assert_eq!(ModelFile::load(&back).unwrap().params, m.params);
+        assert!(host(&["predict", "--data", d, "--model", o, "--index", "0"]).contains("test[0]"));
+    }
+}
