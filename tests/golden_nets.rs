@@ -207,6 +207,7 @@ fn trainer(
 enum Scope {
     /// Logits of the first `n` images only (the emulated device on the
     /// full CNN: about 24x LeNet-5's work per image).
+    #[cfg_attr(not(feature = "cuda-emu"), allow(dead_code))]
     Logits(usize),
     /// Logits, loss, gradients, 3 Adam and 3 SGD steps.
     Full,
