@@ -33,8 +33,8 @@ use lenet_core::loss::{cross_entropy, cross_entropy_backward};
 use lenet_core::model::{Arch, CLASSES, INPUT_SHAPE, Layer, Shape3};
 use lenet_core::resize;
 
+use super::reduce_and_update;
 use super::sgemm::{View, sgemm};
-use super::{optimize, reduce};
 use crate::trainer::{
     OptimizerConfig, OptimizerState, Trainer, TrainerConfig, TrainerError, check_state,
 };
@@ -1127,50 +1127,16 @@ impl Trainer for GraphTrainer {
         }
         let used = self.backprop(x, labels)?;
         self.step += 1;
-        let opt = self.config.optimizer;
-        if let OptimizerConfig::Sgd { momentum, .. } = opt
-            && momentum != 0.0
-            && self.m.len() != self.params.len()
-        {
-            self.m = vec![0.0; self.params.len()];
-        }
-        // Reduce and update range by range on the pool; each range is
-        // summed in thread order, so the split does not change the result.
-        let total = self.params.len();
-        let per = total.div_ceil(self.threads).next_multiple_of(64);
-        let grads = &self.grads[..used];
-        let step = self.step;
-        let has_m = !self.m.is_empty();
-        let has_v = !self.v.is_empty();
-        let mut m_chunks: Vec<&mut [f32]> = if has_m {
-            self.m.chunks_mut(per).collect()
-        } else {
-            Vec::new()
-        };
-        let mut v_chunks: Vec<&mut [f32]> = if has_v {
-            self.v.chunks_mut(per).collect()
-        } else {
-            Vec::new()
-        };
-        self.pool.scope(|s| {
-            for (i, p) in self.params.chunks_mut(per).enumerate() {
-                let m = if has_m {
-                    core::mem::take(&mut m_chunks[i])
-                } else {
-                    &mut [][..]
-                };
-                let v = if has_v {
-                    core::mem::take(&mut v_chunks[i])
-                } else {
-                    &mut [][..]
-                };
-                s.spawn(move |_| {
-                    let mut g = vec![0.0f32; p.len()];
-                    reduce(&mut g, grads, i * per);
-                    optimize(opt, step, p, &g, m, v);
-                });
-            }
-        });
+        reduce_and_update(
+            &self.pool,
+            self.threads,
+            self.config.optimizer,
+            self.step,
+            &self.grads[..used],
+            &mut self.params,
+            &mut self.m,
+            &mut self.v,
+        );
         Ok(self.batch_loss(used, n))
     }
 

@@ -266,6 +266,44 @@ impl CpuTrainer {
     }
 }
 
+/// One optimizer step from per-thread gradients, on `pool`: the
+/// parameters are cut into one range per thread; each range's gradients
+/// are summed in thread order ([`reduce`]) and updated ([`optimize`]) by
+/// one worker, so the split does not change the result. Creates SGD's
+/// momentum buffer on the first step that needs it.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn reduce_and_update(
+    pool: &rayon::ThreadPool,
+    threads: usize,
+    opt: OptimizerConfig,
+    step: u64,
+    grads: &[Vec<f32>],
+    params: &mut [f32],
+    m: &mut Vec<f32>,
+    v: &mut [f32],
+) {
+    if let OptimizerConfig::Sgd { momentum, .. } = opt
+        && momentum != 0.0
+        && m.len() != params.len()
+    {
+        *m = vec![0.0; params.len()];
+    }
+    let per = params.len().div_ceil(threads.max(1)).next_multiple_of(64);
+    let mut m_chunks: Vec<&mut [f32]> = m.chunks_mut(per).collect();
+    let mut v_chunks: Vec<&mut [f32]> = v.chunks_mut(per).collect();
+    pool.scope(|s| {
+        for (i, p) in params.chunks_mut(per).enumerate() {
+            let m = m_chunks.get_mut(i).map_or(&mut [][..], core::mem::take);
+            let v = v_chunks.get_mut(i).map_or(&mut [][..], core::mem::take);
+            s.spawn(move |_| {
+                let mut g = vec![0.0f32; p.len()];
+                reduce(&mut g, grads, i * per);
+                optimize(opt, step, p, &g, m, v);
+            });
+        }
+    });
+}
+
 /// Sums the per-thread gradients of `range` in thread order into `g`.
 fn reduce(g: &mut [f32], grads: &[Vec<f32>], start: usize) {
     g.copy_from_slice(&grads[0][start..start + g.len()]);
@@ -323,50 +361,16 @@ impl Trainer for CpuTrainer {
         }
         let used = self.backprop(x, labels);
         self.step += 1;
-        let opt = self.config.optimizer;
-        if let OptimizerConfig::Sgd { momentum, .. } = opt
-            && momentum != 0.0
-            && self.m.len() != self.params.len()
-        {
-            self.m = vec![0.0; self.params.len()];
-        }
-        // Reduce and update range by range on the pool; each range is
-        // summed in thread order, so the split does not change the result.
-        let total = self.params.len();
-        let per = total.div_ceil(self.threads).next_multiple_of(64);
-        let grads = &self.grads[..used];
-        let step = self.step;
-        let has_m = !self.m.is_empty();
-        let has_v = !self.v.is_empty();
-        let mut m_chunks: Vec<&mut [f32]> = if has_m {
-            self.m.chunks_mut(per).collect()
-        } else {
-            Vec::new()
-        };
-        let mut v_chunks: Vec<&mut [f32]> = if has_v {
-            self.v.chunks_mut(per).collect()
-        } else {
-            Vec::new()
-        };
-        self.pool.scope(|s| {
-            for (i, p) in self.params.chunks_mut(per).enumerate() {
-                let m = if has_m {
-                    core::mem::take(&mut m_chunks[i])
-                } else {
-                    &mut [][..]
-                };
-                let v = if has_v {
-                    core::mem::take(&mut v_chunks[i])
-                } else {
-                    &mut [][..]
-                };
-                s.spawn(move |_| {
-                    let mut g = vec![0.0f32; p.len()];
-                    reduce(&mut g, grads, i * per);
-                    optimize(opt, step, p, &g, m, v);
-                });
-            }
-        });
+        reduce_and_update(
+            &self.pool,
+            self.threads,
+            self.config.optimizer,
+            self.step,
+            &self.grads[..used],
+            &mut self.params,
+            &mut self.m,
+            &mut self.v,
+        );
         self.prep_stale = true;
         Ok(self.batch_loss(used, n))
     }
