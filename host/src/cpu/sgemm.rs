@@ -16,7 +16,7 @@
 //! splits one product over threads, which the trainer does not want). On
 //! an AMD EPYC (Zen 5, 2 cores), the notes' CNN at batch 256 with 2
 //! threads (`host bench --model cnn --act relu --threads 2`), both run in
-//! turn three times in one session on a shared, busy machine: training
+//! turn three times in one sitting on a shared, busy machine: training
 //! 1594, 1389, 1315 images/s with `matrixmultiply` against 1732, 1739,
 //! 1618 with `gemm`; inference 5169, 4727, 4340 against 5610, 5650, 4824.
 
