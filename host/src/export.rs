@@ -193,7 +193,71 @@ pub fn to_safetensors(path: &Path, m: &ModelFile) -> Result<Vec<u8>, ExportError
         }
         Arch::LeNet(_) | Arch::Cnn => {}
     }
-    safetensors::serialize(views, Some(meta)).map_err(|e| fmt(e.to_string()))
+    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| fmt(e.to_string()))?;
+    canonical_header(bytes).map_err(fmt)
+}
+
+/// Rewrites a safetensors header so the same model always gives the same
+/// bytes: the metadata keys sorted (the library writes them in hash-map
+/// order, which changes from run to run), then the tensors in data order.
+/// The offsets are relative to the data, so only the header's length field
+/// changes, padded with spaces to 8 bytes as the format asks.
+fn canonical_header(bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+    use serde_json::Value;
+    let n = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize)
+        .filter(|&n| n.checked_add(8).is_some_and(|e| e <= bytes.len()))
+        .ok_or("serialized safetensors header is truncated")?;
+    let header: serde_json::Map<String, Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| e.to_string())?;
+    let mut meta: Vec<(&String, &Value)> = Vec::new();
+    let mut tensors: Vec<(u64, &String, &Value)> = Vec::new();
+    for (k, v) in &header {
+        if k == "__metadata__" {
+            if let Some(m) = v.as_object() {
+                meta = m.iter().collect();
+            }
+        } else {
+            let start = v["data_offsets"][0]
+                .as_u64()
+                .ok_or("tensor without offsets")?;
+            tensors.push((start, k, v));
+        }
+    }
+    meta.sort_by(|a, b| a.0.cmp(b.0));
+    tensors.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let key = |k: &str| serde_json::to_string(k).map_err(|e| e.to_string());
+    let mut out = String::from("{");
+    if !meta.is_empty() {
+        out.push_str("\"__metadata__\":{");
+        for (i, (k, v)) in meta.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&key(k)?);
+            out.push(':');
+            out.push_str(&v.to_string());
+        }
+        out.push('}');
+    }
+    for (i, (_, k, v)) in tensors.iter().enumerate() {
+        if i > 0 || !meta.is_empty() {
+            out.push(',');
+        }
+        out.push_str(&key(k)?);
+        out.push(':');
+        out.push_str(&v.to_string());
+    }
+    out.push('}');
+    while out.len() % 8 != 0 {
+        out.push(' ');
+    }
+    let mut res = Vec::with_capacity(8 + out.len() + bytes.len() - 8 - n);
+    res.extend_from_slice(&(out.len() as u64).to_le_bytes());
+    res.extend_from_slice(out.as_bytes());
+    res.extend_from_slice(&bytes[8 + n..]);
+    Ok(res)
 }
 
 /// Writes `m` to `path` as safetensors (atomically).
@@ -397,6 +461,42 @@ mod tests {
                 .collect(),
             checkpoint: None,
         }
+    }
+
+    /// The export is a pure function of the model: the metadata keys come
+    /// out sorted, the tensors in data order, whatever order the hash map
+    /// held them in; the library still reads it.
+    #[test]
+    fn export_bytes_are_canonical() {
+        let m = model(ModelKind::LeNet5Max);
+        let p = Path::new("m.safetensors");
+        let a = to_safetensors(p, &m).unwrap();
+        for _ in 0..8 {
+            assert_eq!(to_safetensors(p, &m).unwrap(), a);
+        }
+        let n = u64::from_le_bytes(a[..8].try_into().unwrap()) as usize;
+        assert_eq!(n % 8, 0);
+        let h = std::str::from_utf8(&a[8..8 + n]).unwrap();
+        let keys = [
+            "format",
+            "lenet.activation",
+            "lenet.model",
+            "lenet.norm_mean",
+            "lenet.norm_std",
+        ];
+        let at: Vec<usize> = keys
+            .iter()
+            .map(|k| h.find(&format!("\"{k}\"")).unwrap())
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{h}");
+        assert!(h.starts_with("{\"__metadata__\":{\"format\":\"pt\""), "{h}");
+        let starts: Vec<usize> = h
+            .match_indices("\"data_offsets\":[")
+            .map(|(i, k)| h[i + k.len()..].split(',').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(starts.len(), state_dict_layout(m.meta.arch).len());
+        assert!(starts.windows(2).all(|w| w[0] < w[1]), "{h}");
+        assert_eq!(from_safetensors(p, &a, None, None).unwrap(), m);
     }
 
     #[test]

@@ -123,15 +123,187 @@ pub fn sync_parent(path: &Path) -> io::Result<()> {
     }
 }
 
+/// What [`write_atomic`] does with the path it is given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteTarget {
+    /// A regular file, or nothing yet: written to a temporary sibling of
+    /// this path (the symlink's final target when the path was a symlink)
+    /// and renamed over it.
+    Replace(PathBuf),
+    /// A character device, FIFO or socket (`/dev/null`, a terminal, a pipe
+    /// behind `/dev/stdout`): opened and written in place, never replaced.
+    Stream(PathBuf),
+}
+
+/// Decides how [`write_atomic`] writes `path`, without touching it.
+///
+/// - Missing or a regular file: replaced through a temporary sibling.
+/// - A symlink: followed to its final target, which is then treated by
+///   these rules; the link itself stays (a dangling link creates its
+///   target). `/dev/stdout`, `/dev/stderr` and `/dev/fd/N` are symlinks to
+///   the process's own descriptors: a terminal or pipe there is written
+///   through, and a regular file it names is written through too (the
+///   shell already opened and truncated it; renaming over it would leave
+///   the shell's descriptor pointing at an orphan).
+/// - A character device, FIFO or socket: written through in place.
+/// - A directory or a block device: refused.
+///
+/// # Errors
+/// [`io::ErrorKind::InvalidInput`] for a directory or block device; other
+/// I/O errors from inspecting the path.
+pub fn write_target(path: &Path) -> io::Result<WriteTarget> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(WriteTarget::Replace(path.to_path_buf()));
+        }
+        Err(e) => return Err(e),
+    };
+    if meta.file_type().is_symlink() {
+        let through_fd = is_descriptor_link(path);
+        return match fs::metadata(path) {
+            // The final target exists: decide by its kind.
+            Ok(t) => {
+                let kind = classify(path, &t)?;
+                match kind {
+                    Kind::Regular if through_fd => Ok(WriteTarget::Stream(path.to_path_buf())),
+                    Kind::Regular => Ok(WriteTarget::Replace(fs::canonicalize(path)?)),
+                    Kind::Special => Ok(WriteTarget::Stream(path.to_path_buf())),
+                }
+            }
+            // A dangling link: create what it points to.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !through_fd => {
+                Ok(WriteTarget::Replace(resolve_dangling(path)?))
+            }
+            Err(e) => Err(e),
+        };
+    }
+    match classify(path, &meta)? {
+        Kind::Regular => Ok(WriteTarget::Replace(path.to_path_buf())),
+        Kind::Special => Ok(WriteTarget::Stream(path.to_path_buf())),
+    }
+}
+
+enum Kind {
+    Regular,
+    Special,
+}
+
+fn classify(path: &Path, meta: &fs::Metadata) -> io::Result<Kind> {
+    let ft = meta.file_type();
+    if ft.is_file() {
+        return Ok(Kind::Regular);
+    }
+    if ft.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is a directory", path.display()),
+        ));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_block_device() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is a block device; refusing to write a file over it",
+                    path.display()
+                ),
+            ));
+        }
+    }
+    Ok(Kind::Special)
+}
+
+/// Whether `path` is one of the links to the process's own descriptors.
+fn is_descriptor_link(path: &Path) -> bool {
+    let s = path.to_string_lossy();
+    matches!(&*s, "/dev/stdout" | "/dev/stderr" | "/dev/stdin")
+        || s.starts_with("/dev/fd/")
+        || s.starts_with("/proc/self/fd/")
+        || s.starts_with("/proc/thread-self/fd/")
+}
+
+/// The path a dangling symlink chain ends at (at most 40 links, as Linux).
+fn resolve_dangling(path: &Path) -> io::Result<PathBuf> {
+    let mut p = path.to_path_buf();
+    for _ in 0..40 {
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let t = fs::read_link(&p)?;
+                p = match p.parent() {
+                    Some(dir) if t.is_relative() => dir.join(t),
+                    _ => t,
+                };
+            }
+            Ok(_) => return Ok(p),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(p),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("{}: too many levels of symbolic links", path.display()),
+    ))
+}
+
+/// Writes `bytes` to a character device, FIFO or socket in place. A FIFO
+/// with no reader is an error at once instead of a hang (`O_NONBLOCK` on
+/// open, then blocking writes).
+fn write_through(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.custom_flags(libc::O_NONBLOCK);
+    }
+    let mut f = opts.open(path).map_err(|e| {
+        if e.raw_os_error() == Some(6) {
+            // ENXIO: a FIFO with nobody reading it.
+            io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                format!("{}: a FIFO with no reader", path.display()),
+            )
+        } else {
+            e
+        }
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        let fd = f.as_raw_fd();
+        // SAFETY: fcntl on a descriptor we own, with flag arguments only.
+        unsafe {
+            let fl = libc::fcntl(fd, libc::F_GETFL);
+            if fl >= 0 {
+                libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
+            }
+        }
+    }
+    f.write_all(bytes)?;
+    f.flush()
+}
+
 /// Writes `bytes` to `path` so that readers see either the old file or the
 /// whole new one, never a torn one, and the new one survives a crash once
 /// this returns: write a temporary sibling, `fsync` it, rename it over
 /// `path`, `fsync` the directory. Stale temporary siblings of `path` left by
 /// killed processes are removed first.
 ///
+/// Only a regular file (or a missing one) is ever replaced; see
+/// [`write_target`] for symlinks, devices, FIFOs and `/dev/stdout`, which
+/// are written through in place.
+///
 /// # Errors
 /// Any I/O error; the temporary file is removed on failure.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let path = match write_target(path)? {
+        WriteTarget::Stream(p) => return write_through(&p, bytes),
+        WriteTarget::Replace(p) => p,
+    };
+    let path = path.as_path();
     remove_stale_temps(path);
     let tmp = temp_sibling(path);
     let name = path
@@ -139,7 +311,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let result = (|| {
-        let mut f = File::create(&tmp)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
@@ -217,6 +392,77 @@ mod tests {
             "another file's temporary is left to its writer"
         );
         assert_eq!(fs::read(&p).unwrap(), b"new");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn special_files_are_written_through_never_replaced() {
+        use std::os::unix::fs::{FileTypeExt, symlink};
+        let d = tempfile::tempdir().unwrap();
+        // /dev/null stays a character device.
+        write_atomic(Path::new("/dev/null"), b"model bytes").unwrap();
+        let m = fs::symlink_metadata("/dev/null").unwrap();
+        assert!(m.file_type().is_char_device(), "/dev/null replaced");
+        // A symlink to /dev/null: the link stays, the device stays.
+        let l = d.path().join("null-link");
+        symlink("/dev/null", &l).unwrap();
+        write_atomic(&l, b"x").unwrap();
+        assert!(fs::symlink_metadata(&l).unwrap().file_type().is_symlink());
+        assert!(
+            fs::metadata("/dev/null")
+                .unwrap()
+                .file_type()
+                .is_char_device()
+        );
+        // A symlink to a regular file: the target is replaced, the link kept.
+        let target = d.path().join("real.bin");
+        fs::write(&target, b"old").unwrap();
+        let l2 = d.path().join("link.bin");
+        symlink("real.bin", &l2).unwrap();
+        write_atomic(&l2, b"new").unwrap();
+        assert!(fs::symlink_metadata(&l2).unwrap().file_type().is_symlink());
+        assert_eq!(fs::read(&target).unwrap(), b"new");
+        // A dangling symlink creates its target.
+        let l3 = d.path().join("dangling");
+        symlink("made.bin", &l3).unwrap();
+        write_atomic(&l3, b"made").unwrap();
+        assert!(fs::symlink_metadata(&l3).unwrap().file_type().is_symlink());
+        assert_eq!(fs::read(d.path().join("made.bin")).unwrap(), b"made");
+        // A directory is refused with its name.
+        let e = write_atomic(d.path(), b"x").unwrap_err();
+        assert!(e.to_string().contains("is a directory"), "{e}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn fifo_without_reader_is_an_error_not_a_hang_and_with_one_is_written() {
+        use std::os::unix::fs::FileTypeExt;
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("pipe");
+        let c = std::ffi::CString::new(f.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = write_atomic(&f, b"x").unwrap_err();
+        assert!(e.to_string().contains("no reader"), "{e}");
+        let reader = {
+            let f = f.clone();
+            std::thread::spawn(move || {
+                // Opening with O_RDWR would not wait; a plain read open
+                // blocks until the writer below opens, so retry the write.
+                fs::read(&f).unwrap()
+            })
+        };
+        let mut ok = false;
+        for _ in 0..200 {
+            if write_atomic(&f, b"through the pipe").is_ok() {
+                ok = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(ok, "write to a FIFO with a reader");
+        assert_eq!(reader.join().unwrap(), b"through the pipe");
+        assert!(fs::symlink_metadata(&f).unwrap().file_type().is_fifo());
     }
 
     #[test]

@@ -588,3 +588,98 @@ fn every_bad_input_is_one_clear_line_and_leaves_nothing_behind() {
         cases.len()
     );
 }
+
+/// `--out` naming something that is not a regular file: a character
+/// device, a symlink to one, `/dev/stdout` on a pipe, a FIFO without a
+/// reader, a directory. Nothing but a regular file (or a missing one) is
+/// ever replaced; devices and pipes are written through.
+#[cfg(target_os = "linux")]
+#[test]
+fn out_never_replaces_what_is_not_a_regular_file() {
+    use std::os::unix::fs::{FileTypeExt, symlink};
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let model = file(root, "m.lenet", &model_bytes(|_| {}));
+    let st = file(root, "m.safetensors", b"");
+    std::fs::remove_file(&st).unwrap();
+    let host = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_host"))
+            .args(args)
+            .env("LENET_FONT", "none")
+            .output()
+            .unwrap()
+    };
+    // A safetensors export to write, and a file to import from.
+    let o = host(&["export", "--model", &model, "--out", &st]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let exported = std::fs::read(&st).unwrap();
+    let null_link = root.join("null");
+    symlink("/dev/null", &null_link).unwrap();
+    let null_link = null_link.to_string_lossy().into_owned();
+    for out in ["/dev/null", null_link.as_str()] {
+        for args in [
+            vec!["export", "--model", &model, "--out", out],
+            vec![
+                "import",
+                &st,
+                "--out",
+                out,
+                "--act",
+                "relu",
+                "--normalize",
+                "standard",
+            ],
+        ] {
+            let o = host(&args);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(o.status.success(), "{args:?}: {err}");
+            let m = std::fs::symlink_metadata("/dev/null").unwrap();
+            assert!(
+                m.file_type().is_char_device(),
+                "{args:?} replaced /dev/null"
+            );
+        }
+    }
+    assert!(
+        std::fs::symlink_metadata(&null_link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    // /dev/stdout on a pipe: the bytes come out of the pipe.
+    let o = host(&["export", "--model", &model, "--out", "/dev/stdout"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.stdout
+            .windows(exported.len())
+            .any(|w| w == exported.as_slice()),
+        "the export went to stdout ({} bytes there, {} exported)",
+        o.stdout.len(),
+        exported.len()
+    );
+    // A FIFO with no reader: an error at once, not a hang; the FIFO stays.
+    let fifo = root.join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let t = std::time::Instant::now();
+    let o = host(&["export", "--model", &model, "--out", fifo.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("no reader") && err.contains("fifo"), "{err}");
+    assert!(t.elapsed().as_secs() < 20);
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    // A directory: refused, named.
+    let d = root.join("adir");
+    std::fs::create_dir(&d).unwrap();
+    let o = host(&["export", "--model", &model, "--out", d.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("is a directory"), "{err}");
+    assert!(d.is_dir());
+}
