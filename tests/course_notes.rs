@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{Golden, assert_close, assert_record};
+use common::{Golden, GoldenExt, RecordExt, assert_close, assert_record};
 use lenet_core::activation::{relu, relu_backward, sigmoid, sigmoid_backward};
 use lenet_core::conv::{conv2d, conv2d_backward};
 use lenet_core::linear::{linear, linear_backward};

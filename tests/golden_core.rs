@@ -7,7 +7,9 @@
 
 mod common;
 
-use common::{Golden, Worst, assert_close, assert_record, fill, with_big_stack};
+use common::{
+    Golden, GoldenExt, RecordExt, Worst, assert_close, assert_record, fill, with_big_stack,
+};
 use lenet_core::{Padding, Stride, Window};
 use std::sync::OnceLock;
 
@@ -985,7 +987,7 @@ fn tiny_file(version: u32) -> Vec<u8> {
 
 #[test]
 fn reader_parses_and_validates() {
-    use common::{GOLDEN_VERSION, GoldenError};
+    use lenet_host::golden::{GOLDEN_VERSION, GoldenError};
     let ok = Golden::parse("t", &tiny_file(GOLDEN_VERSION)).unwrap();
     assert_eq!(ok.records.len(), 1);
     assert_eq!(ok.get("a/b").dims, [2]);

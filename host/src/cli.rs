@@ -46,6 +46,29 @@ pub enum Command {
     Bench(BenchArgs),
     /// List the networks: layers, parameters, multiply-accumulates.
     Models(ModelsArgs),
+    /// Check a device against PyTorch's golden records: every network's
+    /// logits, gradients and training steps, one at a time.
+    Check(CheckArgs),
+}
+
+/// `host check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Compute device to check: cpu (default), cpu-reference, cuda or cuda-emu.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceArg,
+    /// Folder of the golden files (lenet.bin, nets.bin) [default:
+    /// $LENET_GOLDEN, golden/ beside the executable, ./tests/golden].
+    #[arg(long, value_name = "DIR")]
+    pub golden: Option<PathBuf>,
+    /// Only the record groups whose name contains one of these words
+    /// (comma-separated), e.g. `lenet/max,vgg`.
+    #[arg(long, value_delimiter = ',', value_name = "WORDS")]
+    pub only: Vec<String>,
+    /// On cuda-emu, check the full CNN too (about a minute there; by
+    /// default only its logits of two images).
+    #[arg(long)]
+    pub full: bool,
 }
 
 /// `host models`.
@@ -580,7 +603,40 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Info(a) => cmd_info(a),
         Command::Bench(a) => cmd_bench(a),
         Command::Models(a) => cmd_models(a),
+        Command::Check(a) => cmd_check(a),
     }
+}
+
+fn cmd_check(a: CheckArgs) -> Result<()> {
+    let dir = match a.golden {
+        Some(d) => d,
+        None => crate::golden::default_dir().ok_or_else(|| {
+            anyhow::anyhow!(
+                "no golden files found ($LENET_GOLDEN, golden/ beside the executable, ./tests/golden); \
+                 give --golden DIR"
+            )
+        })?,
+    };
+    let dev = device(a.device);
+    let name = a
+        .device
+        .to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_owned());
+    println!(
+        "host check: device {name} against PyTorch's golden records in {}",
+        dir.display()
+    );
+    let lines = crate::check::run(dev, &dir, &a.only, a.full, &mut |l| println!("{l}"))
+        .map_err(anyhow::Error::msg)?;
+    let failed = lines.iter().filter(|l| l.result.is_err()).count();
+    if lines.is_empty() {
+        bail!("--only {}: no record group matches", a.only.join(","));
+    }
+    if failed > 0 {
+        bail!("{failed} of {} checks failed", lines.len());
+    }
+    println!("all {} checks passed", lines.len());
+    Ok(())
 }
 
 fn cmd_train(a: TrainArgs) -> Result<()> {

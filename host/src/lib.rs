@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod check;
 pub mod cli;
 pub mod cpu;
 #[cfg(feature = "cuda")]
@@ -16,6 +17,7 @@ pub mod eval;
 pub mod export;
 pub mod fetch;
 pub mod fsutil;
+pub mod golden;
 pub mod gpu;
 pub mod int8;
 pub mod modelfile;
