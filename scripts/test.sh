@@ -2,7 +2,7 @@
 # The project's whole test suite, as CI runs it: formatting, lints, the
 # no_std build for the Cortex-M4F, unit tests, doctests, golden tests, the
 # firmware's golden test in QEMU, and the firmware learning in QEMU against
-# lenet-core on the host.
+# lenet-core on the host; then the GPU bundle is built and rehearsed offline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -42,3 +42,7 @@ cargo test --workspace
 cargo test -p lenet-core --all-features
 cargo test -p lenet-host --features cuda,cuda-emu
 cargo test --test golden_host --test golden_nets --features cuda-emu
+
+step "GPU bundle: build it, rehearse its run.sh offline on the emulated device"
+bash scripts/gpu-bundle.sh
+bash scripts/gpu-rehearse.sh

@@ -18,7 +18,7 @@ use std::path::Path;
 fn run(device: Device, kind: ModelKind, name: &str) -> Outcome {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let g = Golden::read(&dir.join("lenet.bin")).unwrap_or_else(|e| panic!("{e}"));
-    check::lenet(&g, device, kind, name).unwrap_or_else(|e| panic!("{e}"))
+    check::lenet(&g, device, kind, name, check::Scope::Full).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The three LeNet-5 groups on one device, each a test of its own.

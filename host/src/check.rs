@@ -80,6 +80,10 @@ pub enum Scope {
     /// Logits of the first `n` images only (the emulated device on the
     /// full CNN: about 24x LeNet-5's work per image).
     Logits(usize),
+    /// Logits, the first step's loss and gradients, and the first Adam
+    /// step's loss: every kernel once, for slow tools such as
+    /// compute-sanitizer.
+    Step,
     /// Logits, loss, gradients, the Adam and the SGD steps.
     Full,
 }
@@ -146,7 +150,7 @@ impl Group<'_> {
             .map_err(|e| format!("{p}: {e}"))?;
         let n = match scope {
             Scope::Logits(n) => n.min(self.labels.len()),
-            Scope::Full => self.labels.len(),
+            Scope::Step | Scope::Full => self.labels.len(),
         };
         let mut logits = vec![f32::NAN; n * 10];
         t.forward(&self.x[..n * PIXELS], &mut logits)
@@ -159,7 +163,7 @@ impl Group<'_> {
             atol,
             rtol,
         )?;
-        if scope != Scope::Full {
+        if let Scope::Logits(_) = scope {
             return Ok(Outcome {
                 forward,
                 train: Worst::default(),
@@ -189,6 +193,21 @@ impl Group<'_> {
 
         let (atol, rtol) = TRAIN_TOL;
         let mut train = Worst::default();
+        if scope == Scope::Step {
+            let (name, opt) = self.optimizers[0];
+            let mut t = trainer(self.device, self.cfg.with(opt), &self.init)
+                .map_err(|e| format!("{p}: {e}"))?;
+            let want = self.g.record(&format!("{p}/{name}/losses"))?;
+            let first = want.data.first().ok_or("empty losses record")?;
+            forward = forward.max(compare(
+                &format!("{p}/{name}/losses[0] [{}]", want.source),
+                &[step(&mut t)?],
+                &[*first],
+                atol,
+                rtol,
+            )?);
+            return Ok(Outcome { forward, train });
+        }
         for (name, opt) in self.optimizers {
             let mut t = trainer(self.device, self.cfg.with(opt), &self.init)
                 .map_err(|e| format!("{p}: {e}"))?;
@@ -228,7 +247,13 @@ impl With for TrainerConfig {
 /// # Errors
 /// A missing record, a trainer failure, or the first comparison out of
 /// tolerance, named.
-pub fn lenet(g: &Golden, device: Device, kind: ModelKind, name: &str) -> Result<Outcome, String> {
+pub fn lenet(
+    g: &Golden,
+    device: Device,
+    kind: ModelKind,
+    name: &str,
+    scope: Scope,
+) -> Result<Outcome, String> {
     let p = format!("lenet/{name}");
     let state_dict = |prefix: &str| -> Result<Vec<f32>, String> {
         let mut out = Vec::new();
@@ -257,7 +282,7 @@ pub fn lenet(g: &Golden, device: Device, kind: ModelKind, name: &str) -> Result<
         optimizers: [("adam", adam(1e-3)), ("sgd", sgd(0.1, 0.9))],
         prefix: p.clone(),
     }
-    .run(Scope::Full)
+    .run(scope)
 }
 
 /// The network a `nets.bin` record group was generated for.
@@ -432,6 +457,7 @@ impl std::fmt::Display for Line {
                         ", trained weights max abs {:.1e} rel {:.1e}",
                         o.train.abs, o.train.rel
                     )?,
+                    Scope::Step => write!(f, " (first steps only)")?,
                     Scope::Logits(n) => write!(f, " (logits of {n} images only)")?,
                 }
                 write!(f, " ({:.1} s)", self.seconds)
@@ -443,8 +469,9 @@ impl std::fmt::Display for Line {
 
 /// Every golden check on `device`, in order, each line passed to `report`
 /// as it finishes; `only` keeps the groups whose name contains one of its
-/// words. On the emulated device the full CNN takes about a minute, so
-/// only its logits of two images are compared there unless `full`.
+/// words. `one_step` compares only the first steps ([`Scope::Step`]). On
+/// the emulated device the full CNN takes about a minute, so only its
+/// logits of two images are compared there unless `full`.
 ///
 /// # Errors
 /// A golden file that cannot be read (a failing check is a line, not an
@@ -453,6 +480,7 @@ pub fn run(
     device: Device,
     dir: &Path,
     only: &[String],
+    one_step: bool,
     full: bool,
     report: &mut dyn FnMut(&Line),
 ) -> Result<Vec<Line>, String> {
@@ -480,7 +508,8 @@ pub fn run(
         for (name, kind) in LENETS {
             let group = format!("lenet/{name}");
             if groups.contains(&group) {
-                push(group, Scope::Full, &|| lenet(&g, device, kind, name));
+                let scope = if one_step { Scope::Step } else { Scope::Full };
+                push(group, scope, &|| lenet(&g, device, kind, name, scope));
             }
         }
     }
@@ -493,6 +522,8 @@ pub fn run(
             }
             let scope = if device == Device::CudaEmu && arch == Arch::Cnn && !full {
                 Scope::Logits(2)
+            } else if one_step {
+                Scope::Step
             } else {
                 Scope::Full
             };
@@ -516,10 +547,10 @@ mod tests {
     #[test]
     fn a_wrong_start_fails_and_names_the_record() {
         let g = Golden::read(&dir().join("lenet.bin")).unwrap();
-        let ok = lenet(&g, Device::Cpu, ModelKind::LeNet5Max, "max").unwrap();
+        let ok = lenet(&g, Device::Cpu, ModelKind::LeNet5Max, "max", Scope::Full).unwrap();
         assert!(ok.forward.abs < FORWARD_TOL.0 && ok.train.abs < TRAIN_TOL.0);
         // The widened network's records are not the max-pool network's.
-        let e = lenet(&g, Device::Cpu, ModelKind::LeNet5Max, "wide").unwrap_err();
+        let e = lenet(&g, Device::Cpu, ModelKind::LeNet5Max, "wide", Scope::Step).unwrap_err();
         assert!(e.contains("lenet/wide"), "{e}");
         let ng = Golden::read(&dir().join("nets.bin")).unwrap();
         let e = net(&ng, Device::Cpu, "vgg_small", NETS[2].1, Scope::Full).unwrap_err();
@@ -533,6 +564,7 @@ mod tests {
             Device::Cpu,
             &dir(),
             &["vgg_resize".into()],
+            false,
             false,
             &mut |l| seen.push(l.to_string()),
         )

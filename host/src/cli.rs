@@ -65,6 +65,11 @@ pub struct CheckArgs {
     /// (comma-separated), e.g. `lenet/max,vgg`.
     #[arg(long, value_delimiter = ',', value_name = "WORDS")]
     pub only: Vec<String>,
+    /// Compare only the logits, the first training step's loss and
+    /// gradients and the first Adam step's loss: every kernel once, for
+    /// slow tools such as compute-sanitizer.
+    #[arg(long)]
+    pub one_step: bool,
     /// On cuda-emu, check the full CNN too (about a minute there; by
     /// default only its logits of two images).
     #[arg(long)]
@@ -81,6 +86,14 @@ pub struct ModelsArgs {
     /// Options of the larger networks.
     #[command(flatten)]
     pub net: NetArgs,
+    /// With --model: print the network as a PyTorch `nn.Sequential`
+    /// expression instead (the module list of `host export --print-pytorch`).
+    #[arg(long, requires = "model")]
+    pub pytorch: bool,
+    /// Hidden-layer activation of --pytorch [default: sigmoid for the
+    /// LeNets, relu for the others].
+    #[arg(long, value_enum, requires = "pytorch")]
+    pub act: Option<ActArg>,
 }
 
 /// Network architecture.
@@ -626,8 +639,10 @@ fn cmd_check(a: CheckArgs) -> Result<()> {
         "host check: device {name} against PyTorch's golden records in {}",
         dir.display()
     );
-    let lines = crate::check::run(dev, &dir, &a.only, a.full, &mut |l| println!("{l}"))
-        .map_err(anyhow::Error::msg)?;
+    let lines = crate::check::run(dev, &dir, &a.only, a.one_step, a.full, &mut |l| {
+        println!("{l}")
+    })
+    .map_err(anyhow::Error::msg)?;
     let failed = lines.iter().filter(|l| l.result.is_err()).count();
     if lines.is_empty() {
         bail!("--only {}: no record group matches", a.only.join(","));
@@ -1046,6 +1061,14 @@ fn cmd_models(a: ModelsArgs) -> Result<()> {
     };
     if let Some(m) = a.model {
         let arch = arch_of(m, &a.net)?;
+        if a.pytorch {
+            let act = core_act(a.act.unwrap_or(if m.is_lenet() {
+                ActArg::Sigmoid
+            } else {
+                ActArg::Relu
+            }));
+            return print_all(&format!("{}\n", crate::export::pytorch_module(arch, act)));
+        }
         writeln!(
             out,
             "{arch}: {} parameters, {} MACs per image (forward)",

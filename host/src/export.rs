@@ -106,10 +106,9 @@ pub fn torch_layer(l: Layer, act: &str) -> String {
     }
 }
 
-/// The PyTorch module whose `state_dict` matches the export, and the input
-/// normalization the weights expect, so the snippet reproduces the model's
-/// accuracy when pasted.
-pub fn pytorch_snippet(arch: impl Into<Arch>, act: Activation, norm: Normalization) -> String {
+/// The network as a PyTorch `nn.Sequential` expression (needs `nn` in
+/// scope): one module per layer, so the indices are the `state_dict` names.
+pub fn pytorch_module(arch: impl Into<Arch>, act: Activation) -> String {
     let a = match act {
         Activation::Sigmoid => "nn.Sigmoid()",
         Activation::Relu => "nn.ReLU()",
@@ -121,15 +120,22 @@ pub fn pytorch_snippet(arch: impl Into<Arch>, act: Activation, norm: Normalizati
         .iter()
         .map(|l| format!("    {},\n", torch_layer(*l, a)))
         .collect();
+    format!("nn.Sequential(\n{})", layers.concat())
+}
+
+/// The PyTorch module whose `state_dict` matches the export, and the input
+/// normalization the weights expect, so the snippet reproduces the model's
+/// accuracy when pasted.
+pub fn pytorch_snippet(arch: impl Into<Arch>, act: Activation, norm: Normalization) -> String {
     format!(
         "import torch\nfrom torch import nn\nfrom torchvision import transforms\nfrom safetensors.torch import load_file\n\n\
-         net = nn.Sequential(\n{})\n\
+         net = {}\n\
          net.load_state_dict(load_file(\"model.safetensors\"))\n\n\
          # Inputs: N x 1 x 28 x 28, pixels p in 0..255, light garment on black,\n\
          # normalized as the model was trained:\n\
          # x = (p / 255 - {mean:?}) / {std:?}\n\
          preprocess = transforms.Compose([transforms.ToTensor(), transforms.Normalize(({mean:?},), ({std:?},))])\n",
-        layers.concat(),
+        pytorch_module(arch, act),
         mean = norm.mean,
         std = norm.std,
     )
