@@ -576,9 +576,21 @@ mod tests {
             Path::new("/nonexistent"),
             &[],
             false,
+            false,
             &mut |_| {},
         )
         .unwrap_err();
         assert!(e.contains("/nonexistent/lenet.bin"), "{e}");
+        let mut seen = Vec::new();
+        run(
+            Device::Cpu,
+            &dir(),
+            &["lenet/max".into()],
+            true,
+            false,
+            &mut |l| seen.push(l.to_string()),
+        )
+        .unwrap();
+        assert!(seen[0].contains("(first steps only)"), "{seen:?}");
     }
 }
