@@ -86,6 +86,8 @@ pub enum Scope {
     Step,
     /// Logits, loss, gradients, the Adam and the SGD steps.
     Full,
+    /// One op's kernels against `ops.bin` (forward and gradients).
+    Op,
 }
 
 /// The worst errors of one passing check.
@@ -150,7 +152,7 @@ impl Group<'_> {
             .map_err(|e| format!("{p}: {e}"))?;
         let n = match scope {
             Scope::Logits(n) => n.min(self.labels.len()),
-            Scope::Step | Scope::Full => self.labels.len(),
+            Scope::Step | Scope::Full | Scope::Op => self.labels.len(),
         };
         let mut logits = vec![f32::NAN; n * 10];
         t.forward(&self.x[..n * PIXELS], &mut logits)
@@ -436,8 +438,9 @@ pub struct Line {
     pub name: String,
     /// What was compared, when not everything.
     pub scope: Scope,
-    /// Worst errors, or why it failed.
-    pub result: Result<Outcome, String>,
+    /// Worst errors (`None`: not applicable to this device), or why it
+    /// failed.
+    pub result: Result<Option<Outcome>, String>,
     /// Wall time of the check.
     pub seconds: f64,
 }
@@ -445,7 +448,18 @@ pub struct Line {
 impl std::fmt::Display for Line {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.result {
-            Ok(o) => {
+            Ok(None) => write!(
+                f,
+                "n/a   {:<20} kernel, stride or padding differ between height and width: \
+                 the kernels take one of each, as the networks do",
+                self.name
+            ),
+            Ok(Some(o)) if self.scope == Scope::Op => write!(
+                f,
+                "ok    {:<20} outputs and gradients max abs {:.1e} rel {:.1e} ({:.1} s)",
+                self.name, o.forward.abs, o.forward.rel, self.seconds
+            ),
+            Ok(Some(o)) => {
                 write!(
                     f,
                     "ok    {:<20} logits/loss/gradients max abs {:.1e} rel {:.1e}",
@@ -458,6 +472,7 @@ impl std::fmt::Display for Line {
                         o.train.abs, o.train.rel
                     )?,
                     Scope::Step => write!(f, " (first steps only)")?,
+                    Scope::Op => {}
                     Scope::Logits(n) => write!(f, " (logits of {n} images only)")?,
                 }
                 write!(f, " ({:.1} s)", self.seconds)
@@ -488,7 +503,7 @@ pub fn run(
     let mut lines = Vec::new();
     let mut push = |name: String, scope: Scope, f: &dyn Fn() -> Result<Outcome, String>| {
         let t = Instant::now();
-        let result = f();
+        let result = f().map(Some);
         let line = Line {
             name,
             scope,
@@ -530,7 +545,66 @@ pub fn run(
             push(group, scope, &|| net(&g, device, name, arch, scope));
         }
     }
+    if matches!(device, Device::Cuda | Device::CudaEmu) && OP_FAMILIES.iter().any(|f| wanted(f)) {
+        let g = Golden::read(&dir.join("ops.bin"))?;
+        let mut op = |name: &str, r: &crate::gpu::ops::OpResult, seconds: f64| {
+            if !wanted(name) {
+                return;
+            }
+            let line = Line {
+                name: name.to_owned(),
+                scope: Scope::Op,
+                result: r.clone().map(|w| {
+                    w.map(|forward| Outcome {
+                        forward,
+                        train: Worst::default(),
+                    })
+                }),
+                seconds,
+            };
+            report(&line);
+            lines.push(line);
+        };
+        ops_on(device, &g, &mut op)?;
+    }
     Ok(lines)
+}
+
+/// The op families of `ops.bin` that [`crate::gpu::ops`] checks.
+const OP_FAMILIES: [&str; 5] = ["conv2d", "max_pool2d", "avg_pool2d", "linear", "upsample"];
+
+/// Runs the op checks on a fresh device of kind `device`.
+fn ops_on(
+    device: Device,
+    g: &Golden,
+    op: &mut dyn FnMut(&str, &crate::gpu::ops::OpResult, f64),
+) -> Result<(), String> {
+    let mut t = Instant::now();
+    let mut each = |name: &str, r: &crate::gpu::ops::OpResult| {
+        op(name, r, t.elapsed().as_secs_f64());
+        t = Instant::now();
+    };
+    match device {
+        #[cfg(feature = "cuda-emu")]
+        Device::CudaEmu => {
+            use crate::gpu::emu::{EmuDevice, ThreadOrder};
+            let mut d = EmuDevice::new(ThreadOrder::Ascending).map_err(|e| e.to_string())?;
+            crate::gpu::ops::check(&mut d, g, &mut each);
+            Ok(())
+        }
+        #[cfg(feature = "cuda")]
+        Device::Cuda => {
+            let mut d = crate::cuda::CudaDevice::new().map_err(|e| e.to_string())?;
+            crate::gpu::ops::check(&mut d, g, &mut each);
+            Ok(())
+        }
+        _ => {
+            let _ = (g, &mut each);
+            Err(format!(
+                "{device:?}: this build has no such device for the op checks"
+            ))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -650,7 +650,18 @@ fn cmd_check(a: CheckArgs) -> Result<()> {
     if failed > 0 {
         bail!("{failed} of {} checks failed", lines.len());
     }
-    println!("all {} checks passed", lines.len());
+    let na = lines
+        .iter()
+        .filter(|l| matches!(l.result, Ok(None)))
+        .count();
+    if na > 0 {
+        println!(
+            "all {} checks passed ({na} not applicable)",
+            lines.len() - na
+        );
+    } else {
+        println!("all {} checks passed", lines.len());
+    }
     Ok(())
 }
 

@@ -37,6 +37,7 @@ pub mod args;
 pub mod device;
 #[cfg(feature = "cuda-emu")]
 pub mod emu;
+pub mod ops;
 #[cfg(test)]
 mod tests;
 
