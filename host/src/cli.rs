@@ -303,7 +303,7 @@ pub struct TrainArgs {
     /// Input normalization (stored in the model file).
     #[arg(long, value_enum, default_value = "standard")]
     pub normalize: NormArg,
-    /// Compute device.
+    /// Compute device. With cuda, LENET_CUDA_SYNC=1 waits for every kernel launch and names a failing kernel with its grid, block and arguments (slower; for debugging).
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceArg,
     /// Output directory [default: runs/<model>-<act>, or the checkpoint's directory].

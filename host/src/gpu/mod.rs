@@ -1050,14 +1050,14 @@ impl<D: Device> GpuTrainer<D> {
             return Ok(());
         }
         let released = self.set.as_ref().map_or(0, |s| s.key.0);
-        if let Some(free) = self.dev.free_memory()? {
-            if key.0 > free.saturating_add(released) {
-                return Err(self.device_err(format!(
-                    "the training set needs {}, but the device has {} free",
-                    mib(key.0),
-                    mib(free)
-                )));
-            }
+        if let Some(free) = self.dev.free_memory()?
+            && key.0 > free.saturating_add(released)
+        {
+            return Err(self.device_err(format!(
+                "the training set needs {}, but the device has {} free",
+                mib(key.0),
+                mib(free)
+            )));
         }
         if let Some(old) = self.set.take() {
             self.dev.free(old.images)?;
