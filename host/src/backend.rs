@@ -99,6 +99,77 @@ pub fn emu_trainer(cfg: &TrainerConfig, seed: u64) -> Result<Box<dyn Trainer>, S
     }
 }
 
+/// `host bench --profile`: on `device` (cuda or cuda-emu), one training
+/// step of `cfg` at batch `batch` timed kernel by kernel (after a warm-up
+/// step), then the throughput of [`measure_gpu`](crate::cpu::bench::measure_gpu)
+/// over `time` and an epoch of `epoch_images`; returns the report's lines.
+///
+/// # Errors
+/// No such device in this build, or the device failed.
+pub fn gpu_profile(
+    device: Device,
+    cfg: &TrainerConfig,
+    batch: usize,
+    time: std::time::Duration,
+    epoch_images: usize,
+) -> Result<String, String> {
+    match device {
+        #[cfg(feature = "cuda")]
+        Device::Cuda => {
+            let dev = crate::cuda::CudaDevice::new().map_err(reason)?;
+            let jit = format!(", PTX JIT {:.1} ms", dev.jit_time().as_secs_f64() * 1e3);
+            profile_on(dev, &jit, cfg, batch, time, epoch_images).map_err(reason)
+        }
+        #[cfg(feature = "cuda-emu")]
+        Device::CudaEmu => {
+            use crate::gpu::emu::{EmuDevice, ThreadOrder};
+            let dev = EmuDevice::new(ThreadOrder::Ascending).map_err(reason)?;
+            profile_on(dev, "", cfg, batch, time, epoch_images).map_err(reason)
+        }
+        other => {
+            let _ = (cfg, batch, time, epoch_images);
+            Err(format!(
+                "--profile needs --device cuda or cuda-emu in a build with that feature, not {other:?}"
+            ))
+        }
+    }
+}
+
+#[cfg(any(feature = "cuda", feature = "cuda-emu"))]
+fn profile_on<D: crate::gpu::device::Device>(
+    dev: D,
+    note: &str,
+    cfg: &TrainerConfig,
+    batch: usize,
+    time: std::time::Duration,
+    epoch_images: usize,
+) -> Result<String, crate::trainer::TrainerError> {
+    let head = format!("device: {} ({}{note})", dev.kind(), dev.describe());
+    let init = crate::reference::init_params(cfg.arch, 1);
+    let mut t = crate::gpu::GpuTrainer::new(dev, cfg, &init)?;
+    let mut px = vec![0.0f32; batch * 784];
+    crate::cpu::bench::random_data(&mut px, 3);
+    let data = crate::data::Dataset {
+        images: px.iter().map(|v| ((v + 1.0) * 127.5) as u8).collect(),
+        labels: (0..batch).map(|i| (i % 10) as u8).collect(),
+    };
+    let plan = crate::trainer::EpochPlan {
+        data: &data,
+        norm: crate::data::Normalization::STANDARD,
+        order: (0..batch as u32).collect(),
+        aug: None,
+        batch_size: batch,
+        lrs: vec![1e-3],
+    };
+    t.profile_step(&plan)?;
+    let p = t.profile_step(&plan)?;
+    let r = crate::cpu::bench::measure_gpu(&mut t, batch, time, epoch_images)?;
+    Ok(format!(
+        "{head}\none training step, batch {batch}, {} launches, {:.3} ms:\n{p}\n{r}",
+        p.launches, p.step_ms
+    ))
+}
+
 /// Builds a trainer for `cfg` on `device`, weights initialized from `seed`.
 /// Returns the trainer and a line saying what was chosen and why.
 ///

@@ -339,7 +339,7 @@ pub struct TrainArgs {
     /// Input normalization (stored in the model file).
     #[arg(long, value_enum, default_value = "standard")]
     pub normalize: NormArg,
-    /// Compute device.
+    /// Compute device. With cuda, LENET_CUDA_SYNC=1 waits for every kernel launch and names a failing kernel with its grid, block and arguments (slower; for debugging).
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceArg,
     /// Output directory [default: runs/<model>-<act>, or the checkpoint's directory].
@@ -496,6 +496,9 @@ pub struct BenchArgs {
     /// Images in the epoch timed on a GPU device (random images, resident on the device).
     #[arg(long, default_value_t = 60_000, value_name = "N")]
     pub epoch_images: usize,
+    /// With --device cuda or cuda-emu: first time one training step kernel by kernel (device events; the host clock on cuda-emu) and print a table of kernel, launches, total ms and % of the step.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// `host fetch`.
@@ -1207,6 +1210,9 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
     } else {
         ActArg::Relu
     }));
+    if a.profile {
+        return profile(&a, arch, act);
+    }
     let Some(kind) = arch.lenet() else {
         let time = std::time::Duration::from_secs_f64(a.seconds);
         let head = format!(
@@ -1273,6 +1279,38 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
     let (mut t, note) = backend::make_trainer(dev, &tc, 1)?;
     let r = measure_gpu(t.as_mut(), cfg.batch, cfg.time, a.epoch_images)?;
     println!("{head}, {note}: {r}");
+    Ok(())
+}
+
+/// `host bench --profile`: the kernel table of one step, then throughput.
+fn profile(
+    a: &BenchArgs,
+    arch: lenet_core::model::Arch,
+    act: lenet_core::activation::Activation,
+) -> Result<()> {
+    let dev = match a.device {
+        DeviceArg::Cuda => Device::Cuda,
+        DeviceArg::CudaEmu => Device::CudaEmu,
+        _ => bail!("--profile needs --device cuda or cuda-emu"),
+    };
+    if !(1..=1_000_000).contains(&a.epoch_images) {
+        bail!("--epoch-images {} must be in 1..=1000000", a.epoch_images);
+    }
+    let tc = crate::trainer::TrainerConfig {
+        arch,
+        ..crate::cpu::bench::bench_config(lenet_core::model::ModelKind::LeNet5, act, a.threads)
+    };
+    let time = std::time::Duration::from_secs_f64(a.seconds);
+    let report = backend::gpu_profile(dev, &tc, a.batch, time, a.epoch_images)
+        .map_err(|e| anyhow::anyhow!("--profile: {e}"))?;
+    println!(
+        "lenet-host {} ({arch}, {} parameters, {}, batch {})",
+        env!("CARGO_PKG_VERSION"),
+        arch.num_params(),
+        act_name(act),
+        a.batch
+    );
+    println!("{report}");
     Ok(())
 }
 

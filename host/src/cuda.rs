@@ -12,10 +12,11 @@
 use std::collections::HashSet;
 use std::ffi::{CString, c_void};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use cudarc::driver::{CudaContext, DriverError, result, sys};
 
-use crate::gpu::device::{DevPtr, Device, Kernel};
+use crate::gpu::device::{DevPtr, Device, Kernel, Mark};
 use crate::trainer::TrainerError;
 
 /// The PTX modules, by source file name.
@@ -38,6 +39,12 @@ pub const MIN_DRIVER: i32 = 12000;
 /// `Ok(device name)` if the driver loads, is new enough and device 0 is
 /// Volta or newer; else the reason.
 pub fn probe() -> Result<String, String> {
+    open().map(|(_, name)| name)
+}
+
+/// The context of device 0 and the device's name, once the driver is found
+/// and the device checked; else the reason.
+fn open() -> Result<(Arc<CudaContext>, String), String> {
     // SAFETY: `is_culib_present` only tries to dlopen the driver library by
     // its usual names and drops it; it calls no CUDA function.
     let present = unsafe { cudarc::driver::sys::is_culib_present() };
@@ -46,8 +53,71 @@ pub fn probe() -> Result<String, String> {
     }
     let ctx = CudaContext::new(0).map_err(|e| format!("cannot open CUDA device 0: {e}"))?;
     check_device(&ctx)?;
-    ctx.name()
-        .map_err(|e| format!("cannot query CUDA device 0: {e}"))
+    let name = ctx
+        .name()
+        .map_err(|e| format!("cannot query CUDA device 0: {e}"))?;
+    Ok((ctx, name))
+}
+
+/// Bytes of each JIT log buffer.
+const JIT_LOG: usize = 16 * 1024;
+
+/// Loads one PTX module with the driver's JIT error and info logs; on
+/// failure the message names the module and carries the error log.
+fn load_module(file: &str, ptx: &str) -> Result<sys::CUmodule, TrainerError> {
+    let text = CString::new(ptx).map_err(|e| TrainerError::Device {
+        device: "cuda",
+        msg: format!("{file}.ptx: {e}"),
+    })?;
+    let mut error_log = vec![0u8; JIT_LOG];
+    let mut info_log = vec![0u8; JIT_LOG];
+    let mut options = [
+        sys::CUjit_option::CU_JIT_ERROR_LOG_BUFFER,
+        sys::CUjit_option::CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES,
+        sys::CUjit_option::CU_JIT_INFO_LOG_BUFFER,
+        sys::CUjit_option::CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES,
+    ];
+    // The sizes travel as pointer-sized integers, as the driver API takes
+    // them.
+    let mut values = [
+        error_log.as_mut_ptr().cast::<c_void>(),
+        JIT_LOG as *mut c_void,
+        info_log.as_mut_ptr().cast::<c_void>(),
+        JIT_LOG as *mut c_void,
+    ];
+    let mut module = std::mem::MaybeUninit::<sys::CUmodule>::uninit();
+    // SAFETY: a NUL-terminated PTX text; four options with their values,
+    // the buffers alive and `JIT_LOG` bytes long for the call; the context
+    // is current.
+    let rc = unsafe {
+        sys::cuModuleLoadDataEx(
+            module.as_mut_ptr(),
+            text.as_ptr().cast(),
+            options.len() as u32,
+            options.as_mut_ptr(),
+            values.as_mut_ptr(),
+        )
+    };
+    match rc.result() {
+        // SAFETY: the driver wrote the module on success.
+        Ok(()) => Ok(unsafe { module.assume_init() }),
+        Err(e) => {
+            let log = |b: &[u8]| {
+                let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+                String::from_utf8_lossy(&b[..end])
+                    .trim()
+                    .replace('\n', "; ")
+            };
+            Err(TrainerError::Device {
+                device: "cuda",
+                msg: format!(
+                    "loading {file}.ptx (the driver JIT-compiles it): {e}; JIT log: {} {}",
+                    log(&error_log),
+                    log(&info_log)
+                ),
+            })
+        }
+    }
 }
 
 fn check_device(ctx: &Arc<CudaContext>) -> Result<(), String> {
@@ -82,6 +152,10 @@ pub struct CudaDevice {
     /// By [`Kernel::index`].
     functions: Vec<sys::CUfunction>,
     allocs: HashSet<DevPtr>,
+    /// Events made by [`Device::mark`], until [`Device::clear_marks`].
+    events: Vec<sys::CUevent>,
+    /// Time to load the modules.
+    jit: Duration,
 }
 
 // SAFETY: the handles are plain driver handles, valid in any thread once
@@ -107,42 +181,51 @@ impl CudaDevice {
             device: "cuda",
             msg,
         };
-        probe().map_err(fail)?;
-        let ctx = CudaContext::new(0).map_err(|e| err("cannot open device 0", e))?;
-        let name = ctx.name().map_err(|e| err("device name", e))?;
+        let (ctx, name) = open().map_err(fail)?;
         ctx.bind_to_thread().map_err(|e| err("bind context", e))?;
+        let start = Instant::now();
         let mut modules = Vec::new();
         for (file, ptx) in PTX {
-            let text = CString::new(ptx).map_err(|e| fail(format!("{file}.ptx: {e}")))?;
-            // SAFETY: a NUL-terminated PTX text; the context is current.
-            let m = unsafe { result::module::load_data(text.as_ptr().cast()) }.map_err(|e| {
-                err(
-                    &format!("loading {file}.ptx (the driver JIT-compiles it)"),
-                    e,
-                )
-            })?;
-            modules.push(m);
+            match load_module(file, ptx) {
+                Ok(m) => modules.push(m),
+                Err(e) => {
+                    for m in modules {
+                        // SAFETY: loaded above; no function of it is in use.
+                        let _ = unsafe { result::module::unload(m) };
+                    }
+                    return Err(e);
+                }
+            }
         }
-        let mut functions = Vec::new();
+        let jit = start.elapsed();
+        let mut dev = CudaDevice {
+            ctx,
+            name,
+            modules,
+            functions: Vec::new(),
+            allocs: HashSet::new(),
+            events: Vec::new(),
+            jit,
+        };
         for k in Kernel::ALL {
             let module = PTX
                 .iter()
                 .position(|(f, _)| *f == k.file())
-                .map(|i| modules[i])
+                .map(|i| dev.modules[i])
                 .ok_or_else(|| fail(format!("no PTX module {}", k.file())))?;
             let name = CString::new(k.name()).map_err(|e| fail(e.to_string()))?;
             // SAFETY: the module was loaded above and is not unloaded.
             let f = unsafe { result::module::get_function(module, name) }
                 .map_err(|e| err(&format!("kernel {}", k.name()), e))?;
-            functions.push(f);
+            dev.functions.push(f);
         }
-        Ok(CudaDevice {
-            ctx,
-            name,
-            modules,
-            functions,
-            allocs: HashSet::new(),
-        })
+        Ok(dev)
+    }
+
+    /// How long loading the PTX modules took (the driver's JIT compile, or
+    /// its cache).
+    pub fn jit_time(&self) -> Duration {
+        self.jit
     }
 
     fn bind(&self) -> Result<(), TrainerError> {
@@ -161,6 +244,7 @@ impl Drop for CudaDevice {
             // SAFETY: allocated by `alloc` in this context and not freed.
             let _ = unsafe { result::free_sync(p) };
         }
+        let _ = self.clear_marks();
         for &m in &self.modules {
             // SAFETY: loaded in `new`; no function of it is used after this.
             let _ = unsafe { result::module::unload(m) };
@@ -254,5 +338,57 @@ impl Device for CudaDevice {
     fn sync(&mut self) -> Result<(), TrainerError> {
         self.bind()?;
         self.ctx.synchronize().map_err(|e| err("synchronizing", e))
+    }
+
+    fn free_memory(&mut self) -> Result<Option<usize>, TrainerError> {
+        self.bind()?;
+        let (free, _total) = result::mem_get_info().map_err(|e| err("querying free memory", e))?;
+        Ok(Some(free))
+    }
+
+    fn mark(&mut self) -> Result<Mark, TrainerError> {
+        self.bind()?;
+        let e = result::event::create(sys::CUevent_flags::CU_EVENT_DEFAULT)
+            .map_err(|e| err("creating an event", e))?;
+        self.events.push(e);
+        // SAFETY: a live event, recorded on the legacy default stream that
+        // every launch and copy uses.
+        unsafe { result::event::record(e, std::ptr::null_mut()) }
+            .map_err(|e| err("recording an event", e))?;
+        Ok(Mark::Event(self.events.len() - 1))
+    }
+
+    fn elapsed_ms(&mut self, from: Mark, to: Mark) -> Result<f64, TrainerError> {
+        self.bind()?;
+        let event = |m: Mark| match m {
+            Mark::Event(i) => self.events.get(i).copied(),
+            Mark::Host(_) => None,
+        };
+        let (Some(a), Some(b)) = (event(from), event(to)) else {
+            return Err(TrainerError::Device {
+                device: "cuda",
+                msg: "timing marks that are not this device's events".into(),
+            });
+        };
+        // SAFETY: both events were created and recorded by `mark` and are
+        // not destroyed before `clear_marks`.
+        unsafe { result::event::synchronize(b) }.map_err(|e| {
+            err(
+                "waiting for an event (errors of earlier kernels show here)",
+                e,
+            )
+        })?;
+        // SAFETY: as above; both recorded on the same stream.
+        let ms = unsafe { result::event::elapsed(a, b) }.map_err(|e| err("timing events", e))?;
+        Ok(f64::from(ms))
+    }
+
+    fn clear_marks(&mut self) -> Result<(), TrainerError> {
+        self.bind()?;
+        for e in self.events.drain(..) {
+            // SAFETY: created by `mark`, destroyed once here.
+            unsafe { result::event::destroy(e) }.map_err(|e| err("destroying an event", e))?;
+        }
+        Ok(())
     }
 }

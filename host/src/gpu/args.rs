@@ -185,7 +185,7 @@ pub struct DropoutArgs {
 /// # Safety
 /// Implemented only for the `#[repr(C)]` structs above, whose layout the
 /// `.cu` side declares identically.
-pub unsafe trait KernelArgs: Copy + 'static {}
+pub unsafe trait KernelArgs: Copy + core::fmt::Debug + 'static {}
 
 // SAFETY: each is #[repr(C)], all fields are plain numbers, and the field
 // order leaves no padding (sizes checked against the C compiler in tests).

@@ -141,6 +141,42 @@ pub trait Device: Send {
     ) -> Result<(), TrainerError>;
     /// Waits for all issued work.
     fn sync(&mut self) -> Result<(), TrainerError>;
+    /// Free device memory in bytes, where the device can tell.
+    fn free_memory(&mut self) -> Result<Option<usize>, TrainerError> {
+        Ok(None)
+    }
+    /// A point in the stream of issued work, for timing launches. By
+    /// default the host clock after waiting for the work issued so far
+    /// (exact on a device that runs each launch before returning).
+    fn mark(&mut self) -> Result<Mark, TrainerError> {
+        self.sync()?;
+        Ok(Mark::Host(std::time::Instant::now()))
+    }
+    /// Milliseconds from mark `from` to the later mark `to`, waiting for
+    /// the work before `to`.
+    fn elapsed_ms(&mut self, from: Mark, to: Mark) -> Result<f64, TrainerError> {
+        match (from, to) {
+            (Mark::Host(a), Mark::Host(b)) => Ok(b.duration_since(a).as_secs_f64() * 1e3),
+            _ => Err(TrainerError::Device {
+                device: self.kind(),
+                msg: "timing marks of another kind of device".into(),
+            }),
+        }
+    }
+    /// Releases every mark made so far.
+    fn clear_marks(&mut self) -> Result<(), TrainerError> {
+        Ok(())
+    }
+}
+
+/// A timestamp in a device's stream: the host clock, or the index of a
+/// device event.
+#[derive(Clone, Copy, Debug)]
+pub enum Mark {
+    /// Taken on the host after the work before it finished.
+    Host(std::time::Instant),
+    /// The device's own event number (see [`Device::clear_marks`]).
+    Event(usize),
 }
 
 /// Typed launch helpers over [`Device::launch_raw`].

@@ -49,14 +49,24 @@ use crate::trainer::{
     EpochPlan, OptimizerConfig, OptimizerState, Trainer, TrainerConfig, TrainerError, check_state,
     core_adam,
 };
+use args::KernelArgs;
 use args::{
     ActArgs, AdamArgs, ConvArgs, DropoutArgs, GatherArgs, LinearArgs, LossArgs, PoolArgs, SgdArgs,
     UpsampleArgs,
 };
-use device::{BLOCK, DevPtr, Device, DeviceExt, Kernel};
+use device::{BLOCK, DevPtr, Device, DeviceExt, Kernel, Mark};
+
+/// The environment variable that makes the trainer wait for every launch
+/// (`LENET_CUDA_SYNC=1`), so that a failing kernel is named with its grid,
+/// block and arguments instead of surfacing at the next copy.
+pub const SYNC_ENV: &str = "LENET_CUDA_SYNC";
 
 /// Number of classes (outputs of the last layer).
 const CLASSES: usize = 10;
+
+/// Images per inference launch of a trainer that has not trained yet
+/// (once it has, inference runs in chunks of its training batch).
+const INFERENCE_CHUNK: usize = 256;
 
 /// Largest convolution kernel side (`CONV_KMAX` of `lenet.cuh`).
 const CONV_KMAX: usize = 11;
@@ -209,6 +219,7 @@ impl Schedule {
                 _ => return Err(bad(format!("layer {i}: {layer:?} has no CUDA kernel"))),
             };
             if let Some(op) = op {
+                check_sizes(i, layer, shape, out_shape, off)?;
                 // An activation right after a convolution or linear layer is
                 // fused into its forward kernel.
                 let fuse = matches!(op, Op::Conv { .. } | Op::Linear)
@@ -270,10 +281,99 @@ impl Schedule {
     }
 }
 
+/// Checks every size of layer `i` that reaches a kernel (its output per
+/// image, its parameters and those before them, a linear layer's weight
+/// gradient threads) against the kernels' indexing; the batch multiplies
+/// the per-image sizes later, in `ensure_capacity`.
+fn check_sizes(
+    i: usize,
+    layer: Layer,
+    in_shape: Shape3,
+    out_shape: Shape3,
+    off: usize,
+) -> Result<(), TrainerError> {
+    let what = |s: &'static str| move || format!("layer {i} ({layer:?}): {s}");
+    checked(Some(out_shape.len()), &what("its output per image"))?;
+    checked(
+        off.checked_add(layer.num_params()),
+        &what("the parameter count up to it"),
+    )?;
+    if matches!(layer, Layer::Linear { .. }) {
+        let threads = out_shape
+            .len()
+            .checked_mul(in_shape.len())
+            .and_then(|w| w.checked_add(out_shape.len()));
+        checked(threads, &what("its weights and biases"))?;
+    }
+    Ok(())
+}
+
+/// One kernel's share of a profiled training step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct KernelTime {
+    /// The kernel.
+    pub kernel: Kernel,
+    /// Its launches in the step.
+    pub launches: usize,
+    /// Their device time, milliseconds.
+    pub ms: f64,
+}
+
+/// A training step timed launch by launch ([`GpuTrainer::profile_step`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepProfile {
+    /// Every kernel launched, in the order of its first launch.
+    pub kernels: Vec<KernelTime>,
+    /// Launches in the step.
+    pub launches: usize,
+    /// From the start of the first launch to the end of the last,
+    /// milliseconds (the kernels' time plus the gaps between them).
+    pub step_ms: f64,
+}
+
+impl core::fmt::Display for StepProfile {
+    /// A table: kernel, launches, total ms, % of the step; then the totals.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        writeln!(
+            f,
+            "{:<24} {:>8} {:>10} {:>7}",
+            "kernel", "launches", "total ms", "% step"
+        )?;
+        let pct = |ms: f64| {
+            if self.step_ms > 0.0 {
+                100.0 * ms / self.step_ms
+            } else {
+                0.0
+            }
+        };
+        for k in &self.kernels {
+            writeln!(
+                f,
+                "{:<24} {:>8} {:>10.3} {:>6.1}%",
+                k.kernel.name(),
+                k.launches,
+                k.ms,
+                pct(k.ms)
+            )?;
+        }
+        let busy: f64 = self.kernels.iter().map(|k| k.ms).sum();
+        write!(
+            f,
+            "{:<24} {:>8} {:>10.3} {:>6.1}%  (step {:.3} ms, first launch to last)",
+            "all kernels",
+            self.launches,
+            busy,
+            pct(busy),
+            self.step_ms
+        )
+    }
+}
+
 /// The training set on the device.
 struct DeviceSet {
-    /// Identity of the host copy it came from (address and length).
-    key: (usize, usize),
+    /// Identity of the host copy it came from: length and digest of the
+    /// images and labels (an address can be reused by another data set).
+    key: (usize, u64),
     images: DevPtr,
     labels: DevPtr,
 }
@@ -294,6 +394,13 @@ pub struct GpuTrainer<D: Device> {
     sgd_has_m: bool,
     /// Batch capacity of the value buffers.
     cap: usize,
+    /// Whether the value buffers have their gradients (not so when only
+    /// inference has run).
+    cap_grads: bool,
+    /// Wait for every launch and name a failing one (see [`SYNC_ENV`]).
+    sync_launches: bool,
+    /// In a profiled step: each launch's kernel and its start and end.
+    profile: Option<Vec<(Kernel, Mark, Mark)>>,
     labels: DevPtr,
     losses: DevPtr,
     losses_cap: usize,
@@ -313,9 +420,58 @@ fn lr_of(opt: OptimizerConfig) -> f32 {
     }
 }
 
+/// The largest size the kernels index: they index values with `int`, and
+/// a grid's last block may run up to `BLOCK - 1` threads past the end.
+const INDEX_LIMIT: usize = i32::MAX as usize - BLOCK as usize;
+
+/// `v` as the kernels' `int`, or an error naming `what` (the layer or
+/// buffer it sizes).
+fn checked(v: Option<usize>, what: &dyn Fn() -> String) -> Result<i32, TrainerError> {
+    match v {
+        Some(v) if v <= INDEX_LIMIT => Ok(v as i32),
+        _ => Err(TrainerError::State(format!(
+            "{} is beyond the CUDA kernels' 32-bit indexing (at most {INDEX_LIMIT})",
+            what()
+        ))),
+    }
+}
+
 fn int(v: usize) -> i32 {
-    // Every size here is far below 2^31 (checked in `ensure_capacity`).
+    // Every size here passed `checked`: per image and per layer in
+    // `Schedule::new`, times the batch in `ensure_capacity`.
+    debug_assert!(v <= INDEX_LIMIT);
     v as i32
+}
+
+/// The message of a device error, without the device's name in front.
+fn msg_of(e: TrainerError) -> String {
+    match e {
+        TrainerError::Device { msg, .. } => msg,
+        other => other.to_string(),
+    }
+}
+
+/// Mebibytes, for messages.
+fn mib(bytes: usize) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// A 64-bit digest of `bytes` (FNV-1a over 8-byte words, then the tail),
+/// the identity of a data set on the device.
+fn digest(bytes: &[u8]) -> u64 {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ bytes.len() as u64;
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        h = (h ^ u64::from_le_bytes(b)).wrapping_mul(PRIME);
+        h ^= h >> 29;
+    }
+    for &b in words.remainder() {
+        h = (h ^ u64::from(b)).wrapping_mul(PRIME);
+    }
+    h
 }
 
 impl<D: Device> GpuTrainer<D> {
@@ -351,6 +507,9 @@ impl<D: Device> GpuTrainer<D> {
             v,
             sgd_has_m: false,
             cap: 0,
+            cap_grads: false,
+            sync_launches: std::env::var(SYNC_ENV).is_ok_and(|v| v == "1"),
+            profile: None,
             labels: 0,
             losses: 0,
             losses_cap: 0,
@@ -378,9 +537,11 @@ impl<D: Device> GpuTrainer<D> {
         }
     }
 
-    /// Makes the value buffers hold batches of `n` images.
-    fn ensure_capacity(&mut self, n: usize) -> Result<(), TrainerError> {
-        if n <= self.cap {
+    /// Makes the value buffers hold batches of `n` images, with their
+    /// gradients if `grads` (training). Growing is all or nothing: on a
+    /// failure every value buffer is released and the capacity is 0.
+    fn ensure_capacity(&mut self, n: usize, grads: bool) -> Result<(), TrainerError> {
+        if n <= self.cap && (self.cap_grads || !grads) {
             return Ok(());
         }
         let biggest = self
@@ -390,38 +551,219 @@ impl<D: Device> GpuTrainer<D> {
             .map(|v| v.per_image)
             .max()
             .unwrap_or(0);
-        // Kernels index values with `int`, and a grid's last block may run
-        // up to BLOCK - 1 threads past the end.
-        let limit = i32::MAX as usize - BLOCK as usize;
-        if n.checked_mul(biggest).is_none_or(|t| t > limit) {
-            return Err(self.device_err(format!(
-                "a batch of {n} images needs buffers beyond the kernels' 32-bit indexing"
-            )));
+        checked(n.checked_mul(biggest), &|| {
+            format!("a batch of {n} images (its largest layer output)")
+        })
+        .map_err(|e| self.device_err(msg_of(e)))?;
+        let need = self.buffer_bytes(n, grads);
+        let what = format!(
+            "a batch of {n} images needs {} for the layer outputs{}",
+            mib(need),
+            if grads { " and their gradients" } else { "" },
+        );
+        let released = self.buffer_bytes(self.cap, self.cap_grads);
+        self.check_free(need, released, self.buffer_bytes(1, grads), &what)?;
+        self.release_buffers()?;
+        let r = self.alloc_buffers(n, grads);
+        if r.is_err() {
+            // Whatever the failure, leave no freed or half-made buffer
+            // behind: everything released, capacity 0.
+            let _ = self.release_buffers();
         }
+        r
+    }
+
+    /// Device bytes of the value buffers (and labels) for batches of `n`.
+    fn buffer_bytes(&self, n: usize, grads: bool) -> usize {
+        let per_image: usize = self
+            .sched
+            .vals
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v.per_image * (1 + usize::from(grads && i > 0) + usize::from(v.has_arg)))
+            .sum();
+        n * (per_image + 1) * 4
+    }
+
+    /// Refuses to allocate `need` bytes (after releasing `released`) when
+    /// the device says fewer are free; `per_image` of them grow with each
+    /// image, and `what` says what needs them.
+    fn check_free(
+        &mut self,
+        need: usize,
+        released: usize,
+        per_image: usize,
+        what: &str,
+    ) -> Result<(), TrainerError> {
+        let Some(free) = self.dev.free_memory()? else {
+            return Ok(());
+        };
+        let avail = free.saturating_add(released);
+        if need <= avail {
+            return Ok(());
+        }
+        let fits = avail / per_image.max(1);
+        let fits = if fits == 0 {
+            "not even one image fits".to_string()
+        } else {
+            format!("a batch of {fits} fits")
+        };
+        Err(self.device_err(format!(
+            "{what}, but the device has {} free: {fits}",
+            mib(free)
+        )))
+    }
+
+    /// Frees every value buffer and the labels; capacity 0.
+    fn release_buffers(&mut self) -> Result<(), TrainerError> {
+        self.cap = 0;
+        self.cap_grads = false;
+        let mut first_err = None;
+        let mut ptrs = vec![std::mem::take(&mut self.labels)];
+        for v in &mut self.sched.vals {
+            ptrs.extend([
+                std::mem::take(&mut v.ptr),
+                std::mem::take(&mut v.dptr),
+                std::mem::take(&mut v.arg),
+            ]);
+        }
+        for p in ptrs.into_iter().filter(|&p| p != 0) {
+            if let Err(e) = self.dev.free(p) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Allocates the value buffers and labels for batches of `n` (all
+    /// released before).
+    fn alloc_buffers(&mut self, n: usize, grads: bool) -> Result<(), TrainerError> {
         for i in 0..self.sched.vals.len() {
             let v = self.sched.vals[i];
-            for p in [v.ptr, v.dptr, v.arg] {
-                if p != 0 {
-                    self.dev.free(p)?;
-                }
-            }
             let bytes = n * v.per_image * 4;
-            let ptr = self.dev.alloc(bytes)?;
-            let dptr = if i == 0 { 0 } else { self.dev.alloc(bytes)? };
-            let arg = if v.has_arg { self.dev.alloc(bytes)? } else { 0 };
-            self.sched.vals[i] = Val {
-                ptr,
-                dptr,
-                arg,
-                ..v
-            };
-        }
-        if self.labels != 0 {
-            self.dev.free(self.labels)?;
+            self.sched.vals[i].ptr = self.dev.alloc(bytes)?;
+            if grads && i > 0 {
+                self.sched.vals[i].dptr = self.dev.alloc(bytes)?;
+            }
+            if v.has_arg {
+                self.sched.vals[i].arg = self.dev.alloc(bytes)?;
+            }
         }
         self.labels = self.dev.alloc(n * 4)?;
         self.cap = n;
+        self.cap_grads = grads;
         Ok(())
+    }
+
+    /// Launches `kernel` with one thread per item of `items` (at least one
+    /// block); see [`GpuTrainer::launch`].
+    fn launch_over<A: KernelArgs>(
+        &mut self,
+        kernel: Kernel,
+        items: usize,
+        args: &A,
+    ) -> Result<(), TrainerError> {
+        let grid = u32::try_from(items.div_ceil(BLOCK as usize).max(1)).map_err(|_| {
+            self.device_err(format!(
+                "{}: {items} threads exceed one grid",
+                kernel.name()
+            ))
+        })?;
+        self.launch(kernel, grid, args)
+    }
+
+    /// Launches `kernel` on `grid` blocks of [`BLOCK`] threads. With
+    /// [`SYNC_ENV`] set it waits for the kernel, and a failure names the
+    /// kernel, grid, block and arguments; in a profiled step it marks the
+    /// launch's start and end.
+    fn launch<A: KernelArgs>(
+        &mut self,
+        kernel: Kernel,
+        grid: u32,
+        args: &A,
+    ) -> Result<(), TrainerError> {
+        let start = match self.profile {
+            Some(_) => Some(self.dev.mark()?),
+            None => None,
+        };
+        let mut r = self.dev.launch(kernel, grid, args);
+        if self.sync_launches && r.is_ok() {
+            r = self.dev.sync();
+        }
+        if let Err(e) = r {
+            if !self.sync_launches {
+                return Err(e);
+            }
+            return Err(self.device_err(format!(
+                "kernel {} (grid {grid}, block {BLOCK}) failed: {}; arguments {args:?}",
+                kernel.name(),
+                msg_of(e)
+            )));
+        }
+        if let Some(start) = start {
+            let end = self.dev.mark()?;
+            if let Some(p) = &mut self.profile {
+                p.push((kernel, start, end));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether every launch is waited for and a failing one named (on by
+    /// default when [`SYNC_ENV`] is `1`).
+    pub fn set_sync_launches(&mut self, on: bool) {
+        self.sync_launches = on;
+    }
+
+    /// Runs the single training step of `plan` with every launch timed on
+    /// the device (CUDA events on a GPU; on the emulated device, which
+    /// runs each launch before returning, the host clock).
+    ///
+    /// # Errors
+    /// A plan of more than one step, or a device failure.
+    pub fn profile_step(&mut self, plan: &EpochPlan<'_>) -> Result<StepProfile, TrainerError> {
+        if plan.steps() != 1 {
+            return Err(TrainerError::State(format!(
+                "a profiled step needs a plan of one step, not {}",
+                plan.steps()
+            )));
+        }
+        self.profile = Some(Vec::new());
+        let run = self.train_epoch(plan, &mut || {});
+        let marks = self.profile.take().unwrap_or_default();
+        let timed = run.and_then(|_| self.summarize(&marks));
+        let cleared = self.dev.clear_marks();
+        let profile = timed?;
+        cleared?;
+        Ok(profile)
+    }
+
+    /// Per-kernel totals of a profiled step's marks.
+    fn summarize(&mut self, marks: &[(Kernel, Mark, Mark)]) -> Result<StepProfile, TrainerError> {
+        let mut kernels: Vec<KernelTime> = Vec::new();
+        for &(kernel, start, end) in marks {
+            let ms = self.dev.elapsed_ms(start, end)?;
+            match kernels.iter_mut().find(|k| k.kernel == kernel) {
+                Some(k) => {
+                    k.launches += 1;
+                    k.ms += ms;
+                }
+                None => kernels.push(KernelTime {
+                    kernel,
+                    launches: 1,
+                    ms,
+                }),
+            }
+        }
+        let step_ms = match (marks.first(), marks.last()) {
+            (Some(first), Some(last)) => self.dev.elapsed_ms(first.1, last.2)?,
+            _ => 0.0,
+        };
+        Ok(StepProfile {
+            kernels,
+            launches: marks.len(),
+            step_ms,
+        })
     }
 
     fn ensure_losses(&mut self, steps: usize) -> Result<(), TrainerError> {
@@ -455,8 +797,7 @@ impl<D: Device> GpuTrainer<D> {
                         y: out.ptr,
                         ..conv_dims(n, a, b, k, s, pad, st.act)
                     };
-                    self.dev
-                        .launch_over(Kernel::Conv2dForward, n * b.len(), &args)?;
+                    self.launch_over(Kernel::Conv2dForward, n * b.len(), &args)?;
                 }
                 Op::Pool { k, s, max } => {
                     let args = PoolArgs {
@@ -465,8 +806,7 @@ impl<D: Device> GpuTrainer<D> {
                         arg: out.arg,
                         ..pool_dims(n, a, b, k, s, max, 0)
                     };
-                    self.dev
-                        .launch_over(Kernel::PoolForward, n * b.len(), &args)?;
+                    self.launch_over(Kernel::PoolForward, n * b.len(), &args)?;
                 }
                 Op::Act => {
                     let args = ActArgs {
@@ -474,8 +814,7 @@ impl<D: Device> GpuTrainer<D> {
                         len: int(n * a.len()),
                         act: st.act,
                     };
-                    self.dev
-                        .launch_over(Kernel::ActivationForward, n * a.len(), &args)?;
+                    self.launch_over(Kernel::ActivationForward, n * a.len(), &args)?;
                 }
                 Op::Linear => {
                     let args = LinearArgs {
@@ -489,8 +828,7 @@ impl<D: Device> GpuTrainer<D> {
                         act: st.act,
                         ..LinearArgs::default()
                     };
-                    self.dev
-                        .launch_over(Kernel::LinearForward, n * b.len(), &args)?;
+                    self.launch_over(Kernel::LinearForward, n * b.len(), &args)?;
                 }
                 Op::Upsample => {
                     let args = UpsampleArgs {
@@ -498,8 +836,7 @@ impl<D: Device> GpuTrainer<D> {
                         y: out.ptr,
                         ..upsample_dims(n, a, b, 0)
                     };
-                    self.dev
-                        .launch_over(Kernel::UpsampleForward, n * b.len(), &args)?;
+                    self.launch_over(Kernel::UpsampleForward, n * b.len(), &args)?;
                 }
                 Op::Dropout { p: prob, layer } => {
                     if !train {
@@ -511,8 +848,7 @@ impl<D: Device> GpuTrainer<D> {
                         y: out.ptr,
                         ..self.dropout_dims(n * a.len(), prob, layer, 0)
                     };
-                    self.dev
-                        .launch_over(Kernel::DropoutForward, n * a.len(), &args)?;
+                    self.launch_over(Kernel::DropoutForward, n * a.len(), &args)?;
                 }
             }
         }
@@ -550,7 +886,7 @@ impl<D: Device> GpuTrainer<D> {
             slot: int(slot),
             scale: 1.0 / n as f32,
         };
-        self.dev.launch(Kernel::SoftmaxCrossEntropy, 1, &loss)?;
+        self.launch(Kernel::SoftmaxCrossEntropy, 1, &loss)?;
         let (p, g) = (self.params, self.grads);
         let act = act_code(self.config.act);
         for st in self.sched.stages.clone().iter().rev() {
@@ -568,7 +904,7 @@ impl<D: Device> GpuTrainer<D> {
                         ..dims
                     };
                     let blocks = b.c * a.c * k + b.c;
-                    self.dev.launch(
+                    self.launch(
                         Kernel::Conv2dBackwardWeight,
                         u32::try_from(blocks).map_err(|e| self.device_err(e.to_string()))?,
                         &wargs,
@@ -581,8 +917,7 @@ impl<D: Device> GpuTrainer<D> {
                             dx: inp.dptr,
                             ..dims
                         };
-                        self.dev
-                            .launch_over(Kernel::Conv2dBackwardInput, n * a.len(), &iargs)?;
+                        self.launch_over(Kernel::Conv2dBackwardInput, n * a.len(), &iargs)?;
                     }
                 }
                 Op::Pool { k, s, max } => {
@@ -594,8 +929,7 @@ impl<D: Device> GpuTrainer<D> {
                             dx: inp.dptr,
                             ..pool_dims(n, a, b, k, s, max, in_act)
                         };
-                        self.dev
-                            .launch_over(Kernel::PoolBackward, n * a.len(), &args)?;
+                        self.launch_over(Kernel::PoolBackward, n * a.len(), &args)?;
                     }
                 }
                 Op::Act => {}
@@ -607,8 +941,7 @@ impl<D: Device> GpuTrainer<D> {
                             dx: inp.dptr,
                             ..upsample_dims(n, a, b, in_act)
                         };
-                        self.dev
-                            .launch_over(Kernel::UpsampleBackward, n * a.len(), &args)?;
+                        self.launch_over(Kernel::UpsampleBackward, n * a.len(), &args)?;
                     }
                 }
                 Op::Dropout { p: prob, layer } => {
@@ -619,8 +952,7 @@ impl<D: Device> GpuTrainer<D> {
                             dx: inp.dptr,
                             ..self.dropout_dims(n * a.len(), prob, layer, in_act)
                         };
-                        self.dev
-                            .launch_over(Kernel::DropoutBackward, n * a.len(), &args)?;
+                        self.launch_over(Kernel::DropoutBackward, n * a.len(), &args)?;
                     }
                 }
                 Op::Linear => {
@@ -638,7 +970,7 @@ impl<D: Device> GpuTrainer<D> {
                         db: ptr_at(g, st.b_off),
                         ..dims
                     };
-                    self.dev.launch_over(
+                    self.launch_over(
                         Kernel::LinearBackwardWeight,
                         b.len() * a.len() + b.len(),
                         &wargs,
@@ -651,8 +983,7 @@ impl<D: Device> GpuTrainer<D> {
                             dx: inp.dptr,
                             ..dims
                         };
-                        self.dev
-                            .launch_over(Kernel::LinearBackwardInput, n * a.len(), &iargs)?;
+                        self.launch_over(Kernel::LinearBackwardInput, n * a.len(), &iargs)?;
                     }
                 }
             }
@@ -683,7 +1014,7 @@ impl<D: Device> GpuTrainer<D> {
                     eps: k.eps,
                     weight_decay: k.weight_decay,
                 };
-                self.dev.launch_over(Kernel::AdamUpdate, len, &args)
+                self.launch_over(Kernel::AdamUpdate, len, &args)
             }
             OptimizerConfig::Sgd {
                 momentum,
@@ -704,25 +1035,52 @@ impl<D: Device> GpuTrainer<D> {
                     first: i32::from(self.step == 1),
                     pad_: 0,
                 };
-                self.dev.launch_over(Kernel::SgdUpdate, len, &args)
+                self.launch_over(Kernel::SgdUpdate, len, &args)
             }
         }
     }
 
     /// Puts `plan.data` on the device unless it is there already.
     fn ensure_set(&mut self, plan: &EpochPlan<'_>) -> Result<(), TrainerError> {
-        let key = (plan.data.images.as_ptr() as usize, plan.data.images.len());
+        let (images, labels) = (&plan.data.images, &plan.data.labels);
+        let key = (
+            images.len() + labels.len(),
+            digest(images) ^ digest(labels).rotate_left(32),
+        );
         if self.set.as_ref().is_some_and(|s| s.key == key) {
             return Ok(());
+        }
+        let released = self.set.as_ref().map_or(0, |s| s.key.0);
+        if let Some(free) = self.dev.free_memory()?
+            && key.0 > free.saturating_add(released)
+        {
+            return Err(self.device_err(format!(
+                "the training set needs {}, but the device has {} free",
+                mib(key.0),
+                mib(free)
+            )));
         }
         if let Some(old) = self.set.take() {
             self.dev.free(old.images)?;
             self.dev.free(old.labels)?;
         }
         let images = self.dev.alloc(plan.data.images.len())?;
-        self.dev.upload(images, &plan.data.images)?;
-        let labels = self.dev.alloc(plan.data.labels.len())?;
-        self.dev.upload(labels, &plan.data.labels)?;
+        let labels = match self.dev.alloc(plan.data.labels.len()) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = self.dev.free(images);
+                return Err(e);
+            }
+        };
+        let up = self
+            .dev
+            .upload(images, &plan.data.images)
+            .and_then(|()| self.dev.upload(labels, &plan.data.labels));
+        if let Err(e) = up {
+            let _ = self.dev.free(images);
+            let _ = self.dev.free(labels);
+            return Err(e);
+        }
         self.set = Some(DeviceSet {
             key,
             images,
@@ -795,7 +1153,7 @@ impl<D: Device> Trainer for GpuTrainer<D> {
         if n == 0 {
             return Ok(0.0);
         }
-        self.ensure_capacity(n)?;
+        self.ensure_capacity(n, true)?;
         self.ensure_losses(1)?;
         let input = self.sched.vals[0].ptr;
         self.dev.upload_slice(input, x)?;
@@ -819,11 +1177,26 @@ impl<D: Device> Trainer for GpuTrainer<D> {
         if n == 0 {
             return Ok(());
         }
-        self.ensure_capacity(n)?;
-        let input = self.sched.vals[0].ptr;
-        self.dev.upload_slice(input, x)?;
-        let last = self.forward_device(n, false)?;
-        self.dev.download_slice(logits, last)
+        // In chunks no larger than the buffers training made (inference
+        // needs no gradients): evaluating 10,000 images must not grow
+        // every buffer to 10,000 images.
+        let chunk = if self.cap > 0 {
+            self.cap
+        } else {
+            n.min(INFERENCE_CHUNK)
+        };
+        self.ensure_capacity(chunk, false)?;
+        let per = INPUT_SHAPE.len();
+        for (x, logits) in x
+            .chunks(chunk * per)
+            .zip(logits.chunks_mut(chunk * CLASSES))
+        {
+            let input = self.sched.vals[0].ptr;
+            self.dev.upload_slice(input, x)?;
+            let last = self.forward_device(logits.len() / CLASSES, false)?;
+            self.dev.download_slice(logits, last)?;
+        }
+        Ok(())
     }
 
     fn set_lr(&mut self, lr: f32) {
@@ -885,7 +1258,7 @@ impl<D: Device> Trainer for GpuTrainer<D> {
             return Ok(Vec::new());
         }
         self.ensure_set(plan)?;
-        self.ensure_capacity(plan.batch_size.min(plan.order.len()))?;
+        self.ensure_capacity(plan.batch_size.min(plan.order.len()), true)?;
         self.ensure_losses(steps)?;
         let len = plan.order.len();
         if len > self.order_cap {
@@ -924,8 +1297,7 @@ impl<D: Device> Trainer for GpuTrainer<D> {
                 mean: plan.norm.mean,
                 std: plan.norm.std,
             };
-            self.dev
-                .launch_over(Kernel::GatherBatch, n * INPUT_SHAPE.len(), &g)?;
+            self.launch_over(Kernel::GatherBatch, n * INPUT_SHAPE.len(), &g)?;
             self.lr = plan.lrs[b];
             self.train_device(n, b)?;
             progress();

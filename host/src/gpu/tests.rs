@@ -733,3 +733,377 @@ fn dropout_kernels_match_the_core_mask_bit_for_bit() {
         );
     }
 }
+
+/// The emulated device behind a bookkeeper: live bytes and their
+/// high-water mark, an allocation that fails on request, a free-memory
+/// figure, and a kernel whose launches fault the way a GPU reports it
+/// (at the next wait or copy, naming nothing).
+struct Probe {
+    inner: EmuDevice,
+    live: std::collections::HashMap<DevPtr, usize>,
+    bytes: usize,
+    peak: usize,
+    /// Allocations until the one that fails (1: the next).
+    fail_in: Option<usize>,
+    free: Option<usize>,
+    fault: Option<Kernel>,
+    pending: Option<String>,
+    launched: Vec<Kernel>,
+}
+
+impl Probe {
+    fn new() -> Probe {
+        Probe {
+            inner: EmuDevice::new(ThreadOrder::Shuffled(7)).unwrap(),
+            live: Default::default(),
+            bytes: 0,
+            peak: 0,
+            fail_in: None,
+            free: None,
+            fault: None,
+            pending: None,
+            launched: Vec::new(),
+        }
+    }
+
+    fn fault_err(&mut self) -> Result<(), TrainerError> {
+        match self.pending.take() {
+            Some(msg) => Err(TrainerError::Device {
+                device: "cuda-emu",
+                msg,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Device for Probe {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn alloc(&mut self, bytes: usize) -> Result<DevPtr, TrainerError> {
+        if let Some(k) = self.fail_in.as_mut() {
+            *k -= 1;
+            if *k == 0 {
+                self.fail_in = None;
+                return Err(TrainerError::Device {
+                    device: "cuda-emu",
+                    msg: format!("out of memory allocating {bytes} bytes"),
+                });
+            }
+        }
+        let p = self.inner.alloc(bytes)?;
+        self.live.insert(p, bytes);
+        self.bytes += bytes;
+        self.peak = self.peak.max(self.bytes);
+        Ok(p)
+    }
+    fn free(&mut self, ptr: DevPtr) -> Result<(), TrainerError> {
+        self.inner.free(ptr)?;
+        self.bytes -= self.live.remove(&ptr).unwrap_or(0);
+        Ok(())
+    }
+    fn upload(&mut self, dst: DevPtr, src: &[u8]) -> Result<(), TrainerError> {
+        self.inner.upload(dst, src)
+    }
+    fn download(&mut self, dst: &mut [u8], src: DevPtr) -> Result<(), TrainerError> {
+        self.fault_err()?;
+        self.inner.download(dst, src)
+    }
+    unsafe fn launch_raw(
+        &mut self,
+        kernel: Kernel,
+        grid: u32,
+        block: u32,
+        args: *const core::ffi::c_void,
+        args_size: usize,
+    ) -> Result<(), TrainerError> {
+        self.launched.push(kernel);
+        if self.fault == Some(kernel) {
+            self.pending = Some("an illegal memory access was encountered".into());
+            return Ok(());
+        }
+        // SAFETY: the caller's contract, passed on.
+        unsafe { self.inner.launch_raw(kernel, grid, block, args, args_size) }
+    }
+    fn sync(&mut self) -> Result<(), TrainerError> {
+        self.fault_err()
+    }
+    fn free_memory(&mut self) -> Result<Option<usize>, TrainerError> {
+        Ok(self.free)
+    }
+}
+
+fn probed(cfg: &TrainerConfig, seed: u64) -> GpuTrainer<Probe> {
+    GpuTrainer::new(Probe::new(), cfg, &init_params(cfg.arch, seed)).unwrap()
+}
+
+fn fresh_state() -> OptimizerState {
+    OptimizerState {
+        step: 0,
+        m: Vec::new(),
+        v: Vec::new(),
+    }
+}
+
+/// Evaluation runs in chunks of the training batch, on the buffers
+/// training made (the device's high-water mark does not move), with the
+/// logits of one unchunked pass; before any training, inference
+/// allocates no gradient buffers.
+#[test]
+fn evaluation_runs_in_chunks_of_the_training_batch() {
+    let cfg = config(ModelKind::LeNet5Max, Activation::Relu, adam());
+    let (x, _) = batch(50, 8);
+    let mut whole = probed(&cfg, 3);
+    let mut want = vec![0.0f32; 500];
+    whole.forward(&x, &mut want).unwrap();
+    assert!(
+        whole.sched.vals.iter().all(|v| v.dptr == 0),
+        "inference allocated gradient buffers"
+    );
+
+    let mut chunked = probed(&cfg, 3);
+    let (xb, lb) = batch(8, 1);
+    chunked.train_batch(&xb, &lb).unwrap();
+    chunked
+        .load(&init_params(cfg.arch, 3), &fresh_state())
+        .unwrap();
+    let trained_peak = chunked.dev.peak;
+    let mut got = vec![0.0f32; 500];
+    chunked.forward(&x, &mut got).unwrap();
+    assert_eq!(
+        got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+    assert!(
+        chunked.dev.peak <= trained_peak,
+        "evaluation peaked at {} bytes, training at {trained_peak}",
+        chunked.dev.peak
+    );
+}
+
+/// A network whose sizes overflow the kernels' `int` is refused before
+/// anything is allocated, naming the layer: VGG-11 with 100,000 hidden
+/// units has a 25,088 x 100,000 weight matrix.
+#[test]
+fn sizes_beyond_the_kernels_indexing_are_errors() {
+    let arch = Arch::Vgg(VggConfig {
+        hidden: 100_000,
+        ..VggConfig::NOTES
+    });
+    let e = schedule_params(arch).unwrap_err().to_string();
+    assert!(e.contains("layer ") && e.contains("32-bit"), "{e}");
+    let cfg = arch_config(arch, Activation::Relu, adam());
+    let e = GpuTrainer::new(Probe::new(), &cfg, &[]).err().unwrap();
+    assert!(e.to_string().contains("Linear"), "{e}");
+    let fits = Arch::Vgg(VggConfig {
+        hidden: 4096,
+        ..VggConfig::NOTES
+    });
+    assert_eq!(schedule_params(fits).unwrap(), fits.num_params());
+}
+
+/// A data set with new contents at the address and length of the
+/// resident one is uploaded anew: its epoch equals that of a trainer
+/// that saw the same two data sets in separate allocations.
+#[test]
+fn a_new_data_set_at_the_same_address_is_uploaded() {
+    let n = 16;
+    let mut px = vec![0.0f32; n * 784];
+    random_data(&mut px, 30);
+    let mut data = Dataset {
+        images: px.iter().map(|v| ((v + 1.0) * 127.5) as u8).collect(),
+        labels: (0..n).map(|i| (i % 10) as u8).collect(),
+    };
+    let first = Dataset {
+        images: data.images.clone(),
+        labels: data.labels.clone(),
+    };
+    let epoch = |t: &mut GpuTrainer<Probe>, d: &Dataset| {
+        let plan = EpochPlan {
+            data: d,
+            norm: Normalization::STANDARD,
+            order: (0..n as u32).collect(),
+            aug: None,
+            batch_size: 8,
+            lrs: vec![1e-3; 2],
+        };
+        let losses = t.train_epoch(&plan, &mut || {}).unwrap();
+        losses.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    };
+    let cfg = config(ModelKind::LeNet5, Activation::Relu, adam());
+    let mut reused = probed(&cfg, 4);
+    epoch(&mut reused, &data);
+    let addr = data.images.as_ptr();
+    for v in &mut data.images {
+        *v = 255 - *v;
+    }
+    data.labels.rotate_left(3);
+    assert_eq!(data.images.as_ptr(), addr);
+    let got = epoch(&mut reused, &data);
+
+    let mut twin = probed(&cfg, 4);
+    epoch(&mut twin, &first);
+    let second = Dataset {
+        images: data.images.clone(),
+        labels: data.labels.clone(),
+    };
+    assert_eq!(got, epoch(&mut twin, &second));
+}
+
+/// A failed allocation at any point of growing the buffers leaves no
+/// freed buffer in use: every buffer the trainer holds is live, or it
+/// holds none and its capacity is 0; the next step then runs as if the
+/// failure had not happened.
+#[test]
+fn a_failed_allocation_leaves_no_freed_buffer_behind() {
+    let cfg = config(ModelKind::LeNet5Max, Activation::Relu, adam());
+    let (small, small_l) = batch(4, 1);
+    let (big, big_l) = batch(8, 2);
+    let mut reference = probed(&cfg, 5);
+    reference.train_batch(&small, &small_l).unwrap();
+    let want = reference.train_batch(&big, &big_l).unwrap();
+    for k in 1.. {
+        let mut t = probed(&cfg, 5);
+        t.train_batch(&small, &small_l).unwrap();
+        t.dev.fail_in = Some(k);
+        let r = t.train_batch(&big, &big_l);
+        if t.dev.fail_in.is_some() {
+            // Growing took fewer than k allocations: every point is tested.
+            assert!(k > 3, "only {k} allocations");
+            r.unwrap();
+            break;
+        }
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("out of memory"), "{e}");
+        let held: Vec<DevPtr> = t
+            .sched
+            .vals
+            .iter()
+            .flat_map(|v| [v.ptr, v.dptr, v.arg])
+            .chain([t.labels])
+            .filter(|&p| p != 0)
+            .collect();
+        assert!(
+            held.iter().all(|p| t.dev.live.contains_key(p)),
+            "allocation {k} failed: the trainer holds freed buffers"
+        );
+        assert!(
+            held.is_empty() == (t.cap == 0),
+            "allocation {k} failed: capacity {} with {} buffers",
+            t.cap,
+            held.len()
+        );
+        let got = t.train_batch(&big, &big_l).unwrap();
+        assert_eq!(got.to_bits(), want.to_bits(), "after failure {k}");
+    }
+}
+
+/// With the debug switch a faulting kernel is named, with its grid, block
+/// and arguments, at its own launch; without it the fault surfaces at the
+/// next copy and names no kernel.
+#[test]
+fn the_sync_switch_names_the_failing_kernel() {
+    let cfg = config(ModelKind::LeNet5Max, Activation::Relu, adam());
+    let (x, labels) = batch(4, 1);
+    let mut t = probed(&cfg, 6);
+    t.set_sync_launches(false);
+    t.dev.fault = Some(Kernel::PoolForward);
+    let e = t.train_batch(&x, &labels).unwrap_err().to_string();
+    assert!(e.contains("illegal memory access"), "{e}");
+    assert!(!e.contains("pool_forward"), "{e}");
+
+    let mut t = probed(&cfg, 6);
+    t.set_sync_launches(true);
+    t.dev.fault = Some(Kernel::PoolForward);
+    let e = t.train_batch(&x, &labels).unwrap_err().to_string();
+    // The first pooling: 4 images of 6x12x12 outputs, one thread each.
+    let grid = (4 * 6 * 12 * 12usize).div_ceil(256);
+    assert!(
+        e.contains(&format!(
+            "kernel pool_forward (grid {grid}, block 256) failed: an illegal memory access"
+        )),
+        "{e}"
+    );
+    assert!(
+        e.contains("arguments PoolArgs {") && e.contains("oh: 12"),
+        "{e}"
+    );
+    assert_eq!(t.dev.launched.len(), 2, "stopped at the failing launch");
+}
+
+/// With less free device memory than a batch needs, training is refused
+/// before anything is allocated, with the need, the free memory and a
+/// batch size that fits, and that batch then trains.
+#[test]
+fn training_is_refused_beyond_the_free_device_memory() {
+    let cfg = config(ModelKind::LeNet5, Activation::Relu, adam());
+    let mut t = probed(&cfg, 7);
+    let need = t.buffer_bytes(64, true);
+    let per_image = t.buffer_bytes(1, true);
+    t.dev.free = Some(need / 2);
+    let before = t.dev.bytes;
+    let (x, labels) = batch(64, 3);
+    let e = t.train_batch(&x, &labels).unwrap_err().to_string();
+    let fits = need / 2 / per_image;
+    assert!(
+        e.contains(&format!("a batch of 64 images needs {}", mib(need)))
+            && e.contains(&format!("a batch of {fits} fits")),
+        "{e}"
+    );
+    assert_eq!(t.dev.bytes, before, "allocated before refusing");
+    let (x, labels) = batch(fits, 3);
+    t.train_batch(&x, &labels).unwrap();
+}
+
+/// The profiling table of one training step: every kernel launched
+/// appears with its launches, the launches add up to the step's, and the
+/// kernels' times to no more than the step.
+#[test]
+fn a_profiled_step_accounts_for_every_launch() {
+    let lenet: Arch = ModelKind::LeNet5.into();
+    for arch in [lenet, small_archs()[2]] {
+        let cfg = arch_config(arch, Activation::Relu, adam());
+        let mut t = probed(&cfg, 8);
+        let n = 3;
+        let data = Dataset {
+            images: (0..n * 784).map(|i| (i * 31 % 256) as u8).collect(),
+            labels: (0..n).map(|i| i as u8).collect(),
+        };
+        let plan = EpochPlan {
+            data: &data,
+            norm: Normalization::STANDARD,
+            order: (0..n as u32).collect(),
+            aug: None,
+            batch_size: n,
+            lrs: vec![1e-3],
+        };
+        t.dev.launched.clear();
+        let p = t.profile_step(&plan).unwrap();
+        assert_eq!(p.launches, t.launches_per_step(), "{arch}");
+        assert_eq!(t.dev.launched.len(), p.launches, "{arch}");
+        for k in &t.dev.launched {
+            let row = p.kernels.iter().find(|r| r.kernel == *k);
+            let count = t.dev.launched.iter().filter(|l| *l == k).count();
+            assert_eq!(row.map(|r| r.launches), Some(count), "{arch} {}", k.name());
+        }
+        assert_eq!(
+            p.kernels.iter().map(|k| k.launches).sum::<usize>(),
+            p.launches
+        );
+        let busy: f64 = p.kernels.iter().map(|k| k.ms).sum();
+        assert!(p.kernels.iter().all(|k| k.ms >= 0.0));
+        assert!(busy > 0.0 && busy <= p.step_ms * (1.0 + 1e-9), "{p:?}");
+        let table = p.to_string();
+        assert_eq!(table.lines().count(), p.kernels.len() + 2, "{table}");
+        assert!(table.contains("gather_batch") && table.contains("adam_update"));
+        let e = t.profile_step(&EpochPlan {
+            batch_size: 1,
+            ..plan
+        });
+        assert!(e.unwrap_err().to_string().contains("one step"));
+    }
+}
