@@ -16,8 +16,8 @@ extern "C" __global__ void conv2d_forward(const ConvArgs a) {
     int n = i / (a.ow * a.oh * a.c_out);
     float acc = 0.0f;
     for (int ci = 0; ci < a.c_in; ci++) {
-        const float* xp = a.x + ((size_t)n * a.c_in + ci) * a.h * a.w_in;
-        const float* wp = a.w + ((size_t)co * a.c_in + ci) * a.k * a.k;
+        gptr<const float> xp = a.x + ((size_t)n * a.c_in + ci) * a.h * a.w_in;
+        gptr<const float> wp = a.w + ((size_t)co * a.c_in + ci) * a.k * a.k;
         for (int u = 0; u < a.k; u++) {
             int iy = oy * a.s + u - a.p;
             if (iy < 0 || iy >= a.h) {
@@ -50,8 +50,8 @@ extern "C" __global__ void conv2d_backward_input(const ConvArgs a) {
     int n = i / (a.w_in * a.h * a.c_in);
     float acc = 0.0f;
     for (int co = 0; co < a.c_out; co++) {
-        const float* dyp = a.dy + ((size_t)n * a.c_out + co) * a.oh * a.ow;
-        const float* wp = a.w + ((size_t)co * a.c_in + ci) * a.k * a.k;
+        gptr<const float> dyp = a.dy + ((size_t)n * a.c_out + co) * a.oh * a.ow;
+        gptr<const float> wp = a.w + ((size_t)co * a.c_in + ci) * a.k * a.k;
         for (int u = 0; u < a.k; u++) {
             int t = iy + a.p - u;
             if (t < 0 || (a.s != 1 && t % a.s != 0)) {
@@ -88,8 +88,9 @@ extern "C" __global__ void conv2d_backward_input(const ConvArgs a) {
 // db[co] = sum_{n,oy,ox} dy[n][co][oy][ox]
 // Writes dw and db (does not accumulate).
 extern "C" __global__ void conv2d_backward_weight(const ConvArgs a) {
-    __shared__ float s[REDUCE_THREADS];
-    __shared__ float sk[CONV_KMAX][REDUCE_THREADS];
+    __shared__ shared_array<float, REDUCE_THREADS> s;
+    // (tap v, thread t) at v * REDUCE_THREADS + t
+    __shared__ shared_array<float, CONV_KMAX * REDUCE_THREADS> sk;
     int rows = a.c_out * a.c_in * a.k;
     int b = (int)blockIdx.x;
     int plane = a.oh * a.ow;
@@ -111,7 +112,7 @@ extern "C" __global__ void conv2d_backward_weight(const ConvArgs a) {
             int iy = oy * a.s + u - a.p;
             if (iy >= 0 && iy < a.h) {
                 float g = a.dy[(((size_t)n * a.c_out + co) * a.oh + oy) * a.ow + ox];
-                const float* xr = a.x + (((size_t)n * a.c_in + ci) * a.h + iy) * a.w_in;
+                gptr<const float> xr = a.x + (((size_t)n * a.c_in + ci) * a.h + iy) * a.w_in;
                 int ix0 = ox * a.s - a.p;
                 for (int v = 0; v < CONV_KMAX; v++) {
                     int ix = ix0 + v;
@@ -133,7 +134,7 @@ extern "C" __global__ void conv2d_backward_weight(const ConvArgs a) {
         // block_sum's tree, for the K taps at once.
         for (int v = 0; v < CONV_KMAX; v++) {
             if (v < a.k) {
-                sk[v][t] = acc[v];
+                sk[v * REDUCE_THREADS + t] = acc[v];
             }
         }
         __syncthreads();
@@ -141,14 +142,14 @@ extern "C" __global__ void conv2d_backward_weight(const ConvArgs a) {
             if (t < half) {
                 for (int v = 0; v < CONV_KMAX; v++) {
                     if (v < a.k) {
-                        sk[v][t] += sk[v][t + half];
+                        sk[v * REDUCE_THREADS + t] += sk[v * REDUCE_THREADS + t + half];
                     }
                 }
             }
             __syncthreads();
         }
         if (t < a.k) {
-            a.dw[(size_t)b * a.k + t] = sk[t][0];
+            a.dw[(size_t)b * a.k + t] = sk[t * REDUCE_THREADS];
         }
     } else {
         int co = b - rows;

@@ -13,7 +13,22 @@
 // execution model (grid, blocks, threads, __shared__, __syncthreads).
 #pragma once
 
-#ifndef __CUDACC__
+#ifdef __CUDACC__
+// A pointer to global memory (checked on the emulated device).
+template <class T>
+using gptr = T*;
+
+// N elements of block-shared memory, declared `__shared__` (checked on the
+// emulated device: bounds, reads of unwritten elements, races).
+template <class T, int N>
+struct shared_array {
+    T v[N];
+    template <class I>
+    __device__ __forceinline__ T& operator[](I i) {
+        return v[i];
+    }
+};
+#else
 #include "emu/cuda_emu.h"
 #endif
 
@@ -66,7 +81,7 @@ __device__ __forceinline__ float act_grad(int act, float y) {
 
 // Sum of s[0..REDUCE_THREADS) into s[0], a fixed tree (so the result does
 // not depend on thread timing). Every thread of the block must call it.
-__device__ __forceinline__ void block_sum(float* s) {
+__device__ __forceinline__ void block_sum(shared_array<float, REDUCE_THREADS>& s) {
     unsigned t = threadIdx.x;
     __syncthreads();
     for (unsigned half = REDUCE_THREADS / 2; half > 0; half >>= 1) {
@@ -80,93 +95,93 @@ __device__ __forceinline__ void block_sum(float* s) {
 // gather_batch: builds a normalized, augmented mini-batch from the training
 // set kept on the device.
 struct GatherArgs {
-    const unsigned char* images;  // (N_SET, 28, 28) raw pixels
-    const unsigned char* labels;  // (N_SET)
-    const unsigned int* order;    // (N_EPOCH) image index of each position
-    const signed char* aug;       // (N_EPOCH, 3) flip, dy, dx; null: none
-    float* x;                     // (N, 1, 28, 28) out
-    int* y;                       // (N) out: labels
-    int first;                    // position in `order` of the batch's first image
-    int n;                        // N
-    float mean;                   // normalization: (p / 255 - mean) / std
+    gptr<const unsigned char> images;  // (N_SET, 28, 28) raw pixels
+    gptr<const unsigned char> labels;  // (N_SET)
+    gptr<const unsigned int> order;    // (N_EPOCH) image index of each position
+    gptr<const signed char> aug;       // (N_EPOCH, 3) flip, dy, dx; null: none
+    gptr<float> x;                     // (N, 1, 28, 28) out
+    gptr<int> y;                       // (N) out: labels
+    int first;                         // position in `order` of the batch's first image
+    int n;                             // N
+    float mean;                        // normalization: (p / 255 - mean) / std
     float std;
 };
 
 // conv2d_forward, conv2d_backward_input, conv2d_backward_weight.
 struct ConvArgs {
-    const float* x;   // (N, C_IN, H, W) input
-    const float* w;   // (C_OUT, C_IN, K, K)
-    const float* b;   // (C_OUT)
-    float* y;         // (N, C_OUT, OH, OW) output
-    const float* dy;  // (N, C_OUT, OH, OW) dL/d(pre-activation output)
-    float* dx;        // (N, C_IN, H, W)
-    float* dw;        // (C_OUT, C_IN, K, K)
-    float* db;        // (C_OUT)
+    gptr<const float> x;   // (N, C_IN, H, W) input
+    gptr<const float> w;   // (C_OUT, C_IN, K, K)
+    gptr<const float> b;   // (C_OUT)
+    gptr<float> y;         // (N, C_OUT, OH, OW) output
+    gptr<const float> dy;  // (N, C_OUT, OH, OW) dL/d(pre-activation output)
+    gptr<float> dx;        // (N, C_IN, H, W)
+    gptr<float> dw;        // (C_OUT, C_IN, K, K)
+    gptr<float> db;        // (C_OUT)
     int n, c_in, h, w_in, c_out, oh, ow, k, s, p;
-    int act;          // forward: activation applied to the output;
-                      // backward input: activation whose output x holds
+    int act;               // forward: activation applied to the output;
+                           // backward input: activation whose output x holds
     int pad_;
 };
 
 // pool_forward, pool_backward (no padding, floor mode).
 struct PoolArgs {
-    const float* x;  // (N, C, H, W)
-    float* y;        // (N, C, OH, OW)
-    int* arg;        // (N, C, OH, OW) max pooling: index iy * W + ix of the max
-    const float* dy; // (N, C, OH, OW)
-    float* dx;       // (N, C, H, W)
+    gptr<const float> x;   // (N, C, H, W)
+    gptr<float> y;         // (N, C, OH, OW)
+    gptr<int> arg;         // (N, C, OH, OW) max pooling: index iy * W + ix of the max
+    gptr<const float> dy;  // (N, C, OH, OW)
+    gptr<float> dx;        // (N, C, H, W)
     int n, c, h, w_in, oh, ow, k, s;
-    int max;         // 1: max pooling, 0: average
-    int act;         // backward: activation whose output x holds
+    int max;               // 1: max pooling, 0: average
+    int act;               // backward: activation whose output x holds
 };
 
 // activation_forward: y = act(y) in place.
 struct ActArgs {
-    float* y;
+    gptr<float> y;
     int len;
     int act;
 };
 
 // linear_forward, linear_backward_input, linear_backward_weight.
 struct LinearArgs {
-    const float* x;   // (N, F_IN)
-    const float* w;   // (F_OUT, F_IN)
-    const float* b;   // (F_OUT)
-    float* y;         // (N, F_OUT)
-    const float* dy;  // (N, F_OUT) dL/d(pre-activation output)
-    float* dx;        // (N, F_IN)
-    float* dw;        // (F_OUT, F_IN)
-    float* db;        // (F_OUT)
+    gptr<const float> x;   // (N, F_IN)
+    gptr<const float> w;   // (F_OUT, F_IN)
+    gptr<const float> b;   // (F_OUT)
+    gptr<float> y;         // (N, F_OUT)
+    gptr<const float> dy;  // (N, F_OUT) dL/d(pre-activation output)
+    gptr<float> dx;        // (N, F_IN)
+    gptr<float> dw;        // (F_OUT, F_IN)
+    gptr<float> db;        // (F_OUT)
     int n, f_in, f_out;
-    int act;          // as in ConvArgs
+    int act;               // as in ConvArgs
 };
 
 // softmax_cross_entropy: loss and dL/dlogits of a batch.
 struct LossArgs {
-    const float* logits;  // (N, CLASSES)
-    const int* labels;    // (N)
-    float* dlogits;       // (N, CLASSES) out
-    float* losses;        // out: losses[slot] = mean loss of the batch
+    gptr<const float> logits;  // (N, CLASSES)
+    gptr<const int> labels;    // (N)
+    gptr<float> dlogits;       // (N, CLASSES) out
+    gptr<float> losses;        // out: losses[slot] = mean loss of the batch
     int n, classes, slot;
-    float scale;          // dL/dlogits scale, 1 / N for the batch mean
+    float scale;               // dL/dlogits scale, 1 / N for the batch mean
 };
 
 // adam_update: one Adam step; the scalars come from lenet-core's
 // Adam::scalars.
 struct AdamArgs {
-    float* p;
-    const float* g;
-    float* m;
-    float* v;
+    gptr<float> p;
+    gptr<const float> g;
+    gptr<float> m;
+    gptr<float> v;
     int len;
     float step_size, bc2_sqrt, w1, w2, beta2, eps, weight_decay;
 };
 
 // sgd_update: one SGD step (momentum buffer `buf`).
 struct SgdArgs {
-    float* p;
-    const float* g;
-    float* buf;
+    gptr<float> p;
+    gptr<const float> g;
+    gptr<float> buf;
     int len;
     float lr, momentum, weight_decay;
     int first;  // 1 on the first step
@@ -175,22 +190,22 @@ struct SgdArgs {
 
 // upsample_forward, upsample_backward: bilinear, align_corners=False.
 struct UpsampleArgs {
-    const float* x;   // (N, C, H, W)
-    float* y;         // (N, C, OH, OW)
-    const float* dy;  // (N, C, OH, OW)
-    float* dx;        // (N, C, H, W)
+    gptr<const float> x;   // (N, C, H, W)
+    gptr<float> y;         // (N, C, OH, OW)
+    gptr<const float> dy;  // (N, C, OH, OW)
+    gptr<float> dx;        // (N, C, H, W)
     int n, c, h, w_in, oh, ow;
-    int act;          // backward: activation whose output x holds
+    int act;               // backward: activation whose output x holds
     int pad_;
 };
 
 // dropout_forward, dropout_backward: the noise of lenet-core's
 // dropout::mask(seed, step, layer, index, p).
 struct DropoutArgs {
-    const float* x;   // (N, F) the layer's input
-    float* y;         // (N, F) forward output
-    const float* dy;  // (N, F)
-    float* dx;        // (N, F)
+    gptr<const float> x;      // (N, F) the layer's input
+    gptr<float> y;            // (N, F) forward output
+    gptr<const float> dy;     // (N, F)
+    gptr<float> dx;           // (N, F)
     unsigned long long seed;  // TrainerConfig::dropout_seed
     unsigned long long step;  // optimizer steps taken before this one
     unsigned int layer;       // index of the Dropout in the layer list

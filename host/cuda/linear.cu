@@ -12,8 +12,8 @@ extern "C" __global__ void linear_forward(const LinearArgs a) {
     }
     int o = t % a.f_out;
     int n = t / a.f_out;
-    const float* xp = a.x + (size_t)n * a.f_in;
-    const float* wp = a.w + (size_t)o * a.f_in;
+    gptr<const float> xp = a.x + (size_t)n * a.f_in;
+    gptr<const float> wp = a.w + (size_t)o * a.f_in;
     float acc = 0.0f;
     for (int i = 0; i < a.f_in; i++) {
         acc += wp[i] * xp[i];
@@ -30,7 +30,7 @@ extern "C" __global__ void linear_backward_input(const LinearArgs a) {
     }
     int i = t % a.f_in;
     int n = t / a.f_in;
-    const float* dyp = a.dy + (size_t)n * a.f_out;
+    gptr<const float> dyp = a.dy + (size_t)n * a.f_out;
     float acc = 0.0f;
     for (int o = 0; o < a.f_out; o++) {
         acc += a.w[(size_t)o * a.f_in + i] * dyp[o];

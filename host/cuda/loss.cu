@@ -7,11 +7,11 @@
 // dlogits[n][j] = scale * (exp(z_j - m) / sum - [j == label])
 // losses[slot] = (sum_n loss_n) / N, the per-thread sums added by block_sum.
 extern "C" __global__ void softmax_cross_entropy(const LossArgs a) {
-    __shared__ float s[REDUCE_THREADS];
+    __shared__ shared_array<float, REDUCE_THREADS> s;
     float total = 0.0f;
     for (int n = (int)threadIdx.x; n < a.n; n += REDUCE_THREADS) {
-        const float* z = a.logits + (size_t)n * a.classes;
-        float* d = a.dlogits + (size_t)n * a.classes;
+        gptr<const float> z = a.logits + (size_t)n * a.classes;
+        gptr<float> d = a.dlogits + (size_t)n * a.classes;
         int label = a.labels[n];
         float m = z[0];
         for (int j = 1; j < a.classes; j++) {

@@ -14,7 +14,7 @@ extern "C" __global__ void pool_forward(const PoolArgs a) {
     int ox = i % a.ow;
     int oy = (i / a.ow) % a.oh;
     int nc = i / (a.ow * a.oh);
-    const float* xp = a.x + (size_t)nc * a.h * a.w_in;
+    gptr<const float> xp = a.x + (size_t)nc * a.h * a.w_in;
     if (a.max) {
         int best = (oy * a.s) * a.w_in + ox * a.s;
         float m = xp[best];
@@ -52,8 +52,8 @@ extern "C" __global__ void pool_backward(const PoolArgs a) {
     int ix = i % a.w_in;
     int iy = (i / a.w_in) % a.h;
     int nc = i / (a.w_in * a.h);
-    const float* dyp = a.dy + (size_t)nc * a.oh * a.ow;
-    const int* argp = a.arg + (size_t)nc * a.oh * a.ow;
+    gptr<const float> dyp = a.dy + (size_t)nc * a.oh * a.ow;
+    gptr<const int> argp = a.arg + (size_t)nc * a.oh * a.ow;
     int oy0 = iy >= a.k ? (iy - a.k) / a.s + 1 : 0;
     int ox0 = ix >= a.k ? (ix - a.k) / a.s + 1 : 0;
     int oy1 = iy / a.s < a.oh - 1 ? iy / a.s : a.oh - 1;

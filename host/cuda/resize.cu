@@ -51,7 +51,7 @@ extern "C" __global__ void upsample_forward(const UpsampleArgs a) {
     int ox = i % a.ow;
     int oy = (i / a.ow) % a.oh;
     int nc = i / (a.ow * a.oh);
-    const float* xp = a.x + (size_t)nc * a.h * a.w_in;
+    gptr<const float> xp = a.x + (size_t)nc * a.h * a.w_in;
     int y0, y1, x0, x1;
     float wy0, wy1, wx0, wx1;
     resize_taps(a.h, a.oh, oy, &y0, &y1, &wy0, &wy1);
@@ -76,7 +76,7 @@ extern "C" __global__ void upsample_backward(const UpsampleArgs a) {
     int ix = i % a.w_in;
     int iy = (i / a.w_in) % a.h;
     int nc = i / (a.w_in * a.h);
-    const float* dyp = a.dy + (size_t)nc * a.oh * a.ow;
+    gptr<const float> dyp = a.dy + (size_t)nc * a.oh * a.ow;
     int oy_lo = resize_first_out(a.h, a.oh, iy - 1);
     int oy_hi = resize_first_out(a.h, a.oh, iy + 1);
     int ox_lo = resize_first_out(a.w_in, a.ow, ix - 1);

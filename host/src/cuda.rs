@@ -264,13 +264,20 @@ impl Device for CudaDevice {
     fn alloc(&mut self, bytes: usize) -> Result<DevPtr, TrainerError> {
         self.bind()?;
         let bytes = bytes.max(1);
-        // SAFETY: the context is current; the memory is zeroed before use.
+        // SAFETY: the context is current; the memory is written (by a copy,
+        // `zero` or a kernel) before it is read.
         let p = unsafe { result::malloc_sync(bytes) }
             .map_err(|e| err(&format!("allocating {bytes} bytes"), e))?;
-        // SAFETY: `p` holds `bytes` bytes.
-        unsafe { result::memset_d8_sync(p, 0, bytes) }.map_err(|e| err("zeroing memory", e))?;
         self.allocs.insert(p);
         Ok(p)
+    }
+
+    fn zero(&mut self, dst: DevPtr, bytes: usize) -> Result<(), TrainerError> {
+        self.bind()?;
+        // SAFETY: `dst` is device memory of at least `bytes` bytes (the
+        // trainer sizes every buffer before it writes to it).
+        unsafe { result::memset_d8_sync(dst, 0, bytes) }
+            .map_err(|e| err(&format!("zeroing {bytes} bytes"), e))
     }
 
     fn free(&mut self, ptr: DevPtr) -> Result<(), TrainerError> {

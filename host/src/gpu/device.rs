@@ -115,9 +115,13 @@ pub trait Device: Send {
     fn kind(&self) -> &'static str;
     /// The device, for messages (`"NVIDIA H100 80GB HBM3"`).
     fn describe(&self) -> String;
-    /// `bytes` of zeroed device memory, freed when the device is dropped
-    /// or by [`free`](Device::free).
+    /// `bytes` of device memory, uninitialized (as `cuMemAlloc` gives it:
+    /// the emulated device fills it with a poison pattern and reports a
+    /// read of a byte nothing wrote), freed when the device is dropped or
+    /// by [`free`](Device::free).
     fn alloc(&mut self, bytes: usize) -> Result<DevPtr, TrainerError>;
+    /// Sets `bytes` bytes from `dst` to zero.
+    fn zero(&mut self, dst: DevPtr, bytes: usize) -> Result<(), TrainerError>;
     /// Frees what [`alloc`](Device::alloc) returned.
     fn free(&mut self, ptr: DevPtr) -> Result<(), TrainerError>;
     /// Copies `src` to device address `dst`.
@@ -215,6 +219,16 @@ pub trait DeviceExt: Device {
             msg: format!("{}: {items} threads exceed one grid", kernel.name()),
         })?;
         self.launch(kernel, grid, args)
+    }
+
+    /// `bytes` of device memory set to zero.
+    fn alloc_zeroed(&mut self, bytes: usize) -> Result<DevPtr, TrainerError> {
+        let p = self.alloc(bytes)?;
+        if let Err(e) = self.zero(p, bytes) {
+            let _ = self.free(p);
+            return Err(e);
+        }
+        Ok(p)
     }
 
     /// Uploads a slice of plain numbers.

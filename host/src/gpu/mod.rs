@@ -492,8 +492,10 @@ impl<D: Device> GpuTrainer<D> {
         }
         let params = dev.alloc(n * 4)?;
         let grads = dev.alloc(n * 4)?;
-        let m = dev.alloc(n * 4)?;
-        let v = dev.alloc(n * 4)?;
+        // The optimizer's moments start at zero (Adam reads both; SGD's
+        // momentum buffer is written on its first step).
+        let m = dev.alloc_zeroed(n * 4)?;
+        let v = dev.alloc_zeroed(n * 4)?;
         dev.upload_slice(params, init)?;
         Ok(GpuTrainer {
             dev,

@@ -235,19 +235,153 @@ fn thread_order_does_not_change_a_bit() {
     }
 }
 
-/// The emulator finds what the order test is for: a block sum without its
-/// barrier gives different results in different thread orders, the same
-/// sum with the barrier does not.
+/// The emulator's checks, on its own test kernels: the block sum with its
+/// barrier passes in every order; each planted bug is reported, naming
+/// its check, the kernel, the block and the thread.
 #[test]
-fn emulator_exposes_a_missing_barrier() {
-    let asc = super::emu::selftest(ThreadOrder::Ascending).unwrap();
-    let desc = super::emu::selftest(ThreadOrder::Descending).unwrap();
-    let shuf = super::emu::selftest(ThreadOrder::Shuffled(1)).unwrap();
-    for (with_barrier, _) in [asc, desc, shuf] {
-        assert_eq!(with_barrier, 2080.0);
+fn emulator_checks_report_each_class_of_bug() {
+    use super::emu::selftest;
+    let orders = [
+        ThreadOrder::Ascending,
+        ThreadOrder::Descending,
+        ThreadOrder::Shuffled(1),
+    ];
+    for order in orders {
+        let sums = selftest(order, "selftest_sum", 3, 3).unwrap();
+        assert_eq!(sums, [2080.0; 3], "{order:?}");
+        let chain = selftest(ThreadOrder::Ascending, "selftest_block_chain", 5, 5).unwrap();
+        assert_eq!(chain, [1.0, 2.0, 3.0, 4.0, 5.0]);
     }
-    assert_eq!(desc.1, 2080.0, "thread 0 last: the race is hidden");
-    assert_ne!(asc.1, desc.1, "thread 0 first: it reads unwritten values");
+    let fails = |order, name, blocks, n| match selftest(order, name, blocks, n) {
+        Ok(v) => panic!("{name} in {order:?}: no error reported, out {v:?}"),
+        Err(e) => e.to_string(),
+    };
+    // A missing barrier: in ascending order thread 0 reads before the
+    // others wrote; in descending order after, in the same phase.
+    let e = fails(ThreadOrder::Ascending, "selftest_racy_sum", 1, 1);
+    assert!(
+        e.contains("initcheck: shared element 1 of 64 read before")
+            && e.contains("selftest_racy_sum block (0,0,0) thread (0,0,0)"),
+        "{e}"
+    );
+    let e = fails(ThreadOrder::Descending, "selftest_racy_sum", 1, 1);
+    assert!(
+        e.contains("racecheck: shared element 0 of 64 written by thread 63")
+            || e.contains(
+                "racecheck: shared element 1 of 64 written by thread 1 and read by thread 0"
+            ),
+        "{e}"
+    );
+    // Equal values written by every thread: still a race.
+    let e = fails(ThreadOrder::Ascending, "selftest_equal_race", 1, 1);
+    assert!(
+        e.contains(
+            "racecheck: shared element 0 of 1 written by threads 0 and 1 between two barriers"
+        ) && e.contains("(and 62 more errors in this launch)"),
+        "{e}"
+    );
+    // A block reading what an earlier block left in shared memory.
+    let e = fails(ThreadOrder::Ascending, "selftest_stale_shared", 2, 128);
+    assert!(
+        e.contains("selftest_stale_shared block (1,0,0)")
+            && e.contains("initcheck: shared element")
+            && e.contains("read before any thread of this block wrote it"),
+        "{e}"
+    );
+    // One thread past the end of its output (the guard zone).
+    let e = fails(ThreadOrder::Shuffled(2), "selftest_past_end", 2, 100);
+    assert!(
+        e.contains("selftest_past_end block (1,0,0) thread (36,0,0)")
+            && e.contains("memcheck: write of 4 bytes")
+            && e.contains("0 bytes past the end of allocation #2 (400 bytes)"),
+        "{e}"
+    );
+    // A dependence between blocks shows in any order but ascending.
+    for order in [ThreadOrder::Descending, ThreadOrder::Shuffled(5)] {
+        let e = fails(order, "selftest_block_chain", 5, 5);
+        assert!(
+            e.contains("initcheck: read of 4 bytes at offset")
+                && e.contains("allocation #2 (20 bytes)"),
+            "{order:?}: {e}"
+        );
+    }
+}
+
+/// Bugs planted in the real kernels (`host/build.rs`), run through the
+/// same op checks `host check` makes, are each reported: a pooling thread
+/// past the end of its output (memcheck), the height read as the width
+/// (a non-square golden record), and the convolution's weight gradient
+/// without the barrier before its reduction (racecheck, or initcheck when
+/// the reading thread runs first).
+#[test]
+fn planted_bugs_in_the_kernels_are_reported() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/ops.bin");
+    let g = crate::golden::Golden::read(&path).unwrap();
+    let failures = |kernel: Kernel, bug: &str, order: ThreadOrder| {
+        let mut dev = EmuDevice::new(order).unwrap();
+        dev.plant(kernel, bug).unwrap();
+        let mut failed = Vec::new();
+        super::ops::check(&mut dev, &g, &mut |p, r| {
+            if let Err(e) = r {
+                failed.push(format!("{p}: {e}"));
+            }
+        });
+        failed
+    };
+    // The real kernels pass (the same check, unplanted).
+    let mut dev = EmuDevice::new(ThreadOrder::Shuffled(9)).unwrap();
+    super::ops::check(&mut dev, &g, &mut |p, r| assert!(r.is_ok(), "{p}: {r:?}"));
+
+    let f = failures(Kernel::PoolForward, "past_end", ThreadOrder::Ascending);
+    assert!(
+        f.iter().any(|e| e.starts_with("max_pool2d/w2_s2: ")
+            && e.contains("planted_past_end__pool_forward block")),
+        "{f:#?}"
+    );
+    assert!(
+        f.iter()
+            .all(|e| e.contains("memcheck: ") && e.contains("past the end of allocation #")),
+        "{f:#?}"
+    );
+
+    let f = failures(Kernel::PoolForward, "h_as_w", ThreadOrder::Ascending);
+    assert!(
+        f.iter()
+            .any(|e| e.starts_with("max_pool2d/w3_s2_overlap: ") && e.contains("/y")),
+        "{f:#?}"
+    );
+    assert!(
+        f.iter()
+            .any(|e| e.starts_with("avg_pool2d/w3_s2_overlap: ")),
+        "{f:#?}"
+    );
+    assert!(
+        !f.iter().any(|e| e.contains("lenet_p")),
+        "square inputs hide it: {f:#?}"
+    );
+
+    let f = failures(
+        Kernel::Conv2dBackwardWeight,
+        "no_barrier",
+        ThreadOrder::Descending,
+    );
+    assert!(!f.is_empty(), "no_barrier not reported");
+    assert!(
+        f.iter().all(
+            |e| e.contains("planted_no_barrier__conv2d_backward_weight block")
+                && e.contains("racecheck: shared element")
+        ),
+        "{f:#?}"
+    );
+    let f = failures(
+        Kernel::Conv2dBackwardWeight,
+        "no_barrier",
+        ThreadOrder::Ascending,
+    );
+    assert!(
+        !f.is_empty() && f.iter().all(|e| e.contains("initcheck: shared element")),
+        "{f:#?}"
+    );
 }
 
 /// The device's input pipeline (gather, augment, normalize from the
@@ -809,6 +943,9 @@ impl Device for Probe {
     fn upload(&mut self, dst: DevPtr, src: &[u8]) -> Result<(), TrainerError> {
         self.inner.upload(dst, src)
     }
+    fn zero(&mut self, dst: DevPtr, bytes: usize) -> Result<(), TrainerError> {
+        self.inner.zero(dst, bytes)
+    }
     fn download(&mut self, dst: &mut [u8], src: DevPtr) -> Result<(), TrainerError> {
         self.fault_err()?;
         self.inner.download(dst, src)
@@ -824,6 +961,10 @@ impl Device for Probe {
         self.launched.push(kernel);
         if self.fault == Some(kernel) {
             self.pending = Some("an illegal memory access was encountered".into());
+            return Ok(());
+        }
+        if self.pending.is_some() {
+            // A faulted context runs nothing more (the error is sticky).
             return Ok(());
         }
         // SAFETY: the caller's contract, passed on.
