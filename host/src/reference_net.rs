@@ -16,7 +16,7 @@
 use lenet_core::activation::Activation;
 use lenet_core::dropout;
 use lenet_core::loss::{cross_entropy, cross_entropy_backward};
-use lenet_core::model::{Arch, CLASSES, INPUT_SHAPE, Layer, Shape3};
+use lenet_core::model::{Arch, CLASSES, Layer, Plan, Shape3};
 use lenet_core::resize;
 use rayon::prelude::*;
 
@@ -73,13 +73,12 @@ impl NetReference {
     /// threads cannot be started.
     pub fn new(cfg: &TrainerConfig, params: &[f32]) -> Result<NetReference, TrainerError> {
         let arch = cfg.arch;
-        arch.check()
-            .map_err(|e| TrainerError::State(format!("{arch}: {e}")))?;
-        let layers: Vec<Layer> = arch.layers().iter().copied().collect();
-        let mut shapes = vec![INPUT_SHAPE];
+        let plan = Plan::new(arch).map_err(|e| TrainerError::State(format!("{arch}: {e}")))?;
+        let mut layers = Vec::new();
+        let mut shapes = vec![plan.input()];
         let mut offsets = Vec::new();
-        let mut off = 0;
-        for l in &layers {
+        for p in plan.layers() {
+            let l = p.layer;
             if !matches!(
                 l,
                 Layer::Conv2d { .. }
@@ -95,14 +94,12 @@ impl NetReference {
                     "{arch}: layer {l:?} is not supported by the reference trainer"
                 )));
             }
-            let s = *shapes.last().unwrap_or(&INPUT_SHAPE);
-            shapes.push(
-                l.output_shape(s)
-                    .map_err(|e| TrainerError::State(e.to_string()))?,
-            );
-            offsets.push(off);
-            off += l.num_params();
+            layers.push(l);
+            shapes.push(p.output);
+            // (read only for layers with parameters)
+            offsets.push(p.params.as_ref().map_or(0, |r| r.weight.start));
         }
+        let off = plan.num_params();
         check_state(off, params, &OptimizerState::default())?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(cfg.threads)

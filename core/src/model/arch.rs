@@ -260,28 +260,7 @@ impl Arch {
     /// The first layer that does not fit (a too small input, too many
     /// blocks for the input side, zero hidden units, ...).
     pub fn check(self) -> Result<(), ShapeError> {
-        if let Arch::Vgg(VggConfig { blocks, .. }) = self
-            && !(1..=5).contains(&blocks)
-        {
-            return Err(ShapeError {
-                input: INPUT_SHAPE,
-                layer: Layer::Flatten,
-            });
-        }
-        let mut s = INPUT_SHAPE;
-        for l in self.layers() {
-            s = l.output_shape(s)?;
-            if s.is_empty() {
-                return Err(ShapeError { input: s, layer: l });
-            }
-        }
-        if s.len() != CLASSES {
-            return Err(ShapeError {
-                input: s,
-                layer: Layer::Flatten,
-            });
-        }
-        Ok(())
+        super::Plan::new(self).map(|_| ())
     }
 
     /// Shape after each layer, from the 28x28 input.

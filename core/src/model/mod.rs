@@ -64,9 +64,11 @@ mod arch;
 mod layers;
 mod lenet5;
 mod lenet5_max;
+mod plan;
 
 pub use arch::{AlexNetConfig, Arch, Layers, MAX_LAYERS, VggConfig};
 pub use layers::{INPUT_SHAPE, Layer, Shape3, ShapeError};
+pub use plan::{ParamRange, Plan, PlannedLayer, Tensor, TensorKind, TensorName};
 
 pub use lenet5::{LeNet5, LeNet5Activations, LeNet5Params};
 pub use lenet5_max::{

@@ -30,7 +30,7 @@
 use lenet_core::activation::Activation;
 use lenet_core::dropout;
 use lenet_core::loss::{cross_entropy, cross_entropy_backward};
-use lenet_core::model::{Arch, CLASSES, INPUT_SHAPE, Layer, Shape3};
+use lenet_core::model::{Arch, CLASSES, Layer, Plan as NetPlan, Shape3};
 use lenet_core::resize;
 
 use super::reduce_and_update;
@@ -120,19 +120,14 @@ struct Plan {
 
 impl Plan {
     fn new(arch: Arch) -> Result<Plan, TrainerError> {
-        arch.check()
-            .map_err(|e| TrainerError::State(format!("{arch}: {e}")))?;
+        let net = NetPlan::new(arch).map_err(|e| TrainerError::State(format!("{arch}: {e}")))?;
         let mut steps = Vec::new();
         let mut buf_lens = Vec::new();
-        let mut s = INPUT_SHAPE;
-        let mut off = 0;
-        let (mut max_len, mut max_col) = (s.len(), 0);
-        let mut first_param = None;
+        let (mut max_len, mut max_col) = (net.input().len(), 0);
         let mut buf = 0;
-        for (i, l) in arch.layers().iter().enumerate() {
-            let out = l
-                .output_shape(s)
-                .map_err(|e| TrainerError::State(format!("{arch}: {e}")))?;
+        for pl in net.layers() {
+            let (l, s, out) = (&pl.layer, pl.input, pl.output);
+            let w = pl.params.as_ref().map_or(0, |p| p.weight.start);
             let mut group = 0;
             let op = match *l {
                 Layer::Conv2d {
@@ -149,10 +144,10 @@ impl Plan {
                         k: kernel,
                         pad: padding,
                         stride,
-                        w: off,
+                        w,
                     }
                 }
-                Layer::Linear { .. } => Op::Linear { w: off },
+                Layer::Linear { .. } => Op::Linear { w },
                 Layer::MaxPool2d { kernel, stride } => Op::MaxPool { k: kernel, stride },
                 Layer::AvgPool2d { kernel, stride } => Op::AvgPool { k: kernel, stride },
                 Layer::Act => Op::Act,
@@ -165,10 +160,6 @@ impl Plan {
                     )));
                 }
             };
-            if l.num_params() > 0 && first_param.is_none() {
-                first_param = Some(i);
-            }
-            off += l.num_params();
             // An activation overwrites its input unless that is the network
             // input or another activation's output (whose backward reads it).
             let in_place = matches!(op, Op::Act)
@@ -182,7 +173,7 @@ impl Plan {
             max_len = max_len.max(out.len());
             steps.push(Step {
                 op,
-                index: i as u32,
+                index: pl.index as u32,
                 input: s,
                 output: out,
                 buf,
@@ -190,7 +181,6 @@ impl Plan {
                 group,
                 pool: None,
             });
-            s = out;
         }
         let mut max_tmp = 0;
         for j in 1..steps.len() {
@@ -205,10 +195,10 @@ impl Plan {
             max_tmp,
             steps,
             buf_lens,
-            first_param: first_param.unwrap_or(0),
+            first_param: net.first_param_layer().unwrap_or(0),
             max_len,
             max_col,
-            num_params: off,
+            num_params: net.num_params(),
         })
     }
 }

@@ -43,7 +43,7 @@ mod tests;
 
 use lenet_core::activation::Activation;
 use lenet_core::dropout;
-use lenet_core::model::{Arch, INPUT_SHAPE, Layer, Shape3};
+use lenet_core::model::{Arch, INPUT_SHAPE, Layer, Plan, Shape3};
 
 use crate::trainer::{
     EpochPlan, OptimizerConfig, OptimizerState, Trainer, TrainerConfig, TrainerError, check_state,
@@ -149,21 +149,25 @@ struct Schedule {
 }
 
 impl Schedule {
-    /// Builds the schedule of `layers` on 28x28 inputs.
-    fn new(layers: &[Layer], act: i32) -> Result<Schedule, TrainerError> {
+    /// Builds the schedule of `arch` from its plan.
+    fn new(arch: Arch, act: i32) -> Result<Schedule, TrainerError> {
         let bad = |m: String| TrainerError::State(m);
+        let plan = Plan::new(arch).map_err(|e| bad(format!("{arch}: {e}")))?;
+        let layers = plan.layers();
         let mut vals = vec![Val {
-            per_image: INPUT_SHAPE.len(),
+            per_image: plan.input().len(),
             ..Val::default()
         }];
         let mut stages = Vec::new();
-        let mut shape = INPUT_SHAPE;
         let mut cur = 0;
-        let mut off = 0;
         let mut i = 0;
         while i < layers.len() {
-            let layer = layers[i];
-            let out_shape = layer.output_shape(shape).map_err(|e| bad(e.to_string()))?;
+            let pl = &layers[i];
+            let (layer, shape, out_shape) = (pl.layer, pl.input, pl.output);
+            let (w_off, b_off) = pl
+                .params
+                .as_ref()
+                .map_or((0, 0), |p| (p.weight.start, p.bias.start));
             let op = match layer {
                 Layer::Conv2d { kernel, .. } if kernel > CONV_KMAX => {
                     return Err(bad(format!(
@@ -219,19 +223,19 @@ impl Schedule {
                 _ => return Err(bad(format!("layer {i}: {layer:?} has no CUDA kernel"))),
             };
             if let Some(op) = op {
-                check_sizes(i, layer, shape, out_shape, off)?;
+                check_sizes(i, layer, shape, out_shape, w_off)?;
                 // An activation right after a convolution or linear layer is
                 // fused into its forward kernel.
                 let fuse = matches!(op, Op::Conv { .. } | Op::Linear)
-                    && layers.get(i + 1) == Some(&Layer::Act);
+                    && layers.get(i + 1).map(|l| l.layer) == Some(Layer::Act);
                 vals.push(Val {
                     per_image: out_shape.len(),
                     holds_act: fuse,
-                    needs_grad: vals[cur].needs_grad || layer.num_params() > 0,
+                    // The layer after this one needs its input's gradient.
+                    needs_grad: pl.needs_input_grad || pl.params.is_some(),
                     has_arg: matches!(op, Op::Pool { max: true, .. }),
                     ..Val::default()
                 });
-                let n_w = layer.param_shapes().map_or(0, |(w, _)| w.iter().product());
                 stages.push(Stage {
                     op,
                     input: cur,
@@ -239,28 +243,23 @@ impl Schedule {
                     in_shape: shape,
                     out_shape,
                     act: if fuse { act } else { 0 },
-                    w_off: off,
-                    b_off: off + n_w,
+                    w_off,
+                    b_off,
                 });
-                off += layer.num_params();
                 cur = vals.len() - 1;
                 if fuse {
                     i += 1;
                 }
             }
-            shape = out_shape;
             i += 1;
         }
-        if shape.len() != CLASSES || cur == 0 {
-            return Err(bad(format!(
-                "the network ends with {} values, not {CLASSES} logits",
-                shape.len()
-            )));
+        if cur == 0 {
+            return Err(bad(format!("{arch}: no layer computes the logits")));
         }
         Ok(Schedule {
             stages,
             vals,
-            params: off,
+            params: plan.num_params(),
         })
     }
 
@@ -482,7 +481,7 @@ impl<D: Device> GpuTrainer<D> {
     /// A network the kernels cannot run, a wrong parameter count, or a
     /// device failure.
     pub fn new(mut dev: D, config: &TrainerConfig, init: &[f32]) -> Result<Self, TrainerError> {
-        let sched = Schedule::new(&config.arch.layers(), act_code(config.act))?;
+        let sched = Schedule::new(config.arch, act_code(config.act))?;
         let n = sched.params;
         if init.len() != n {
             return Err(TrainerError::State(format!(
@@ -1316,7 +1315,7 @@ impl<D: Device> Trainer for GpuTrainer<D> {
 /// # Errors
 /// A network the kernels cannot run.
 pub fn schedule_params(arch: Arch) -> Result<usize, TrainerError> {
-    Ok(Schedule::new(&arch.layers(), 1)?.params)
+    Ok(Schedule::new(arch, 1)?.params)
 }
 
 /// Kernel launches of one training step of the network (what
@@ -1325,5 +1324,5 @@ pub fn schedule_params(arch: Arch) -> Result<usize, TrainerError> {
 /// # Errors
 /// A network the kernels cannot run.
 pub fn schedule_launches(arch: Arch) -> Result<usize, TrainerError> {
-    Ok(Schedule::new(&arch.layers(), 1)?.launches_per_step())
+    Ok(Schedule::new(arch, 1)?.launches_per_step())
 }
