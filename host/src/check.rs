@@ -18,7 +18,7 @@ use crate::backend::{Device, make_trainer};
 use crate::golden::{Golden, Worst, compare, compare_record};
 use crate::trainer::{OptimizerConfig, OptimizerState, Trainer, TrainerConfig};
 use lenet_core::activation::Activation;
-use lenet_core::model::{AlexNetConfig, Arch, ModelKind, PARAM_NAMES, VggConfig};
+use lenet_core::model::{AlexNetConfig, Arch, ModelKind, PARAM_NAMES, Plan, VggConfig};
 use std::path::Path;
 use std::time::Instant;
 
@@ -321,14 +321,13 @@ pub fn golden_arch(g: &Golden, net: &str) -> Result<Arch, String> {
 /// order: `"{index}.weight"` and `"{index}.bias"` of the layers that have
 /// parameters.
 pub fn param_tensors(arch: Arch) -> Vec<(String, usize)> {
-    let mut out = Vec::new();
-    for (i, l) in arch.layers().iter().enumerate() {
-        if let Some((w, b)) = l.param_shapes() {
-            out.push((format!("{i}.weight"), w.iter().product()));
-            out.push((format!("{i}.bias"), b));
-        }
-    }
-    out
+    Plan::new(arch)
+        .map(|p| {
+            p.tensors()
+                .map(|t| (t.name.to_string(), t.range.len()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `(n, s)`: tensors of more than `n` values are stored every `s`-th value.

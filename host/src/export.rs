@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use lenet_core::activation::Activation;
-use lenet_core::model::{Arch, Layer, ModelKind};
+use lenet_core::model::{Arch, Layer, ModelKind, Plan};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::data::Normalization;
@@ -47,19 +47,15 @@ pub enum ExportError {
 /// weight and bias of each layer with parameters, named by its index in the
 /// `nn.Sequential` (linear weights are `[out, in]`).
 pub fn state_dict_layout(arch: impl Into<Arch>) -> Vec<(String, Vec<usize>)> {
-    let mut out = Vec::new();
-    for (i, l) in arch.into().layers().iter().enumerate() {
-        if let Some((w, b)) = l.param_shapes() {
-            let shape = if matches!(l, Layer::Linear { .. }) {
-                vec![w[0], w[1]]
-            } else {
-                w.to_vec()
-            };
-            out.push((format!("{i}.weight"), shape));
-            out.push((format!("{i}.bias"), vec![b]));
-        }
-    }
-    out
+    // (An arch that cannot be planned has no tensors; every arch read from
+    // a file or the command line is checked before it gets here.)
+    Plan::new(arch.into())
+        .map(|p| {
+            p.tensors()
+                .map(|t| (t.name.to_string(), t.shape[..t.dims].to_vec()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Largest safetensors file read by [`import_safetensors`]: 1 GiB, which

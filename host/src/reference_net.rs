@@ -500,26 +500,8 @@ impl Trainer for NetReference {
     fn load(&mut self, params: &[f32], state: &OptimizerState) -> Result<(), TrainerError> {
         check_state(self.params.len(), params, state)?;
         self.params.copy_from_slice(params);
-        self.step = state.step;
-        let n = params.len();
-        match self.optimizer {
-            OptimizerConfig::Adam { .. } => {
-                self.m = if state.m.len() == n {
-                    state.m.clone()
-                } else {
-                    vec![0.0; n]
-                };
-                self.v = if state.v.len() == n {
-                    state.v.clone()
-                } else {
-                    vec![0.0; n]
-                };
-            }
-            OptimizerConfig::Sgd { .. } => {
-                self.m = state.m.clone();
-                self.v = Vec::new();
-            }
-        }
+        let s = state.fitted(self.optimizer, params.len());
+        (self.step, self.m, self.v) = (s.step, s.m, s.v);
         Ok(())
     }
 }

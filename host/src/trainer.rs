@@ -102,6 +102,33 @@ pub struct OptimizerState {
     pub v: Vec<f32>,
 }
 
+impl OptimizerState {
+    /// What a trainer of `n` parameters with `optimizer` keeps after
+    /// loading this state (checked by [`check_state`] first): the step;
+    /// for Adam both moments, zeros where this state has none (a fresh
+    /// optimizer); for SGD the momentum buffer, or none before the first
+    /// step, and no second moment.
+    pub fn fitted(&self, optimizer: OptimizerConfig, n: usize) -> OptimizerState {
+        let fit = |s: &[f32]| {
+            if s.len() == n {
+                s.to_vec()
+            } else {
+                vec![0.0; n]
+            }
+        };
+        let (m, v) = match optimizer {
+            OptimizerConfig::Adam { .. } => (fit(&self.m), fit(&self.v)),
+            OptimizerConfig::Sgd { .. } if self.m.len() == n => (self.m.clone(), Vec::new()),
+            OptimizerConfig::Sgd { .. } => (Vec::new(), Vec::new()),
+        };
+        OptimizerState {
+            step: self.step,
+            m,
+            v,
+        }
+    }
+}
+
 /// A back end's failure: a device error (out of memory, launch failure,
 /// driver too old), or a request the back end cannot take.
 #[derive(Debug, thiserror::Error)]

@@ -439,29 +439,8 @@ impl Trainer for CpuTrainer {
         check_state(self.params.len(), params, state)?;
         self.params.copy_from_slice(params);
         self.prep_stale = true;
-        self.step = state.step;
-        let n = params.len();
-        let fit = |s: &[f32]| {
-            if s.len() == n {
-                s.to_vec()
-            } else {
-                vec![0.0; n]
-            }
-        };
-        match self.config.optimizer {
-            OptimizerConfig::Adam { .. } => {
-                self.m = fit(&state.m);
-                self.v = fit(&state.v);
-            }
-            OptimizerConfig::Sgd { .. } => {
-                self.m = if state.m.len() == n {
-                    state.m.clone()
-                } else {
-                    Vec::new()
-                };
-                self.v = Vec::new();
-            }
-        }
+        let s = state.fitted(self.config.optimizer, params.len());
+        (self.step, self.m, self.v) = (s.step, s.m, s.v);
         Ok(())
     }
 }
