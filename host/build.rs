@@ -85,6 +85,8 @@ fn main() {
             // The same rounding as the PTX, which is built with --fmad=false:
             // no contraction of a * b + c into a fused multiply-add.
             .flag("-ffp-contract=off")
+            // `#pragma unroll` is for the GPU's compiler.
+            .flag("-Wno-unknown-pragmas")
             .opt_level(2)
             .warnings(true)
             .extra_warnings(true)

@@ -4,7 +4,11 @@
 #     host/cuda/*.cu (scripts/cuda_ptx.py);
 #  2. every kernel assembles with ptxas for sm_70, sm_80 and sm_90 without
 #     a warning, and a table of registers, spills and shared memory per
-#     kernel is printed.
+#     kernel is printed;
+#  3. the static model of their speed (scripts/sass_model.py): the
+#     instruction mix of every kernel's hottest loop in the SASS for sm_90,
+#     read with nvdisasm; the register-tiled GEMM kernels must keep a fused
+#     multiply-add share of at least 60 %.
 # NVRTC and ptxas come from NVIDIA's PyPI wheels (no GPU, no toolkit),
 # pinned to CUDA 12.0 so that the PTX (ISA 8.0) loads on drivers from
 # R525 on. They are cached in $LENET_CUDA_TOOLS (default ~/.cache/lenet).
@@ -12,7 +16,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CUDA_WHEELS=12.0.140
+NVDISASM_WHEEL=13.5.37
 tools="${LENET_CUDA_TOOLS:-$HOME/.cache/lenet}/cuda-$CUDA_WHEELS"
+distools="${LENET_CUDA_TOOLS:-$HOME/.cache/lenet}/nvdisasm-$NVDISASM_WHEEL"
+nvdisasm="$distools/nvidia/cu13/bin/nvdisasm"
 nvrtc="$tools/nvidia/cuda_nvrtc/lib/libnvrtc.so.12"
 ptxas="$tools/nvidia/cuda_nvcc/bin/ptxas"
 if [ ! -x "$ptxas" ] || [ ! -f "$nvrtc" ]; then
@@ -24,6 +31,12 @@ if [ ! -x "$ptxas" ] || [ ! -f "$nvrtc" ]; then
     }
     python3 -m pip install -q --disable-pip-version-check --no-deps --target "$tools" \
         "nvidia-cuda-nvrtc-cu12==$CUDA_WHEELS" "nvidia-cuda-nvcc-cu12==$CUDA_WHEELS"
+fi
+
+if [ ! -x "$nvdisasm" ]; then
+    echo "cuda-check: installing nvdisasm $NVDISASM_WHEEL (PyPI wheel) into $distools"
+    python3 -m pip install -q --disable-pip-version-check --no-deps --target "$distools" \
+        "nvidia-cuda-nvdisasm==$NVDISASM_WHEEL"
 fi
 
 fresh=$(mktemp -d)
@@ -71,3 +84,7 @@ print(f"\nptxas: {len(rows)} kernels x {len(archs)} architectures, no warnings, 
 if spills:
     sys.exit("ptxas: spills")
 PY
+
+python3 scripts/sass_model.py "$ptxas" "$nvdisasm" --arch sm_90 \
+    --min-share linear_forward=0.6 --min-share linear_backward_input=0.6 \
+    --min-share linear_backward_weight=0.6

@@ -21,7 +21,7 @@ using gptr = T*;
 // N elements of block-shared memory, declared `__shared__` (checked on the
 // emulated device: bounds, reads of unwritten elements, races).
 template <class T, int N>
-struct shared_array {
+struct alignas(16) shared_array {
     T v[N];
     template <class I>
     __device__ __forceinline__ T& operator[](I i) {

@@ -280,6 +280,22 @@ impl Schedule {
     }
 }
 
+/// Output tile of the register-tiled GEMM kernels (`gemm.cuh`'s
+/// `GEMM_BM` x `GEMM_BN`).
+pub const GEMM_TILE: usize = 64;
+
+/// Blocks of a linear layer's kernel for a batch of `n` (see `linear.cu`):
+/// the output tiles of its product, and for the weight gradient one more
+/// block per [`BLOCK`] biases.
+pub fn linear_grid(kernel: Kernel, n: usize, f_in: usize, f_out: usize) -> usize {
+    let tiles = |rows: usize, cols: usize| rows.div_ceil(GEMM_TILE) * cols.div_ceil(GEMM_TILE);
+    match kernel {
+        Kernel::LinearForward => tiles(n, f_out),
+        Kernel::LinearBackwardInput => tiles(n, f_in),
+        _ => tiles(f_out, f_in) + f_out.div_ceil(BLOCK as usize),
+    }
+}
+
 /// Checks every size of layer `i` that reaches a kernel (its output per
 /// image, its parameters and those before them, a linear layer's weight
 /// gradient threads) against the kernels' indexing; the batch multiplies
@@ -664,9 +680,20 @@ impl<D: Device> GpuTrainer<D> {
         items: usize,
         args: &A,
     ) -> Result<(), TrainerError> {
-        let grid = u32::try_from(items.div_ceil(BLOCK as usize).max(1)).map_err(|_| {
+        self.launch_blocks(kernel, items.div_ceil(BLOCK as usize), args)
+    }
+
+    /// Launches `kernel` on `blocks` blocks (at least one); see
+    /// [`GpuTrainer::launch`].
+    fn launch_blocks<A: KernelArgs>(
+        &mut self,
+        kernel: Kernel,
+        blocks: usize,
+        args: &A,
+    ) -> Result<(), TrainerError> {
+        let grid = u32::try_from(blocks.max(1)).map_err(|_| {
             self.device_err(format!(
-                "{}: {items} threads exceed one grid",
+                "{}: {blocks} blocks exceed one grid",
                 kernel.name()
             ))
         })?;
@@ -829,7 +856,8 @@ impl<D: Device> GpuTrainer<D> {
                         act: st.act,
                         ..LinearArgs::default()
                     };
-                    self.launch_over(Kernel::LinearForward, n * b.len(), &args)?;
+                    let grid = linear_grid(Kernel::LinearForward, n, a.len(), b.len());
+                    self.launch_blocks(Kernel::LinearForward, grid, &args)?;
                 }
                 Op::Upsample => {
                     let args = UpsampleArgs {
@@ -971,11 +999,8 @@ impl<D: Device> GpuTrainer<D> {
                         db: ptr_at(g, st.b_off),
                         ..dims
                     };
-                    self.launch_over(
-                        Kernel::LinearBackwardWeight,
-                        b.len() * a.len() + b.len(),
-                        &wargs,
-                    )?;
+                    let grid = linear_grid(Kernel::LinearBackwardWeight, n, a.len(), b.len());
+                    self.launch_blocks(Kernel::LinearBackwardWeight, grid, &wargs)?;
                     if inp.needs_grad {
                         let iargs = LinearArgs {
                             x: inp.ptr,
@@ -984,7 +1009,8 @@ impl<D: Device> GpuTrainer<D> {
                             dx: inp.dptr,
                             ..dims
                         };
-                        self.launch_over(Kernel::LinearBackwardInput, n * a.len(), &iargs)?;
+                        let grid = linear_grid(Kernel::LinearBackwardInput, n, a.len(), b.len());
+                        self.launch_blocks(Kernel::LinearBackwardInput, grid, &iargs)?;
                     }
                 }
             }

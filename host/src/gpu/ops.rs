@@ -12,7 +12,7 @@
 
 use super::args::{ConvArgs, LinearArgs, PoolArgs, UpsampleArgs};
 use super::device::{DevPtr, Device, DeviceExt, Kernel};
-use super::{conv_dims, int, pool_dims, upsample_dims};
+use super::{conv_dims, int, linear_grid, pool_dims, upsample_dims};
 use crate::golden::{Golden, Worst, compare_record};
 use crate::trainer::TrainerError;
 use lenet_core::model::Shape3;
@@ -279,9 +279,20 @@ fn linear<D: Device>(dev: &mut D, g: &Golden, p: &str) -> OpResult {
         ..dims
     };
     m.run(|d| {
-        d.launch_over(Kernel::LinearForward, n * fo, &fwd)?;
-        d.launch_over(Kernel::LinearBackwardWeight, fo * fi + fo, &wgrad)?;
-        d.launch_over(Kernel::LinearBackwardInput, n * fi, &igrad)
+        for (k, args) in [
+            (Kernel::LinearForward, &fwd),
+            (Kernel::LinearBackwardWeight, &wgrad),
+            (Kernel::LinearBackwardInput, &igrad),
+        ] {
+            let kind = d.kind();
+            let grid =
+                u32::try_from(linear_grid(k, n, fi, fo)).map_err(|e| TrainerError::Device {
+                    device: kind,
+                    msg: e.to_string(),
+                })?;
+            d.launch(k, grid, args)?;
+        }
+        Ok(())
     })?;
     let (atol, rtol) = LINEAR_TOL;
     let mut worst = Worst::default();

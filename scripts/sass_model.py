@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""A static model of the CUDA kernels' speed, read from the SASS that ptxas
+makes of host/cuda/ptx for one GPU (default sm_90, the H100/H200).
+
+For every kernel it finds the loops (backward branches), takes the hottest
+(the one with the most multiply-adds; of equals, the shortest: an outer
+loop counts its inner loops' instructions once), and counts its
+instructions by class:
+
+  ffma   fused multiply-adds (FFMA), the useful work of a GEMM-like loop
+  fmul/fadd   separate multiplies and adds (a multiply-add without fusion
+         costs two of these)
+  ldg    global loads; lds  shared loads; sts  shared stores
+  other  integer index arithmetic, branches, predicates, moves, barriers
+
+and prints per kernel: registers, shared memory, the loop's size, the FMA
+share (multiply-adds, fused or not, per issued instruction: the fraction
+of the FP32 pipe's peak the loop can reach at best) and loads per
+multiply-add.
+
+    python3 scripts/sass_model.py PTXAS NVDISASM [--arch sm_90] [--min-share K=F ...]
+
+--min-share KERNEL=FRACTION makes the script exit 1 when that kernel's
+hot loop has a lower FMA share (a gate for the register-tiled kernels).
+"""
+import pathlib
+import re
+import subprocess
+import sys
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PTX = ROOT / "host" / "cuda" / "ptx"
+
+INSN = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)(.*?);")
+LABEL = re.compile(r"^\s*(\.L_x_\d+):")
+FUNC = re.compile(r"^\.text\.(\w+):")
+TARGET = re.compile(r"`\((\.L_x_\d+)\)")
+
+
+def classify(op):
+    base = op.split(".")[0]
+    if base in ("FFMA", "HFMA2", "DFMA"):
+        return "ffma"
+    if base == "FMUL":
+        return "fmul"
+    if base == "FADD":
+        return "fadd"
+    if base in ("LDG", "LD"):
+        return "ldg"
+    if base == "LDS":
+        return "lds"
+    if base == "STS":
+        return "sts"
+    if base in ("HMMA", "IMMA", "HGMMA", "WGMMA"):
+        return "mma"
+    return "other"
+
+
+def parse(sass):
+    """{kernel: [(addr, opcode, operands, label_or_None)]}"""
+    funcs, cur = {}, None
+    pending = []
+    for line in sass.splitlines():
+        m = FUNC.match(line.strip())
+        if m:
+            cur = m.group(1)
+            funcs[cur] = []
+            continue
+        if cur is None:
+            continue
+        m = LABEL.match(line)
+        if m:
+            pending.append(m.group(1))
+            continue
+        m = INSN.search(line)
+        if m:
+            funcs[cur].append((int(m.group(1), 16), m.group(3), m.group(4), pending))
+            pending = []
+    return funcs
+
+
+def loops(insns):
+    """Loops: (start index, end index) of each backward branch (the
+    one-instruction self-loop that pads a kernel's end is left out)."""
+    where = {}
+    for i, (_, _, _, labels) in enumerate(insns):
+        for lab in labels:
+            where[lab] = i
+    back = []
+    for i, (_, op, args, _) in enumerate(insns):
+        if op.startswith("BRA"):
+            t = TARGET.search(args)
+            if t and t.group(1) in where and where[t.group(1)] <= i:
+                back.append((where[t.group(1)], i))
+    return [(s, e) for (s, e) in back if e - s >= 2]
+
+
+def mix(insns, s, e):
+    counts = {k: 0 for k in ("ffma", "fmul", "fadd", "ldg", "lds", "sts", "mma", "other")}
+    for _, op, _, _ in insns[s:e + 1]:
+        counts[classify(op)] += 1
+    counts["total"] = e - s + 1
+    return counts
+
+
+def resources(ptxas, arch, ptx):
+    r = subprocess.run([ptxas, f"-arch={arch}", "-v", str(ptx), "-o", "/dev/null"],
+                       capture_output=True, text=True, check=True)
+    out, kernel, res = r.stdout + r.stderr, None, {}
+    for line in out.splitlines():
+        m = re.search(r"Compiling entry function '(\w+)'", line)
+        if m:
+            kernel = m.group(1)
+        m = re.search(r"Used (\d+) registers(?:, (\d+) bytes smem)?", line)
+        if m and kernel:
+            res[kernel] = (int(m.group(1)), int(m.group(2) or 0))
+    return res
+
+
+def main():
+    args = sys.argv[1:]
+    if len(args) < 2:
+        sys.exit(__doc__)
+    ptxas, nvdisasm = args[0], args[1]
+    arch, gates = "sm_90", {}
+    rest = args[2:]
+    while rest:
+        a = rest.pop(0)
+        if a == "--arch":
+            arch = rest.pop(0)
+        elif a == "--min-share":
+            k, f = rest.pop(0).split("=")
+            gates[k] = float(f)
+        else:
+            sys.exit(f"unknown argument {a}")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for ptx in sorted(PTX.glob("*.ptx")):
+            cubin = pathlib.Path(tmp) / (ptx.stem + ".cubin")
+            subprocess.run([ptxas, f"-arch={arch}", str(ptx), "-o", str(cubin)], check=True)
+            sass = subprocess.run([nvdisasm, "-c", str(cubin)], capture_output=True,
+                                  text=True, check=True).stdout
+            res = resources(ptxas, arch, ptx)
+            for kernel, insns in sorted(parse(sass).items()):
+                if kernel not in res:
+                    continue  # a device function's own section
+                best = None
+                for s, e in loops(insns):
+                    m = mix(insns, s, e)
+                    work = m["ffma"] + min(m["fmul"], m["fadd"]) + m["mma"]
+                    if best is None or work > best[0] or (work == best[0] and m["total"] < best[1]["total"]):
+                        best = (work, m)
+                rows.append((kernel, res[kernel], best))
+    print(f"\nSASS for {arch}: the hottest loop of every kernel\n")
+    print(f"{'kernel':26}{'regs':>5}{'smem':>7}{'loop':>6}{'ffma':>6}{'fmul':>6}{'fadd':>6}"
+          f"{'ldg':>5}{'lds':>5}{'FMA share':>11}{'loads/FMA':>11}")
+    failed = []
+    for kernel, (regs, smem), best in rows:
+        if best is None:
+            print(f"{kernel:26}{regs:>5}{smem:>7}{'(no loop)':>12}")
+            share = 0.0
+        else:
+            work, m = best
+            # A multiply-add without fusion is two instructions doing one.
+            share = work / m["total"] if m["total"] else 0.0
+            loads = (m["ldg"] + m["lds"]) / work if work else float("inf")
+            print(f"{kernel:26}{regs:>5}{smem:>7}{m['total']:>6}{m['ffma']:>6}{m['fmul']:>6}"
+                  f"{m['fadd']:>6}{m['ldg']:>5}{m['lds']:>5}{share:>10.0%}{loads:>11.2f}")
+        if kernel in gates and share < gates[kernel]:
+            failed.append(f"{kernel}: FMA share {share:.0%} under {gates[kernel]:.0%}")
+    missing = [k for k in gates if k not in {r[0] for r in rows}]
+    failed += [f"{k}: no such kernel" for k in missing]
+    if failed:
+        sys.exit("sass_model: " + "; ".join(failed))
+
+
+if __name__ == "__main__":
+    main()
