@@ -975,11 +975,28 @@ fn cmd_export(a: ExportArgs) -> Result<()> {
     }
     let out = a.out.unwrap_or_else(|| path.with_extension("safetensors"));
     export_safetensors(&out, &m)?;
-    println!("wrote {} ({} parameters)", out.display(), m.params.len());
+    let say = reporter(&out);
+    say(format!(
+        "wrote {} ({} parameters)",
+        out.display(),
+        m.params.len()
+    ));
     if a.print_pytorch {
-        print!("{}", pytorch_snippet(m.meta.arch, m.meta.act, m.meta.norm));
+        say(pytorch_snippet(m.meta.arch, m.meta.act, m.meta.norm)
+            .trim_end()
+            .to_string());
     }
     Ok(())
+}
+
+/// Prints report lines to stdout, or to stderr when `out` is stdout (where
+/// the file's bytes go).
+fn reporter(out: &Path) -> fn(String) {
+    if crate::fsutil::is_stdout(out) {
+        |l| eprintln!("{l}")
+    } else {
+        |l| println!("{l}")
+    }
 }
 
 fn export_int8(
@@ -1013,18 +1030,19 @@ fn export_int8(
     let q = quantize_model(m, calibration, train)?;
     let out = out.unwrap_or_else(|| path.with_extension("q8"));
     write_q8(&out, &q)?;
-    println!(
+    let say = reporter(&out);
+    say(format!(
         "wrote {} (int8, calibrated on {n} training images)",
         out.display()
-    );
+    ));
     let c = compare(&q, &m.params, &data.test.images, &data.test.labels)?;
-    println!(
+    say(format!(
         "test accuracy: float {:.2}%  int8 {:.2}%  (same prediction on {:.2}% of {} images)",
         100.0 * c.float.accuracy(),
         100.0 * c.int8.accuracy(),
         100.0 * c.agree as f64 / data.test.len().max(1) as f64,
         data.test.len()
-    );
+    ));
     Ok(())
 }
 
@@ -1042,7 +1060,7 @@ fn cmd_import(a: ImportArgs) -> Result<()> {
             "from the file's metadata".to_string()
         }
     };
-    println!(
+    reporter(&a.out)(format!(
         "wrote {} ({}, {} parameters; activation {} {}; input normalization {} {})",
         a.out.display(),
         m.meta.arch,
@@ -1051,7 +1069,7 @@ fn cmd_import(a: ImportArgs) -> Result<()> {
         from(a.act.is_some(), "--act"),
         m.meta.norm,
         from(a.normalize.is_some(), "--normalize"),
-    );
+    ));
     Ok(())
 }
 

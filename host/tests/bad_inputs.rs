@@ -306,7 +306,7 @@ fn every_bad_input_is_one_clear_line_and_leaves_nothing_behind() {
     add(
         "model /dev/zero",
         eval_with("/dev/zero"),
-        &["/dev/zero", "limit"],
+        &["/dev/zero", "bad magic"],
     );
     let m = file(root, "nan.lenet", &model_bytes(|m| m.params[5] = f32::NAN));
     add(
@@ -657,6 +657,47 @@ fn out_never_replaces_what_is_not_a_regular_file() {
         o.stdout.len(),
         exported.len()
     );
+    // /dev/stdout redirected to a regular file (`> f`, `>> f`): the file
+    // holds exactly what the shell asked for, the export and nothing else
+    // (the report goes to stderr), and /dev/stdout stays a symlink.
+    for (redirect, before) in [(">", &b"old contents"[..]), (">>", &b"kept "[..])] {
+        let f = root.join("redirected.safetensors");
+        std::fs::write(&f, before).unwrap();
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                r#""$0" export --model "$1" --out /dev/stdout {redirect} "$2""#
+            ))
+            .arg(env!("CARGO_BIN_EXE_host"))
+            .arg(&model)
+            .arg(&f)
+            .env("LENET_FONT", "none")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let mut want = if redirect == ">>" {
+            before.to_vec()
+        } else {
+            Vec::new()
+        };
+        want.extend_from_slice(&exported);
+        assert!(
+            std::fs::read(&f).unwrap() == want,
+            "{redirect}: the redirected file is not the export"
+        );
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("wrote /dev/stdout"),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            std::fs::symlink_metadata("/dev/stdout")
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        std::fs::remove_file(&f).unwrap();
+    }
     // A FIFO with no reader: an error at once, not a hang; the FIFO stays.
     let fifo = root.join("fifo");
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
