@@ -300,6 +300,13 @@ pub fn from_safetensors(
     };
     let st =
         SafeTensors::deserialize(bytes).map_err(|e| fmt(format!("not a safetensors file: {e}")))?;
+    // The library keeps the last of two tensors (or metadata keys) of one
+    // name; a file that names one twice is ambiguous, so it is refused.
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    if let Some(dup) = duplicate_key(&bytes[8..8 + header_len]) {
+        return Err(fmt(format!("{dup} appears twice in the header")));
+    }
+    let data_len = bytes.len() - 8 - header_len;
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| fmt(e.to_string()))?;
     let meta = header.metadata().clone().unwrap_or_default();
     let kind = match meta.get("lenet.model") {
@@ -388,8 +395,17 @@ pub fn from_safetensors(
             n
         }
     };
+    // The network named by the metadata must be the one the file holds,
+    // checked before its parameters are allocated.
+    let want = expected_params(kind);
+    if 4 * want as u64 != data_len as u64 {
+        return Err(fmt(format!(
+            "{kind} has {want} parameters ({} bytes), but the file holds {data_len} bytes of tensors",
+            4 * want as u64
+        )));
+    }
     let layout = state_dict_layout(kind);
-    let mut params = Vec::with_capacity(expected_params(kind));
+    let mut params = Vec::with_capacity(want);
     for (name, shape) in &layout {
         let name = name.as_str();
         let t = st
@@ -431,6 +447,50 @@ pub fn from_safetensors(
         params,
         checkpoint: None,
     })
+}
+
+/// The first key of the header's top-level object, or of its
+/// `__metadata__`, that appears twice (as `tensor \`NAME\`` or
+/// `metadata key \`NAME\``), if any; `None` too for a header that is not
+/// JSON (the library reports that).
+fn duplicate_key(header: &[u8]) -> Option<String> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Keys(bool);
+    impl<'de> Visitor<'de> for Keys {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            let mut dup = None;
+            while let Some(k) = map.next_key::<String>()? {
+                if self.0 && k == "__metadata__" {
+                    let inner = map.next_value_seed(KeysSeed)?;
+                    dup = dup.or(inner);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+                if !seen.insert(k.clone()) && dup.is_none() {
+                    dup = Some(if self.0 {
+                        format!("tensor `{k}`")
+                    } else {
+                        format!("metadata key `{k}`")
+                    });
+                }
+            }
+            Ok(dup)
+        }
+    }
+    struct KeysSeed;
+    impl<'de> serde::de::DeserializeSeed<'de> for KeysSeed {
+        type Value = Option<String>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(Keys(false))
+        }
+    }
+    let mut d = serde_json::Deserializer::from_slice(header);
+    d.deserialize_map(Keys(true)).ok().flatten()
 }
 
 /// Reads a safetensors file; see [`from_safetensors`].
@@ -699,6 +759,44 @@ mod tests {
             let e = from_safetensors(p, &b, None, None).unwrap_err().to_string();
             assert!(e.contains("x.safetensors") && e.contains("norm"), "{e}");
         }
+
+        // A tensor named twice (the library keeps one of them).
+        let n = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+        let h = std::str::from_utf8(&good[8..8 + n]).unwrap().trim_end();
+        let at = h.find("\"0.weight\"").unwrap();
+        let entry = &h[at..at + h[at..].find('}').unwrap() + 1];
+        let h2 = format!("{}{entry},{}", &h[..at], &h[at..]);
+        let mut dup = (h2.len() as u64).to_le_bytes().to_vec();
+        dup.extend_from_slice(h2.as_bytes());
+        dup.extend_from_slice(&good[8 + n..]);
+        assert!(
+            SafeTensors::deserialize(&dup).is_ok(),
+            "the library takes it"
+        );
+        let e = from_safetensors(p, &dup, None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("x.safetensors") && e.contains("tensor `0.weight` appears twice"),
+            "{e}"
+        );
+
+        // A small file whose metadata claims the notes' full VGG (128.8 M
+        // parameters): refused before 515 MB are allocated for it.
+        let data = vec![0u8; 16];
+        let v = TensorView::new(Dtype::F32, vec![4], &data).unwrap();
+        let meta = HashMap::from([
+            ("lenet.model".to_string(), "vgg".to_string()),
+            ("lenet.activation".to_string(), "relu".to_string()),
+        ]);
+        let b = safetensors::serialize([("1.weight", v)], Some(meta)).unwrap();
+        let e = from_safetensors(p, &b, None, Some(Normalization::UNIT))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("x.safetensors") && e.contains("but the file holds 16 bytes of tensors"),
+            "{e}"
+        );
 
         // NaN weight.
         m.params[3] = f32::NAN;
