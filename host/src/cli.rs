@@ -821,9 +821,33 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         bail!("--calibration must be at least 1 image");
     }
     let (path, m) = load_model(&a.model)?;
-    if a.int8 && a.q8.is_none() {
+    if a.int8 {
         quant_arch(&path, &m)?;
     }
+    // The .q8 trunk and the head are read and checked before the data.
+    let q8 = match &a.q8 {
+        Some(f) => {
+            let q = crate::int8::read_q8(f)?;
+            let want = quant_arch(&path, &m)?;
+            if q.arch() != want {
+                bail!(
+                    "{}: an int8 {:?} trunk, but --model {} holds {} ({} parameters); \
+                     give the .q8 exported from that model",
+                    f.display(),
+                    q.arch(),
+                    path.display(),
+                    m.meta.arch,
+                    m.params.len()
+                );
+            }
+            Some(q)
+        }
+        None => None,
+    };
+    let head = match (&a.q8, &a.head) {
+        (Some(f), Some(h)) => Some(read_head_file(q8.as_deref().expect("read above"), f, h)?),
+        _ => None,
+    };
     let data = load_data(&a.data)?;
     let all = if a.train_set { &data.train } else { &data.test };
     let limited;
@@ -855,11 +879,12 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     );
     print!("{}", r.render());
     if a.int8 {
-        let q = match &a.q8 {
-            Some(f) => crate::int8::read_q8(f)?,
+        let q = match q8 {
+            Some(q) => q,
             None => quantize_model(&m, a.calibration, &data.train)?,
         };
-        let c = crate::int8::compare(&q, &m.params, &ds.images, &ds.labels)?;
+        let c = crate::int8::compare(&q, &m.params, &ds.images, &ds.labels)
+            .with_context(|| path.display().to_string())?;
         println!(
             "int8 ({}): accuracy {:.2}%  (float {:.2}%, {:+.2} pp; same prediction on {:.2}%)",
             match &a.q8 {
@@ -874,26 +899,48 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
             100.0 * (c.int8.accuracy() - c.float.accuracy()),
             100.0 * c.agree as f64 / ds.len().max(1) as f64
         );
-        if let (Some(q8), Some(head)) = (&a.q8, &a.head) {
-            eval_head(&q, q8, head, ds)?;
+        if let (Some(h), Some(head)) = (&a.head, head) {
+            eval_head(&q, &head, h, ds)?;
         }
     }
     Ok(())
 }
 
-/// Accuracy, overall and per class, of the int8 trunk `q` (read from
-/// `q8`) with the head file `head`.
+/// A head file learned on a device, with the trunk CRC it must carry:
+/// read up to the largest head file's size (a longer file is refused by
+/// its size, a device after that many bytes, a FIFO at once) and parsed
+/// against the trunk `q` read from `q8`, so a head with another trunk,
+/// parameter count, or a NaN, infinite or huge value is refused before the
+/// data is loaded, naming the file.
+struct HeadFile {
+    bytes: Vec<u8>,
+    trunk_crc: u32,
+}
+
+fn read_head_file(q: &lenet_core::quant::QuantModel, q8: &Path, head: &Path) -> Result<HeadFile> {
+    use lenet_core::head::{Fc23Head, Head, head_file_len};
+    let trunk = crate::fsutil::read_capped(q8, crate::int8::MAX_Q8_LEN)
+        .with_context(|| q8.display().to_string())?;
+    let trunk_crc = u32::from_le_bytes(trunk[trunk.len().saturating_sub(4)..].try_into()?);
+    let max = head_file_len(&Fc23Head::ZERO) as u64;
+    let bytes =
+        crate::fsutil::read_capped(head, max).with_context(|| head.display().to_string())?;
+    // Parse it once now (on no images) so every check runs before the data.
+    crate::int8::predict_with_head(q, trunk_crc, &bytes, &[])
+        .with_context(|| head.display().to_string())?;
+    Ok(HeadFile { bytes, trunk_crc })
+}
+
+/// Accuracy, overall and per class, of the int8 trunk `q` with the head
+/// file `h` (read from `head`).
 fn eval_head(
     q: &lenet_core::quant::QuantModel,
-    q8: &Path,
+    h: &HeadFile,
     head: &Path,
     ds: &data::Dataset,
 ) -> Result<()> {
-    let trunk = std::fs::read(q8).with_context(|| format!("reading {}", q8.display()))?;
-    let crc = u32::from_le_bytes(trunk[trunk.len().saturating_sub(4)..].try_into()?);
-    let bytes = std::fs::read(head).with_context(|| format!("reading {}", head.display()))?;
-    let pred = crate::int8::predict_with_head(q, crc, &bytes, &ds.images)
-        .with_context(|| format!("evaluating {}", head.display()))?;
+    let pred = crate::int8::predict_with_head(q, h.trunk_crc, &h.bytes, &ds.images)
+        .with_context(|| head.display().to_string())?;
     let mut right = [0usize; data::CLASSES];
     let mut seen = [0usize; data::CLASSES];
     for (&p, &l) in pred.iter().zip(&ds.labels) {

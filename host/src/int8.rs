@@ -368,14 +368,17 @@ pub fn write_q8(path: &Path, model: &QuantModel) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// Largest `.q8` file read: a `.q8` model is about 70 KB; 16 MiB bounds
+/// what a wrong path costs.
+pub const MAX_Q8_LEN: u64 = 16 << 20;
+
 /// Read a `.q8` file.
 ///
 /// # Errors
 ///
 /// I/O errors or a rejected file, with the path.
 pub fn read_q8(path: &Path) -> Result<Box<QuantModel>> {
-    // A .q8 model is about 70 KB; 16 MiB bounds what a wrong path costs.
-    let bytes = crate::fsutil::read_capped(path, 16 << 20)
+    let bytes = crate::fsutil::read_capped(path, MAX_Q8_LEN)
         .with_context(|| format!("reading {}", path.display()))?;
     from_bytes(&bytes).with_context(|| format!("loading {}", path.display()))
 }
