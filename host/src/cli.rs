@@ -552,16 +552,32 @@ fn load_data(d: &DataArg) -> Result<data::Splits> {
 /// Parses the process's command line (exiting with clap's message on a
 /// syntax error) and records which `train` flags were given explicitly.
 pub fn parse_args() -> Cli {
-    let matches = Cli::command().get_matches();
-    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+}
+
+/// [`parse_args`] of the given command line.
+///
+/// # Errors
+/// clap's error for a command line that does not parse.
+pub fn parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cmd = Cli::command();
+    let matches = cmd.clone().try_get_matches_from(args)?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
     if let (Command::Train(t), Some(("train", m))) = (&mut cli.command, matches.subcommand()) {
-        t.explicit = m
-            .ids()
-            .filter(|id| m.value_source(id.as_str()) == Some(ValueSource::CommandLine))
-            .map(|id| id.as_str().to_string())
+        // Only the flags themselves: the ids of flattened groups
+        // (`DataArg`, `NetArgs`) are not flags anyone can type.
+        let train = cmd.find_subcommand("train").expect("the train subcommand");
+        t.explicit = train
+            .get_arguments()
+            .filter(|a| m.value_source(a.get_id().as_str()) == Some(ValueSource::CommandLine))
+            .map(|a| a.get_id().as_str().to_string())
             .collect();
     }
-    cli
+    Ok(cli)
 }
 
 /// An error and its causes on one line, each cause once: causes whose text
@@ -584,9 +600,7 @@ pub fn error_message(e: &anyhow::Error) -> String {
 
 /// Train flags that `--resume` honours; every other setting comes from the
 /// checkpoint.
-/// (`DataArg` is the id of the flattened group of `--data` and
-/// `--split-seed`.)
-const RESUME_FLAGS: [&str; 8] = [
+const RESUME_FLAGS: [&str; 7] = [
     "resume",
     "epochs",
     "threads",
@@ -594,7 +608,6 @@ const RESUME_FLAGS: [&str; 8] = [
     "data",
     "split_seed",
     "device",
-    "DataArg",
 ];
 
 fn check_threads(t: usize) -> Result<()> {
@@ -1417,6 +1430,31 @@ mod tests {
             }
         }
         walk(&Cli::command());
+    }
+
+    /// `--resume` with flags it would ignore names exactly those flags
+    /// (not the ids of flattened groups such as `NetArgs`).
+    #[test]
+    fn resume_refuses_flags_naming_the_real_ones() {
+        let Command::Train(t) = parse_from([
+            "host", "train", "--resume", "ck.lenet", "--blocks", "3", "--hidden", "64", "--data",
+            "d", "--lr", "0.1",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not train")
+        };
+        let mut got = t.explicit.clone();
+        got.sort();
+        assert_eq!(got, ["blocks", "data", "hidden", "lr", "resume"]);
+        let e = cmd_train(t).unwrap_err().to_string();
+        assert!(
+            e.starts_with("ck.lenet: ")
+                && e.contains("so --blocks, --hidden, --lr cannot be given with --resume"),
+            "{e}"
+        );
+        assert!(!e.contains("NetArgs") && !e.contains("DataArg"), "{e}");
     }
 
     #[test]
