@@ -457,9 +457,122 @@ fn too_large(found: u64, max: u64) -> io::Error {
     )
 }
 
+/// An advisory lock (`flock`) on a folder, through the lock file
+/// [`DirLock::FILE`] in it, which holds the pid of the process holding it.
+/// Released, and the file removed, when dropped; a killed holder's lock is
+/// released by the kernel, and its file is taken over by the next run.
+/// (Elsewhere than Unix no lock is taken.)
+#[derive(Debug)]
+pub struct DirLock {
+    path: PathBuf,
+    #[cfg(unix)]
+    _file: File,
+}
+
+/// Why [`DirLock::acquire`] failed.
+#[derive(Debug)]
+pub enum LockError {
+    /// Another process holds the lock.
+    Busy {
+        /// Its pid, as its lock file says (`None` before it wrote it).
+        pid: Option<u32>,
+    },
+    /// The lock file could not be created or locked.
+    Io(io::Error),
+}
+
+impl DirLock {
+    /// Name of the lock file.
+    pub const FILE: &str = ".lock";
+
+    /// Takes the lock on `dir` (which must exist) without waiting.
+    ///
+    /// # Errors
+    /// [`LockError::Busy`] with the holder's pid, or an I/O error.
+    pub fn acquire(dir: &Path) -> Result<DirLock, LockError> {
+        let path = dir.join(Self::FILE);
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            use std::os::unix::fs::MetadataExt;
+            loop {
+                let mut f = fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)
+                    .map_err(LockError::Io)?;
+                // SAFETY: flock on a descriptor we own.
+                if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                    let e = io::Error::last_os_error();
+                    if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                        return Err(LockError::Io(e));
+                    }
+                    let mut s = String::new();
+                    let _ = f.read_to_string(&mut s);
+                    return Err(LockError::Busy {
+                        pid: s.trim().parse().ok(),
+                    });
+                }
+                // A holder removes the file before it lets go: the file
+                // locked must still be the one at the path, or another
+                // process may lock the new one too.
+                let same = match (f.metadata(), fs::metadata(&path)) {
+                    (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                    _ => false,
+                };
+                if !same {
+                    continue;
+                }
+                f.set_len(0).map_err(LockError::Io)?;
+                f.write_all(format!("{}\n", std::process::id()).as_bytes())
+                    .map_err(LockError::Io)?;
+                return Ok(DirLock { path, _file: f });
+            }
+        }
+        #[cfg(not(unix))]
+        Ok(DirLock { path })
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        // Removed while still locked (the descriptor closes after this).
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_locked_folder_is_refused_with_the_holders_pid() {
+        let d = tempfile::tempdir().unwrap();
+        let a = DirLock::acquire(d.path()).unwrap();
+        let lock = d.path().join(DirLock::FILE);
+        assert_eq!(
+            fs::read_to_string(&lock).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+        // flock conflicts between two opens even in one process.
+        match DirLock::acquire(d.path()) {
+            Err(LockError::Busy { pid }) => assert_eq!(pid, Some(std::process::id())),
+            other => panic!("{other:?}"),
+        }
+        drop(a);
+        assert!(!lock.exists(), "lock file removed on release");
+        // A stale file (its holder was killed) is taken over.
+        fs::write(&lock, "99999999\n").unwrap();
+        let b = DirLock::acquire(d.path()).unwrap();
+        assert_eq!(
+            fs::read_to_string(&lock).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+        drop(b);
+    }
 
     #[test]
     fn replaces_whole_file_and_leaves_no_temp() {

@@ -207,6 +207,19 @@ pub enum TrainError {
         /// What disagrees.
         msg: String,
     },
+    /// Another run is writing the output folder.
+    #[error(
+        "{}: another `host train`{} is writing to this folder (lock file {}); wait for it to finish or give another --out",
+        dir.display(),
+        pid.map_or_else(String::new, |p| format!(" (pid {p})")),
+        crate::fsutil::DirLock::FILE
+    )]
+    Busy {
+        /// The output folder.
+        dir: PathBuf,
+        /// The running process, as its lock file says.
+        pid: Option<u32>,
+    },
     /// The loss became NaN or infinite.
     #[error("epoch {epoch}: loss is {loss}; the run diverged (try a lower learning rate)")]
     Diverged {
@@ -540,6 +553,15 @@ pub fn train(
 ) -> Result<TrainSummary, TrainError> {
     let cfg = settings.trainer_config(0)?;
     std::fs::create_dir_all(out_dir).map_err(|e| out_err(out_dir, e))?;
+    // Two runs writing one folder would interleave their files; the lock is
+    // held until this function returns.
+    let _lock = crate::fsutil::DirLock::acquire(out_dir).map_err(|e| match e {
+        crate::fsutil::LockError::Busy { pid } => TrainError::Busy {
+            dir: out_dir.to_owned(),
+            pid,
+        },
+        crate::fsutil::LockError::Io(e) => out_err(&out_dir.join(crate::fsutil::DirLock::FILE), e),
+    })?;
     let norm = settings.norm();
     let meta = ModelMeta {
         arch: cfg.arch,

@@ -978,3 +978,59 @@ fn out_never_replaces_what_is_not_a_regular_file() {
     assert!(err.contains("is a directory"), "{err}");
     assert!(d.is_dir());
 }
+
+/// A second `host train` into a folder a running one holds is refused at
+/// once, naming the folder and the running process's pid; the folder's
+/// files are left alone.
+#[cfg(unix)]
+#[test]
+fn a_second_train_into_the_same_folder_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let data = idx_dir(
+        root,
+        "data",
+        "t10k-labels-idx1-ubyte",
+        &idx_labels(&toy(10, 2).labels),
+    );
+    let out = root.join("run");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("model.lenet"), b"the running run's").unwrap();
+    // This process stands for the running `host train`.
+    let lock = lenet_host::fsutil::DirLock::acquire(&out).unwrap();
+    let o = output_within(
+        Command::new(env!("CARGO_BIN_EXE_host"))
+            .args(["train", "--data", &data, "--device", "cpu", "--epochs", "1"])
+            .arg("--out")
+            .arg(&out)
+            .env("LENET_FONT", "none"),
+        std::time::Duration::from_secs(60),
+    )
+    .expect("refused at once");
+    let err = String::from_utf8_lossy(&o.stderr);
+    let last = err.lines().last().unwrap_or("");
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        last.starts_with("error: ")
+            && last.contains(out.to_str().unwrap())
+            && last.contains(&format!("pid {}", std::process::id())),
+        "{last}"
+    );
+    assert_eq!(
+        std::fs::read(out.join("model.lenet")).unwrap(),
+        b"the running run's"
+    );
+    drop(lock);
+    // Released: the next run trains.
+    let o = output_within(
+        Command::new(env!("CARGO_BIN_EXE_host"))
+            .args(["train", "--data", &data, "--device", "cpu", "--epochs", "1"])
+            .arg("--out")
+            .arg(&out)
+            .env("LENET_FONT", "none"),
+        std::time::Duration::from_secs(120),
+    )
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!out.join(lenet_host::fsutil::DirLock::FILE).exists());
+}
