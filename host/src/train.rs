@@ -851,6 +851,60 @@ mod tests {
     use super::*;
     use crate::data::{PIXELS, SIDE};
 
+    /// The checkpoint's JSON is read back and written again on every
+    /// resume: each float must survive that exactly, or the resumed
+    /// checkpoint differs from an uninterrupted run's in a last digit.
+    #[test]
+    fn checkpoint_json_floats_round_trip_exactly() {
+        let mut rng = crate::rng::SplitMix64::new(7);
+        let mut history = Vec::new();
+        for epoch in 1..=2000 {
+            let mut x = || {
+                let bits = rng.next_u64();
+                // Losses and accuracies: [0, 4), every mantissa bit used.
+                (bits >> 11) as f64 / (1u64 << 53) as f64 * 4.0
+            };
+            history.push(EpochMetrics {
+                epoch,
+                train_loss: x(),
+                train_acc: x(),
+                val_loss: f64::NAN,
+                val_acc: x(),
+                test_loss: x(),
+                test_acc: x(),
+                seconds: x() * 1e3,
+                images_per_sec: x() * 1e5,
+            });
+        }
+        let info = CheckpointInfo {
+            settings: crate::cli::new_settings(&match crate::cli::parse_from(["host", "train"])
+                .unwrap()
+                .command
+            {
+                crate::cli::Command::Train(t) => t,
+                _ => unreachable!(),
+            })
+            .unwrap(),
+            history,
+        };
+        let json = serde_json::to_string(&info).unwrap();
+        let back: CheckpointInfo = serde_json::from_str(&json).unwrap();
+        for (a, b) in info.history.iter().zip(&back.history) {
+            for (x, y) in [
+                (a.train_loss, b.train_loss),
+                (a.train_acc, b.train_acc),
+                (a.val_acc, b.val_acc),
+                (a.test_loss, b.test_loss),
+                (a.test_acc, b.test_acc),
+                (a.seconds, b.seconds),
+                (a.images_per_sec, b.images_per_sec),
+            ] {
+                assert_eq!(x.to_bits(), y.to_bits(), "{x:?} read back as {y:?}");
+            }
+        }
+        assert_eq!(serde_json::to_string(&back).unwrap(), json);
+    }
+
     #[test]
     fn excluded_classes_leave_the_training_set_only() {
         let labels: Vec<u8> = (0..40).map(|i| (i % 10) as u8).collect();
