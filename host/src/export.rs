@@ -311,6 +311,31 @@ pub fn from_safetensors(
     let meta = header.metadata().clone().unwrap_or_default();
     let kind = match meta.get("lenet.model") {
         Some(k) => {
+            // Options the named network does not have are refused, as in
+            // the model file's header: what the export writes is all there
+            // is.
+            let takes: &[&str] = match k.as_str() {
+                "vgg" => &[
+                    "lenet.blocks",
+                    "lenet.width_div",
+                    "lenet.input_size",
+                    "lenet.hidden",
+                ],
+                "alexnet" => &["lenet.width_div", "lenet.input_size", "lenet.hidden"],
+                _ => &[],
+            };
+            for key in [
+                "lenet.blocks",
+                "lenet.width_div",
+                "lenet.input_size",
+                "lenet.hidden",
+            ] {
+                if meta.contains_key(key) && !takes.contains(&key) {
+                    return Err(fmt(format!(
+                        "{key} is given, but lenet.model `{k}` has no such option"
+                    )));
+                }
+            }
             let d = NetOptions::default();
             let num = |key: &str, default: u32| -> Result<u32, ExportError> {
                 meta.get(key).map_or(Ok(default), |v| {
@@ -795,6 +820,21 @@ mod tests {
             .to_string();
         assert!(
             e.contains("x.safetensors") && e.contains("but the file holds 16 bytes of tensors"),
+            "{e}"
+        );
+
+        // An option the named network does not have.
+        let data = vec![0u8; 16];
+        let v = TensorView::new(Dtype::F32, vec![4], &data).unwrap();
+        let meta = HashMap::from([
+            ("lenet.model".to_string(), "cnn".to_string()),
+            ("lenet.blocks".to_string(), "9".to_string()),
+        ]);
+        let b = safetensors::serialize([("1.weight", v)], Some(meta)).unwrap();
+        let e = from_safetensors(p, &b, None, None).unwrap_err().to_string();
+        assert!(
+            e.contains("x.safetensors")
+                && e.contains("lenet.blocks is given, but lenet.model `cnn` has no such option"),
             "{e}"
         );
 
