@@ -628,7 +628,7 @@ pub fn read_head<H: Head>(head: &mut H, bytes: &[u8], trunk_crc: u32) -> Result<
     for (t, &tensor) in head.tensors().zip(H::TENSORS) {
         for (index, b) in (0..t.len()).zip(&mut values) {
             let v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-            if !(v.abs() <= MAX_HEAD_VALUE) {
+            if v.is_nan() || v.abs() > MAX_HEAD_VALUE {
                 return Err(HeadError::Value {
                     tensor,
                     index,
