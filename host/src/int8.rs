@@ -368,9 +368,26 @@ pub fn write_q8(path: &Path, model: &QuantModel) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// Largest `.q8` file read: a `.q8` model is about 70 KB; 16 MiB bounds
-/// what a wrong path costs.
-pub const MAX_Q8_LEN: u64 = 16 << 20;
+/// Largest `.q8` file read: the encoded size of the largest int8 LeNet
+/// (every `.q8` file is exactly its architecture's size), so a larger file
+/// is refused by its size before it is read.
+pub const MAX_Q8_LEN: u64 = {
+    use lenet_core::quant::{QuantArch, encoded_len};
+    let archs = [
+        QuantArch::LeNet5,
+        QuantArch::LeNet5Max,
+        QuantArch::LeNet5Wide,
+    ];
+    let mut max = 0;
+    let mut i = 0;
+    while i < archs.len() {
+        if encoded_len(archs[i]) > max {
+            max = encoded_len(archs[i]);
+        }
+        i += 1;
+    }
+    max as u64
+};
 
 /// Read a `.q8` file.
 ///

@@ -477,6 +477,22 @@ fn every_bad_input_is_one_clear_line_and_leaves_nothing_behind() {
     let mut a = eval_with(&good_model);
     a.extend(["--int8", "--q8", &q].map(String::from));
     add("eval --q8 garbage", a, &["bad.q8"]);
+    let q = file(root, "big.q8", b"");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&q)
+        .unwrap()
+        .set_len(6 << 30)
+        .unwrap();
+    for (name, q) in [
+        ("eval --q8 sparse 6 GiB", q.as_str()),
+        ("eval --q8 /dev/zero", "/dev/zero"),
+    ] {
+        let mut a = eval_with(&good_model);
+        a.extend(["--int8", "--q8", q].map(String::from));
+        let limit = format!("{}-byte limit", lenet_host::int8::MAX_Q8_LEN);
+        add(name, a, &[q, &limit]);
+    }
 
     // Version 2 headers: nonsense the checksums do not catch.
     let v2 = |f: &dyn Fn(&mut Vec<u8>)| -> Vec<u8> {
