@@ -518,7 +518,14 @@ fn duplicate_key(header: &[u8]) -> Option<String> {
     d.deserialize_map(Keys(true)).ok().flatten()
 }
 
-/// Reads a safetensors file; see [`from_safetensors`].
+/// Largest safetensors header read: a LeNet's is about 1 KB, the notes'
+/// VGG's 2 KB; a `state_dict` with a thousand tensors stays far below.
+pub const MAX_SAFETENSORS_HEADER: u64 = 1 << 20;
+
+/// Reads a safetensors file; see [`from_safetensors`]. The header is read
+/// first; the file is then read only up to the size it gives (8 bytes, the
+/// header, and the end of the last tensor), at most
+/// [`MAX_SAFETENSORS_LEN`], checked against the file's size first.
 ///
 /// # Errors
 /// As [`from_safetensors`], plus I/O errors.
@@ -527,12 +534,55 @@ pub fn import_safetensors(
     act: Option<Activation>,
     norm: Option<Normalization>,
 ) -> Result<ModelFile, ExportError> {
-    let b = crate::fsutil::read_capped(path, MAX_SAFETENSORS_LEN).map_err(|source| {
-        ExportError::Io {
-            path: path.to_owned(),
-            source,
-        }
-    })?;
+    use std::io::Read;
+    let io = |source| ExportError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let fmt = |msg: String| ExportError::Format {
+        path: path.to_owned(),
+        msg,
+    };
+    let (mut f, meta) = crate::fsutil::open_input(path).map_err(io)?;
+    let mut b = Vec::new();
+    (&mut f).take(8).read_to_end(&mut b).map_err(io)?;
+    if b.len() < 8 {
+        return from_safetensors(path, &b, act, norm);
+    }
+    let n = u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
+    if n > MAX_SAFETENSORS_HEADER {
+        return Err(fmt(format!(
+            "not a safetensors file: its header claims {n} bytes (at most {MAX_SAFETENSORS_HEADER} read)"
+        )));
+    }
+    (&mut f).take(n).read_to_end(&mut b).map_err(io)?;
+    // The end of the tensor data the header gives; a header that does not
+    // give one is left to the parser to describe.
+    let end = serde_json::from_slice::<serde_json::Value>(&b[8..])
+        .ok()
+        .and_then(|h| {
+            h.as_object()?
+                .iter()
+                .filter(|(k, _)| k.as_str() != "__metadata__")
+                .map(|(_, v)| v.get("data_offsets")?.get(1)?.as_u64())
+                .try_fold(0u64, |m, e| Some(m.max(e?)))
+        });
+    let Some(end) = end else {
+        return from_safetensors(path, &b, act, norm);
+    };
+    let total = 8 + n + end;
+    if total > MAX_SAFETENSORS_LEN {
+        return Err(fmt(format!(
+            "its header gives {total} bytes, more than the {MAX_SAFETENSORS_LEN} read"
+        )));
+    }
+    if meta.is_file() && meta.len() != total {
+        return Err(fmt(format!(
+            "the file is {} bytes, its header gives {total}",
+            meta.len()
+        )));
+    }
+    let b = crate::fsutil::read_rest(f, b, total, total).map_err(io)?;
     from_safetensors(path, &b, act, norm)
 }
 
@@ -689,6 +739,49 @@ mod tests {
             assert_eq!(st.tensor("11.bias").unwrap().shape(), &[10]);
             let first = st.tensor("0.weight").unwrap().data()[..4].to_vec();
             assert_eq!(f32::from_le_bytes(first.try_into().unwrap()), m.params[0]);
+        }
+    }
+
+    /// A file longer than its header gives, or a header claiming more
+    /// than is ever read, is refused by its size before the data is read.
+    #[test]
+    fn import_reads_only_what_the_header_gives() {
+        let d = tempfile::tempdir().unwrap();
+        let m = model(ModelKind::LeNet5);
+        let good = to_safetensors(Path::new("m"), &m).unwrap();
+        let p = d.path().join("long.safetensors");
+        std::fs::write(&p, &good).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_len(6 << 30)
+            .unwrap();
+        let e = import_safetensors(&p, None, None).unwrap_err().to_string();
+        assert!(
+            e.contains("long.safetensors")
+                && e.contains(&format!(
+                    "the file is {} bytes, its header gives {}",
+                    6u64 << 30,
+                    good.len()
+                )),
+            "{e}"
+        );
+        let p = d.path().join("claim.safetensors");
+        let mut b = good.clone();
+        b[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        std::fs::write(&p, &b).unwrap();
+        let e = import_safetensors(&p, None, None).unwrap_err().to_string();
+        assert!(
+            e.contains("claim.safetensors") && e.contains("header claims"),
+            "{e}"
+        );
+        #[cfg(target_os = "linux")]
+        {
+            let e = import_safetensors(Path::new("/dev/zero"), None, None)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("/dev/zero") && e.contains("safetensors"), "{e}");
         }
     }
 

@@ -471,7 +471,19 @@ fn every_bad_input_is_one_clear_line_and_leaves_nothing_behind() {
     add(
         "import /dev/zero",
         imp("/dev/zero"),
-        &["/dev/zero", "limit"],
+        &["/dev/zero", "not a safetensors file"],
+    );
+    let st = file(root, "long.safetensors", &plain);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&st)
+        .unwrap()
+        .set_len(6 << 30)
+        .unwrap();
+    add(
+        "safetensors followed by a sparse 6 GiB",
+        imp(&st),
+        &["long.safetensors", "its header gives"],
     );
     let q = file(root, "bad.q8", b"LENETQ8 not really");
     let mut a = eval_with(&good_model);
