@@ -790,6 +790,25 @@ pub fn checkpoint_info(path: &Path, f: &ModelFile) -> Result<CheckpointInfo, Tra
     let cfg = s
         .trainer_config(s.threads)
         .map_err(|e| bad(format!("settings: {e}")))?;
+    // Options the network does not have hold their defaults, as a new
+    // run writes them.
+    let d = crate::modelfile::NetOptions::default();
+    let unused: &[(&str, u32, u32)] = match cfg.arch {
+        Arch::Vgg(_) => &[],
+        Arch::AlexNet(_) => &[("blocks", s.net.blocks.into(), d.blocks.into())],
+        Arch::LeNet(_) | Arch::Cnn => &[
+            ("blocks", s.net.blocks.into(), d.blocks.into()),
+            ("width_div", s.net.width_div.into(), d.width_div.into()),
+            ("input_size", s.net.input_size.into(), d.input_size.into()),
+            ("hidden", s.net.hidden, d.hidden),
+        ],
+    };
+    if let Some((name, v, want)) = unused.iter().find(|(_, v, want)| v != want) {
+        return Err(bad(format!(
+            "settings: net.{name} is {v}, but {} has no such option ({want} expected)",
+            s.model
+        )));
+    }
     if cfg.arch != f.meta.arch || cfg.act != f.meta.act || s.norm() != f.meta.norm {
         return Err(bad(format!(
             "settings say {} {} {}, the header says {} {} {}",

@@ -406,6 +406,20 @@ fn every_bad_input_is_one_clear_line_and_leaves_nothing_behind() {
         resume(&c),
         &["short.lenet", "optimizer buffer length"],
     );
+    let c = file(
+        root,
+        "net.lenet",
+        &checkpoint(|m| {
+            let c = m.checkpoint.as_mut().unwrap();
+            assert!(c.json.contains("\"blocks\":5"), "{}", c.json);
+            c.json = c.json.replace("\"blocks\":5", "\"blocks\":9");
+        }),
+    );
+    add(
+        "checkpoint settings with an option the network lacks",
+        resume(&c),
+        &["net.lenet", "net.blocks is 9", "no such option"],
+    );
     add(
         "--resume with weights only",
         resume(&good_model),
