@@ -461,7 +461,8 @@ fn too_large(found: u64, max: u64) -> io::Error {
 /// [`DirLock::FILE`] in it, which holds the pid of the process holding it.
 /// Released, and the file removed, when dropped; a killed holder's lock is
 /// released by the kernel, and its file is taken over by the next run.
-/// (Elsewhere than Unix no lock is taken.)
+/// (Elsewhere than Unix, and on file systems without locks, no lock is
+/// taken.)
 #[derive(Debug)]
 pub struct DirLock {
     path: PathBuf,
@@ -506,7 +507,14 @@ impl DirLock {
                 // SAFETY: flock on a descriptor we own.
                 if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
                     let e = io::Error::last_os_error();
-                    if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                    let code = e.raw_os_error();
+                    if code == Some(libc::ENOLCK) || code == Some(libc::EOPNOTSUPP) {
+                        // A file system without locks (some network
+                        // mounts): the run goes on unguarded rather than
+                        // not at all.
+                        return Ok(DirLock { path, _file: f });
+                    }
+                    if code != Some(libc::EWOULDBLOCK) {
                         return Err(LockError::Io(e));
                     }
                     let mut s = String::new();
