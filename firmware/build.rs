@@ -17,6 +17,24 @@ use std::{env, fmt::Write as _, fs, path::PathBuf};
 
 use lenet_core::quant::{QAct, QuantLeNet, QuantLeNet5, QuantModel, avg_pool_round};
 
+/// Largest model file read: a `.q8` model is about 70 KB, so a larger
+/// file (or a device such as `/dev/zero`) is refused after this many bytes
+/// instead of filling the build machine's memory.
+const MAX_MODEL_LEN: u64 = 16 << 20;
+
+fn read_model(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    f.take(MAX_MODEL_LEN + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_MODEL_LEN {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_MODEL_LEN} bytes; a .q8 model is about 70 KB"
+        )));
+    }
+    Ok(bytes)
+}
+
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").unwrap());
     let dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
@@ -45,7 +63,7 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| dir.join("model/lenet5.q8"));
     println!("cargo:rerun-if-changed={}", path.display());
-    let bytes = fs::read(&path)
+    let bytes = read_model(&path)
         .unwrap_or_else(|e| fail(&format!("cannot read model {}: {e}", path.display())));
     let model = QuantModel::from_bytes(&bytes)
         .unwrap_or_else(|e| fail(&format!("invalid model {}: {e}", path.display())));

@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-1000000}
-targets=(idx_images idx_labels csv model q8 safetensors image)
+targets=(idx_images idx_labels csv model q8 safetensors image head)
 [ $# -gt 1 ] && targets=("${@:2}")
 
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal

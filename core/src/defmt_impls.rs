@@ -88,6 +88,22 @@ impl Format for HeadError {
                 write!(f, "head kind {=u8}, expected {=u8}", actual, expected)
             }
             HeadError::Activation(a) => write!(f, "unknown hidden activation code {=u8}", a),
+            HeadError::Count { expected, actual } => write!(
+                f,
+                "parameter count is {=u32}, this head has {=u32}",
+                actual, expected
+            ),
+            HeadError::Value {
+                tensor,
+                index,
+                bits,
+            } => write!(
+                f,
+                "{=str}[{=usize}] is {=f32} (not finite or too large)",
+                tensor,
+                index,
+                f32::from_bits(bits)
+            ),
             HeadError::Checksum => write!(f, "head file checksum mismatch"),
             HeadError::Trunk { expected, actual } => write!(
                 f,

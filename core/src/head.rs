@@ -89,6 +89,12 @@ pub const HEAD_MAGIC: [u8; 4] = *b"LQ8H";
 pub const HEAD_VERSION: u16 = 1;
 /// Bytes of a head file before the values.
 pub const HEAD_HEADER_LEN: usize = 16;
+/// Largest magnitude of a value read from a head file. The int8 trunk's
+/// layers are a few units at most in real values and a device's SGD moves
+/// them little; a value past this (or NaN, or infinite) comes from a
+/// diverged or damaged head, and products of 120 such inputs would
+/// overflow `f32` on the way to the logits.
+pub const MAX_HEAD_VALUE: f32 = 1.0e6;
 
 /// A fully connected layer in `f32`: `y = x w^T + b`.
 #[derive(Clone, Debug, PartialEq)]
@@ -143,6 +149,8 @@ pub enum Tap {
 pub trait Head: Parameters + Sized {
     /// Head kind in the head file.
     const CODE: u8;
+    /// Names of the tensors, in the order of [`Parameters::tensors`].
+    const TENSORS: &'static [&'static str];
     /// All-zero parameters (for gradients and optimizer state; a `static`).
     const ZERO: Self;
     /// The trunk output the head reads.
@@ -211,6 +219,7 @@ impl Parameters for Fc3Head {
 
 impl Head for Fc3Head {
     const CODE: u8 = 0;
+    const TENSORS: &'static [&'static str] = &["fc3.weight", "fc3.bias"];
     const ZERO: Self = Self { fc3: Dense::ZERO };
     const TAP: Tap = Tap::Fc2;
     type Input = [f32; 84];
@@ -275,6 +284,7 @@ impl Parameters for Fc23Head {
 
 impl Head for Fc23Head {
     const CODE: u8 = 1;
+    const TENSORS: &'static [&'static str] = &["fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias"];
     const ZERO: Self = Self {
         act: Activation::Sigmoid,
         fc2: Dense::ZERO,
@@ -463,6 +473,22 @@ pub enum HeadError {
     },
     /// An unknown hidden activation code.
     Activation(u8),
+    /// The parameter count (bytes 12..16) is not this head's.
+    Count {
+        /// Parameters of the head.
+        expected: u32,
+        /// Count in the file.
+        actual: u32,
+    },
+    /// A value is NaN, infinite or larger than [`MAX_HEAD_VALUE`].
+    Value {
+        /// Name of its tensor ([`Head::TENSORS`]).
+        tensor: &'static str,
+        /// Index in the flat tensor.
+        index: usize,
+        /// The value's bits.
+        bits: u32,
+    },
     /// The checksum does not match the contents.
     Checksum,
     /// The head was learned on another trunk.
@@ -486,6 +512,19 @@ impl fmt::Display for HeadError {
                 write!(f, "head kind {actual}, expected {expected}")
             }
             Self::Activation(a) => write!(f, "unknown hidden activation code {a}"),
+            Self::Count { expected, actual } => write!(
+                f,
+                "parameter count (bytes 12..16) is {actual}, this head has {expected}"
+            ),
+            Self::Value {
+                tensor,
+                index,
+                bits,
+            } => write!(
+                f,
+                "{tensor}[{index}] is {:?} (values must be finite and at most {MAX_HEAD_VALUE:e} in magnitude)",
+                f32::from_bits(bits)
+            ),
             Self::Checksum => f.write_str("head file checksum mismatch"),
             Self::Trunk { expected, actual } => write!(
                 f,
@@ -566,6 +605,14 @@ pub fn read_head<H: Head>(head: &mut H, bytes: &[u8], trunk_crc: u32) -> Result<
             actual: bytes[6],
         });
     }
+    let count = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
+    let expected_count = head.num_params() as u32;
+    if count != expected_count {
+        return Err(HeadError::Count {
+            expected: expected_count,
+            actual: count,
+        });
+    }
     if !head.set_act_code(bytes[7]) {
         return Err(HeadError::Activation(bytes[7]));
     }
@@ -575,6 +622,20 @@ pub fn read_head<H: Head>(head: &mut H, bytes: &[u8], trunk_crc: u32) -> Result<
             expected: trunk_crc,
             actual: crc,
         });
+    }
+    // Every value is checked before the head is changed.
+    let mut values = body[HEAD_HEADER_LEN..].chunks_exact(4);
+    for (t, &tensor) in head.tensors().zip(H::TENSORS) {
+        for (index, b) in (0..t.len()).zip(&mut values) {
+            let v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            if v.is_nan() || v.abs() > MAX_HEAD_VALUE {
+                return Err(HeadError::Value {
+                    tensor,
+                    index,
+                    bits: v.to_bits(),
+                });
+            }
+        }
     }
     let mut values = body[HEAD_HEADER_LEN..].chunks_exact(4);
     for t in head.tensors_mut() {
@@ -710,6 +771,62 @@ mod tests {
             Err(HeadError::Length {
                 expected: file.len(),
                 actual: 10
+            })
+        );
+    }
+
+    /// A head file with a valid checksum but NaN, infinite or huge values,
+    /// or a parameter count that is not the head's, is refused naming the
+    /// tensor and index (or the count), and the head is left as it was.
+    #[test]
+    fn head_file_with_nonsense_values_or_count_is_refused() {
+        let h = Fc23Head::from_model(&*trunk());
+        let mut file = Vec::new();
+        write_head(&h, 7, |b| {
+            file.extend_from_slice(b);
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        let recrc = |f: &mut Vec<u8>| {
+            let n = f.len() - 4;
+            let c = crc32_update(0, &f[..n]);
+            f[n..].copy_from_slice(&c.to_le_bytes());
+        };
+        // fc2.weight has 120 * 84 values and fc2.bias 84: the value at
+        // flat position 120 * 84 + 84 + 5 is fc3.weight[5].
+        let at = |k: usize| HEAD_HEADER_LEN + 4 * k;
+        for (k, v, tensor, index) in [
+            (3, f32::NAN, "fc2.weight", 3),
+            (120 * 84 + 1, f32::INFINITY, "fc2.bias", 1),
+            (120 * 84 + 84 + 5, 3e38, "fc3.weight", 5),
+            (11_013, -2e6, "fc3.bias", 9),
+        ] {
+            let mut bad = file.clone();
+            bad[at(k)..at(k) + 4].copy_from_slice(&v.to_le_bytes());
+            recrc(&mut bad);
+            let mut back = Box::new(Fc23Head::ZERO);
+            let e = read_head(&mut *back, &bad, 7).unwrap_err();
+            assert_eq!(
+                e,
+                HeadError::Value {
+                    tensor,
+                    index,
+                    bits: v.to_bits()
+                }
+            );
+            assert_eq!(*back, Fc23Head::ZERO, "head changed on error");
+            let msg = format!("{e}");
+            assert!(msg.starts_with(&format!("{tensor}[{index}] is ")), "{msg}");
+        }
+        let mut bad = file.clone();
+        bad[12..16].copy_from_slice(&11_015u32.to_le_bytes());
+        recrc(&mut bad);
+        let mut back = Box::new(Fc23Head::ZERO);
+        assert_eq!(
+            read_head(&mut *back, &bad, 7),
+            Err(HeadError::Count {
+                expected: 11_014,
+                actual: 11_015
             })
         );
     }

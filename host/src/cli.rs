@@ -552,16 +552,32 @@ fn load_data(d: &DataArg) -> Result<data::Splits> {
 /// Parses the process's command line (exiting with clap's message on a
 /// syntax error) and records which `train` flags were given explicitly.
 pub fn parse_args() -> Cli {
-    let matches = Cli::command().get_matches();
-    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+}
+
+/// [`parse_args`] of the given command line.
+///
+/// # Errors
+/// clap's error for a command line that does not parse.
+pub fn parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cmd = Cli::command();
+    let matches = cmd.clone().try_get_matches_from(args)?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
     if let (Command::Train(t), Some(("train", m))) = (&mut cli.command, matches.subcommand()) {
-        t.explicit = m
-            .ids()
-            .filter(|id| m.value_source(id.as_str()) == Some(ValueSource::CommandLine))
-            .map(|id| id.as_str().to_string())
+        // Only the flags themselves: the ids of flattened groups
+        // (`DataArg`, `NetArgs`) are not flags anyone can type.
+        let train = cmd.find_subcommand("train").expect("the train subcommand");
+        t.explicit = train
+            .get_arguments()
+            .filter(|a| m.value_source(a.get_id().as_str()) == Some(ValueSource::CommandLine))
+            .map(|a| a.get_id().as_str().to_string())
             .collect();
     }
-    cli
+    Ok(cli)
 }
 
 /// An error and its causes on one line, each cause once: causes whose text
@@ -584,9 +600,7 @@ pub fn error_message(e: &anyhow::Error) -> String {
 
 /// Train flags that `--resume` honours; every other setting comes from the
 /// checkpoint.
-/// (`DataArg` is the id of the flattened group of `--data` and
-/// `--split-seed`.)
-const RESUME_FLAGS: [&str; 8] = [
+const RESUME_FLAGS: [&str; 7] = [
     "resume",
     "epochs",
     "threads",
@@ -594,7 +608,6 @@ const RESUME_FLAGS: [&str; 8] = [
     "data",
     "split_seed",
     "device",
-    "DataArg",
 ];
 
 fn check_threads(t: usize) -> Result<()> {
@@ -821,9 +834,33 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         bail!("--calibration must be at least 1 image");
     }
     let (path, m) = load_model(&a.model)?;
-    if a.int8 && a.q8.is_none() {
+    if a.int8 {
         quant_arch(&path, &m)?;
     }
+    // The .q8 trunk and the head are read and checked before the data.
+    let q8 = match &a.q8 {
+        Some(f) => {
+            let q = crate::int8::read_q8(f)?;
+            let want = quant_arch(&path, &m)?;
+            if q.arch() != want {
+                bail!(
+                    "{}: an int8 {:?} trunk, but --model {} holds {} ({} parameters); \
+                     give the .q8 exported from that model",
+                    f.display(),
+                    q.arch(),
+                    path.display(),
+                    m.meta.arch,
+                    m.params.len()
+                );
+            }
+            Some(q)
+        }
+        None => None,
+    };
+    let head = match (&a.q8, &a.head) {
+        (Some(f), Some(h)) => Some(read_head_file(q8.as_deref().expect("read above"), f, h)?),
+        _ => None,
+    };
     let data = load_data(&a.data)?;
     let all = if a.train_set { &data.train } else { &data.test };
     let limited;
@@ -855,11 +892,12 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     );
     print!("{}", r.render());
     if a.int8 {
-        let q = match &a.q8 {
-            Some(f) => crate::int8::read_q8(f)?,
+        let q = match q8 {
+            Some(q) => q,
             None => quantize_model(&m, a.calibration, &data.train)?,
         };
-        let c = crate::int8::compare(&q, &m.params, &ds.images, &ds.labels)?;
+        let c = crate::int8::compare(&q, &m.params, &ds.images, &ds.labels)
+            .with_context(|| path.display().to_string())?;
         println!(
             "int8 ({}): accuracy {:.2}%  (float {:.2}%, {:+.2} pp; same prediction on {:.2}%)",
             match &a.q8 {
@@ -874,26 +912,48 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
             100.0 * (c.int8.accuracy() - c.float.accuracy()),
             100.0 * c.agree as f64 / ds.len().max(1) as f64
         );
-        if let (Some(q8), Some(head)) = (&a.q8, &a.head) {
-            eval_head(&q, q8, head, ds)?;
+        if let (Some(h), Some(head)) = (&a.head, head) {
+            eval_head(&q, &head, h, ds)?;
         }
     }
     Ok(())
 }
 
-/// Accuracy, overall and per class, of the int8 trunk `q` (read from
-/// `q8`) with the head file `head`.
+/// A head file learned on a device, with the trunk CRC it must carry:
+/// read up to the largest head file's size (a longer file is refused by
+/// its size, a device after that many bytes, a FIFO at once) and parsed
+/// against the trunk `q` read from `q8`, so a head with another trunk,
+/// parameter count, or a NaN, infinite or huge value is refused before the
+/// data is loaded, naming the file.
+struct HeadFile {
+    bytes: Vec<u8>,
+    trunk_crc: u32,
+}
+
+fn read_head_file(q: &lenet_core::quant::QuantModel, q8: &Path, head: &Path) -> Result<HeadFile> {
+    use lenet_core::head::{Fc23Head, Head, head_file_len};
+    let trunk = crate::fsutil::read_capped(q8, crate::int8::MAX_Q8_LEN)
+        .with_context(|| q8.display().to_string())?;
+    let trunk_crc = u32::from_le_bytes(trunk[trunk.len().saturating_sub(4)..].try_into()?);
+    let max = head_file_len(&Fc23Head::ZERO) as u64;
+    let bytes =
+        crate::fsutil::read_capped(head, max).with_context(|| head.display().to_string())?;
+    // Parse it once now (on no images) so every check runs before the data.
+    crate::int8::predict_with_head(q, trunk_crc, &bytes, &[])
+        .with_context(|| head.display().to_string())?;
+    Ok(HeadFile { bytes, trunk_crc })
+}
+
+/// Accuracy, overall and per class, of the int8 trunk `q` with the head
+/// file `h` (read from `head`).
 fn eval_head(
     q: &lenet_core::quant::QuantModel,
-    q8: &Path,
+    h: &HeadFile,
     head: &Path,
     ds: &data::Dataset,
 ) -> Result<()> {
-    let trunk = std::fs::read(q8).with_context(|| format!("reading {}", q8.display()))?;
-    let crc = u32::from_le_bytes(trunk[trunk.len().saturating_sub(4)..].try_into()?);
-    let bytes = std::fs::read(head).with_context(|| format!("reading {}", head.display()))?;
-    let pred = crate::int8::predict_with_head(q, crc, &bytes, &ds.images)
-        .with_context(|| format!("evaluating {}", head.display()))?;
+    let pred = crate::int8::predict_with_head(q, h.trunk_crc, &h.bytes, &ds.images)
+        .with_context(|| head.display().to_string())?;
     let mut right = [0usize; data::CLASSES];
     let mut seen = [0usize; data::CLASSES];
     for (&p, &l) in pred.iter().zip(&ds.labels) {
@@ -975,11 +1035,28 @@ fn cmd_export(a: ExportArgs) -> Result<()> {
     }
     let out = a.out.unwrap_or_else(|| path.with_extension("safetensors"));
     export_safetensors(&out, &m)?;
-    println!("wrote {} ({} parameters)", out.display(), m.params.len());
+    let say = reporter(&out);
+    say(format!(
+        "wrote {} ({} parameters)",
+        out.display(),
+        m.params.len()
+    ));
     if a.print_pytorch {
-        print!("{}", pytorch_snippet(m.meta.arch, m.meta.act, m.meta.norm));
+        say(pytorch_snippet(m.meta.arch, m.meta.act, m.meta.norm)
+            .trim_end()
+            .to_string());
     }
     Ok(())
+}
+
+/// Prints report lines to stdout, or to stderr when `out` is stdout (where
+/// the file's bytes go).
+fn reporter(out: &Path) -> fn(String) {
+    if crate::fsutil::is_stdout(out) {
+        |l| eprintln!("{l}")
+    } else {
+        |l| println!("{l}")
+    }
 }
 
 fn export_int8(
@@ -1013,18 +1090,19 @@ fn export_int8(
     let q = quantize_model(m, calibration, train)?;
     let out = out.unwrap_or_else(|| path.with_extension("q8"));
     write_q8(&out, &q)?;
-    println!(
+    let say = reporter(&out);
+    say(format!(
         "wrote {} (int8, calibrated on {n} training images)",
         out.display()
-    );
+    ));
     let c = compare(&q, &m.params, &data.test.images, &data.test.labels)?;
-    println!(
+    say(format!(
         "test accuracy: float {:.2}%  int8 {:.2}%  (same prediction on {:.2}% of {} images)",
         100.0 * c.float.accuracy(),
         100.0 * c.int8.accuracy(),
         100.0 * c.agree as f64 / data.test.len().max(1) as f64,
         data.test.len()
-    );
+    ));
     Ok(())
 }
 
@@ -1042,7 +1120,7 @@ fn cmd_import(a: ImportArgs) -> Result<()> {
             "from the file's metadata".to_string()
         }
     };
-    println!(
+    reporter(&a.out)(format!(
         "wrote {} ({}, {} parameters; activation {} {}; input normalization {} {})",
         a.out.display(),
         m.meta.arch,
@@ -1051,7 +1129,7 @@ fn cmd_import(a: ImportArgs) -> Result<()> {
         from(a.act.is_some(), "--act"),
         m.meta.norm,
         from(a.normalize.is_some(), "--normalize"),
-    );
+    ));
     Ok(())
 }
 
@@ -1352,6 +1430,31 @@ mod tests {
             }
         }
         walk(&Cli::command());
+    }
+
+    /// `--resume` with flags it would ignore names exactly those flags
+    /// (not the ids of flattened groups such as `NetArgs`).
+    #[test]
+    fn resume_refuses_flags_naming_the_real_ones() {
+        let Command::Train(t) = parse_from([
+            "host", "train", "--resume", "ck.lenet", "--blocks", "3", "--hidden", "64", "--data",
+            "d", "--lr", "0.1",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not train")
+        };
+        let mut got = t.explicit.clone();
+        got.sort();
+        assert_eq!(got, ["blocks", "data", "hidden", "lr", "resume"]);
+        let e = cmd_train(t).unwrap_err().to_string();
+        assert!(
+            e.starts_with("ck.lenet: ")
+                && e.contains("so --blocks, --hidden, --lr cannot be given with --resume"),
+            "{e}"
+        );
+        assert!(!e.contains("NetArgs") && !e.contains("DataArg"), "{e}");
     }
 
     #[test]

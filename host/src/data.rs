@@ -404,8 +404,10 @@ impl<'a> Input<'a> {
             path: path.to_owned(),
             source,
         };
-        let f = fs::File::open(path).map_err(io)?;
-        let len = f.metadata().map_err(io)?.len();
+        // Never waits in open(), even if the file became a FIFO after
+        // `detect` saw a regular file.
+        let (f, meta) = crate::fsutil::open_input(path).map_err(io)?;
+        let len = meta.len();
         let mut r = std::io::BufReader::new(f);
         let gz = r.fill_buf().map_err(io)?.starts_with(&[0x1f, 0x8b]);
         Ok(if gz {

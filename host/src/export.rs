@@ -296,10 +296,42 @@ pub fn from_safetensors(
     };
     let st =
         SafeTensors::deserialize(bytes).map_err(|e| fmt(format!("not a safetensors file: {e}")))?;
+    // The library keeps the last of two tensors (or metadata keys) of one
+    // name; a file that names one twice is ambiguous, so it is refused.
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    if let Some(dup) = duplicate_key(&bytes[8..8 + header_len]) {
+        return Err(fmt(format!("{dup} appears twice in the header")));
+    }
+    let data_len = bytes.len() - 8 - header_len;
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| fmt(e.to_string()))?;
     let meta = header.metadata().clone().unwrap_or_default();
     let kind = match meta.get("lenet.model") {
         Some(k) => {
+            // Options the named network does not have are refused, as in
+            // the model file's header: what the export writes is all there
+            // is.
+            let takes: &[&str] = match k.as_str() {
+                "vgg" => &[
+                    "lenet.blocks",
+                    "lenet.width_div",
+                    "lenet.input_size",
+                    "lenet.hidden",
+                ],
+                "alexnet" => &["lenet.width_div", "lenet.input_size", "lenet.hidden"],
+                _ => &[],
+            };
+            for key in [
+                "lenet.blocks",
+                "lenet.width_div",
+                "lenet.input_size",
+                "lenet.hidden",
+            ] {
+                if meta.contains_key(key) && !takes.contains(&key) {
+                    return Err(fmt(format!(
+                        "{key} is given, but lenet.model `{k}` has no such option"
+                    )));
+                }
+            }
             let d = NetOptions::default();
             let num = |key: &str, default: u32| -> Result<u32, ExportError> {
                 meta.get(key).map_or(Ok(default), |v| {
@@ -384,8 +416,17 @@ pub fn from_safetensors(
             n
         }
     };
+    // The network named by the metadata must be the one the file holds,
+    // checked before its parameters are allocated.
+    let want = expected_params(kind);
+    if 4 * want as u64 != data_len as u64 {
+        return Err(fmt(format!(
+            "{kind} has {want} parameters ({} bytes), but the file holds {data_len} bytes of tensors",
+            4 * want as u64
+        )));
+    }
     let layout = state_dict_layout(kind);
-    let mut params = Vec::with_capacity(expected_params(kind));
+    let mut params = Vec::with_capacity(want);
     for (name, shape) in &layout {
         let name = name.as_str();
         let t = st
@@ -429,7 +470,58 @@ pub fn from_safetensors(
     })
 }
 
-/// Reads a safetensors file; see [`from_safetensors`].
+/// The first key of the header's top-level object, or of its
+/// `__metadata__`, that appears twice (as `tensor \`NAME\`` or
+/// `metadata key \`NAME\``), if any; `None` too for a header that is not
+/// JSON (the library reports that).
+fn duplicate_key(header: &[u8]) -> Option<String> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Keys(bool);
+    impl<'de> Visitor<'de> for Keys {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            let mut dup = None;
+            while let Some(k) = map.next_key::<String>()? {
+                if self.0 && k == "__metadata__" {
+                    let inner = map.next_value_seed(KeysSeed)?;
+                    dup = dup.or(inner);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+                if !seen.insert(k.clone()) && dup.is_none() {
+                    dup = Some(if self.0 {
+                        format!("tensor `{k}`")
+                    } else {
+                        format!("metadata key `{k}`")
+                    });
+                }
+            }
+            Ok(dup)
+        }
+    }
+    struct KeysSeed;
+    impl<'de> serde::de::DeserializeSeed<'de> for KeysSeed {
+        type Value = Option<String>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(Keys(false))
+        }
+    }
+    let mut d = serde_json::Deserializer::from_slice(header);
+    d.deserialize_map(Keys(true)).ok().flatten()
+}
+
+/// Largest safetensors header read: a LeNet's is about 1 KB, the notes'
+/// VGG's 2 KB; a `state_dict` with a thousand tensors stays far below.
+pub const MAX_SAFETENSORS_HEADER: u64 = 1 << 20;
+
+/// Reads a safetensors file; see [`from_safetensors`]. The header is read
+/// first; the file is then read only up to the size it gives (8 bytes, the
+/// header, and the end of the last tensor), at most
+/// [`MAX_SAFETENSORS_LEN`], checked against the file's size first.
 ///
 /// # Errors
 /// As [`from_safetensors`], plus I/O errors.
@@ -438,12 +530,55 @@ pub fn import_safetensors(
     act: Option<Activation>,
     norm: Option<Normalization>,
 ) -> Result<ModelFile, ExportError> {
-    let b = crate::fsutil::read_capped(path, MAX_SAFETENSORS_LEN).map_err(|source| {
-        ExportError::Io {
-            path: path.to_owned(),
-            source,
-        }
-    })?;
+    use std::io::Read;
+    let io = |source| ExportError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let fmt = |msg: String| ExportError::Format {
+        path: path.to_owned(),
+        msg,
+    };
+    let (mut f, meta) = crate::fsutil::open_input(path).map_err(io)?;
+    let mut b = Vec::new();
+    (&mut f).take(8).read_to_end(&mut b).map_err(io)?;
+    if b.len() < 8 {
+        return from_safetensors(path, &b, act, norm);
+    }
+    let n = u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
+    if n > MAX_SAFETENSORS_HEADER {
+        return Err(fmt(format!(
+            "not a safetensors file: its header claims {n} bytes (at most {MAX_SAFETENSORS_HEADER} read)"
+        )));
+    }
+    (&mut f).take(n).read_to_end(&mut b).map_err(io)?;
+    // The end of the tensor data the header gives; a header that does not
+    // give one is left to the parser to describe.
+    let end = serde_json::from_slice::<serde_json::Value>(&b[8..])
+        .ok()
+        .and_then(|h| {
+            h.as_object()?
+                .iter()
+                .filter(|(k, _)| k.as_str() != "__metadata__")
+                .map(|(_, v)| v.get("data_offsets")?.get(1)?.as_u64())
+                .try_fold(0u64, |m, e| Some(m.max(e?)))
+        });
+    let Some(end) = end else {
+        return from_safetensors(path, &b, act, norm);
+    };
+    let total = 8 + n + end;
+    if total > MAX_SAFETENSORS_LEN {
+        return Err(fmt(format!(
+            "its header gives {total} bytes, more than the {MAX_SAFETENSORS_LEN} read"
+        )));
+    }
+    if meta.is_file() && meta.len() != total {
+        return Err(fmt(format!(
+            "the file is {} bytes, its header gives {total}",
+            meta.len()
+        )));
+    }
+    let b = crate::fsutil::read_rest(f, b, total, total).map_err(io)?;
     from_safetensors(path, &b, act, norm)
 }
 
@@ -603,6 +738,49 @@ mod tests {
         }
     }
 
+    /// A file longer than its header gives, or a header claiming more
+    /// than is ever read, is refused by its size before the data is read.
+    #[test]
+    fn import_reads_only_what_the_header_gives() {
+        let d = tempfile::tempdir().unwrap();
+        let m = model(ModelKind::LeNet5);
+        let good = to_safetensors(Path::new("m"), &m).unwrap();
+        let p = d.path().join("long.safetensors");
+        std::fs::write(&p, &good).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_len(6 << 30)
+            .unwrap();
+        let e = import_safetensors(&p, None, None).unwrap_err().to_string();
+        assert!(
+            e.contains("long.safetensors")
+                && e.contains(&format!(
+                    "the file is {} bytes, its header gives {}",
+                    6u64 << 30,
+                    good.len()
+                )),
+            "{e}"
+        );
+        let p = d.path().join("claim.safetensors");
+        let mut b = good.clone();
+        b[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        std::fs::write(&p, &b).unwrap();
+        let e = import_safetensors(&p, None, None).unwrap_err().to_string();
+        assert!(
+            e.contains("claim.safetensors") && e.contains("header claims"),
+            "{e}"
+        );
+        #[cfg(target_os = "linux")]
+        {
+            let e = import_safetensors(Path::new("/dev/zero"), None, None)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("/dev/zero") && e.contains("safetensors"), "{e}");
+        }
+    }
+
     #[test]
     fn foreign_file_without_metadata_infers_kind() {
         let m = model(ModelKind::LeNet5Max);
@@ -695,6 +873,59 @@ mod tests {
             let e = from_safetensors(p, &b, None, None).unwrap_err().to_string();
             assert!(e.contains("x.safetensors") && e.contains("norm"), "{e}");
         }
+
+        // A tensor named twice (the library keeps one of them).
+        let n = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+        let h = std::str::from_utf8(&good[8..8 + n]).unwrap().trim_end();
+        let at = h.find("\"0.weight\"").unwrap();
+        let entry = &h[at..at + h[at..].find('}').unwrap() + 1];
+        let h2 = format!("{}{entry},{}", &h[..at], &h[at..]);
+        let mut dup = (h2.len() as u64).to_le_bytes().to_vec();
+        dup.extend_from_slice(h2.as_bytes());
+        dup.extend_from_slice(&good[8 + n..]);
+        assert!(
+            SafeTensors::deserialize(&dup).is_ok(),
+            "the library takes it"
+        );
+        let e = from_safetensors(p, &dup, None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("x.safetensors") && e.contains("tensor `0.weight` appears twice"),
+            "{e}"
+        );
+
+        // A small file whose metadata claims the notes' full VGG (128.8 M
+        // parameters): refused before 515 MB are allocated for it.
+        let data = vec![0u8; 16];
+        let v = TensorView::new(Dtype::F32, vec![4], &data).unwrap();
+        let meta = HashMap::from([
+            ("lenet.model".to_string(), "vgg".to_string()),
+            ("lenet.activation".to_string(), "relu".to_string()),
+        ]);
+        let b = safetensors::serialize([("1.weight", v)], Some(meta)).unwrap();
+        let e = from_safetensors(p, &b, None, Some(Normalization::UNIT))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("x.safetensors") && e.contains("but the file holds 16 bytes of tensors"),
+            "{e}"
+        );
+
+        // An option the named network does not have.
+        let data = vec![0u8; 16];
+        let v = TensorView::new(Dtype::F32, vec![4], &data).unwrap();
+        let meta = HashMap::from([
+            ("lenet.model".to_string(), "cnn".to_string()),
+            ("lenet.blocks".to_string(), "9".to_string()),
+        ]);
+        let b = safetensors::serialize([("1.weight", v)], Some(meta)).unwrap();
+        let e = from_safetensors(p, &b, None, None).unwrap_err().to_string();
+        assert!(
+            e.contains("x.safetensors")
+                && e.contains("lenet.blocks is given, but lenet.model `cnn` has no such option"),
+            "{e}"
+        );
 
         // NaN weight.
         m.params[3] = f32::NAN;

@@ -248,6 +248,38 @@ fn resolve_dangling(path: &Path) -> io::Result<PathBuf> {
     ))
 }
 
+/// Whether `path` names this process's standard output: `/dev/stdout`,
+/// `/dev/fd/1`, `/proc/self/fd/1` (output to it is data, so reports go to
+/// stderr).
+pub fn is_stdout(path: &Path) -> bool {
+    matches!(
+        &*path.to_string_lossy(),
+        "/dev/stdout" | "/dev/fd/1" | "/proc/self/fd/1" | "/proc/thread-self/fd/1"
+    )
+}
+
+/// Writes a stream target: this process's stdout and stderr through their
+/// own descriptors (so a redirection to a regular file keeps its offset and
+/// `O_APPEND`: `>> f` appends, and what the process prints later follows
+/// instead of overwriting), anything else with [`write_through`].
+fn write_stream(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let s = path.to_string_lossy();
+    if is_stdout(path) {
+        let mut o = io::stdout().lock();
+        o.write_all(bytes)?;
+        return o.flush();
+    }
+    if matches!(
+        &*s,
+        "/dev/stderr" | "/dev/fd/2" | "/proc/self/fd/2" | "/proc/thread-self/fd/2"
+    ) {
+        let mut o = io::stderr().lock();
+        o.write_all(bytes)?;
+        return o.flush();
+    }
+    write_through(path, bytes)
+}
+
 /// Writes `bytes` to a character device, FIFO or socket in place. A FIFO
 /// with no reader is an error at once instead of a hang (`O_NONBLOCK` on
 /// open, then blocking writes).
@@ -300,7 +332,7 @@ fn write_through(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// Any I/O error; the temporary file is removed on failure.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let path = match write_target(path)? {
-        WriteTarget::Stream(p) => return write_through(&p, bytes),
+        WriteTarget::Stream(p) => return write_stream(&p, bytes),
         WriteTarget::Replace(p) => p,
     };
     let path = path.as_path();
@@ -331,21 +363,87 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Reads a whole file of at most `max` bytes; a larger file (or one that
-/// grows past `max` while read, like `/dev/zero`) is an
-/// [`io::ErrorKind::InvalidData`] error saying so, after reading at most
-/// `max + 1` bytes.
+/// Opens `path` for reading without ever waiting in `open` (a FIFO with
+/// no writer would block there for good), and refuses what no reader of
+/// this program's files can use: a FIFO or socket (not a regular file; the
+/// file itself must be given) and a directory. Regular files and character
+/// devices are returned with their metadata, the descriptor back in
+/// blocking mode.
+///
+/// # Errors
+/// I/O errors; [`io::ErrorKind::InvalidInput`] for a FIFO, socket or
+/// directory.
+pub fn open_input(path: &Path) -> io::Result<(File, fs::Metadata)> {
+    let mut opts = fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.custom_flags(libc::O_NONBLOCK);
+    }
+    let f = opts.open(path)?;
+    let meta = f.metadata()?;
+    let refuse = |what: &str| {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{what}, not a regular file"),
+        ))
+    };
+    if meta.is_dir() {
+        return refuse("a directory");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::FileTypeExt;
+        let ft = meta.file_type();
+        if ft.is_fifo() {
+            return refuse("a FIFO (named pipe)");
+        }
+        if ft.is_socket() {
+            return refuse("a socket");
+        }
+        let fd = f.as_raw_fd();
+        // SAFETY: fcntl on a descriptor we own, with flag arguments only.
+        unsafe {
+            let fl = libc::fcntl(fd, libc::F_GETFL);
+            if fl >= 0 {
+                libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
+            }
+        }
+    }
+    Ok((f, meta))
+}
+
+/// Reads a whole file of at most `max` bytes. A regular file larger than
+/// `max` is refused by its size before anything is read; a device that
+/// yields more than `max` bytes (like `/dev/zero`) is refused after
+/// reading at most `max + 1`; both are [`io::ErrorKind::InvalidData`]
+/// errors saying so. FIFOs, sockets and directories are refused without
+/// blocking (see [`open_input`]).
 ///
 /// # Errors
 /// I/O errors, or the size limit.
 pub fn read_capped(path: &Path, max: u64) -> io::Result<Vec<u8>> {
-    let f = File::open(path)?;
-    let hint = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let (f, meta) = open_input(path)?;
+    let hint = if meta.is_file() { meta.len() } else { 0 };
     if hint > max {
         return Err(too_large(hint, max));
     }
-    let mut out = Vec::with_capacity(hint as usize);
-    f.take(max + 1).read_to_end(&mut out)?;
+    read_rest(f, Vec::new(), hint, max)
+}
+
+/// Appends what is left of `f` to `out` (which already holds what was read
+/// of it), reserving `hint` bytes, refusing a file longer than `max`
+/// bytes in all.
+///
+/// # Errors
+/// I/O errors, or the size limit.
+pub fn read_rest(f: File, mut out: Vec<u8>, hint: u64, max: u64) -> io::Result<Vec<u8>> {
+    let have = out.len() as u64;
+    out.reserve(usize::try_from(hint.min(max).saturating_sub(have)).unwrap_or(0));
+    f.take((max + 1).saturating_sub(have))
+        .read_to_end(&mut out)?;
     if out.len() as u64 > max {
         return Err(too_large(out.len() as u64, max));
     }
@@ -359,9 +457,130 @@ fn too_large(found: u64, max: u64) -> io::Error {
     )
 }
 
+/// An advisory lock (`flock`) on a folder, through the lock file
+/// [`DirLock::FILE`] in it, which holds the pid of the process holding it.
+/// Released, and the file removed, when dropped; a killed holder's lock is
+/// released by the kernel, and its file is taken over by the next run.
+/// (Elsewhere than Unix, and on file systems without locks, no lock is
+/// taken.)
+#[derive(Debug)]
+pub struct DirLock {
+    path: PathBuf,
+    #[cfg(unix)]
+    _file: File,
+}
+
+/// Why [`DirLock::acquire`] failed.
+#[derive(Debug)]
+pub enum LockError {
+    /// Another process holds the lock.
+    Busy {
+        /// Its pid, as its lock file says (`None` before it wrote it).
+        pid: Option<u32>,
+    },
+    /// The lock file could not be created or locked.
+    Io(io::Error),
+}
+
+impl DirLock {
+    /// Name of the lock file.
+    pub const FILE: &str = ".lock";
+
+    /// Takes the lock on `dir` (which must exist) without waiting.
+    ///
+    /// # Errors
+    /// [`LockError::Busy`] with the holder's pid, or an I/O error.
+    pub fn acquire(dir: &Path) -> Result<DirLock, LockError> {
+        let path = dir.join(Self::FILE);
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            use std::os::unix::fs::MetadataExt;
+            loop {
+                let mut f = fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)
+                    .map_err(LockError::Io)?;
+                // SAFETY: flock on a descriptor we own.
+                if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                    let e = io::Error::last_os_error();
+                    let code = e.raw_os_error();
+                    if code == Some(libc::ENOLCK) || code == Some(libc::EOPNOTSUPP) {
+                        // A file system without locks (some network
+                        // mounts): the run goes on unguarded rather than
+                        // not at all.
+                        return Ok(DirLock { path, _file: f });
+                    }
+                    if code != Some(libc::EWOULDBLOCK) {
+                        return Err(LockError::Io(e));
+                    }
+                    let mut s = String::new();
+                    let _ = f.read_to_string(&mut s);
+                    return Err(LockError::Busy {
+                        pid: s.trim().parse().ok(),
+                    });
+                }
+                // A holder removes the file before it lets go: the file
+                // locked must still be the one at the path, or another
+                // process may lock the new one too.
+                let same = match (f.metadata(), fs::metadata(&path)) {
+                    (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                    _ => false,
+                };
+                if !same {
+                    continue;
+                }
+                f.set_len(0).map_err(LockError::Io)?;
+                f.write_all(format!("{}\n", std::process::id()).as_bytes())
+                    .map_err(LockError::Io)?;
+                return Ok(DirLock { path, _file: f });
+            }
+        }
+        #[cfg(not(unix))]
+        Ok(DirLock { path })
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        // Removed while still locked (the descriptor closes after this).
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_locked_folder_is_refused_with_the_holders_pid() {
+        let d = tempfile::tempdir().unwrap();
+        let a = DirLock::acquire(d.path()).unwrap();
+        let lock = d.path().join(DirLock::FILE);
+        assert_eq!(
+            fs::read_to_string(&lock).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+        // flock conflicts between two opens even in one process.
+        match DirLock::acquire(d.path()) {
+            Err(LockError::Busy { pid }) => assert_eq!(pid, Some(std::process::id())),
+            other => panic!("{other:?}"),
+        }
+        drop(a);
+        assert!(!lock.exists(), "lock file removed on release");
+        // A stale file (its holder was killed) is taken over.
+        fs::write(&lock, "99999999\n").unwrap();
+        let b = DirLock::acquire(d.path()).unwrap();
+        assert_eq!(
+            fs::read_to_string(&lock).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+        drop(b);
+    }
 
     #[test]
     fn replaces_whole_file_and_leaves_no_temp() {

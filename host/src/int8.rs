@@ -368,14 +368,34 @@ pub fn write_q8(path: &Path, model: &QuantModel) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// Largest `.q8` file read: the encoded size of the largest int8 LeNet
+/// (every `.q8` file is exactly its architecture's size), so a larger file
+/// is refused by its size before it is read.
+pub const MAX_Q8_LEN: u64 = {
+    use lenet_core::quant::{QuantArch, encoded_len};
+    let archs = [
+        QuantArch::LeNet5,
+        QuantArch::LeNet5Max,
+        QuantArch::LeNet5Wide,
+    ];
+    let mut max = 0;
+    let mut i = 0;
+    while i < archs.len() {
+        if encoded_len(archs[i]) > max {
+            max = encoded_len(archs[i]);
+        }
+        i += 1;
+    }
+    max as u64
+};
+
 /// Read a `.q8` file.
 ///
 /// # Errors
 ///
 /// I/O errors or a rejected file, with the path.
 pub fn read_q8(path: &Path) -> Result<Box<QuantModel>> {
-    // A .q8 model is about 70 KB; 16 MiB bounds what a wrong path costs.
-    let bytes = crate::fsutil::read_capped(path, 16 << 20)
+    let bytes = crate::fsutil::read_capped(path, MAX_Q8_LEN)
         .with_context(|| format!("reading {}", path.display()))?;
     from_bytes(&bytes).with_context(|| format!("loading {}", path.display()))
 }

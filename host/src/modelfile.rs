@@ -40,8 +40,12 @@
 //! JSON with the training configuration and metric history.
 //!
 //! Files are written to a temporary sibling and renamed into place. A
-//! file is read only up to the size its header's model allows (parameters,
-//! two optimizer moments, and at most [`MAX_FILE_LEN`] more).
+//! file's header is read and checked first (reserved bytes 0, options the
+//! network does not have at the values `to_bytes` writes, at most
+//! [`MAX_PARAMS`] parameters); the file must then have exactly the size the
+//! header gives, at most the parameters, two optimizer moments and
+//! [`MAX_JSON_LEN`] of JSON, checked against its size on disk before the
+//! payload is read.
 
 use std::path::{Path, PathBuf};
 
@@ -64,10 +68,13 @@ pub const HEADER_LEN: usize = 48;
 /// Header size in bytes (version 2).
 pub const HEADER_LEN_2: usize = 64;
 const FLAG_CHECKPOINT: u8 = 1;
-/// Largest model or checkpoint file read beyond its parameters and
-/// optimizer moments (the largest LeNet checkpoint, of `lenet5-wide` with
-/// Adam and a long history, is about 1.1 MB).
-pub const MAX_FILE_LEN: u64 = 64 << 20;
+/// Largest checkpoint JSON (training configuration and metric history)
+/// read; the history of a 60-epoch run is about 20 kB.
+pub const MAX_JSON_LEN: u64 = 16 << 20;
+/// Largest network accepted, in parameters: 1 GiB of `f32`, what the
+/// largest safetensors file imported holds (the notes' full VGG-11 has
+/// 128.8 M). A header claiming more is refused before anything is read.
+pub const MAX_PARAMS: usize = 1 << 28;
 
 /// Parameter count of each model (`state_dict` of the PyTorch model).
 pub fn expected_params(arch: impl Into<Arch>) -> usize {
@@ -183,10 +190,18 @@ pub fn arch_from(name: &str, o: NetOptions) -> Result<Arch, String> {
     }
     arch.check()
         .map_err(|e| format!("{arch} is not a valid network: {e}"))?;
+    let n = arch.num_params();
+    if n > MAX_PARAMS {
+        return Err(format!(
+            "{arch} has {n} parameters, more than the {MAX_PARAMS} this program handles"
+        ));
+    }
     Ok(arch)
 }
 
-fn arch_from_header(b: &[u8]) -> Option<Arch> {
+/// The network the header `b` (at least `HEADER_LEN_2` bytes for codes 3
+/// to 5) names, or what is wrong with its options.
+fn arch_from_header(b: &[u8]) -> Result<Arch, String> {
     let kind = match b[12] {
         0 => ModelKind::LeNet5,
         1 => ModelKind::LeNet5Max,
@@ -200,11 +215,197 @@ fn arch_from_header(b: &[u8]) -> Option<Arch> {
                 hidden: u32::from_le_bytes(b[52..56].try_into().expect("4 bytes")),
             };
             let name = ["cnn", "vgg", "alexnet"][usize::from(b[12] - 3)];
-            return arch_from(name, o).ok();
+            // Options the network does not have must hold what `to_bytes`
+            // writes there: 0 blocks, and the defaults for `cnn`.
+            let d = NetOptions::default();
+            if name != "vgg" && o.blocks != 0 {
+                return Err(format!(
+                    "VGG blocks (byte 44) is {}, but {name} has no blocks (0 expected)",
+                    o.blocks
+                ));
+            }
+            if name == "cnn" {
+                for (field, at, v, want) in [
+                    (
+                        "width divisor",
+                        46,
+                        u32::from(o.width_div),
+                        u32::from(d.width_div),
+                    ),
+                    (
+                        "input side",
+                        48,
+                        u32::from(o.input_size),
+                        u32::from(d.input_size),
+                    ),
+                    ("hidden units", 52, o.hidden, d.hidden),
+                ] {
+                    if v != want {
+                        return Err(format!(
+                            "{field} (byte {at}) is {v}, but cnn has no such option ({want} expected)"
+                        ));
+                    }
+                }
+            }
+            return arch_from(name, o).map_err(|e| format!("{name} options: {e}"));
         }
-        _ => return None,
+        3..=5 => return Err(format!("model code {} needs a 64-byte header", b[12])),
+        c => return Err(format!("unknown model code {c}")),
     };
-    Some(Arch::LeNet(kind))
+    Ok(Arch::LeNet(kind))
+}
+
+/// What the header of a model file says, checked.
+struct Header {
+    len: usize,
+    arch: Arch,
+    act: Activation,
+    flags: u8,
+    norm: Normalization,
+    payload_len: u64,
+    payload_crc: u32,
+}
+
+impl Header {
+    /// The largest payload a file with this header can legitimately have:
+    /// the parameters, and for a checkpoint two optimizer moments, the
+    /// fixed fields and at most [`MAX_JSON_LEN`] of JSON.
+    fn max_payload(&self) -> u64 {
+        let p = 4 * self.arch.num_params() as u64;
+        if self.flags & FLAG_CHECKPOINT != 0 {
+            3 * p + 4 + 8 + 8 + 8 + 8 + 8 + MAX_JSON_LEN
+        } else {
+            p
+        }
+    }
+
+    /// Checks the header at the start of `b` (which may hold more) and
+    /// bounds what it claims, before anything is allocated from it.
+    fn parse(path: &Path, b: &[u8]) -> Result<Header, ModelFileError> {
+        let p = || path.to_owned();
+        let size = |msg: String| ModelFileError::Size { path: p(), msg };
+        let invalid = |msg: String| ModelFileError::Invalid { path: p(), msg };
+        if b.len() < MAGIC.len() || b[..8] != MAGIC {
+            return Err(ModelFileError::BadMagic {
+                path: p(),
+                found: b[..b.len().min(8)].to_vec(),
+            });
+        }
+        if b.len() < HEADER_LEN {
+            return Err(size(format!(
+                "{} bytes, shorter than the {HEADER_LEN}-byte header",
+                b.len()
+            )));
+        }
+        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
+        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
+        let f32_at = |o: usize| f32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
+        let version = u32_at(8);
+        let header_len = match version {
+            VERSION => HEADER_LEN,
+            VERSION_2 => HEADER_LEN_2,
+            _ => {
+                return Err(ModelFileError::Version {
+                    path: p(),
+                    found: version,
+                });
+            }
+        };
+        if b.len() < header_len {
+            return Err(size(format!(
+                "{} bytes, shorter than the {header_len}-byte header",
+                b.len()
+            )));
+        }
+        let crc_at = header_len - 4;
+        let (stored, computed) = (u32_at(crc_at), crc32fast::hash(&b[..crc_at]));
+        if stored != computed {
+            return Err(ModelFileError::Checksum {
+                path: p(),
+                what: "header",
+                stored,
+                computed,
+            });
+        }
+        if b[12] > 5 {
+            return Err(ModelFileError::Code {
+                path: p(),
+                what: "model",
+                code: b[12],
+            });
+        }
+        if (b[12] >= 3) != (version == VERSION_2) {
+            return Err(invalid(format!(
+                "model code {} in a version {version} file",
+                b[12]
+            )));
+        }
+        let mut reserved = vec![15];
+        if version == VERSION_2 {
+            reserved.extend([45, 50, 51, 56, 57, 58, 59]);
+        }
+        if let Some(&at) = reserved.iter().find(|&&at| b[at] != 0) {
+            return Err(invalid(format!(
+                "reserved header byte {at} is {}, must be 0",
+                b[at]
+            )));
+        }
+        let arch =
+            arch_from_header(&b[..header_len]).map_err(|e| invalid(format!("header: {e}")))?;
+        let act = act_from_code(b[13]).ok_or(ModelFileError::Code {
+            path: p(),
+            what: "activation",
+            code: b[13],
+        })?;
+        let flags = b[14];
+        if flags & !FLAG_CHECKPOINT != 0 {
+            return Err(invalid(format!(
+                "flags byte 14 is {flags:#04x}; only bit 0 (checkpoint) is defined"
+            )));
+        }
+        let n_params = u64_at(24);
+        let want = arch.num_params() as u64;
+        if n_params != want {
+            return Err(size(format!(
+                "{n_params} parameters, a {arch} model has {want}"
+            )));
+        }
+        let h = Header {
+            len: header_len,
+            arch,
+            act,
+            flags,
+            norm: Normalization {
+                mean: f32_at(16),
+                std: f32_at(20),
+            },
+            payload_len: u64_at(32),
+            payload_crc: u32_at(40),
+        };
+        let max = h.max_payload();
+        let ok = if flags & FLAG_CHECKPOINT != 0 {
+            h.payload_len <= max
+        } else {
+            h.payload_len == max
+        };
+        if !ok {
+            return Err(size(format!(
+                "header says the payload is {} bytes; a {arch} {} has {}{max}",
+                h.payload_len,
+                if flags & FLAG_CHECKPOINT != 0 {
+                    "checkpoint"
+                } else {
+                    "model"
+                },
+                if flags & FLAG_CHECKPOINT != 0 {
+                    "at most "
+                } else {
+                    ""
+                },
+            )));
+        }
+        Ok(h)
+    }
 }
 
 /// Activation code in the file.
@@ -460,30 +661,38 @@ impl ModelFile {
     /// # Errors
     /// See [`ModelFileError`].
     pub fn load(path: &Path) -> Result<Self, ModelFileError> {
+        use std::io::Read;
         let io = |source| ModelFileError::Io {
             path: path.to_owned(),
             source,
         };
+        // One open, without blocking on a FIFO; the header is read first
+        // and checked, and the file is then read only up to the exact size
+        // the header allows, checked against the file's size first.
+        let (mut f, meta) = crate::fsutil::open_input(path).map_err(io)?;
         let mut head = Vec::with_capacity(HEADER_LEN_2);
-        {
-            use std::io::Read;
-            std::fs::File::open(path)
-                .and_then(|f| f.take(HEADER_LEN_2 as u64).read_to_end(&mut head))
-                .map_err(io)?;
+        (&mut f)
+            .take(HEADER_LEN_2 as u64)
+            .read_to_end(&mut head)
+            .map_err(io)?;
+        let h = Header::parse(path, &head)?;
+        let total = h.len as u64 + h.payload_len;
+        if meta.is_file() && meta.len() != total {
+            return Err(ModelFileError::Size {
+                path: path.to_owned(),
+                msg: format!(
+                    "payload is {} bytes, header says {}{}",
+                    meta.len().saturating_sub(h.len as u64),
+                    h.payload_len,
+                    if meta.len() < total {
+                        " (truncated)"
+                    } else {
+                        ""
+                    }
+                ),
+            });
         }
-        // Parameters and two moments of the model the header names, plus
-        // the fixed allowance; a damaged header only gets the allowance.
-        let cap = match (head.len() >= HEADER_LEN)
-            .then(|| arch_from_header(&head))
-            .flatten()
-        {
-            Some(a) => MAX_FILE_LEN + 12 * a.num_params() as u64,
-            None => MAX_FILE_LEN,
-        };
-        let b = crate::fsutil::read_capped(path, cap).map_err(|source| ModelFileError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let b = crate::fsutil::read_rest(f, head, total, total).map_err(io)?;
         Self::from_bytes(path, &b)
     }
 
@@ -511,79 +720,11 @@ impl ModelFile {
     pub fn from_bytes(path: &Path, b: &[u8]) -> Result<Self, ModelFileError> {
         let p = || path.to_owned();
         let size = |msg: String| ModelFileError::Size { path: p(), msg };
-        if b.len() < MAGIC.len() || b[..8] != MAGIC {
-            return Err(ModelFileError::BadMagic {
-                path: p(),
-                found: b[..b.len().min(8)].to_vec(),
-            });
-        }
-        if b.len() < HEADER_LEN {
-            return Err(size(format!(
-                "{} bytes, shorter than the {HEADER_LEN}-byte header",
-                b.len()
-            )));
-        }
-        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
-        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
-        let f32_at = |o: usize| f32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
-        let version = u32_at(8);
-        let header_len = match version {
-            VERSION => HEADER_LEN,
-            VERSION_2 => HEADER_LEN_2,
-            _ => {
-                return Err(ModelFileError::Version {
-                    path: p(),
-                    found: version,
-                });
-            }
-        };
-        if b.len() < header_len {
-            return Err(size(format!(
-                "{} bytes, shorter than the {header_len}-byte header",
-                b.len()
-            )));
-        }
-        let crc_at = header_len - 4;
-        let (stored, computed) = (u32_at(crc_at), crc32fast::hash(&b[..crc_at]));
-        if stored != computed {
-            return Err(ModelFileError::Checksum {
-                path: p(),
-                what: "header",
-                stored,
-                computed,
-            });
-        }
-        if b[12] > 5 {
-            return Err(ModelFileError::Code {
-                path: p(),
-                what: "model",
-                code: b[12],
-            });
-        }
-        if (b[12] >= 3) != (version == VERSION_2) {
-            return Err(ModelFileError::Invalid {
-                path: p(),
-                msg: format!("model code {} in a version {version} file", b[12]),
-            });
-        }
-        let arch = arch_from_header(&b[..header_len]).ok_or(ModelFileError::Code {
-            path: p(),
-            what: "model (or its options)",
-            code: b[12],
-        })?;
-        let act = act_from_code(b[13]).ok_or(ModelFileError::Code {
-            path: p(),
-            what: "activation",
-            code: b[13],
-        })?;
-        let flags = b[14];
-        let norm = Normalization {
-            mean: f32_at(16),
-            std: f32_at(20),
-        };
-        let n_params = u64_at(24);
-        let payload_len = u64_at(32);
-        let payload = &b[header_len..];
+        let h = Header::parse(path, b)?;
+        let (arch, act, flags, norm) = (h.arch, h.act, h.flags, h.norm);
+        let payload_len = h.payload_len;
+        let n_params = arch.num_params() as u64;
+        let payload = &b[h.len..];
         if payload.len() as u64 != payload_len {
             return Err(size(format!(
                 "payload is {} bytes, header says {payload_len}{}",
@@ -595,7 +736,7 @@ impl ModelFile {
                 }
             )));
         }
-        let (stored, computed) = (u32_at(40), crc32fast::hash(payload));
+        let (stored, computed) = (h.payload_crc, crc32fast::hash(payload));
         if stored != computed {
             return Err(ModelFileError::Checksum {
                 path: p(),
@@ -603,12 +744,6 @@ impl ModelFile {
                 stored,
                 computed,
             });
-        }
-        let want = arch.num_params() as u64;
-        if n_params != want {
-            return Err(size(format!(
-                "{n_params} parameters, a {arch} model has {want}"
-            )));
         }
         let mut r = Cursor { b: payload, at: 0 };
         let bad = |msg: &str| size(format!("checkpoint section: {msg}"));
@@ -732,7 +867,7 @@ mod tests {
 
     #[test]
     fn networks_with_options_round_trip_in_version_2() {
-        use lenet_core::model::{AlexNetConfig, VggConfig};
+        use lenet_core::model::AlexNetConfig;
         let d = tempfile::tempdir().unwrap();
         let archs = [
             Arch::Cnn,
@@ -778,11 +913,147 @@ mod tests {
             let crc = crc32fast::hash(&bad[..60]);
             bad[60..64].copy_from_slice(&crc.to_le_bytes());
             let e = ModelFile::from_bytes(Path::new("dir/bad.lenet"), &bad).unwrap_err();
+            let e = e.to_string();
             assert!(
-                e.to_string().starts_with("dir/bad.lenet: unknown model"),
+                e.starts_with("dir/bad.lenet: header: ") && e.contains("input size 4"),
                 "{e}"
             );
         }
+    }
+
+    /// A version 2 header edited by `f`, its CRC rewritten.
+    fn edit_v2(arch: Arch, f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        let n = arch.num_params();
+        let mut b = ModelFile {
+            meta: ModelMeta {
+                arch,
+                act: Activation::Relu,
+                norm: Normalization::STANDARD,
+            },
+            params: vec![0.5; n],
+            checkpoint: None,
+        }
+        .to_bytes();
+        f(&mut b);
+        let crc = crc32fast::hash(&b[..60]);
+        b[60..64].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn header_nonsense_is_refused_naming_the_field() {
+        // Reserved bytes, version 1 and 2.
+        let mut b = sample(ModelKind::LeNet5, false).to_bytes();
+        b[15] = 1;
+        fix_header_crc(&mut b);
+        let e = err(&b).to_string();
+        assert!(
+            e.contains("dir/bad.lenet") && e.contains("reserved header byte 15"),
+            "{e}"
+        );
+        for at in [45, 50, 51, 56, 59] {
+            let b = edit_v2(Arch::Cnn, |b| b[at] = 7);
+            let e = err(&b).to_string();
+            assert!(
+                e.contains(&format!("reserved header byte {at} is 7")),
+                "{e}"
+            );
+        }
+        // Undefined flag bits.
+        let mut b = sample(ModelKind::LeNet5, false).to_bytes();
+        b[14] = 0x81;
+        fix_header_crc(&mut b);
+        assert!(err(&b).to_string().contains("flags byte 14"));
+        // Options the network does not have: `cnn` with 9 VGG blocks, or
+        // another input side; `alexnet` with blocks.
+        let e = err(&edit_v2(Arch::Cnn, |b| b[44] = 9)).to_string();
+        assert!(
+            e.contains("VGG blocks (byte 44) is 9, but cnn has no blocks"),
+            "{e}"
+        );
+        let e = err(&edit_v2(Arch::Cnn, |b| {
+            b[48..50].copy_from_slice(&96u16.to_le_bytes())
+        }))
+        .to_string();
+        assert!(e.contains("input side (byte 48) is 96, but cnn"), "{e}");
+        let alex = Arch::AlexNet(lenet_core::model::AlexNetConfig {
+            width_div: 16,
+            size: 96,
+            hidden: 32,
+        });
+        let e = err(&edit_v2(alex, |b| b[44] = 2)).to_string();
+        assert!(e.contains("but alexnet has no blocks"), "{e}");
+        // An option out of range is named, not "unknown model code 4".
+        let vgg = Arch::Vgg(VggConfig {
+            blocks: 2,
+            width_div: 16,
+            size: 32,
+            hidden: 32,
+        });
+        let e = err(&edit_v2(vgg, |b| b[44] = 7)).to_string();
+        assert!(e.contains("vgg options: vgg blocks 7 (1 to 5)"), "{e}");
+    }
+
+    /// A header claiming a network of billions of parameters, or a file
+    /// longer than its header allows, is refused from the header and the
+    /// file's size, before the payload is read (the files are sparse: a
+    /// read of them would take minutes and gigabytes).
+    #[test]
+    fn huge_claims_are_refused_before_reading() {
+        let d = tempfile::tempdir().unwrap();
+        let vgg = Arch::Vgg(VggConfig {
+            blocks: 2,
+            width_div: 16,
+            size: 32,
+            hidden: 32,
+        });
+        // vgg at 512x512 with 16384 hidden units: 2.2e9 parameters.
+        let b = edit_v2(vgg, |b| {
+            b[44] = 5;
+            b[46..48].copy_from_slice(&1u16.to_le_bytes());
+            b[48..50].copy_from_slice(&512u16.to_le_bytes());
+            b[52..56].copy_from_slice(&16384u32.to_le_bytes());
+            let p = 2_200_000_000u64;
+            b[24..32].copy_from_slice(&p.to_le_bytes());
+            b[32..40].copy_from_slice(&(4 * p).to_le_bytes());
+        });
+        let huge = d.path().join("huge.lenet");
+        std::fs::write(&huge, &b[..HEADER_LEN_2]).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(&huge).unwrap();
+        f.set_len(HEADER_LEN_2 as u64 + 4 * 2_200_000_000).unwrap();
+        drop(f);
+        let t = std::time::Instant::now();
+        let e = ModelFile::load(&huge).unwrap_err().to_string();
+        assert!(
+            e.contains("huge.lenet") && e.contains("parameters, more than the"),
+            "{e}"
+        );
+        // A valid header, then gigabytes more than it gives.
+        let good = edit_v2(vgg, |_| {});
+        let long = d.path().join("long.lenet");
+        std::fs::write(&long, &good).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(&long).unwrap();
+        f.set_len(6 << 30).unwrap();
+        drop(f);
+        let e = ModelFile::load(&long).unwrap_err().to_string();
+        assert!(e.contains("long.lenet") && e.contains("header says"), "{e}");
+        // A checkpoint header claiming a payload beyond what its network
+        // can have.
+        let b = edit_v2(vgg, |b| {
+            b[14] = 1;
+            b[32..40].copy_from_slice(&(5u64 << 30).to_le_bytes());
+        });
+        let claim = d.path().join("claim.lenet");
+        std::fs::write(&claim, &b[..HEADER_LEN_2]).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&claim)
+            .unwrap();
+        f.set_len(HEADER_LEN_2 as u64 + (5 << 30)).unwrap();
+        drop(f);
+        let e = ModelFile::load(&claim).unwrap_err().to_string();
+        assert!(e.contains("claim.lenet") && e.contains("at most"), "{e}");
+        assert!(t.elapsed().as_secs() < 5, "{:?}", t.elapsed());
     }
 
     #[test]

@@ -207,6 +207,19 @@ pub enum TrainError {
         /// What disagrees.
         msg: String,
     },
+    /// Another run is writing the output folder.
+    #[error(
+        "{}: another `host train`{} is writing to this folder (lock file {}); wait for it to finish or give another --out",
+        dir.display(),
+        pid.map_or_else(String::new, |p| format!(" (pid {p})")),
+        crate::fsutil::DirLock::FILE
+    )]
+    Busy {
+        /// The output folder.
+        dir: PathBuf,
+        /// The running process, as its lock file says.
+        pid: Option<u32>,
+    },
     /// The loss became NaN or infinite.
     #[error("epoch {epoch}: loss is {loss}; the run diverged (try a lower learning rate)")]
     Diverged {
@@ -540,6 +553,15 @@ pub fn train(
 ) -> Result<TrainSummary, TrainError> {
     let cfg = settings.trainer_config(0)?;
     std::fs::create_dir_all(out_dir).map_err(|e| out_err(out_dir, e))?;
+    // Two runs writing one folder would interleave their files; the lock is
+    // held until this function returns.
+    let _lock = crate::fsutil::DirLock::acquire(out_dir).map_err(|e| match e {
+        crate::fsutil::LockError::Busy { pid } => TrainError::Busy {
+            dir: out_dir.to_owned(),
+            pid,
+        },
+        crate::fsutil::LockError::Io(e) => out_err(&out_dir.join(crate::fsutil::DirLock::FILE), e),
+    })?;
     let norm = settings.norm();
     let meta = ModelMeta {
         arch: cfg.arch,
@@ -768,6 +790,25 @@ pub fn checkpoint_info(path: &Path, f: &ModelFile) -> Result<CheckpointInfo, Tra
     let cfg = s
         .trainer_config(s.threads)
         .map_err(|e| bad(format!("settings: {e}")))?;
+    // Options the network does not have hold their defaults, as a new
+    // run writes them.
+    let d = crate::modelfile::NetOptions::default();
+    let unused: &[(&str, u32, u32)] = match cfg.arch {
+        Arch::Vgg(_) => &[],
+        Arch::AlexNet(_) => &[("blocks", s.net.blocks.into(), d.blocks.into())],
+        Arch::LeNet(_) | Arch::Cnn => &[
+            ("blocks", s.net.blocks.into(), d.blocks.into()),
+            ("width_div", s.net.width_div.into(), d.width_div.into()),
+            ("input_size", s.net.input_size.into(), d.input_size.into()),
+            ("hidden", s.net.hidden, d.hidden),
+        ],
+    };
+    if let Some((name, v, want)) = unused.iter().find(|(_, v, want)| v != want) {
+        return Err(bad(format!(
+            "settings: net.{name} is {v}, but {} has no such option ({want} expected)",
+            s.model
+        )));
+    }
     if cfg.arch != f.meta.arch || cfg.act != f.meta.act || s.norm() != f.meta.norm {
         return Err(bad(format!(
             "settings say {} {} {}, the header says {} {} {}",
@@ -828,6 +869,60 @@ pub fn checkpoint_info(path: &Path, f: &ModelFile) -> Result<CheckpointInfo, Tra
 mod tests {
     use super::*;
     use crate::data::{PIXELS, SIDE};
+
+    /// The checkpoint's JSON is read back and written again on every
+    /// resume: each float must survive that exactly, or the resumed
+    /// checkpoint differs from an uninterrupted run's in a last digit.
+    #[test]
+    fn checkpoint_json_floats_round_trip_exactly() {
+        let mut rng = crate::rng::SplitMix64::new(7);
+        let mut history = Vec::new();
+        for epoch in 1..=2000 {
+            let mut x = || {
+                let bits = rng.next_u64();
+                // Losses and accuracies: [0, 4), every mantissa bit used.
+                (bits >> 11) as f64 / (1u64 << 53) as f64 * 4.0
+            };
+            history.push(EpochMetrics {
+                epoch,
+                train_loss: x(),
+                train_acc: x(),
+                val_loss: f64::NAN,
+                val_acc: x(),
+                test_loss: x(),
+                test_acc: x(),
+                seconds: x() * 1e3,
+                images_per_sec: x() * 1e5,
+            });
+        }
+        let info = CheckpointInfo {
+            settings: crate::cli::new_settings(&match crate::cli::parse_from(["host", "train"])
+                .unwrap()
+                .command
+            {
+                crate::cli::Command::Train(t) => t,
+                _ => unreachable!(),
+            })
+            .unwrap(),
+            history,
+        };
+        let json = serde_json::to_string(&info).unwrap();
+        let back: CheckpointInfo = serde_json::from_str(&json).unwrap();
+        for (a, b) in info.history.iter().zip(&back.history) {
+            for (x, y) in [
+                (a.train_loss, b.train_loss),
+                (a.train_acc, b.train_acc),
+                (a.val_acc, b.val_acc),
+                (a.test_loss, b.test_loss),
+                (a.test_acc, b.test_acc),
+                (a.seconds, b.seconds),
+                (a.images_per_sec, b.images_per_sec),
+            ] {
+                assert_eq!(x.to_bits(), y.to_bits(), "{x:?} read back as {y:?}");
+            }
+        }
+        assert_eq!(serde_json::to_string(&back).unwrap(), json);
+    }
 
     #[test]
     fn excluded_classes_leave_the_training_set_only() {

@@ -28,11 +28,13 @@ pub enum Parser {
     Safetensors,
     /// `predict`'s image path (PNG or JPEG, with the size limits).
     Image,
+    /// A head file learned on a device (`eval --head`), against a trunk.
+    Head,
 }
 
 impl Parser {
     /// Every parser.
-    pub const ALL: [Parser; 7] = [
+    pub const ALL: [Parser; 8] = [
         Parser::IdxImages,
         Parser::IdxLabels,
         Parser::Csv,
@@ -40,6 +42,7 @@ impl Parser {
         Parser::Q8,
         Parser::Safetensors,
         Parser::Image,
+        Parser::Head,
     ];
 
     /// Short name (the fuzz target and corpus directory).
@@ -52,6 +55,7 @@ impl Parser {
             Parser::Q8 => "q8",
             Parser::Safetensors => "safetensors",
             Parser::Image => "image",
+            Parser::Head => "head",
         }
     }
 }
@@ -60,15 +64,40 @@ impl Parser {
 /// (when it is long enough to have them), so mutations reach the checks
 /// behind the checksums instead of stopping at them.
 pub fn with_model_checksums(bytes: &[u8]) -> Vec<u8> {
+    use crate::modelfile::{HEADER_LEN, HEADER_LEN_2, VERSION_2};
     let mut b = bytes.to_vec();
-    let h = crate::modelfile::HEADER_LEN;
+    let v2 = b.len() >= HEADER_LEN_2 && b[8..12] == VERSION_2.to_le_bytes();
+    let h = if v2 { HEADER_LEN_2 } else { HEADER_LEN };
     if b.len() >= h {
         let payload = crc32fast::hash(&b[h..]);
         b[40..44].copy_from_slice(&payload.to_le_bytes());
-        let header = crc32fast::hash(&b[..44]);
-        b[44..48].copy_from_slice(&header.to_le_bytes());
+        let header = crc32fast::hash(&b[..h - 4]);
+        b[h - 4..h].copy_from_slice(&header.to_le_bytes());
     }
     b
+}
+
+/// The trunk CRC the head seeds carry.
+const HEAD_TRUNK_CRC: u32 = 0x1234_5678;
+
+/// `bytes` with a head file's trailing CRC recomputed (see
+/// [`with_model_checksums`]).
+fn with_head_checksum(bytes: &[u8]) -> Vec<u8> {
+    let mut b = bytes.to_vec();
+    if b.len() >= 4 {
+        let n = b.len() - 4;
+        let c = crc32fast::hash(&b[..n]);
+        b[n..].copy_from_slice(&c.to_le_bytes());
+    }
+    b
+}
+
+fn parse_head(bytes: &[u8]) -> Result<String, String> {
+    use lenet_core::quant::{QuantLeNet5, QuantModel};
+    let trunk = Box::new(QuantModel::LeNet5(QuantLeNet5::zeroed()));
+    crate::int8::predict_with_head(&trunk, HEAD_TRUNK_CRC, bytes, &[])
+        .map(|_| "head".to_string())
+        .map_err(|e| format!("{FAKE_PATH}: {e:#}"))
 }
 
 /// The file name errors must carry.
@@ -130,6 +159,12 @@ pub fn parse(parser: Parser, bytes: &[u8]) -> Result<String, String> {
                 "image".to_string()
             })
             .map_err(|e| e.to_string()),
+        Parser::Head => {
+            if let Err(msg) = parse_head(&with_head_checksum(bytes)) {
+                check_error(&msg);
+            }
+            parse_head(bytes)
+        }
     };
     if let Err(msg) = &r {
         check_error(msg);
@@ -239,7 +274,22 @@ pub fn seeds(parser: Parser) -> Vec<Vec<u8>> {
                     json: serde_json::to_string(&info).expect("serializable"),
                 }),
             };
-            vec![weights.to_bytes(), ck.to_bytes()]
+            // A version 2 file: the smallest VGG.
+            let vgg = lenet_core::model::Arch::Vgg(lenet_core::model::VggConfig {
+                blocks: 1,
+                width_div: 64,
+                size: 28,
+                hidden: 2,
+            });
+            let mut r = crate::rng::SplitMix64::new(9);
+            let v2 = ModelFile {
+                meta: ModelMeta { arch: vgg, ..meta },
+                params: (0..vgg.num_params())
+                    .map(|_| r.next_f32() * 0.2 - 0.1)
+                    .collect(),
+                checkpoint: None,
+            };
+            vec![weights.to_bytes(), ck.to_bytes(), v2.to_bytes()]
         }
         Parser::Q8 => {
             let kind = ModelKind::LeNet5;
@@ -266,6 +316,39 @@ pub fn seeds(parser: Parser) -> Vec<Vec<u8>> {
                 checkpoint: None,
             };
             vec![crate::export::to_safetensors(Path::new("seed"), &m).expect("serializes")]
+        }
+        Parser::Head => {
+            use lenet_core::head::{Fc3Head, Fc23Head, Head, write_head};
+            use lenet_core::optim::Parameters;
+            use lenet_core::quant::QuantLeNet5;
+            let trunk = QuantLeNet5::zeroed();
+            let mut fc3 = Fc3Head::from_model(&trunk);
+            let mut fc23 = Box::new(Fc23Head::from_model(&trunk));
+            let mut r = crate::rng::SplitMix64::new(11);
+            for t in fc3.tensors_mut().chain(fc23.tensors_mut()) {
+                t.iter_mut().for_each(|v| *v = r.next_f32() - 0.5);
+            }
+            let file = |h: &dyn Fn(&mut Vec<u8>)| {
+                let mut out = Vec::new();
+                h(&mut out);
+                out
+            };
+            vec![
+                file(&|out| {
+                    write_head(&fc3, HEAD_TRUNK_CRC, |b| {
+                        out.extend_from_slice(b);
+                        Ok::<_, ()>(())
+                    })
+                    .expect("in memory")
+                }),
+                file(&|out| {
+                    write_head(&*fc23, HEAD_TRUNK_CRC, |b| {
+                        out.extend_from_slice(b);
+                        Ok::<_, ()>(())
+                    })
+                    .expect("in memory")
+                }),
+            ]
         }
         Parser::Image => {
             use image::{GrayImage, ImageFormat, Luma, RgbaImage};

@@ -96,6 +96,47 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Runs `cmd` to the end, or kills it after `limit` and returns `None`
+/// (a command waiting for good must fail the test, not hang it).
+fn output_within(cmd: &mut Command, limit: std::time::Duration) -> Option<std::process::Output> {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    // The pipes are drained by threads so a chatty child cannot block.
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let o = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut out, &mut b).ok();
+        b
+    });
+    let e = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut err, &mut b).ok();
+        b
+    });
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(std::process::Output {
+                status,
+                stdout: o.join().unwrap(),
+                stderr: e.join().unwrap(),
+            });
+        }
+        if start.elapsed() > limit {
+            child.kill().ok();
+            child.wait().ok();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn every_bad_input_is_one_clear_line_and_leaves_nothing_behind() {
     let tmp = tempfile::tempdir().unwrap();
@@ -306,7 +347,7 @@ fn every_bad_input_is_one_clear_line_and_leaves_nothing_behind() {
     add(
         "model /dev/zero",
         eval_with("/dev/zero"),
-        &["/dev/zero", "limit"],
+        &["/dev/zero", "bad magic"],
     );
     let m = file(root, "nan.lenet", &model_bytes(|m| m.params[5] = f32::NAN));
     add(
@@ -364,6 +405,20 @@ fn every_bad_input_is_one_clear_line_and_leaves_nothing_behind() {
         "checkpoint short optimizer",
         resume(&c),
         &["short.lenet", "optimizer buffer length"],
+    );
+    let c = file(
+        root,
+        "net.lenet",
+        &checkpoint(|m| {
+            let c = m.checkpoint.as_mut().unwrap();
+            assert!(c.json.contains("\"blocks\":5"), "{}", c.json);
+            c.json = c.json.replace("\"blocks\":5", "\"blocks\":9");
+        }),
+    );
+    add(
+        "checkpoint settings with an option the network lacks",
+        resume(&c),
+        &["net.lenet", "net.blocks is 9", "no such option"],
     );
     add(
         "--resume with weights only",
@@ -430,12 +485,251 @@ fn every_bad_input_is_one_clear_line_and_leaves_nothing_behind() {
     add(
         "import /dev/zero",
         imp("/dev/zero"),
-        &["/dev/zero", "limit"],
+        &["/dev/zero", "not a safetensors file"],
+    );
+    let st = file(root, "long.safetensors", &plain);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&st)
+        .unwrap()
+        .set_len(6 << 30)
+        .unwrap();
+    add(
+        "safetensors followed by a sparse 6 GiB",
+        imp(&st),
+        &["long.safetensors", "its header gives"],
     );
     let q = file(root, "bad.q8", b"LENETQ8 not really");
     let mut a = eval_with(&good_model);
     a.extend(["--int8", "--q8", &q].map(String::from));
     add("eval --q8 garbage", a, &["bad.q8"]);
+    let q = file(root, "big.q8", b"");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&q)
+        .unwrap()
+        .set_len(6 << 30)
+        .unwrap();
+    for (name, q) in [
+        ("eval --q8 sparse 6 GiB", q.as_str()),
+        ("eval --q8 /dev/zero", "/dev/zero"),
+    ] {
+        let mut a = eval_with(&good_model);
+        a.extend(["--int8", "--q8", q].map(String::from));
+        let limit = format!("{}-byte limit", lenet_host::int8::MAX_Q8_LEN);
+        add(name, a, &[q, &limit]);
+    }
+
+    // Version 2 headers: nonsense the checksums do not catch.
+    let v2 = |f: &dyn Fn(&mut Vec<u8>)| -> Vec<u8> {
+        let arch = lenet_core::model::Arch::Cnn;
+        let mut b = ModelFile {
+            meta: ModelMeta {
+                arch,
+                act: Activation::Relu,
+                norm: Normalization::STANDARD,
+            },
+            params: vec![0.01; arch.num_params()],
+            checkpoint: None,
+        }
+        .to_bytes();
+        f(&mut b);
+        let crc = crc32fast::hash(&b[..60]);
+        b[60..64].copy_from_slice(&crc.to_le_bytes());
+        b
+    };
+    let m = file(root, "blocks.lenet", &v2(&|b| b[44] = 9));
+    add(
+        "cnn model with 9 VGG blocks",
+        eval_with(&m),
+        &["blocks.lenet", "VGG blocks (byte 44) is 9"],
+    );
+    let m = file(root, "reserved.lenet", &v2(&|b| b[57] = 1));
+    add(
+        "v2 reserved byte set",
+        eval_with(&m),
+        &["reserved.lenet", "reserved header byte 57"],
+    );
+    let m = file(
+        root,
+        "width.lenet",
+        &v2(&|b| {
+            b[12] = 4;
+            b[44] = 2;
+            b[46..48].copy_from_slice(&100u16.to_le_bytes());
+        }),
+    );
+    add(
+        "vgg model with width divisor 100",
+        eval_with(&m),
+        &["width.lenet", "width divisor 100"],
+    );
+    // vgg at 512x512 with 16384 hidden units (2.2e9 parameters), then a
+    // sparse 6 GiB: refused from the header, nothing read.
+    let m = file(
+        root,
+        "huge.lenet",
+        &v2(&|b| {
+            b[12] = 4;
+            b[44] = 5;
+            b[48..50].copy_from_slice(&512u16.to_le_bytes());
+            b[52..56].copy_from_slice(&16384u32.to_le_bytes());
+        })[..64],
+    );
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&m)
+        .unwrap()
+        .set_len(6 << 30)
+        .unwrap();
+    add(
+        "model header claims 2.2e9 parameters, sparse 6 GiB",
+        eval_with(&m),
+        &["huge.lenet", "parameters, more than the"],
+    );
+    let g = model_bytes(|_| {});
+    let m = file(root, "sparse.lenet", &g);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&m)
+        .unwrap()
+        .set_len(6 << 30)
+        .unwrap();
+    add(
+        "valid model followed by a sparse 6 GiB",
+        eval_with(&m),
+        &["sparse.lenet", "header says"],
+    );
+
+    // Heads learned on a device (eval --int8 --q8 T --head H).
+    let q = {
+        let p = model_bytes(|_| {});
+        let mf = ModelFile::from_bytes(Path::new("m"), &p).unwrap();
+        lenet_host::int8::quantize(
+            lenet_core::quant::QuantArch::LeNet5Max,
+            lenet_core::quant::QuantAct::Relu,
+            &mf.params,
+            &toy(4, 9).images,
+            0.286,
+            0.353,
+        )
+        .unwrap()
+    };
+    let q8_bytes = lenet_host::int8::to_bytes(&q);
+    let q8 = file(root, "trunk.q8", &q8_bytes);
+    let trunk_crc = u32::from_le_bytes(q8_bytes[q8_bytes.len() - 4..].try_into().unwrap());
+    let head_file = |values: &dyn Fn(&mut lenet_core::head::Fc3Head)| -> Vec<u8> {
+        use lenet_core::head::{Fc3Head, Head, write_head};
+        let lenet_core::quant::QuantModel::LeNet5Max(t) = &*q else {
+            unreachable!()
+        };
+        let mut h = Fc3Head::from_model(t);
+        values(&mut h);
+        let mut out = Vec::new();
+        write_head(&h, trunk_crc, |b| {
+            out.extend_from_slice(b);
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        out
+    };
+    let with_head = |h: &str| -> Vec<String> {
+        let mut a = eval_with(&good_model);
+        a.extend(["--int8", "--q8", &q8, "--head", h].map(String::from));
+        a
+    };
+    for (name, v, expect) in [
+        ("nan.head", f32::NAN, "fc3.weight[5] is NaN"),
+        ("inf.head", f32::INFINITY, "fc3.weight[5] is inf"),
+        ("huge.head", 3e38, "fc3.weight[5] is 3e38"),
+    ] {
+        let h = file(root, name, &head_file(&|h| h.fc3.w[0][5] = v));
+        add("head with a nonsense value", with_head(&h), &[name, expect]);
+    }
+    let mut b = head_file(&|_| {});
+    b[12..16].copy_from_slice(&851u32.to_le_bytes());
+    let n = b.len() - 4;
+    let crc = crc32fast::hash(&b[..n]);
+    b[n..].copy_from_slice(&crc.to_le_bytes());
+    let h = file(root, "count.head", &b);
+    add(
+        "head with a wrong parameter count",
+        with_head(&h),
+        &["count.head", "parameter count", "851"],
+    );
+    add(
+        "head /dev/zero",
+        with_head("/dev/zero"),
+        &["/dev/zero", "limit"],
+    );
+    let h = file(root, "big.head", b"");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&h)
+        .unwrap()
+        .set_len(6 << 30)
+        .unwrap();
+    add(
+        "head sparse 6 GiB",
+        with_head(&h),
+        &["big.head", "limit", "6442450944"],
+    );
+    let wide = {
+        let kind = ModelKind::LeNet5Wide;
+        let mf = ModelFile {
+            meta: ModelMeta {
+                arch: kind.into(),
+                act: Activation::Relu,
+                norm: Normalization::STANDARD,
+            },
+            params: vec![0.01; kind.num_params()],
+            checkpoint: None,
+        };
+        file(root, "wide.lenet", &mf.to_bytes())
+    };
+    let good_head = file(root, "good.head", &head_file(&|_| {}));
+    let mut a = eval_with(&wide);
+    a.extend(["--int8", "--q8", &q8, "--head", &good_head].map(String::from));
+    add(
+        "head and trunk of another model",
+        a,
+        &["trunk.q8", "LeNet5Max", "wide.lenet"],
+    );
+
+    // FIFOs with no writer where a regular file is needed: refused at
+    // once, not a wait in open() for good.
+    #[cfg(unix)]
+    {
+        let fifo = root.join("fifo").to_string_lossy().into_owned();
+        let c = std::ffi::CString::new(fifo.as_str()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        add("--model FIFO", eval_with(&fifo), &["fifo", "FIFO"]);
+        add(
+            "predict image FIFO",
+            ["predict", "--model", &good_model, &fifo]
+                .map(String::from)
+                .to_vec(),
+            &["fifo", "FIFO"],
+        );
+        add("--head FIFO", with_head(&fifo), &["fifo", "FIFO"]);
+        add(
+            "--q8 FIFO",
+            {
+                let mut a = eval_with(&good_model);
+                a.extend(["--int8", "--q8", &fifo].map(String::from));
+                a
+            },
+            &["fifo", "FIFO"],
+        );
+        add(
+            "import FIFO",
+            ["import", &fifo, "--out", &imported]
+                .map(String::from)
+                .to_vec(),
+            &["fifo", "FIFO"],
+        );
+    }
 
     // Images.
     let predict = |p: &str| {
@@ -539,12 +833,14 @@ fn every_bad_input_is_one_clear_line_and_leaves_nothing_behind() {
     let mut passed = 0;
     for c in &cases {
         let t = std::time::Instant::now();
-        let o = Command::new(env!("CARGO_BIN_EXE_host"))
-            .args(&c.args)
-            .env("LENET_FONT", "none")
-            .env_remove("FASHION_MNIST_DIR")
-            .output()
-            .unwrap();
+        let o = output_within(
+            Command::new(env!("CARGO_BIN_EXE_host"))
+                .args(&c.args)
+                .env("LENET_FONT", "none")
+                .env_remove("FASHION_MNIST_DIR"),
+            std::time::Duration::from_secs(20),
+        )
+        .unwrap_or_else(|| panic!("{}: still running after 20 s (killed)", c.name));
         let err = String::from_utf8_lossy(&o.stderr);
         let last = err.lines().last().unwrap_or("");
         assert!(!o.status.success(), "{}: exit 0\n{err}", c.name);
@@ -657,6 +953,47 @@ fn out_never_replaces_what_is_not_a_regular_file() {
         o.stdout.len(),
         exported.len()
     );
+    // /dev/stdout redirected to a regular file (`> f`, `>> f`): the file
+    // holds exactly what the shell asked for, the export and nothing else
+    // (the report goes to stderr), and /dev/stdout stays a symlink.
+    for (redirect, before) in [(">", &b"old contents"[..]), (">>", &b"kept "[..])] {
+        let f = root.join("redirected.safetensors");
+        std::fs::write(&f, before).unwrap();
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                r#""$0" export --model "$1" --out /dev/stdout {redirect} "$2""#
+            ))
+            .arg(env!("CARGO_BIN_EXE_host"))
+            .arg(&model)
+            .arg(&f)
+            .env("LENET_FONT", "none")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let mut want = if redirect == ">>" {
+            before.to_vec()
+        } else {
+            Vec::new()
+        };
+        want.extend_from_slice(&exported);
+        assert!(
+            std::fs::read(&f).unwrap() == want,
+            "{redirect}: the redirected file is not the export"
+        );
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("wrote /dev/stdout"),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            std::fs::symlink_metadata("/dev/stdout")
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        std::fs::remove_file(&f).unwrap();
+    }
     // A FIFO with no reader: an error at once, not a hang; the FIFO stays.
     let fifo = root.join("fifo");
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
@@ -682,4 +1019,60 @@ fn out_never_replaces_what_is_not_a_regular_file() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("is a directory"), "{err}");
     assert!(d.is_dir());
+}
+
+/// A second `host train` into a folder a running one holds is refused at
+/// once, naming the folder and the running process's pid; the folder's
+/// files are left alone.
+#[cfg(unix)]
+#[test]
+fn a_second_train_into_the_same_folder_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let data = idx_dir(
+        root,
+        "data",
+        "t10k-labels-idx1-ubyte",
+        &idx_labels(&toy(10, 2).labels),
+    );
+    let out = root.join("run");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("model.lenet"), b"the running run's").unwrap();
+    // This process stands for the running `host train`.
+    let lock = lenet_host::fsutil::DirLock::acquire(&out).unwrap();
+    let o = output_within(
+        Command::new(env!("CARGO_BIN_EXE_host"))
+            .args(["train", "--data", &data, "--device", "cpu", "--epochs", "1"])
+            .arg("--out")
+            .arg(&out)
+            .env("LENET_FONT", "none"),
+        std::time::Duration::from_secs(60),
+    )
+    .expect("refused at once");
+    let err = String::from_utf8_lossy(&o.stderr);
+    let last = err.lines().last().unwrap_or("");
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        last.starts_with("error: ")
+            && last.contains(out.to_str().unwrap())
+            && last.contains(&format!("pid {}", std::process::id())),
+        "{last}"
+    );
+    assert_eq!(
+        std::fs::read(out.join("model.lenet")).unwrap(),
+        b"the running run's"
+    );
+    drop(lock);
+    // Released: the next run trains.
+    let o = output_within(
+        Command::new(env!("CARGO_BIN_EXE_host"))
+            .args(["train", "--data", &data, "--device", "cpu", "--epochs", "1"])
+            .arg("--out")
+            .arg(&out)
+            .env("LENET_FONT", "none"),
+        std::time::Duration::from_secs(120),
+    )
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!out.join(lenet_host::fsutil::DirLock::FILE).exists());
 }
