@@ -63,14 +63,18 @@ fn main() {
                         .expect("argument type");
                     renamed.push_str(&format!("__global__ void planted_{bug}__{name}({args}\n"));
                     table.push_str(&format!(
-                        " \\\n    KERNEL(planted_{bug}__{name}, {ty}, true),"
+                        " \\\n    {{\"planted_{bug}__{name}\", \
+                         call<{ty}, planted_{bug}::planted_{bug}__{name}>, sizeof({ty}), true}},"
                     ));
                 } else {
                     renamed.push_str(line);
                     renamed.push('\n');
                 }
             }
-            inc.push_str(&format!("// cuda/{file}, bug {bug} planted\n{renamed}\n"));
+            // (in a namespace of its own: the file's helper types too)
+            inc.push_str(&format!(
+                "// cuda/{file}, bug {bug} planted\nnamespace planted_{bug} {{\n{renamed}}}\n"
+            ));
         }
         inc.push_str(&table);
         inc.push('\n');

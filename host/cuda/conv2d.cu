@@ -1,7 +1,7 @@
 // 2-D convolution (cross-correlation, PyTorch's Conv2d): forward with bias
 // and activation fused, gradient of the input, gradients of the weights and
 // bias. Mirrors lenet-core's conv::conv2d and its backward.
-#include "lenet.cuh"
+#include "gemm.cuh"
 
 // One thread per output value (n, co, oy, ox); grid covers N * C_OUT * OH * OW.
 // y = act(b[co] + sum_{ci,u,v} w[co][ci][u][v] * x[n][ci][oy*S + u - P][ox*S + v - P])
@@ -33,6 +33,105 @@ extern "C" __global__ void conv2d_forward(const ConvArgs a) {
         }
     }
     a.y[i] = act_apply(a.act, acc + a.b[co]);
+}
+
+// The im2col operand of a convolution, staged without forming it: row r
+// is output position (n, oy, ox) of the batch, k is tap (ci, u, v), and
+// the element is x[n][ci][oy*S + u - P][ox*S + v - P] (0 in the padding).
+// A shared table holds each tap of the coming slice of k as its offset
+// (ci*H + u)*W + v in an image and its (u, v), computed by 16 threads
+// while the block multiplies the current slice (two buffers, by the
+// slice's parity). Each thread stages one row, decomposed once.
+struct ConvTapsStager {
+    gptr<const float> x;
+    int h, w, k, depth;
+    int valid;
+    long long base;  // offset of (n, 0, oy*S - P, ox*S - P)
+    int iy0, ix0;
+    shared_array<int, 2 * GEMM_BK>* off;
+    shared_array<int, 2 * GEMM_BK>* uv;
+
+    __device__ __forceinline__ void stage(shared_array<float, GEMM_BK * GEMM_LD>& s, int k0) const {
+        int t = (int)threadIdx.x;
+        int buf = (k0 / GEMM_BK) & 1;
+        int rr = t % GEMM_BM;
+#pragma unroll
+        for (int q = 0; q < GEMM_BK * GEMM_BM / GEMM_THREADS; q++) {
+            int kk = t / GEMM_BM + q * (GEMM_THREADS / GEMM_BM);
+            float v = 0.0f;
+            if (valid && k0 + kk < depth) {
+                int o = (*off)[buf * GEMM_BK + kk];
+                int tap = (*uv)[buf * GEMM_BK + kk];
+                int iy = iy0 + (tap >> 8);
+                int ix = ix0 + (tap & 255);
+                if (iy >= 0 && iy < h && ix >= 0 && ix < w) {
+                    v = x[base + o];
+                }
+            }
+            s[kk * GEMM_LD + rr] = v;
+        }
+    }
+    __device__ __forceinline__ void next(int k1) const {
+        int t = (int)threadIdx.x;
+        if (t < GEMM_BK && k1 + t < depth) {
+            int kidx = k1 + t;
+            int ci = kidx / (k * k);
+            int rem = kidx - ci * k * k;
+            int u = rem / k;
+            int v = rem - u * k;
+            int buf = (k1 / GEMM_BK) & 1;
+            (*off)[buf * GEMM_BK + t] = (ci * h + u) * w + v;
+            (*uv)[buf * GEMM_BK + t] = u << 8 | v;
+        }
+    }
+};
+
+// The same output as conv2d_forward as a register-tiled GEMM (gemm.cuh):
+// Y[co][(n, oy, ox)] = act(b[co] + sum_{(ci,u,v)} W[co][(ci,u,v)] *
+// im2col[(ci,u,v)][(n, oy, ox)]), the taps summed in the order ci, u, v
+// with one fused multiply-add each (the padding's terms add 0). Grid:
+// ceil(C_OUT / 64) * ceil(N * OH * OW / 64) tiles. Chosen by the schedule
+// for layers with many output channels, where its tiles are full.
+extern "C" __global__ void conv2d_forward_gemm(const ConvArgs a) {
+    __shared__ shared_array<int, 2 * GEMM_BK> off;
+    __shared__ shared_array<int, 2 * GEMM_BK> uv;
+    int ohw = a.oh * a.ow;
+    int positions = a.n * ohw;
+    int depth = a.c_in * a.k * a.k;
+    GemmPlace g = gemm_place(positions);
+    MatrixStager<true> w = {a.w, depth, g.m0, a.c_out, depth};
+    int col = g.n0 + (int)threadIdx.x % GEMM_BN;
+    int img = col / ohw;
+    int oy = (col - img * ohw) / a.ow;
+    int ox = col - img * ohw - oy * a.ow;
+    ConvTapsStager x;
+    x.x = a.x;
+    x.h = a.h;
+    x.w = a.w_in;
+    x.k = a.k;
+    x.depth = depth;
+    x.valid = col < positions;
+    x.iy0 = oy * a.s - a.p;
+    x.ix0 = ox * a.s - a.p;
+    x.base = (long long)img * a.c_in * a.h * a.w_in + (long long)x.iy0 * a.w_in + x.ix0;
+    x.off = &off;
+    x.uv = &uv;
+    float acc[GEMM_TM][GEMM_TN];
+    gemm_tile(w, x, depth, acc);
+    for (int j = 0; j < GEMM_TN; j++) {
+        int c = g.c + j;
+        if (c >= positions) {
+            continue;
+        }
+        int n = c / ohw;
+        int pos = c - n * ohw;
+        for (int i = 0; i < GEMM_TM; i++) {
+            int co = g.r + i;
+            if (co < a.c_out) {
+                a.y[((size_t)n * a.c_out + co) * ohw + pos] = act_apply(a.act, acc[i][j] + a.b[co]);
+            }
+        }
+    }
 }
 
 // One thread per input value (n, ci, iy, ix); grid covers N * C_IN * H * W.

@@ -25,43 +25,49 @@
 // k then hits 8 banks instead of one, and rows stay 16-byte aligned.
 #define GEMM_LD (GEMM_BM + 4)
 
-// One operand: element (r, k) of an R x K matrix at base[r * ld + k]
-// when K_CONTIG, else at base[k * ld + r].
-struct GemmOperand {
+// A stager fills one operand's shared slice for a step of K: s[k][r] for
+// its 64 rows from r0 and k in [k0, k0 + GEMM_BK), zeros outside the
+// operand (rows beyond its count, k beyond the depth). `next(k1)` runs
+// while the block multiplies, before the barrier that ends the step: a
+// stager that keeps a shared table of the coming slice fills it there.
+
+// A matrix in global memory: element (r, k) at base[r * ld + k] when
+// K_CONTIG, else at base[k * ld + r].
+template <bool K_CONTIG>
+struct MatrixStager {
     gptr<const float> base;
     int ld;
+    int r0;
+    int rows;
+    int depth;
+
+    __device__ __forceinline__ void stage(shared_array<float, GEMM_BK * GEMM_LD>& s, int k0) const {
+        int t = (int)threadIdx.x;
+#pragma unroll
+        for (int q = 0; q < GEMM_BK * GEMM_BM / GEMM_THREADS; q++) {
+            int e = t + q * GEMM_THREADS;
+            // Neighbouring threads take neighbouring k when k is
+            // contiguous, neighbouring rows otherwise (coalesced loads).
+            int kk = K_CONTIG ? e % GEMM_BK : e / GEMM_BM;
+            int rr = K_CONTIG ? e / GEMM_BK : e % GEMM_BM;
+            int r = r0 + rr;
+            int k = k0 + kk;
+            float v = 0.0f;
+            if (r < rows && k < depth) {
+                v = K_CONTIG ? base[(size_t)r * ld + k] : base[(size_t)k * ld + r];
+            }
+            s[kk * GEMM_LD + rr] = v;
+        }
+    }
+    __device__ __forceinline__ void next(int) const {}
 };
 
-// Stages rows [r0, r0 + 64) x k [k0, k0 + GEMM_BK) of `o` (zeros outside
-// R x K) into s[k][r].
-template <bool K_CONTIG>
-__device__ __forceinline__ void gemm_stage(shared_array<float, GEMM_BK * GEMM_LD>& s,
-                                           const GemmOperand& o, int r0, int rows, int k0,
-                                           int depth) {
-    int t = (int)threadIdx.x;
-#pragma unroll
-    for (int q = 0; q < GEMM_BK * GEMM_BM / GEMM_THREADS; q++) {
-        int e = t + q * GEMM_THREADS;
-        // Neighbouring threads take neighbouring k when k is contiguous,
-        // neighbouring rows otherwise.
-        int kk = K_CONTIG ? e % GEMM_BK : e / GEMM_BM;
-        int rr = K_CONTIG ? e / GEMM_BK : e % GEMM_BM;
-        int r = r0 + rr;
-        int k = k0 + kk;
-        float v = 0.0f;
-        if (r < rows && k < depth) {
-            v = K_CONTIG ? o.base[(size_t)r * o.ld + k] : o.base[(size_t)k * o.ld + r];
-        }
-        s[kk * GEMM_LD + rr] = v;
-    }
-}
-
-// The block's tile of C = A B (A: M x K, B: K x N as an N x K operand):
-// acc[i][j] = C[m0 + 4 ty + i][n0 + 4 tx + j] with ty = t / 16, tx = t % 16.
-// Every thread of the block must call it.
-template <bool A_K_CONTIG, bool B_K_CONTIG>
-__device__ __forceinline__ void gemm_tile(const GemmOperand& a, const GemmOperand& b, int m, int n,
-                                          int depth, int m0, int n0,
+// The block's tile of C = A B, A's rows by B's rows (B given as its
+// transpose, N x K), through the stagers `a` and `b`:
+// acc[i][j] = C[m0 + 4 ty + i][n0 + 4 tx + j] with ty = t / 16,
+// tx = t % 16. Every thread of the block must call it.
+template <class StagerA, class StagerB>
+__device__ __forceinline__ void gemm_tile(const StagerA& a, const StagerB& b, int depth,
                                           float acc[GEMM_TM][GEMM_TN]) {
     __shared__ shared_array<float, GEMM_BK * GEMM_LD> sa;
     __shared__ shared_array<float, GEMM_BK * GEMM_LD> sb;
@@ -73,10 +79,15 @@ __device__ __forceinline__ void gemm_tile(const GemmOperand& a, const GemmOperan
             acc[i][j] = 0.0f;
         }
     }
+    a.next(0);
+    b.next(0);
+    __syncthreads();
     for (int k0 = 0; k0 < depth; k0 += GEMM_BK) {
-        gemm_stage<A_K_CONTIG>(sa, a, m0, m, k0, depth);
-        gemm_stage<B_K_CONTIG>(sb, b, n0, n, k0, depth);
+        a.stage(sa, k0);
+        b.stage(sb, k0);
         __syncthreads();
+        a.next(k0 + GEMM_BK);
+        b.next(k0 + GEMM_BK);
 #pragma unroll
         for (int kk = 0; kk < GEMM_BK; kk++) {
             float ra[GEMM_TM], rb[GEMM_TN];
@@ -94,6 +105,23 @@ __device__ __forceinline__ void gemm_tile(const GemmOperand& a, const GemmOperan
         }
         __syncthreads();
     }
+}
+
+// Row and column of the first output of the block's tile, and of this
+// thread's first output in it, on a grid of ceil(n / 64) column tiles.
+struct GemmPlace {
+    int m0, n0, r, c;
+};
+
+__device__ __forceinline__ GemmPlace gemm_place(int n) {
+    int tiles = (n + GEMM_BN - 1) / GEMM_BN;
+    int t = (int)threadIdx.x;
+    GemmPlace g;
+    g.m0 = (int)blockIdx.x / tiles * GEMM_BM;
+    g.n0 = (int)blockIdx.x % tiles * GEMM_BN;
+    g.r = g.m0 + t / (GEMM_BN / GEMM_TN) * GEMM_TM;
+    g.c = g.n0 + t % (GEMM_BN / GEMM_TN) * GEMM_TN;
+    return g;
 }
 
 // Tiles of an m x n product: the grid of a GEMM launch (times any extra

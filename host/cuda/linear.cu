@@ -9,18 +9,14 @@
 // Y = act(X W^T + b): rows n of the batch, columns o, depth F_IN.
 // y[n][o] = act(b[o] + sum_i x[n][i] * w[o][i])
 extern "C" __global__ void linear_forward(const LinearArgs a) {
-    GemmOperand x = {a.x, a.f_in};
-    GemmOperand w = {a.w, a.f_in};
-    int tiles = gemm_tiles_n(a.f_out);
-    int m0 = (int)blockIdx.x / tiles * GEMM_BM;
-    int n0 = (int)blockIdx.x % tiles * GEMM_BN;
+    GemmPlace g = gemm_place(a.f_out);
+    MatrixStager<true> x = {a.x, a.f_in, g.m0, a.n, a.f_in};
+    MatrixStager<true> w = {a.w, a.f_in, g.n0, a.f_out, a.f_in};
     float acc[GEMM_TM][GEMM_TN];
-    gemm_tile<true, true>(x, w, a.n, a.f_out, a.f_in, m0, n0, acc);
-    int t = (int)threadIdx.x;
+    gemm_tile(x, w, a.f_in, acc);
     for (int i = 0; i < GEMM_TM; i++) {
-        int r = m0 + t / (GEMM_BN / GEMM_TN) * GEMM_TM + i;
         for (int j = 0; j < GEMM_TN; j++) {
-            int c = n0 + t % (GEMM_BN / GEMM_TN) * GEMM_TN + j;
+            int r = g.r + i, c = g.c + j;
             if (r < a.n && c < a.f_out) {
                 a.y[(size_t)r * a.f_out + c] = act_apply(a.act, acc[i][j] + a.b[c]);
             }
@@ -31,18 +27,14 @@ extern "C" __global__ void linear_forward(const LinearArgs a) {
 // dX = (dY W) * act'(x): rows n, columns i, depth F_OUT. Writes dx.
 // dx[n][i] = act'(x[n][i]) * sum_o dy[n][o] * w[o][i]
 extern "C" __global__ void linear_backward_input(const LinearArgs a) {
-    GemmOperand dy = {a.dy, a.f_out};
-    GemmOperand w = {a.w, a.f_in};
-    int tiles = gemm_tiles_n(a.f_in);
-    int m0 = (int)blockIdx.x / tiles * GEMM_BM;
-    int n0 = (int)blockIdx.x % tiles * GEMM_BN;
+    GemmPlace g = gemm_place(a.f_in);
+    MatrixStager<true> dy = {a.dy, a.f_out, g.m0, a.n, a.f_out};
+    MatrixStager<false> w = {a.w, a.f_in, g.n0, a.f_in, a.f_out};
     float acc[GEMM_TM][GEMM_TN];
-    gemm_tile<true, false>(dy, w, a.n, a.f_in, a.f_out, m0, n0, acc);
-    int t = (int)threadIdx.x;
+    gemm_tile(dy, w, a.f_out, acc);
     for (int i = 0; i < GEMM_TM; i++) {
-        int r = m0 + t / (GEMM_BN / GEMM_TN) * GEMM_TM + i;
         for (int j = 0; j < GEMM_TN; j++) {
-            int c = n0 + t % (GEMM_BN / GEMM_TN) * GEMM_TN + j;
+            int r = g.r + i, c = g.c + j;
             if (r < a.n && c < a.f_in) {
                 size_t at = (size_t)r * a.f_in + c;
                 a.dx[at] = acc[i][j] * act_grad(a.act, a.x[at]);
@@ -56,7 +48,7 @@ extern "C" __global__ void linear_backward_input(const LinearArgs a) {
 // db[o] = sum_n dy[n][o] in the same order. Grid = tiles + those blocks.
 // Writes dw and db.
 extern "C" __global__ void linear_backward_weight(const LinearArgs a) {
-    int tiles = gemm_tiles_n(a.f_in);
+    int tiles = (a.f_in + GEMM_BN - 1) / GEMM_BN;
     int weight_blocks = (a.f_out + GEMM_BM - 1) / GEMM_BM * tiles;
     int b = (int)blockIdx.x;
     if (b >= weight_blocks) {
@@ -70,17 +62,14 @@ extern "C" __global__ void linear_backward_weight(const LinearArgs a) {
         }
         return;
     }
-    GemmOperand dy = {a.dy, a.f_out};
-    GemmOperand x = {a.x, a.f_in};
-    int m0 = b / tiles * GEMM_BM;
-    int n0 = b % tiles * GEMM_BN;
+    GemmPlace g = gemm_place(a.f_in);
+    MatrixStager<false> dy = {a.dy, a.f_out, g.m0, a.f_out, a.n};
+    MatrixStager<false> x = {a.x, a.f_in, g.n0, a.f_in, a.n};
     float acc[GEMM_TM][GEMM_TN];
-    gemm_tile<false, false>(dy, x, a.f_out, a.f_in, a.n, m0, n0, acc);
-    int t = (int)threadIdx.x;
+    gemm_tile(dy, x, a.n, acc);
     for (int i = 0; i < GEMM_TM; i++) {
-        int r = m0 + t / (GEMM_BN / GEMM_TN) * GEMM_TM + i;
         for (int j = 0; j < GEMM_TN; j++) {
-            int c = n0 + t % (GEMM_BN / GEMM_TN) * GEMM_TN + j;
+            int r = g.r + i, c = g.c + j;
             if (r < a.f_out && c < a.f_in) {
                 a.dw[(size_t)r * a.f_in + c] = acc[i][j];
             }

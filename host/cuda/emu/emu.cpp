@@ -128,6 +128,7 @@ struct Entry {
 const Entry KERNELS[] = {
     KERNEL(gather_batch, GatherArgs, false),
     KERNEL(conv2d_forward, ConvArgs, false),
+    KERNEL(conv2d_forward_gemm, ConvArgs, true),
     KERNEL(conv2d_backward_input, ConvArgs, false),
     KERNEL(conv2d_backward_weight, ConvArgs, true),
     KERNEL(pool_forward, PoolArgs, false),

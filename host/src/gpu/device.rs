@@ -12,6 +12,7 @@ use crate::trainer::TrainerError;
 pub enum Kernel {
     GatherBatch,
     Conv2dForward,
+    Conv2dForwardGemm,
     Conv2dBackwardInput,
     Conv2dBackwardWeight,
     PoolForward,
@@ -31,9 +32,10 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel.
-    pub const ALL: [Kernel; 17] = [
+    pub const ALL: [Kernel; 18] = [
         Kernel::GatherBatch,
         Kernel::Conv2dForward,
+        Kernel::Conv2dForwardGemm,
         Kernel::Conv2dBackwardInput,
         Kernel::Conv2dBackwardWeight,
         Kernel::PoolForward,
@@ -56,6 +58,7 @@ impl Kernel {
         match self {
             Kernel::GatherBatch => "gather_batch",
             Kernel::Conv2dForward => "conv2d_forward",
+            Kernel::Conv2dForwardGemm => "conv2d_forward_gemm",
             Kernel::Conv2dBackwardInput => "conv2d_backward_input",
             Kernel::Conv2dBackwardWeight => "conv2d_backward_weight",
             Kernel::PoolForward => "pool_forward",
@@ -79,9 +82,10 @@ impl Kernel {
     pub const fn file(self) -> &'static str {
         match self {
             Kernel::GatherBatch => "data",
-            Kernel::Conv2dForward | Kernel::Conv2dBackwardInput | Kernel::Conv2dBackwardWeight => {
-                "conv2d"
-            }
+            Kernel::Conv2dForward
+            | Kernel::Conv2dForwardGemm
+            | Kernel::Conv2dBackwardInput
+            | Kernel::Conv2dBackwardWeight => "conv2d",
             Kernel::PoolForward | Kernel::PoolBackward => "pool",
             Kernel::ActivationForward => "activation",
             Kernel::LinearForward | Kernel::LinearBackwardInput | Kernel::LinearBackwardWeight => {

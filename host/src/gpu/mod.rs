@@ -280,6 +280,25 @@ impl Schedule {
     }
 }
 
+/// Output channels from which a convolution's forward pass runs as a
+/// register-tiled GEMM (`conv2d_forward_gemm`): its 64-row tiles are then
+/// at least a quarter full; fewer channels take the direct kernel.
+pub const CONV_GEMM_MIN_CHANNELS: usize = 16;
+
+/// The forward kernel of a convolution with `c_out` output channels, and
+/// its blocks for a batch of `n` outputs of shape `out`.
+pub fn conv_forward(n: usize, out: Shape3) -> (Kernel, usize) {
+    if out.c >= CONV_GEMM_MIN_CHANNELS {
+        let tiles = out.c.div_ceil(GEMM_TILE) * (n * out.h * out.w).div_ceil(GEMM_TILE);
+        (Kernel::Conv2dForwardGemm, tiles)
+    } else {
+        (
+            Kernel::Conv2dForward,
+            (n * out.len()).div_ceil(BLOCK as usize),
+        )
+    }
+}
+
 /// Output tile of the register-tiled GEMM kernels (`gemm.cuh`'s
 /// `GEMM_BM` x `GEMM_BN`).
 pub const GEMM_TILE: usize = 64;
@@ -825,7 +844,8 @@ impl<D: Device> GpuTrainer<D> {
                         y: out.ptr,
                         ..conv_dims(n, a, b, k, s, pad, st.act)
                     };
-                    self.launch_over(Kernel::Conv2dForward, n * b.len(), &args)?;
+                    let (kernel, grid) = conv_forward(n, b);
+                    self.launch_blocks(kernel, grid, &args)?;
                 }
                 Op::Pool { k, s, max } => {
                     let args = PoolArgs {

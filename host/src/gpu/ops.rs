@@ -12,7 +12,7 @@
 
 use super::args::{ConvArgs, LinearArgs, PoolArgs, UpsampleArgs};
 use super::device::{DevPtr, Device, DeviceExt, Kernel};
-use super::{conv_dims, int, linear_grid, pool_dims, upsample_dims};
+use super::{BLOCK, GEMM_TILE, conv_dims, int, linear_grid, pool_dims, upsample_dims};
 use crate::golden::{Golden, Worst, compare_record};
 use crate::trainer::TrainerError;
 use lenet_core::model::Shape3;
@@ -114,7 +114,8 @@ fn conv<D: Device>(dev: &mut D, g: &Golden, p: &str) -> OpResult {
         m.zeros(co)?
     };
     let dy = m.put(data(g, p, "dy")?)?;
-    let (y, dx, dw, db) = (
+    let (y, yg, dx, dw, db) = (
+        m.zeros(n * b.len())?,
         m.zeros(n * b.len())?,
         m.zeros(n * a.len())?,
         m.zeros(co * ci * k * k)?,
@@ -142,15 +143,27 @@ fn conv<D: Device>(dev: &mut D, g: &Golden, p: &str) -> OpResult {
         dx,
         ..dims
     };
+    let fwd_gemm = ConvArgs { y: yg, ..fwd };
     let blocks = u32::try_from(co * ci * k + co).map_err(|e| e.to_string())?;
+    // Both forward kernels, whichever the schedule would choose.
+    let tiles = u32::try_from(co.div_ceil(GEMM_TILE) * (n * b.h * b.w).div_ceil(GEMM_TILE))
+        .map_err(|e| e.to_string())?;
+    let direct =
+        u32::try_from((n * b.len()).div_ceil(BLOCK as usize)).map_err(|e| e.to_string())?;
     m.run(|d| {
-        d.launch_over(Kernel::Conv2dForward, n * b.len(), &fwd)?;
+        d.launch(Kernel::Conv2dForward, direct, &fwd)?;
+        d.launch(Kernel::Conv2dForwardGemm, tiles, &fwd_gemm)?;
         d.launch(Kernel::Conv2dBackwardWeight, blocks, &wgrad)?;
         d.launch_over(Kernel::Conv2dBackwardInput, n * a.len(), &igrad)
     })?;
     let (atol, rtol) = CONV_TOL;
     let reduce = atol * (n * b.h * b.w).div_ceil(CONV_TERMS) as f32;
     let mut worst = Worst::default();
+    let got = m.get(yg, n * b.len())?;
+    worst = worst.max(
+        compare_record(&got, g.record(&format!("{p}/y"))?, atol, rtol)
+            .map_err(|e| format!("conv2d_forward_gemm: {e}"))?,
+    );
     let mut parts = vec![
         ("y", y, n * b.len(), atol),
         ("dx", dx, n * a.len(), atol),

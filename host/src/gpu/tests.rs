@@ -71,9 +71,10 @@ fn argument_structs_match_the_c_compiler() {
     for k in Kernel::ALL {
         let rust = match k {
             Kernel::GatherBatch => size_of::<GatherArgs>(),
-            Kernel::Conv2dForward | Kernel::Conv2dBackwardInput | Kernel::Conv2dBackwardWeight => {
-                size_of::<ConvArgs>()
-            }
+            Kernel::Conv2dForward
+            | Kernel::Conv2dForwardGemm
+            | Kernel::Conv2dBackwardInput
+            | Kernel::Conv2dBackwardWeight => size_of::<ConvArgs>(),
             Kernel::PoolForward | Kernel::PoolBackward => size_of::<PoolArgs>(),
             Kernel::ActivationForward => size_of::<ActArgs>(),
             Kernel::LinearForward | Kernel::LinearBackwardInput | Kernel::LinearBackwardWeight => {
