@@ -272,3 +272,160 @@ extern "C" __global__ void conv2d_backward_weight(const ConvArgs a) {
         }
     }
 }
+
+// The weight gradient as a register-tiled GEMM with the reduction split:
+// dW[co][(ci,u,v)] = sum over positions j = (n, oy, ox) of the batch of
+// dY[co][j] * im2col[(ci,u,v)][j]. The positions are cut into SPLITS
+// chunks (ConvArgs.splits; each a multiple of 16 long, the last ones
+// possibly empty) so that small layers still fill the GPU; block
+// b = split * tiles + tile writes its tile's partial sums to
+// y[(split * C_OUT + co) * C_IN K K + (ci,u,v)] (ConvArgs.y is the
+// workspace here), and conv2d_backward_weight_reduce adds the splits in
+// order. Grid: tiles * SPLITS, tiles = ceil(C_OUT / 64) * ceil(C_IN K K / 64).
+
+// dY as the A operand: row co, k the position j (contiguous within an
+// image), staged from chunk [j0, j1).
+struct GradRowsStager {
+    gptr<const float> dy;
+    int c_out, ohw, m0, j0, j1;
+
+    __device__ __forceinline__ void stage(shared_array<float, GEMM_BK * GEMM_LD>& s, int k0) const {
+        int t = (int)threadIdx.x;
+        int kk = t % GEMM_BK;
+        int j = j0 + k0 + kk;
+        int n = j / ohw;
+        long long at = ((long long)n * c_out) * ohw + (j - n * ohw);
+#pragma unroll
+        for (int q = 0; q < GEMM_BK * GEMM_BM / GEMM_THREADS; q++) {
+            int rr = t / GEMM_BK + q * (GEMM_THREADS / GEMM_BK);
+            int co = m0 + rr;
+            float v = 0.0f;
+            if (j < j1 && co < c_out) {
+                v = dy[at + (long long)co * ohw];
+            }
+            s[kk * GEMM_LD + rr] = v;
+        }
+    }
+    __device__ __forceinline__ void next(int) const {}
+};
+
+// im2col as the B operand: row (ci,u,v), k the position j. A thread's
+// four rows are decomposed once; each step decomposes its one position.
+struct PatchRowsStager {
+    gptr<const float> x;
+    int c_in, h, w, ow, ohw, s, p, j0, j1;
+    int valid[GEMM_BK * GEMM_BM / GEMM_THREADS];
+    int off[GEMM_BK * GEMM_BM / GEMM_THREADS];  // (ci*H + u)*W + v
+    int u[GEMM_BK * GEMM_BM / GEMM_THREADS];
+    int v[GEMM_BK * GEMM_BM / GEMM_THREADS];
+
+    __device__ __forceinline__ void stage(shared_array<float, GEMM_BK * GEMM_LD>& sh, int k0) const {
+        int t = (int)threadIdx.x;
+        int kk = t % GEMM_BK;
+        int j = j0 + k0 + kk;
+        int n = j / ohw;
+        int pos = j - n * ohw;
+        int oy = pos / ow;
+        int iy0 = oy * s - p;
+        int ix0 = (pos - oy * ow) * s - p;
+        long long base = (long long)n * c_in * h * w + (long long)iy0 * w + ix0;
+#pragma unroll
+        for (int q = 0; q < GEMM_BK * GEMM_BM / GEMM_THREADS; q++) {
+            int rr = t / GEMM_BK + q * (GEMM_THREADS / GEMM_BK);
+            int iy = iy0 + u[q];
+            int ix = ix0 + v[q];
+            float val = 0.0f;
+            if (j < j1 && valid[q] && iy >= 0 && iy < h && ix >= 0 && ix < w) {
+                val = x[base + off[q]];
+            }
+            sh[kk * GEMM_LD + rr] = val;
+        }
+    }
+    __device__ __forceinline__ void next(int) const {}
+};
+
+extern "C" __global__ void conv2d_backward_weight_gemm(const ConvArgs a) {
+    int kdim = a.c_in * a.k * a.k;
+    int ohw = a.oh * a.ow;
+    int total = a.n * ohw;
+    int tiles_n = (kdim + GEMM_BN - 1) / GEMM_BN;
+    int tiles = (a.c_out + GEMM_BM - 1) / GEMM_BM * tiles_n;
+    int split = (int)blockIdx.x / tiles;
+    int tile = (int)blockIdx.x % tiles;
+    int chunk = ((total + a.splits - 1) / a.splits + GEMM_BK - 1) / GEMM_BK * GEMM_BK;
+    int j0 = split * chunk < total ? split * chunk : total;
+    int j1 = j0 + chunk < total ? j0 + chunk : total;
+    int m0 = tile / tiles_n * GEMM_BM;
+    int n0 = tile % tiles_n * GEMM_BN;
+    int t = (int)threadIdx.x;
+    GradRowsStager g = {a.dy, a.c_out, ohw, m0, j0, j1};
+    PatchRowsStager x;
+    x.x = a.x;
+    x.c_in = a.c_in;
+    x.h = a.h;
+    x.w = a.w_in;
+    x.ow = a.ow;
+    x.ohw = ohw;
+    x.s = a.s;
+    x.p = a.p;
+    x.j0 = j0;
+    x.j1 = j1;
+    for (int q = 0; q < GEMM_BK * GEMM_BM / GEMM_THREADS; q++) {
+        int r = n0 + t / GEMM_BK + q * (GEMM_THREADS / GEMM_BK);
+        int ci = r / (a.k * a.k);
+        int rem = r - ci * a.k * a.k;
+        x.valid[q] = r < kdim;
+        x.u[q] = rem / a.k;
+        x.v[q] = rem - x.u[q] * a.k;
+        x.off[q] = (ci * a.h + x.u[q]) * a.w_in + x.v[q];
+    }
+    float acc[GEMM_TM][GEMM_TN];
+    gemm_tile(g, x, j1 - j0, acc);
+    int r = m0 + t / (GEMM_BN / GEMM_TN) * GEMM_TM;
+    int c = n0 + t % (GEMM_BN / GEMM_TN) * GEMM_TN;
+    for (int i = 0; i < GEMM_TM; i++) {
+        for (int jj = 0; jj < GEMM_TN; jj++) {
+            if (r + i < a.c_out && c + jj < kdim) {
+                a.y[((size_t)split * a.c_out + r + i) * kdim + c + jj] = acc[i][jj];
+            }
+        }
+    }
+}
+
+// The splits' partial sums added in order, one thread per weight:
+// dw[i] = sum_{split} y[split * C_OUT C_IN K K + i]; then one block of
+// REDUCE_THREADS threads per bias, as in conv2d_backward_weight:
+// db[co] = sum_j dy[co][j]. Grid: ceil(C_OUT C_IN K K / 256) + C_OUT.
+// Writes dw and db.
+extern "C" __global__ void conv2d_backward_weight_reduce(const ConvArgs a) {
+    int len = a.c_out * a.c_in * a.k * a.k;
+    int weight_blocks = (len + REDUCE_THREADS - 1) / REDUCE_THREADS;
+    int b = (int)blockIdx.x;
+    int t = (int)threadIdx.x;
+    if (b < weight_blocks) {
+        int i = b * REDUCE_THREADS + t;
+        if (i < len) {
+            float acc = 0.0f;
+            for (int split = 0; split < a.splits; split++) {
+                acc += a.y[(size_t)split * len + i];
+            }
+            a.dw[i] = acc;
+        }
+        return;
+    }
+    __shared__ shared_array<float, REDUCE_THREADS> s;
+    int co = b - weight_blocks;
+    int ohw = a.oh * a.ow;
+    int total = a.n * ohw;
+    float acc = 0.0f;
+    for (int j = t; j < total; j += REDUCE_THREADS) {
+        int n = j / ohw;
+        acc += a.dy[((size_t)n * a.c_out + co) * ohw + (j - n * ohw)];
+    }
+    s[t] = acc;
+    block_sum(s);
+    if (t == 0) {
+        a.db[co] = s[0];
+    }
+}
+

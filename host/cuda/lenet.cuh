@@ -112,7 +112,8 @@ struct ConvArgs {
     gptr<const float> x;   // (N, C_IN, H, W) input
     gptr<const float> w;   // (C_OUT, C_IN, K, K)
     gptr<const float> b;   // (C_OUT)
-    gptr<float> y;         // (N, C_OUT, OH, OW) output
+    gptr<float> y;         // (N, C_OUT, OH, OW) output; the weight gradient's
+                           // partial sums (SPLITS, C_OUT, C_IN, K, K)
     gptr<const float> dy;  // (N, C_OUT, OH, OW) dL/d(pre-activation output)
     gptr<float> dx;        // (N, C_IN, H, W)
     gptr<float> dw;        // (C_OUT, C_IN, K, K)
@@ -120,7 +121,7 @@ struct ConvArgs {
     int n, c_in, h, w_in, c_out, oh, ow, k, s, p;
     int act;               // forward: activation applied to the output;
                            // backward input: activation whose output x holds
-    int pad_;
+    int splits;            // conv2d_backward_weight_gemm: chunks of the positions
 };
 
 // pool_forward, pool_backward (no padding, floor mode).

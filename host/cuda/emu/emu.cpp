@@ -131,6 +131,8 @@ const Entry KERNELS[] = {
     KERNEL(conv2d_forward_gemm, ConvArgs, true),
     KERNEL(conv2d_backward_input, ConvArgs, false),
     KERNEL(conv2d_backward_weight, ConvArgs, true),
+    KERNEL(conv2d_backward_weight_gemm, ConvArgs, true),
+    KERNEL(conv2d_backward_weight_reduce, ConvArgs, true),
     KERNEL(pool_forward, PoolArgs, false),
     KERNEL(pool_backward, PoolArgs, false),
     KERNEL(activation_forward, ActArgs, false),

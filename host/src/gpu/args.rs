@@ -43,7 +43,7 @@ pub struct ConvArgs {
     pub s: i32,
     pub p: i32,
     pub act: i32,
-    pub pad_: i32,
+    pub splits: i32,
 }
 
 /// `PoolArgs`: see `pool.cu`.

@@ -15,6 +15,8 @@ pub enum Kernel {
     Conv2dForwardGemm,
     Conv2dBackwardInput,
     Conv2dBackwardWeight,
+    Conv2dBackwardWeightGemm,
+    Conv2dBackwardWeightReduce,
     PoolForward,
     PoolBackward,
     ActivationForward,
@@ -32,12 +34,14 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel.
-    pub const ALL: [Kernel; 18] = [
+    pub const ALL: [Kernel; 20] = [
         Kernel::GatherBatch,
         Kernel::Conv2dForward,
         Kernel::Conv2dForwardGemm,
         Kernel::Conv2dBackwardInput,
         Kernel::Conv2dBackwardWeight,
+        Kernel::Conv2dBackwardWeightGemm,
+        Kernel::Conv2dBackwardWeightReduce,
         Kernel::PoolForward,
         Kernel::PoolBackward,
         Kernel::ActivationForward,
@@ -61,6 +65,8 @@ impl Kernel {
             Kernel::Conv2dForwardGemm => "conv2d_forward_gemm",
             Kernel::Conv2dBackwardInput => "conv2d_backward_input",
             Kernel::Conv2dBackwardWeight => "conv2d_backward_weight",
+            Kernel::Conv2dBackwardWeightGemm => "conv2d_backward_weight_gemm",
+            Kernel::Conv2dBackwardWeightReduce => "conv2d_backward_weight_reduce",
             Kernel::PoolForward => "pool_forward",
             Kernel::PoolBackward => "pool_backward",
             Kernel::ActivationForward => "activation_forward",
@@ -85,7 +91,9 @@ impl Kernel {
             Kernel::Conv2dForward
             | Kernel::Conv2dForwardGemm
             | Kernel::Conv2dBackwardInput
-            | Kernel::Conv2dBackwardWeight => "conv2d",
+            | Kernel::Conv2dBackwardWeight
+            | Kernel::Conv2dBackwardWeightGemm
+            | Kernel::Conv2dBackwardWeightReduce => "conv2d",
             Kernel::PoolForward | Kernel::PoolBackward => "pool",
             Kernel::ActivationForward => "activation",
             Kernel::LinearForward | Kernel::LinearBackwardInput | Kernel::LinearBackwardWeight => {

@@ -146,6 +146,9 @@ struct Schedule {
     stages: Vec<Stage>,
     vals: Vec<Val>,
     params: usize,
+    /// Floats of the weight-gradient workspace: the largest partial sums
+    /// of a convolution whose weight gradient is a split GEMM.
+    workspace: usize,
 }
 
 impl Schedule {
@@ -256,10 +259,22 @@ impl Schedule {
         if cur == 0 {
             return Err(bad(format!("{arch}: no layer computes the logits")));
         }
+        let workspace = stages
+            .iter()
+            .filter_map(|st| match st.op {
+                Op::Conv { k, .. } if conv_gemm(st.out_shape) => {
+                    let kdim = st.in_shape.c * k * k;
+                    Some(wgrad_splits(st.out_shape.c, kdim) * st.out_shape.c * kdim)
+                }
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
         Ok(Schedule {
             stages,
             vals,
             params: plan.num_params(),
+            workspace,
         })
     }
 
@@ -269,6 +284,9 @@ impl Schedule {
         for st in &self.stages {
             n += 1;
             n += match st.op {
+                Op::Conv { .. } if conv_gemm(st.out_shape) => {
+                    2 + usize::from(self.vals[st.input].needs_grad)
+                }
                 Op::Conv { .. } | Op::Linear => 1 + usize::from(self.vals[st.input].needs_grad),
                 Op::Pool { .. } | Op::Upsample | Op::Dropout { .. } => {
                     usize::from(self.vals[st.input].needs_grad)
@@ -285,10 +303,24 @@ impl Schedule {
 /// at least a quarter full; fewer channels take the direct kernel.
 pub const CONV_GEMM_MIN_CHANNELS: usize = 16;
 
+/// Whether a convolution with outputs of shape `out` runs as GEMMs
+/// (forward and weight gradient).
+pub fn conv_gemm(out: Shape3) -> bool {
+    out.c >= CONV_GEMM_MIN_CHANNELS
+}
+
+/// Chunks the weight-gradient GEMM of a convolution (`c_out` outputs,
+/// `kdim` = C_IN K K taps) cuts the batch's positions into: enough blocks
+/// for a large GPU (about 256) when the layer has few tiles, at most 64.
+pub fn wgrad_splits(c_out: usize, kdim: usize) -> usize {
+    let tiles = c_out.div_ceil(GEMM_TILE) * kdim.div_ceil(GEMM_TILE);
+    (256 / tiles).clamp(1, 64)
+}
+
 /// The forward kernel of a convolution with `c_out` output channels, and
 /// its blocks for a batch of `n` outputs of shape `out`.
 pub fn conv_forward(n: usize, out: Shape3) -> (Kernel, usize) {
-    if out.c >= CONV_GEMM_MIN_CHANNELS {
+    if conv_gemm(out) {
         let tiles = out.c.div_ceil(GEMM_TILE) * (n * out.h * out.w).div_ceil(GEMM_TILE);
         (Kernel::Conv2dForwardGemm, tiles)
     } else {
@@ -423,6 +455,8 @@ pub struct GpuTrainer<D: Device> {
     grads: DevPtr,
     m: DevPtr,
     v: DevPtr,
+    /// The convolutions' weight-gradient partial sums (0: none needed).
+    workspace: DevPtr,
     /// Whether `m` holds SGD momentum (it is created on the first step
     /// that uses it, as in the CPU trainer).
     sgd_has_m: bool,
@@ -530,6 +564,10 @@ impl<D: Device> GpuTrainer<D> {
         // momentum buffer is written on its first step).
         let m = dev.alloc_zeroed(n * 4)?;
         let v = dev.alloc_zeroed(n * 4)?;
+        let workspace = match sched.workspace {
+            0 => 0,
+            len => dev.alloc(len * 4)?,
+        };
         dev.upload_slice(params, init)?;
         Ok(GpuTrainer {
             dev,
@@ -541,6 +579,7 @@ impl<D: Device> GpuTrainer<D> {
             grads,
             m,
             v,
+            workspace,
             sgd_has_m: false,
             cap: 0,
             cap_grads: false,
@@ -952,12 +991,26 @@ impl<D: Device> GpuTrainer<D> {
                         db: ptr_at(g, st.b_off),
                         ..dims
                     };
-                    let blocks = b.c * a.c * k + b.c;
-                    self.launch(
-                        Kernel::Conv2dBackwardWeight,
-                        u32::try_from(blocks).map_err(|e| self.device_err(e.to_string()))?,
-                        &wargs,
-                    )?;
+                    if conv_gemm(b) {
+                        let kdim = a.c * k * k;
+                        let splits = wgrad_splits(b.c, kdim);
+                        let args = ConvArgs {
+                            y: self.workspace,
+                            splits: int(splits),
+                            ..wargs
+                        };
+                        let tiles = b.c.div_ceil(GEMM_TILE) * kdim.div_ceil(GEMM_TILE);
+                        self.launch_blocks(
+                            Kernel::Conv2dBackwardWeightGemm,
+                            tiles * splits,
+                            &args,
+                        )?;
+                        let blocks = (b.c * kdim).div_ceil(BLOCK as usize) + b.c;
+                        self.launch_blocks(Kernel::Conv2dBackwardWeightReduce, blocks, &args)?;
+                    } else {
+                        let blocks = b.c * a.c * k + b.c;
+                        self.launch_blocks(Kernel::Conv2dBackwardWeight, blocks, &wargs)?;
+                    }
                     if inp.needs_grad {
                         let iargs = ConvArgs {
                             x: inp.ptr,

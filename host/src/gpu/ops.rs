@@ -12,7 +12,9 @@
 
 use super::args::{ConvArgs, LinearArgs, PoolArgs, UpsampleArgs};
 use super::device::{DevPtr, Device, DeviceExt, Kernel};
-use super::{BLOCK, GEMM_TILE, conv_dims, int, linear_grid, pool_dims, upsample_dims};
+use super::{
+    BLOCK, GEMM_TILE, conv_dims, int, linear_grid, pool_dims, upsample_dims, wgrad_splits,
+};
 use crate::golden::{Golden, Worst, compare_record};
 use crate::trainer::TrainerError;
 use lenet_core::model::Shape3;
@@ -144,6 +146,25 @@ fn conv<D: Device>(dev: &mut D, g: &Golden, p: &str) -> OpResult {
         ..dims
     };
     let fwd_gemm = ConvArgs { y: yg, ..fwd };
+    // The weight gradient as a split GEMM and its reduction, into dwg, dbg.
+    let kdim = ci * k * k;
+    let splits = wgrad_splits(co, kdim);
+    let (dwg, dbg, work) = (
+        m.zeros(co * kdim)?,
+        m.zeros(co)?,
+        m.zeros(splits * co * kdim)?,
+    );
+    let wgrad_gemm = ConvArgs {
+        y: work,
+        dw: dwg,
+        db: dbg,
+        splits: int(splits),
+        ..wgrad
+    };
+    let gemm_blocks = u32::try_from(co.div_ceil(GEMM_TILE) * kdim.div_ceil(GEMM_TILE) * splits)
+        .map_err(|e| e.to_string())?;
+    let reduce_blocks =
+        u32::try_from((co * kdim).div_ceil(BLOCK as usize) + co).map_err(|e| e.to_string())?;
     let blocks = u32::try_from(co * ci * k + co).map_err(|e| e.to_string())?;
     // Both forward kernels, whichever the schedule would choose.
     let tiles = u32::try_from(co.div_ceil(GEMM_TILE) * (n * b.h * b.w).div_ceil(GEMM_TILE))
@@ -154,6 +175,12 @@ fn conv<D: Device>(dev: &mut D, g: &Golden, p: &str) -> OpResult {
         d.launch(Kernel::Conv2dForward, direct, &fwd)?;
         d.launch(Kernel::Conv2dForwardGemm, tiles, &fwd_gemm)?;
         d.launch(Kernel::Conv2dBackwardWeight, blocks, &wgrad)?;
+        d.launch(Kernel::Conv2dBackwardWeightGemm, gemm_blocks, &wgrad_gemm)?;
+        d.launch(
+            Kernel::Conv2dBackwardWeightReduce,
+            reduce_blocks,
+            &wgrad_gemm,
+        )?;
         d.launch_over(Kernel::Conv2dBackwardInput, n * a.len(), &igrad)
     })?;
     let (atol, rtol) = CONV_TOL;
@@ -164,6 +191,22 @@ fn conv<D: Device>(dev: &mut D, g: &Golden, p: &str) -> OpResult {
         compare_record(&got, g.record(&format!("{p}/y"))?, atol, rtol)
             .map_err(|e| format!("conv2d_forward_gemm: {e}"))?,
     );
+    let mut gemm_parts = vec![("dw", dwg, co * kdim)];
+    if bias == 1 {
+        gemm_parts.push(("db", dbg, co));
+    }
+    for (part, ptr, len) in gemm_parts {
+        let got = m.get(ptr, len)?;
+        worst = worst.max(
+            compare_record(
+                &got,
+                g.record(&format!("{p}/{part}"))?,
+                reduce.max(atol),
+                rtol,
+            )
+            .map_err(|e| format!("conv2d_backward_weight_gemm: {e}"))?,
+        );
+    }
     let mut parts = vec![
         ("y", y, n * b.len(), atol),
         ("dx", dx, n * a.len(), atol),

@@ -74,7 +74,9 @@ fn argument_structs_match_the_c_compiler() {
             Kernel::Conv2dForward
             | Kernel::Conv2dForwardGemm
             | Kernel::Conv2dBackwardInput
-            | Kernel::Conv2dBackwardWeight => size_of::<ConvArgs>(),
+            | Kernel::Conv2dBackwardWeight
+            | Kernel::Conv2dBackwardWeightGemm
+            | Kernel::Conv2dBackwardWeightReduce => size_of::<ConvArgs>(),
             Kernel::PoolForward | Kernel::PoolBackward => size_of::<PoolArgs>(),
             Kernel::ActivationForward => size_of::<ActArgs>(),
             Kernel::LinearForward | Kernel::LinearBackwardInput | Kernel::LinearBackwardWeight => {
@@ -107,24 +109,32 @@ fn schedules_follow_the_layer_lists() {
         assert_eq!(schedule_params(arch).unwrap(), arch.num_params(), "{arch}");
     }
     // Conv, pool, act twice, linear (+act), linear; backward: the first
-    // conv's weights only, every other layer both; gather, loss, optimizer.
-    assert_eq!(schedule_launches(Arch::Cnn).unwrap(), 8 + 9 + 3);
+    // conv's weights only, every other layer both, and each convolution's
+    // weight gradient (64 and 128 channels: split GEMMs) a second launch to
+    // add its splits; gather, loss, optimizer.
+    assert_eq!(schedule_launches(Arch::Cnn).unwrap(), 8 + 9 + 2 + 3);
     // Upsample, conv+act, pool, conv+act, pool, 3 linear, 2 dropouts:
     // 10 forward; backward 13: every layer's input gradient but the
     // upsample's and the first conv's (whose input is the upsampled input),
     // and the weights of 5.
     assert_eq!(schedule_launches(small_archs()[2]).unwrap(), 10 + 13 + 3);
-    assert_eq!(schedule_launches(Arch::Vgg(VggConfig::NOTES)).unwrap(), 50);
+    // (4 and 8 channels there: no GEMM; 8 and 5 convolutions of 64 channels
+    // or more in the notes' VGG-11 and AlexNet: one launch more each.)
+    assert_eq!(
+        schedule_launches(Arch::Vgg(VggConfig::NOTES)).unwrap(),
+        50 + 8
+    );
     assert_eq!(
         schedule_launches(Arch::AlexNet(AlexNetConfig::NOTES)).unwrap(),
-        37
+        37 + 5
     );
     let t = emu(
         &config(ModelKind::LeNet5, Activation::Sigmoid, adam()),
         ThreadOrder::Ascending,
         0,
     );
-    assert_eq!(t.launches_per_step(), 21);
+    // (the second convolution, 16 channels, adds its weight-gradient splits)
+    assert_eq!(t.launches_per_step(), 22);
 }
 
 /// Logits, the loss, the gradients and three optimizer steps of every
