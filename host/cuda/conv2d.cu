@@ -429,3 +429,125 @@ extern "C" __global__ void conv2d_backward_weight_reduce(const ConvArgs a) {
     }
 }
 
+// The input gradient of a stride-1 convolution as a register-tiled GEMM:
+// dX[ci][(n, iy, ix)] = act'(x) * sum_{(co,u,v)} W[co][ci][u][v] *
+// dY[n][co][iy + P - u][ix + P - v] (0 outside dY), the taps summed in the
+// order co, u, v with one fused multiply-add each. Rows are input
+// channels, columns the batch's input positions, depth C_OUT K K. Grid:
+// ceil(C_IN / 64) * ceil(N * H * W / 64) tiles. Writes dx.
+
+// W as the A operand: row ci, k the tap (co, u, v), staged along k.
+struct WeightTapsStager {
+    gptr<const float> w;
+    int c_in, kk2, m0, depth;
+
+    __device__ __forceinline__ void stage(shared_array<float, GEMM_BK * GEMM_LD>& s, int k0) const {
+        int t = (int)threadIdx.x;
+        int kk = t % GEMM_BK;
+        int kidx = k0 + kk;
+        int co = kidx / kk2;
+        long long at = (long long)co * c_in * kk2 + (kidx - co * kk2);
+#pragma unroll
+        for (int q = 0; q < GEMM_BK * GEMM_BM / GEMM_THREADS; q++) {
+            int rr = t / GEMM_BK + q * (GEMM_THREADS / GEMM_BK);
+            int ci = m0 + rr;
+            float v = 0.0f;
+            if (kidx < depth && ci < c_in) {
+                v = w[at + (long long)ci * kk2];
+            }
+            s[kk * GEMM_LD + rr] = v;
+        }
+    }
+    __device__ __forceinline__ void next(int) const {}
+};
+
+// dY gathered as the B operand: row (n, iy, ix), k the tap (co, u, v); a
+// shared table holds each tap of the coming slice as co * OH * OW and
+// (u, v), as in ConvTapsStager.
+struct GradTapsStager {
+    gptr<const float> dy;
+    int oh, ow, k, depth;
+    int valid;
+    long long base;  // offset of (n, 0, iy + P, ix + P) in dY
+    int ty0, tx0;    // iy + P, ix + P
+    shared_array<int, 2 * GEMM_BK>* off;
+    shared_array<int, 2 * GEMM_BK>* uv;
+
+    __device__ __forceinline__ void stage(shared_array<float, GEMM_BK * GEMM_LD>& s, int k0) const {
+        int t = (int)threadIdx.x;
+        int buf = (k0 / GEMM_BK) & 1;
+        int rr = t % GEMM_BM;
+#pragma unroll
+        for (int q = 0; q < GEMM_BK * GEMM_BM / GEMM_THREADS; q++) {
+            int kk = t / GEMM_BM + q * (GEMM_THREADS / GEMM_BM);
+            float v = 0.0f;
+            if (valid && k0 + kk < depth) {
+                int tap = (*uv)[buf * GEMM_BK + kk];
+                int u = tap >> 8;
+                int vv = tap & 255;
+                int oy = ty0 - u;
+                int ox = tx0 - vv;
+                if (oy >= 0 && oy < oh && ox >= 0 && ox < ow) {
+                    v = dy[base + (*off)[buf * GEMM_BK + kk] - (long long)u * ow - vv];
+                }
+            }
+            s[kk * GEMM_LD + rr] = v;
+        }
+    }
+    __device__ __forceinline__ void next(int k1) const {
+        int t = (int)threadIdx.x;
+        if (t < GEMM_BK && k1 + t < depth) {
+            int kidx = k1 + t;
+            int co = kidx / (k * k);
+            int rem = kidx - co * k * k;
+            int u = rem / k;
+            int buf = (k1 / GEMM_BK) & 1;
+            (*off)[buf * GEMM_BK + t] = co * oh * ow;
+            (*uv)[buf * GEMM_BK + t] = u << 8 | (rem - u * k);
+        }
+    }
+};
+
+extern "C" __global__ void conv2d_backward_input_gemm(const ConvArgs a) {
+    __shared__ shared_array<int, 2 * GEMM_BK> off;
+    __shared__ shared_array<int, 2 * GEMM_BK> uv;
+    int hw = a.h * a.w_in;
+    int positions = a.n * hw;
+    int kk2 = a.k * a.k;
+    int depth = a.c_out * kk2;
+    GemmPlace g = gemm_place(positions);
+    WeightTapsStager w = {a.w, a.c_in, kk2, g.m0, depth};
+    int col = g.n0 + (int)threadIdx.x % GEMM_BN;
+    int img = col / hw;
+    int iy = (col - img * hw) / a.w_in;
+    int ix = col - img * hw - iy * a.w_in;
+    GradTapsStager d;
+    d.dy = a.dy;
+    d.oh = a.oh;
+    d.ow = a.ow;
+    d.k = a.k;
+    d.depth = depth;
+    d.valid = col < positions;
+    d.ty0 = iy + a.p;
+    d.tx0 = ix + a.p;
+    d.base = (long long)img * a.c_out * a.oh * a.ow + (long long)d.ty0 * a.ow + d.tx0;
+    d.off = &off;
+    d.uv = &uv;
+    float acc[GEMM_TM][GEMM_TN];
+    gemm_tile(w, d, depth, acc);
+    for (int j = 0; j < GEMM_TN; j++) {
+        int c = g.c + j;
+        if (c >= positions) {
+            continue;
+        }
+        int n = c / hw;
+        int pos = c - n * hw;
+        for (int i = 0; i < GEMM_TM; i++) {
+            int ci = g.r + i;
+            if (ci < a.c_in) {
+                size_t at = ((size_t)n * a.c_in + ci) * hw + pos;
+                a.dx[at] = acc[i][j] * act_grad(a.act, a.x[at]);
+            }
+        }
+    }
+}

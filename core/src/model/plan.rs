@@ -15,7 +15,7 @@
 //! let c3 = &plan.layers()[3];
 //! assert_eq!(c3.input, Shape3 { c: 6, h: 14, w: 14 });
 //! assert_eq!(c3.output, Shape3 { c: 16, h: 10, w: 10 });
-//! let p = c3.params.unwrap();
+//! let p = c3.params.as_ref().unwrap();
 //! assert_eq!((p.weight.start, p.weight.end, p.bias.end), (156, 2_556, 2_572));
 //! // The first convolution's input is the image: no gradient needed.
 //! assert!(!plan.layers()[0].needs_input_grad && c3.needs_input_grad);

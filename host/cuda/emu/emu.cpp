@@ -130,6 +130,7 @@ const Entry KERNELS[] = {
     KERNEL(conv2d_forward, ConvArgs, false),
     KERNEL(conv2d_forward_gemm, ConvArgs, true),
     KERNEL(conv2d_backward_input, ConvArgs, false),
+    KERNEL(conv2d_backward_input_gemm, ConvArgs, true),
     KERNEL(conv2d_backward_weight, ConvArgs, true),
     KERNEL(conv2d_backward_weight_gemm, ConvArgs, true),
     KERNEL(conv2d_backward_weight_reduce, ConvArgs, true),

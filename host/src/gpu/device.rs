@@ -14,6 +14,7 @@ pub enum Kernel {
     Conv2dForward,
     Conv2dForwardGemm,
     Conv2dBackwardInput,
+    Conv2dBackwardInputGemm,
     Conv2dBackwardWeight,
     Conv2dBackwardWeightGemm,
     Conv2dBackwardWeightReduce,
@@ -34,11 +35,12 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel.
-    pub const ALL: [Kernel; 20] = [
+    pub const ALL: [Kernel; 21] = [
         Kernel::GatherBatch,
         Kernel::Conv2dForward,
         Kernel::Conv2dForwardGemm,
         Kernel::Conv2dBackwardInput,
+        Kernel::Conv2dBackwardInputGemm,
         Kernel::Conv2dBackwardWeight,
         Kernel::Conv2dBackwardWeightGemm,
         Kernel::Conv2dBackwardWeightReduce,
@@ -64,6 +66,7 @@ impl Kernel {
             Kernel::Conv2dForward => "conv2d_forward",
             Kernel::Conv2dForwardGemm => "conv2d_forward_gemm",
             Kernel::Conv2dBackwardInput => "conv2d_backward_input",
+            Kernel::Conv2dBackwardInputGemm => "conv2d_backward_input_gemm",
             Kernel::Conv2dBackwardWeight => "conv2d_backward_weight",
             Kernel::Conv2dBackwardWeightGemm => "conv2d_backward_weight_gemm",
             Kernel::Conv2dBackwardWeightReduce => "conv2d_backward_weight_reduce",
@@ -91,6 +94,7 @@ impl Kernel {
             Kernel::Conv2dForward
             | Kernel::Conv2dForwardGemm
             | Kernel::Conv2dBackwardInput
+            | Kernel::Conv2dBackwardInputGemm
             | Kernel::Conv2dBackwardWeight
             | Kernel::Conv2dBackwardWeightGemm
             | Kernel::Conv2dBackwardWeightReduce => "conv2d",

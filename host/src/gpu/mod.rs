@@ -317,6 +317,21 @@ pub fn wgrad_splits(c_out: usize, kdim: usize) -> usize {
     (256 / tiles).clamp(1, 64)
 }
 
+/// The input-gradient kernel of a convolution from `input` to `out` with
+/// stride `s`, and its blocks for a batch of `n`: a GEMM for stride 1 and
+/// at least [`CONV_GEMM_MIN_CHANNELS`] input channels (its rows).
+pub fn conv_backward_input(n: usize, input: Shape3, s: usize) -> (Kernel, usize) {
+    if s == 1 && input.c >= CONV_GEMM_MIN_CHANNELS {
+        let tiles = input.c.div_ceil(GEMM_TILE) * (n * input.h * input.w).div_ceil(GEMM_TILE);
+        (Kernel::Conv2dBackwardInputGemm, tiles)
+    } else {
+        (
+            Kernel::Conv2dBackwardInput,
+            (n * input.len()).div_ceil(BLOCK as usize),
+        )
+    }
+}
+
 /// The forward kernel of a convolution with `c_out` output channels, and
 /// its blocks for a batch of `n` outputs of shape `out`.
 pub fn conv_forward(n: usize, out: Shape3) -> (Kernel, usize) {
@@ -1019,7 +1034,8 @@ impl<D: Device> GpuTrainer<D> {
                             dx: inp.dptr,
                             ..dims
                         };
-                        self.launch_over(Kernel::Conv2dBackwardInput, n * a.len(), &iargs)?;
+                        let (kernel, grid) = conv_backward_input(n, a, s);
+                        self.launch_blocks(kernel, grid, &iargs)?;
                     }
                 }
                 Op::Pool { k, s, max } => {

@@ -149,6 +149,10 @@ fn conv<D: Device>(dev: &mut D, g: &Golden, p: &str) -> OpResult {
     // The weight gradient as a split GEMM and its reduction, into dwg, dbg.
     let kdim = ci * k * k;
     let splits = wgrad_splits(co, kdim);
+    let dxg = m.zeros(n * a.len())?;
+    let igrad_gemm = ConvArgs { dx: dxg, ..igrad };
+    let igrad_tiles = u32::try_from(ci.div_ceil(GEMM_TILE) * (n * a.h * a.w).div_ceil(GEMM_TILE))
+        .map_err(|e| e.to_string())?;
     let (dwg, dbg, work) = (
         m.zeros(co * kdim)?,
         m.zeros(co)?,
@@ -181,6 +185,9 @@ fn conv<D: Device>(dev: &mut D, g: &Golden, p: &str) -> OpResult {
             reduce_blocks,
             &wgrad_gemm,
         )?;
+        if s == 1 {
+            d.launch(Kernel::Conv2dBackwardInputGemm, igrad_tiles, &igrad_gemm)?;
+        }
         d.launch_over(Kernel::Conv2dBackwardInput, n * a.len(), &igrad)
     })?;
     let (atol, rtol) = CONV_TOL;
@@ -192,6 +199,13 @@ fn conv<D: Device>(dev: &mut D, g: &Golden, p: &str) -> OpResult {
             .map_err(|e| format!("conv2d_forward_gemm: {e}"))?,
     );
     let mut gemm_parts = vec![("dw", dwg, co * kdim)];
+    if s == 1 {
+        let got = m.get(dxg, n * a.len())?;
+        worst = worst.max(
+            compare_record(&got, g.record(&format!("{p}/dx"))?, atol, rtol)
+                .map_err(|e| format!("conv2d_backward_input_gemm: {e}"))?,
+        );
+    }
     if bias == 1 {
         gemm_parts.push(("db", dbg, co));
     }

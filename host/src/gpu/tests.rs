@@ -74,6 +74,7 @@ fn argument_structs_match_the_c_compiler() {
             Kernel::Conv2dForward
             | Kernel::Conv2dForwardGemm
             | Kernel::Conv2dBackwardInput
+            | Kernel::Conv2dBackwardInputGemm
             | Kernel::Conv2dBackwardWeight
             | Kernel::Conv2dBackwardWeightGemm
             | Kernel::Conv2dBackwardWeightReduce => size_of::<ConvArgs>(),
