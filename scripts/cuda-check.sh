@@ -9,7 +9,9 @@
 #     instruction mix of every kernel's hottest loop in the SASS for sm_90,
 #     read with nvdisasm; the register-tiled GEMM kernels must keep their
 #     fused multiply-add share (60 % for the linear layers, 40-45 % for the
-#     convolutions, whose loops also decompose positions and taps).
+#     convolutions, whose loops also decompose positions and taps). Given a
+#     built `host` (bash scripts/cuda-check.sh [HOST]), it also estimates one
+#     training epoch of every network from those loops.
 # NVRTC and ptxas come from NVIDIA's PyPI wheels (no GPU, no toolkit),
 # pinned to CUDA 12.0 so that the PTX (ISA 8.0) loads on drivers from
 # R525 on. They are cached in $LENET_CUDA_TOOLS (default ~/.cache/lenet).
@@ -89,4 +91,5 @@ PY
 python3 scripts/sass_model.py "$ptxas" "$nvdisasm" --arch sm_90 \
     --min-share linear_forward=0.6 --min-share linear_backward_input=0.6 \
     --min-share linear_backward_weight=0.6 --min-share conv2d_forward_gemm=0.45 \
-    --min-share conv2d_backward_weight_gemm=0.45 --min-share conv2d_backward_input_gemm=0.4
+    --min-share conv2d_backward_weight_gemm=0.45 --min-share conv2d_backward_input_gemm=0.4 \
+    ${1:+--host "$1"}

@@ -18,10 +18,19 @@ share (multiply-adds, fused or not, per issued instruction: the fraction
 of the FP32 pipe's peak the loop can reach at best) and loads per
 multiply-add.
 
-    python3 scripts/sass_model.py PTXAS NVDISASM [--arch sm_90] [--min-share K=F ...]
+    python3 scripts/sass_model.py PTXAS NVDISASM [--arch sm_90] [--min-share K=F ...] [--host HOST]
 
 --min-share KERNEL=FRACTION makes the script exit 1 when that kernel's
 hot loop has a lower FMA share (a gate for the register-tiled kernels).
+
+--host HOST (a built `host` binary) adds an estimate of one 60,000-image
+training epoch of each network on an H100 SXM: every layer's multiply-adds
+in the forward pass, the input gradient (where needed) and the weight
+gradient, each divided by the FP32 FMA rate (33.5 T/s) times the efficiency
+of the kernel the schedule picks for that shape: its hot loop's FMA share,
+times the share of its tile that the layer fills (64-wide GEMM tiles),
+times ISSUE_EFFICIENCY for latency and occupancy; plus 4 us per launch.
+An estimate to compare kernels by, not a measurement.
 """
 import pathlib
 import re
@@ -118,17 +127,102 @@ def resources(ptxas, arch, ptx):
     return res
 
 
+FMA_RATE = 33.5e12  # H100 SXM: 67 TFLOP/s fp32 = 33.5 T fused multiply-adds/s
+ISSUE_EFFICIENCY = 0.6  # assumed: issue slots lost to latency and occupancy
+LAUNCH_S = 4e-6
+GEMM_MIN_CHANNELS = 16  # host/src/gpu/mod.rs: CONV_GEMM_MIN_CHANNELS
+TILE = 64
+NETWORKS = [  # (name, host flags, batch)
+    ("lenet5", ["--model", "lenet5"], 256),
+    ("cnn", ["--model", "cnn"], 256),
+    ("vgg --width-div 4", ["--model", "vgg", "--width-div", "4"], 128),
+    ("alexnet", ["--model", "alexnet"], 128),
+    ("vgg (VGG-11)", ["--model", "vgg"], 128),
+]
+LAYER = re.compile(r"^\s*\d+\s+(nn\.\w+|activation)\((.*)\)?\s+(\d+)x(\d+)x(\d+)\s+\d+\s*$")
+
+
+def layers_of(host, flags):
+    """(kind, args, (c, h, w) in, (c, h, w) out) of every layer."""
+    out = subprocess.run([host, "models", *flags], capture_output=True, text=True,
+                         check=True).stdout
+    shape, layers = (1, 28, 28), []
+    for line in out.splitlines():
+        m = re.match(r"^\s*\d+\s+(\S.*?)\s+(\d+)x(\d+)x(\d+)\s+\d+\s*$", line)
+        if not m:
+            continue
+        new = (int(m.group(2)), int(m.group(3)), int(m.group(4)))
+        layers.append((m.group(1), shape, new))
+        shape = new
+    return layers
+
+
+def estimate(host, shares):
+    """Per network: (seconds per epoch, launches per step)."""
+    def eff(kernel, fill):
+        return max(shares.get(kernel, 0.0), 0.01) * fill * ISSUE_EFFICIENCY
+
+    rows = []
+    for name, flags, batch in NETWORKS:
+        seconds, launches, seen_params, fusable = 0.0, 3, False, False
+        for desc, (ci, h, w), (co, oh, ow) in layers_of(host, flags):
+            # An activation is fused into a convolution or linear layer
+            # before it, else a launch of its own.
+            if desc == "activation":
+                launches += int(not fusable)
+            fusable = desc.startswith(("nn.Conv2d", "nn.Linear"))
+            conv = re.match(r"nn\.Conv2d\((\d+), (\d+), kernel_size=(\d+)(?:, stride=(\d+))?", desc)
+            lin = re.match(r"nn\.Linear\((\d+), (\d+)\)", desc)
+            if conv:
+                k, stride = int(conv.group(3)), int(conv.group(4) or 1)
+                macs = co * oh * ow * ci * k * k
+                gemm = co >= GEMM_MIN_CHANNELS
+                fill_out = co / (-(-co // TILE) * TILE)
+                fwd = eff("conv2d_forward_gemm", fill_out) if gemm else eff("conv2d_forward", 1.0)
+                wgt = (eff("conv2d_backward_weight_gemm", fill_out) if gemm
+                       else eff("conv2d_backward_weight", 1.0))
+                t = macs / fwd + macs / wgt
+                launches += 2 + int(gemm)
+                if seen_params:
+                    if stride == 1 and ci >= GEMM_MIN_CHANNELS:
+                        fill_in = ci / (-(-ci // TILE) * TILE)
+                        t += macs / eff("conv2d_backward_input_gemm", fill_in)
+                    else:
+                        t += macs / eff("conv2d_backward_input", 1.0)
+                    launches += 1
+                seconds += t / FMA_RATE * 60000
+                seen_params = True
+            elif lin:
+                fi, fo = int(lin.group(1)), int(lin.group(2))
+                macs = fi * fo
+                fill = fo / (-(-fo // TILE) * TILE)
+                t = macs / eff("linear_forward", fill) + macs / eff("linear_backward_weight", 1.0)
+                launches += 2
+                if seen_params:
+                    t += macs / eff("linear_backward_input", 1.0)
+                    launches += 1
+                seconds += t / FMA_RATE * 60000
+                seen_params = True
+            elif desc.startswith(("nn.MaxPool", "nn.AvgPool", "nn.Upsample", "nn.Dropout")):
+                launches += 1 + int(seen_params)
+        steps = -(-60000 // batch)
+        rows.append((name, batch, seconds + steps * launches * LAUNCH_S, launches))
+    return rows
+
+
 def main():
     args = sys.argv[1:]
     if len(args) < 2:
         sys.exit(__doc__)
     ptxas, nvdisasm = args[0], args[1]
-    arch, gates = "sm_90", {}
+    arch, gates, host = "sm_90", {}, None
     rest = args[2:]
     while rest:
         a = rest.pop(0)
         if a == "--arch":
             arch = rest.pop(0)
+        elif a == "--host":
+            host = rest.pop(0)
         elif a == "--min-share":
             k, f = rest.pop(0).split("=")
             gates[k] = float(f)
@@ -169,6 +263,17 @@ def main():
                   f"{m['fadd']:>6}{m['ldg']:>5}{m['lds']:>5}{share:>10.0%}{loads:>11.2f}")
         if kernel in gates and share < gates[kernel]:
             failed.append(f"{kernel}: FMA share {share:.0%} under {gates[kernel]:.0%}")
+    if host:
+        shares = {}
+        for kernel, _, best in rows:
+            if best is not None and best[1]["total"]:
+                shares[kernel] = best[0] / best[1]["total"]
+        print(f"\nEstimated training epoch (60,000 images, Adam) on an H100 SXM, from these "
+              f"loops ({ISSUE_EFFICIENCY:.0%} issue efficiency assumed):\n")
+        print(f"{'network':22}{'batch':>7}{'launches/step':>15}{'epoch':>12}")
+        for name, batch, secs, launches in estimate(host, shares):
+            when = f"{secs * 1000:.0f} ms" if secs < 10 else f"{secs:.0f} s"
+            print(f"{name:22}{batch:>7}{launches:>15}{when:>12}")
     missing = [k for k in gates if k not in {r[0] for r in rows}]
     failed += [f"{k}: no such kernel" for k in missing]
     if failed:

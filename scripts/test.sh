@@ -2,7 +2,8 @@
 # The project's whole test suite, as CI runs it: formatting, lints, the
 # no_std build for the Cortex-M4F, unit tests, doctests, golden tests, the
 # firmware's golden test in QEMU, and the firmware learning in QEMU against
-# lenet-core on the host; then the GPU bundle is built and rehearsed offline.
+# lenet-core on the host; then the GPU bundle is built and rehearsed offline,
+# and the CUDA kernels are checked (PTX, ptxas, the static speed model).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -17,8 +18,6 @@ step "clippy (workspace, and host with the CUDA back end and its emulator)"
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p lenet-host --features cuda,cuda-emu --all-targets -- -D warnings
 
-step "CUDA kernels: checked-in PTX matches the sources; ptxas for sm_70, sm_80, sm_90"
-bash scripts/cuda-check.sh
 
 step "no_std build of lenet-core for thumbv7em-none-eabihf"
 cargo build -p lenet-core --target thumbv7em-none-eabihf
@@ -46,3 +45,6 @@ cargo test --test golden_host --test golden_nets --features cuda-emu
 step "GPU bundle: build it, rehearse its run.sh offline on the emulated device"
 bash scripts/gpu-bundle.sh
 bash scripts/gpu-rehearse.sh
+
+step "CUDA kernels: checked-in PTX matches the sources; ptxas for sm_70, sm_80, sm_90; the static model"
+bash scripts/cuda-check.sh target/gpu-bundle/host
