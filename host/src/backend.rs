@@ -42,7 +42,7 @@ pub enum BackendError {
 pub fn cuda_status() -> Result<String, String> {
     #[cfg(feature = "cuda")]
     {
-        crate::cuda::probe()
+        crate::gpu::cuda::probe()
     }
     #[cfg(not(feature = "cuda"))]
     {
@@ -68,7 +68,7 @@ pub fn cuda_trainer(cfg: &TrainerConfig, seed: u64) -> Result<(Box<dyn Trainer>,
     #[cfg(feature = "cuda")]
     {
         use crate::gpu::device::Device as _;
-        let dev = crate::cuda::CudaDevice::new().map_err(reason)?;
+        let dev = crate::gpu::cuda::CudaDevice::new().map_err(reason)?;
         let name = dev.describe();
         let init = crate::reference::init_params(cfg.arch, seed);
         let t = crate::gpu::GpuTrainer::new(dev, cfg, &init).map_err(reason)?;
@@ -116,7 +116,7 @@ pub fn gpu_profile(
     match device {
         #[cfg(feature = "cuda")]
         Device::Cuda => {
-            let dev = crate::cuda::CudaDevice::new().map_err(reason)?;
+            let dev = crate::gpu::cuda::CudaDevice::new().map_err(reason)?;
             let jit = format!(", PTX JIT {:.1} ms", dev.jit_time().as_secs_f64() * 1e3);
             profile_on(dev, &jit, cfg, batch, time, epoch_images).map_err(reason)
         }

@@ -613,7 +613,7 @@ fn check_against_reference<D: Device>(dev: &dyn Fn() -> D) {
 #[test]
 #[ignore = "needs an NVIDIA GPU: scripts/gpu-check.sh runs it"]
 fn cuda_device_runs_the_new_networks() {
-    use crate::cuda::CudaDevice;
+    use crate::gpu::cuda::CudaDevice;
     check_against_reference(&|| CudaDevice::new().unwrap());
     println!("cuda: the CNN, VGG and AlexNet match the reference");
     let full = [
