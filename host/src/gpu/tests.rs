@@ -10,9 +10,8 @@ use super::*;
 use crate::cpu::CpuTrainer;
 use crate::cpu::bench::random_data;
 use crate::data::{Dataset, Normalization};
-use crate::reference::init_params;
 use crate::rng::SplitMix64;
-use crate::trainer::Augment;
+use crate::trainer::{Augment, init_params};
 use lenet_core::model::{AlexNetConfig, ModelKind, VggConfig};
 
 fn adam() -> OptimizerConfig {
