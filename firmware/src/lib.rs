@@ -43,6 +43,16 @@ pub fn exit_failure(code: i32) -> ! {
     semihosting::process::exit(code)
 }
 
+/// Fills `buf` from the host file `file`, or reports `short` (the line
+/// that names the file) and ends the program with status 2.
+pub fn read_exact(file: &mut semihosting::fs::File, buf: &mut [u8], short: &str) {
+    use semihosting::io::Read;
+    if file.read_exact(buf).is_err() {
+        report!(short);
+        exit_failure(2);
+    }
+}
+
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
     // Only the location: formatting the message would link core::fmt.
