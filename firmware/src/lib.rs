@@ -194,6 +194,18 @@ pub fn stack_size() -> usize {
     (&raw const _stack_start as usize) - (&raw const _stack_end as usize)
 }
 
+/// Reports the stack high-water mark and the stack's size:
+/// `stack high-water: <bytes> bytes (of <bytes>)`.
+pub fn report_stack() {
+    report!(
+        "stack high-water: ",
+        stack_high_water(),
+        " bytes (of ",
+        stack_size(),
+        ")"
+    );
+}
+
 /// Index of the largest logit, the first one on a tie (like `torch.argmax`).
 pub fn argmax(logits: &[i8]) -> usize {
     let mut best = 0;

@@ -14,8 +14,7 @@
 
 use cortex_m_rt::entry;
 use lenet_firmware::{
-    argmax, exit_failure, exit_success, kernel, meter, read_exact, report, stack_high_water,
-    stack_size,
+    argmax, exit_failure, exit_success, kernel, meter, read_exact, report, report_stack,
 };
 use semihosting::{fs::File, io::Write};
 
@@ -132,12 +131,6 @@ fn main() -> ! {
         " max ",
         max
     );
-    report!(
-        "stack high-water: ",
-        stack_high_water(),
-        " bytes (of ",
-        stack_size(),
-        ")"
-    );
+    report_stack();
     exit_success()
 }

@@ -33,7 +33,7 @@ use lenet_firmware::{
     kernel::{self, MODEL, MODEL_CRC},
     meter, read_exact, report,
     report::{Line, Show},
-    stack_high_water, stack_size, static_ram,
+    report_stack, static_ram,
 };
 use semihosting::{fs::File, io::Write};
 
@@ -283,13 +283,7 @@ fn main() -> ! {
         ")"
     );
     report!("static RAM: ", static_ram(), " bytes");
-    report!(
-        "stack high-water: ",
-        stack_high_water(),
-        " bytes (of ",
-        stack_size(),
-        ")"
-    );
+    report_stack();
     exit_success()
 }
 
