@@ -22,7 +22,8 @@ use rayon::prelude::*;
 pub use crate::reference_net::CHUNK;
 use crate::reference_net::NetReference;
 use crate::trainer::{
-    OptimizerConfig, OptimizerState, Trainer, TrainerConfig, TrainerError, check_state, init_params,
+    OptimizerConfig, OptimizerState, Trainer, TrainerConfig, TrainerError, check_state, core_adam,
+    core_sgd, init_params,
 };
 
 const PIXELS: usize = 28 * 28;
@@ -107,36 +108,16 @@ where
             *z
         };
         let opt = match cfg.optimizer {
-            OptimizerConfig::Adam {
-                lr,
-                beta1,
-                beta2,
-                eps,
-                weight_decay,
-            } => Opt::Adam(
-                Adam {
-                    lr,
-                    beta1,
-                    beta2,
-                    eps,
-                    weight_decay,
-                },
+            OptimizerConfig::Adam { .. } => Opt::Adam(
+                core_adam(cfg.optimizer),
                 Box::new(AdamState {
                     m: zero(),
                     v: zero(),
                     t: 0,
                 }),
             ),
-            OptimizerConfig::Sgd {
-                lr,
-                momentum,
-                weight_decay,
-            } => Opt::Sgd(
-                Sgd {
-                    lr,
-                    momentum,
-                    weight_decay,
-                },
+            OptimizerConfig::Sgd { .. } => Opt::Sgd(
+                core_sgd(cfg.optimizer),
                 Box::new(SgdState {
                     velocity: zero(),
                     steps: 0,
