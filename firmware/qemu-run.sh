@@ -12,6 +12,9 @@
 # stdout and are decoded with `defmt-print` when it is installed (otherwise
 # they are dropped). QEMU spins forever when its output pipe closes, so it
 # always runs under `timeout` (QEMU_TIMEOUT seconds, default 900).
+#
+# The tests build the same QEMU line with `qemu_command` in
+# tests/common/firmware.rs: keep the two alike.
 set -euo pipefail
 elf=${1:?usage: qemu-run.sh ELF}
 qemu=(timeout --foreground -k 5 "${QEMU_TIMEOUT:-900}"

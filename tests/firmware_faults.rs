@@ -7,11 +7,15 @@
 //! `qemu-system-arm -machine mps2-an386`, as `tests/firmware_qemu.rs` does.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
+use std::time::Duration;
+
+mod common;
+use common::firmware::{firmware_cargo, qemu_command};
 
 /// A program that should end in a second gets this long before it counts
 /// as hung.
-const TIMEOUT_S: &str = "60";
+const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -19,22 +23,12 @@ fn root() -> PathBuf {
 
 fn build_examples() -> PathBuf {
     let fw = root().join("firmware");
-    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    for var in [
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_MAKEFLAGS",
-    ] {
-        c.env_remove(var);
-    }
     // The same model as tests/firmware_qemu.rs builds with, so the two tests
     // share one build of the library.
     let model = std::env::var_os("LENET_MODEL")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("firmware/model/lenet5.q8"));
-    let status = c
+    let status = firmware_cargo()
         .current_dir(&fw)
         .env("CARGO_TARGET_DIR", fw.join("target"))
         .env("LENET_MODEL", std::path::absolute(&model).unwrap_or(model))
@@ -46,26 +40,15 @@ fn build_examples() -> PathBuf {
 }
 
 fn qemu(elf: &Path) -> Output {
-    let out = Command::new("timeout")
-        .args([
-            "-k5",
-            TIMEOUT_S,
-            "qemu-system-arm",
-            "-machine",
-            "mps2-an386",
-        ])
-        .args(["-cpu", "cortex-m4", "-nographic"])
-        .args(["-semihosting-config", "enable=on,target=native"])
-        .args(["-icount", "shift=6", "-kernel"])
-        .arg(elf)
-        .stdin(Stdio::null())
+    let out = qemu_command(elf, TIMEOUT)
         .output()
         .expect("running timeout qemu-system-arm (install qemu-system-arm)");
     assert_ne!(
         out.status.code(),
         Some(124),
-        "{} hung: QEMU ran past {TIMEOUT_S} s",
-        elf.display()
+        "{} hung: QEMU ran past {} s",
+        elf.display(),
+        TIMEOUT.as_secs()
     );
     out
 }

@@ -19,7 +19,6 @@
 use std::{
     env,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -30,6 +29,9 @@ use lenet_core::head::{
 use lenet_core::optim::{Sgd, SgdState};
 use lenet_core::quant::{QuantModel, Scratch, argmax};
 use lenet_host::data::{self, PIXELS};
+
+mod common;
+use common::firmware::{firmware_cargo, qemu_command};
 
 /// Training images streamed through the device.
 const N: usize = 2000;
@@ -47,19 +49,7 @@ fn root() -> PathBuf {
 fn build_learn(model: &Path) -> PathBuf {
     let fw = root().join("firmware");
     let target = fw.join("target/shipped");
-    let mut c = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    // The firmware is its own workspace with its own target; host-side
-    // settings must not leak in.
-    for var in [
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_MAKEFLAGS",
-    ] {
-        c.env_remove(var);
-    }
-    let status = c
+    let status = firmware_cargo()
         .current_dir(&fw)
         .env("CARGO_TARGET_DIR", &target)
         .env("LENET_MODEL", model)
@@ -115,25 +105,8 @@ fn device_learns_new_classes_bit_exact_with_the_host() {
     std::fs::write(w.join("test.u8"), &d.test.images).unwrap();
     std::fs::write(w.join("test-labels.u8"), &d.test.labels).unwrap();
     let start = Instant::now();
-    let out = Command::new("timeout")
-        .arg("-k5")
-        .arg(QEMU_TIMEOUT.as_secs().to_string())
-        .args([
-            "qemu-system-arm",
-            "-machine",
-            "mps2-an386",
-            "-cpu",
-            "cortex-m4",
-        ])
-        .args([
-            "-nographic",
-            "-semihosting-config",
-            "enable=on,target=native",
-        ])
-        .args(["-icount", "shift=6", "-kernel"])
-        .arg(&elf)
+    let out = qemu_command(&elf, QEMU_TIMEOUT)
         .current_dir(w)
-        .stdin(Stdio::null())
         .output()
         .expect("running timeout qemu-system-arm (scripts/setup.sh installs QEMU)");
     let report = String::from_utf8_lossy(&out.stderr);

@@ -24,6 +24,9 @@ use std::{
 
 use lenet_core::quant::{QuantModel, Scratch};
 
+mod common;
+use common::firmware::{firmware_cargo, qemu_command};
+
 const PIXELS: usize = 784;
 const RECORD: usize = 11;
 /// Wall-clock limit for one QEMU run (QEMU spins forever if its output pipe
@@ -108,22 +111,6 @@ impl Drop for WorkDir {
     }
 }
 
-fn cargo() -> Command {
-    let mut c = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    // The firmware is its own workspace with its own target dir and target
-    // (firmware/.cargo/config.toml); host-side settings must not leak in.
-    for var in [
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_MAKEFLAGS",
-    ] {
-        c.env_remove(var);
-    }
-    c
-}
-
 /// Held from a firmware build until its programs have run: the tests build
 /// with different models into one target dir.
 static FIRMWARE: Mutex<()> = Mutex::new(());
@@ -133,7 +120,7 @@ static FIRMWARE: Mutex<()> = Mutex::new(());
 fn build_firmware(model: &Path) -> (MutexGuard<'static, ()>, PathBuf) {
     let guard = FIRMWARE.lock().unwrap_or_else(|e| e.into_inner());
     let fw = root().join("firmware");
-    let status = cargo()
+    let status = firmware_cargo()
         .current_dir(&fw)
         .env("CARGO_TARGET_DIR", fw.join("target"))
         .env("LENET_MODEL", model)
@@ -154,25 +141,8 @@ fn qemu(elf: &Path, dir: &Path) -> Output {
         matches!(which, Ok(s) if s.success()),
         "qemu-system-arm not found: install it (scripts/setup.sh, or apt-get install qemu-system-arm)"
     );
-    let out = Command::new("timeout")
-        .arg("-k5")
-        .arg(QEMU_TIMEOUT.as_secs().to_string())
-        .args([
-            "qemu-system-arm",
-            "-machine",
-            "mps2-an386",
-            "-cpu",
-            "cortex-m4",
-        ])
-        .args([
-            "-nographic",
-            "-semihosting-config",
-            "enable=on,target=native",
-        ])
-        .args(["-icount", "shift=6", "-kernel"])
-        .arg(elf)
+    let out = qemu_command(elf, QEMU_TIMEOUT)
         .current_dir(dir)
-        .stdin(Stdio::null())
         .output()
         .expect("running timeout qemu-system-arm");
     if out.status.code() == Some(124) {

@@ -195,10 +195,23 @@ pub fn infer(s: &mut Scratch, image: &[u8; 784]) -> [i8; 10] {
     }
     conv1(s);
     conv2(s);
-    let (f2, f3) = s.x2.split_at_mut(60);
+    fc_tail(&mut s.x2, &s.x1[..200])
+}
+
+/// fc1 + act3, fc2 + act4 and fc3, the same in every model: int8 logits
+/// from `fc1_in` (the flattened pooled conv2 map minus its zero point, i16
+/// two to a word). `x2` (conv2's input, read by now) takes fc2's input in
+/// words 0..60 and fc3's in 60..102, where [`trunk_output`] finds them.
+#[inline(always)]
+fn fc_tail(x2: &mut [u32], fc1_in: &[u32]) -> [i8; 10] {
+    use packed::{
+        FC1_BIAS, FC1_MULT, FC1_RSHIFT, FC1_W, FC2_BIAS, FC2_MULT, FC2_RSHIFT, FC2_W, FC3_BIAS,
+        FC3_MULT, FC3_RSHIFT, FC3_W, LOGITS_ZP, LUT3, LUT4, OUT_ZP3, OUT_ZP4, PRE_ZP3, PRE_ZP4,
+    };
+    let (f2, f3) = x2.split_at_mut(60);
     linear(
         f2.as_chunks_mut::<2>().0,
-        s.x1[..200].as_chunks::<2>().0,
+        fc1_in.as_chunks::<2>().0,
         &FC1_W,
         &FC1_BIAS,
         &FC1_MULT,

@@ -43,6 +43,16 @@ pub fn exit_failure(code: i32) -> ! {
     semihosting::process::exit(code)
 }
 
+/// Fills `buf` from the host file `file`, or reports `short` (the line
+/// that names the file) and ends the program with status 2.
+pub fn read_exact(file: &mut semihosting::fs::File, buf: &mut [u8], short: &str) {
+    use semihosting::io::Read;
+    if file.read_exact(buf).is_err() {
+        report!(short);
+        exit_failure(2);
+    }
+}
+
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
     // Only the location: formatting the message would link core::fmt.
@@ -182,6 +192,18 @@ pub fn static_ram() -> usize {
 /// Size of the stack region (RAM not taken by statics), in bytes.
 pub fn stack_size() -> usize {
     (&raw const _stack_start as usize) - (&raw const _stack_end as usize)
+}
+
+/// Reports the stack high-water mark and the stack's size:
+/// `stack high-water: <bytes> bytes (of <bytes>)`.
+pub fn report_stack() {
+    report!(
+        "stack high-water: ",
+        stack_high_water(),
+        " bytes (of ",
+        stack_size(),
+        ")"
+    );
 }
 
 /// Index of the largest logit, the first one on a tie (like `torch.argmax`).

@@ -42,7 +42,7 @@ pub enum BackendError {
 pub fn cuda_status() -> Result<String, String> {
     #[cfg(feature = "cuda")]
     {
-        crate::cuda::probe()
+        crate::gpu::cuda::probe()
     }
     #[cfg(not(feature = "cuda"))]
     {
@@ -68,9 +68,9 @@ pub fn cuda_trainer(cfg: &TrainerConfig, seed: u64) -> Result<(Box<dyn Trainer>,
     #[cfg(feature = "cuda")]
     {
         use crate::gpu::device::Device as _;
-        let dev = crate::cuda::CudaDevice::new().map_err(reason)?;
+        let dev = crate::gpu::cuda::CudaDevice::new().map_err(reason)?;
         let name = dev.describe();
-        let init = crate::reference::init_params(cfg.arch, seed);
+        let init = crate::trainer::init_params(cfg.arch, seed);
         let t = crate::gpu::GpuTrainer::new(dev, cfg, &init).map_err(reason)?;
         Ok((Box::new(t), name))
     }
@@ -88,7 +88,7 @@ pub fn emu_trainer(cfg: &TrainerConfig, seed: u64) -> Result<Box<dyn Trainer>, S
     {
         use crate::gpu::emu::{EmuDevice, ThreadOrder};
         let dev = EmuDevice::new(ThreadOrder::Ascending).map_err(reason)?;
-        let init = crate::reference::init_params(cfg.arch, seed);
+        let init = crate::trainer::init_params(cfg.arch, seed);
         let t = crate::gpu::GpuTrainer::new(dev, cfg, &init).map_err(reason)?;
         Ok(Box::new(t))
     }
@@ -116,7 +116,7 @@ pub fn gpu_profile(
     match device {
         #[cfg(feature = "cuda")]
         Device::Cuda => {
-            let dev = crate::cuda::CudaDevice::new().map_err(reason)?;
+            let dev = crate::gpu::cuda::CudaDevice::new().map_err(reason)?;
             let jit = format!(", PTX JIT {:.1} ms", dev.jit_time().as_secs_f64() * 1e3);
             profile_on(dev, &jit, cfg, batch, time, epoch_images).map_err(reason)
         }
@@ -145,7 +145,7 @@ fn profile_on<D: crate::gpu::device::Device>(
     epoch_images: usize,
 ) -> Result<String, crate::trainer::TrainerError> {
     let head = format!("device: {} ({}{note})", dev.kind(), dev.describe());
-    let init = crate::reference::init_params(cfg.arch, 1);
+    let init = crate::trainer::init_params(cfg.arch, 1);
     let mut t = crate::gpu::GpuTrainer::new(dev, cfg, &init)?;
     let mut px = vec![0.0f32; batch * 784];
     crate::cpu::bench::random_data(&mut px, 3);
@@ -232,7 +232,7 @@ fn cpu_with(cfg: &TrainerConfig, params: &[f32]) -> Result<Box<dyn Trainer>, Bac
 /// The network does not fit its input, or the worker threads could not be
 /// started.
 pub fn cpu_trainer(cfg: &TrainerConfig, seed: u64) -> Result<Box<dyn Trainer>, BackendError> {
-    cpu_with(cfg, &crate::reference::init_params(cfg.arch, seed))
+    cpu_with(cfg, &crate::trainer::init_params(cfg.arch, seed))
 }
 
 /// The per-sample reference trainer for `cfg`, initialized from `seed`.

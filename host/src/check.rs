@@ -593,7 +593,7 @@ fn ops_on(
         }
         #[cfg(feature = "cuda")]
         Device::Cuda => {
-            let mut d = crate::cuda::CudaDevice::new().map_err(|e| e.to_string())?;
+            let mut d = crate::gpu::cuda::CudaDevice::new().map_err(|e| e.to_string())?;
             crate::gpu::ops::check(&mut d, g, &mut each);
             Ok(())
         }

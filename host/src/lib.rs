@@ -10,8 +10,6 @@ pub mod backend;
 pub mod check;
 pub mod cli;
 pub mod cpu;
-#[cfg(feature = "cuda")]
-pub mod cuda;
 pub mod data;
 pub mod eval;
 pub mod export;

@@ -13,18 +13,19 @@
 use lenet_core::init::Rng;
 use lenet_core::loss::{cross_entropy, cross_entropy_backward};
 use lenet_core::model::{
-    Arch, CLASSES, Image, LeNet5, LeNet5Activations, LeNet5Max, LeNet5Params, LeNet5Wide, MaxNet,
+    CLASSES, Image, LeNet5, LeNet5Activations, LeNet5Max, LeNet5Params, LeNet5Wide, MaxNet,
     MaxNetActivations, MaxNetParams, Model, ModelKind,
 };
 use lenet_core::optim::{Adam, AdamState, Parameters, Sgd, SgdState};
 use rayon::prelude::*;
 
+pub use crate::reference_net::CHUNK;
+use crate::reference_net::NetReference;
 use crate::trainer::{
-    OptimizerConfig, OptimizerState, Trainer, TrainerConfig, TrainerError, check_state,
+    OptimizerConfig, OptimizerState, Trainer, TrainerConfig, TrainerError, check_state, core_adam,
+    core_sgd, init_params,
 };
 
-/// Samples per gradient chunk.
-pub const CHUNK: usize = 16;
 const PIXELS: usize = 28 * 28;
 
 /// A core model the host can allocate buffers for.
@@ -107,36 +108,16 @@ where
             *z
         };
         let opt = match cfg.optimizer {
-            OptimizerConfig::Adam {
-                lr,
-                beta1,
-                beta2,
-                eps,
-                weight_decay,
-            } => Opt::Adam(
-                Adam {
-                    lr,
-                    beta1,
-                    beta2,
-                    eps,
-                    weight_decay,
-                },
+            OptimizerConfig::Adam { .. } => Opt::Adam(
+                core_adam(cfg.optimizer),
                 Box::new(AdamState {
                     m: zero(),
                     v: zero(),
                     t: 0,
                 }),
             ),
-            OptimizerConfig::Sgd {
-                lr,
-                momentum,
-                weight_decay,
-            } => Opt::Sgd(
-                Sgd {
-                    lr,
-                    momentum,
-                    weight_decay,
-                },
+            OptimizerConfig::Sgd { .. } => Opt::Sgd(
+                core_sgd(cfg.optimizer),
                 Box::new(SgdState {
                     velocity: zero(),
                     steps: 0,
@@ -287,26 +268,16 @@ where
     }
 }
 
-/// PyTorch-style initial parameters of `kind` for `seed` (flat,
-/// `state_dict` order), as every back end starts from them.
-pub fn init_params(arch: Arch, seed: u64) -> Vec<f32> {
-    let mut p = vec![0.0; arch.num_params()];
-    arch.init(&mut p, &mut Rng::new(seed));
-    p
-}
-
 /// A boxed reference trainer for `cfg`, initialized from `seed`: the
 /// lenet-core model for a LeNet, the layer-list reference
-/// ([`crate::reference_net::NetReference`]) for any other network.
+/// ([`NetReference`]) for any other network.
 ///
 /// # Errors
 /// The network does not fit its input, or the threads cannot be started.
 pub fn new_reference(cfg: &TrainerConfig, seed: u64) -> Result<Box<dyn Trainer>, TrainerError> {
     let Some(kind) = cfg.arch.lenet() else {
         let init = init_params(cfg.arch, seed);
-        return Ok(Box::new(crate::reference_net::NetReference::new(
-            cfg, &init,
-        )?));
+        return Ok(Box::new(NetReference::new(cfg, &init)?));
     };
     Ok(match kind {
         ModelKind::LeNet5 => Box::new(ReferenceTrainer::new(LeNet5 { act: cfg.act }, cfg, seed)),

@@ -7,8 +7,8 @@
 //! stride, `P` padding; a sample's feature map is `(C, H, W)` row-major,
 //! which is also its flattened order.
 //!
-//! As in [`crate::reference`], a batch is cut into chunks of
-//! [`CHUNK`](crate::reference::CHUNK) samples run on rayon workers, each
+//! As in [`crate::reference`], a batch is cut into chunks of [`CHUNK`]
+//! samples run on rayon workers, each
 //! into its own gradient, summed in chunk order: the result does not depend
 //! on the thread count. The optimizer is lenet-core's per-scalar update
 //! ([`core_adam`], [`core_sgd`]).
@@ -20,12 +20,14 @@ use lenet_core::model::{Arch, CLASSES, Layer, Plan, Shape3};
 use lenet_core::resize;
 use rayon::prelude::*;
 
-use crate::reference::CHUNK;
 use crate::trainer::{
     OptimizerConfig, OptimizerState, Trainer, TrainerConfig, TrainerError, check_state, core_adam,
     core_sgd,
 };
 
+/// Samples per gradient chunk, in both reference trainers (this one and
+/// [`crate::reference`]'s).
+pub const CHUNK: usize = 16;
 const IMG: usize = 28 * 28;
 
 /// Reference trainer for any [`Arch`].

@@ -7,11 +7,20 @@
 //! as `lenet_core::optim::Parameters::tensors` of the core model.
 
 use lenet_core::activation::Activation;
+use lenet_core::init::Rng;
 
 use crate::data::{Dataset, Normalization, PIXELS, SIDE};
 use crate::rng::SplitMix64;
 use lenet_core::model::Arch;
 use lenet_core::optim::{Adam, Sgd};
+
+/// PyTorch-style initial parameters of `arch` for `seed` (flat,
+/// `state_dict` order), as every back end starts from them.
+pub fn init_params(arch: Arch, seed: u64) -> Vec<f32> {
+    let mut p = vec![0.0; arch.num_params()];
+    arch.init(&mut p, &mut Rng::new(seed));
+    p
+}
 
 /// Optimizer and its hyper-parameters (PyTorch semantics).
 #[derive(Clone, Copy, Debug, PartialEq)]

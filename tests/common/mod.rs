@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 
+pub mod firmware;
+
 pub use lenet_host::golden::{Golden, REGENERATE, Record, Worst};
 
 /// The tests' panicking view of a golden file: a missing file or record is

@@ -12,12 +12,12 @@
 //! fc3    (10)          Linear(84, 10)                        -> logits
 //! ```
 
-use super::{CLASSES, Image, Model, ModelKind, flat3, flat3_mut, flat4, flat4_mut};
+use super::lenet_params::{init_lenet, lenet_parameters};
+use super::{CLASSES, Image, Model, ModelKind, flat3, flat3_mut};
 use crate::activation::Activation;
 use crate::conv::{conv2d, conv2d_backward};
-use crate::init::{Rng, bias_uniform, kaiming_uniform};
+use crate::init::Rng;
 use crate::linear::{linear, linear_backward};
-use crate::optim::Parameters;
 use crate::pool::{avg_pool2d, avg_pool2d_backward};
 use crate::shape::{Padding, Stride, Window};
 
@@ -90,39 +90,7 @@ impl LeNet5Params {
     }
 }
 
-impl Parameters for LeNet5Params {
-    fn tensors(&self) -> impl Iterator<Item = &[f32]> {
-        [
-            flat4(&self.conv1_w),
-            &self.conv1_b[..],
-            flat4(&self.conv2_w),
-            &self.conv2_b[..],
-            self.fc1_w.as_flattened(),
-            &self.fc1_b[..],
-            self.fc2_w.as_flattened(),
-            &self.fc2_b[..],
-            self.fc3_w.as_flattened(),
-            &self.fc3_b[..],
-        ]
-        .into_iter()
-    }
-
-    fn tensors_mut(&mut self) -> impl Iterator<Item = &mut [f32]> {
-        [
-            flat4_mut(&mut self.conv1_w),
-            &mut self.conv1_b[..],
-            flat4_mut(&mut self.conv2_w),
-            &mut self.conv2_b[..],
-            self.fc1_w.as_flattened_mut(),
-            &mut self.fc1_b[..],
-            self.fc2_w.as_flattened_mut(),
-            &mut self.fc2_b[..],
-            self.fc3_w.as_flattened_mut(),
-            &mut self.fc3_b[..],
-        ]
-        .into_iter()
-    }
-}
+lenet_parameters!(impl for LeNet5Params);
 
 /// What [`LeNet5`]'s forward keeps for backward (35 512 bytes). Layer
 /// outputs are stored after the activation.
@@ -306,16 +274,6 @@ impl Model for LeNet5 {
     }
 
     fn init(&self, p: &mut LeNet5Params, rng: &mut Rng) {
-        // fan_in: CI * KH * KW for a convolution, I for a linear layer
-        kaiming_uniform(flat4_mut(&mut p.conv1_w), 25, rng);
-        bias_uniform(&mut p.conv1_b, 25, rng);
-        kaiming_uniform(flat4_mut(&mut p.conv2_w), 6 * 25, rng);
-        bias_uniform(&mut p.conv2_b, 6 * 25, rng);
-        kaiming_uniform(p.fc1_w.as_flattened_mut(), 400, rng);
-        bias_uniform(&mut p.fc1_b, 400, rng);
-        kaiming_uniform(p.fc2_w.as_flattened_mut(), 120, rng);
-        bias_uniform(&mut p.fc2_b, 120, rng);
-        kaiming_uniform(p.fc3_w.as_flattened_mut(), 84, rng);
-        bias_uniform(&mut p.fc3_b, 84, rng);
+        init_lenet(p, rng);
     }
 }

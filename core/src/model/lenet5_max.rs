@@ -14,12 +14,12 @@
 //! fc3    (10)          Linear(84, 10)                        -> logits
 //! ```
 
-use super::{CLASSES, Image, Model, ModelKind, flat3, flat3_mut, flat4, flat4_mut};
+use super::lenet_params::{init_lenet, lenet_parameters};
+use super::{CLASSES, Image, Model, ModelKind, flat3, flat3_mut};
 use crate::activation::Activation;
 use crate::conv::{conv2d, conv2d_backward};
-use crate::init::{Rng, bias_uniform, kaiming_uniform};
+use crate::init::Rng;
 use crate::linear::{linear, linear_backward};
-use crate::optim::Parameters;
 use crate::pool::{max_pool2d, max_pool2d_backward};
 use crate::shape::{Padding, Stride, Window};
 
@@ -108,39 +108,7 @@ impl<const N1: usize, const N2: usize, const FL: usize> MaxNetParams<N1, N2, FL>
     }
 }
 
-impl<const N1: usize, const N2: usize, const FL: usize> Parameters for MaxNetParams<N1, N2, FL> {
-    fn tensors(&self) -> impl Iterator<Item = &[f32]> {
-        [
-            flat4(&self.conv1_w),
-            &self.conv1_b[..],
-            flat4(&self.conv2_w),
-            &self.conv2_b[..],
-            self.fc1_w.as_flattened(),
-            &self.fc1_b[..],
-            self.fc2_w.as_flattened(),
-            &self.fc2_b[..],
-            self.fc3_w.as_flattened(),
-            &self.fc3_b[..],
-        ]
-        .into_iter()
-    }
-
-    fn tensors_mut(&mut self) -> impl Iterator<Item = &mut [f32]> {
-        [
-            flat4_mut(&mut self.conv1_w),
-            &mut self.conv1_b[..],
-            flat4_mut(&mut self.conv2_w),
-            &mut self.conv2_b[..],
-            self.fc1_w.as_flattened_mut(),
-            &mut self.fc1_b[..],
-            self.fc2_w.as_flattened_mut(),
-            &mut self.fc2_b[..],
-            self.fc3_w.as_flattened_mut(),
-            &mut self.fc3_b[..],
-        ]
-        .into_iter()
-    }
-}
+lenet_parameters!(impl<const N1: usize, const N2: usize, const FL: usize> for MaxNetParams<N1, N2, FL>);
 
 /// What a [`MaxNet`]'s forward keeps for backward. Layer outputs are stored
 /// after the activation; the max pools keep their argmax.
@@ -324,16 +292,6 @@ impl<const N1: usize, const N2: usize, const FL: usize> Model for MaxNet<N1, N2,
     }
 
     fn init(&self, p: &mut MaxNetParams<N1, N2, FL>, rng: &mut Rng) {
-        // fan_in: CI * KH * KW for a convolution, I for a linear layer
-        kaiming_uniform(flat4_mut(&mut p.conv1_w), 25, rng);
-        bias_uniform(&mut p.conv1_b, 25, rng);
-        kaiming_uniform(flat4_mut(&mut p.conv2_w), N1 * 25, rng);
-        bias_uniform(&mut p.conv2_b, N1 * 25, rng);
-        kaiming_uniform(p.fc1_w.as_flattened_mut(), FL, rng);
-        bias_uniform(&mut p.fc1_b, FL, rng);
-        kaiming_uniform(p.fc2_w.as_flattened_mut(), 120, rng);
-        bias_uniform(&mut p.fc2_b, 120, rng);
-        kaiming_uniform(p.fc3_w.as_flattened_mut(), 84, rng);
-        bias_uniform(&mut p.fc3_b, 84, rng);
+        init_lenet(p, rng);
     }
 }

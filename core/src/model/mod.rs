@@ -64,6 +64,7 @@ mod arch;
 mod layers;
 mod lenet5;
 mod lenet5_max;
+mod lenet_params;
 mod plan;
 
 pub use arch::{AlexNetConfig, Arch, Layers, MAX_LAYERS, VggConfig};

@@ -14,12 +14,9 @@
 
 use cortex_m_rt::entry;
 use lenet_firmware::{
-    argmax, exit_failure, exit_success, kernel, meter, report, stack_high_water, stack_size,
+    argmax, exit_failure, exit_success, kernel, meter, read_exact, report, report_stack,
 };
-use semihosting::{
-    fs::File,
-    io::{Read, Write},
-};
+use semihosting::{fs::File, io::Write};
 
 /// Pixels in one image (28 × 28).
 const PIXELS: usize = 784;
@@ -52,7 +49,11 @@ fn main() -> ! {
     let mut header = [0u8; 16];
     let mut body = len;
     if len >= 16 && len % PIXELS == 16 {
-        read_exact(&mut input, &mut header);
+        read_exact(
+            &mut input,
+            &mut header,
+            "classify: short read from images.u8",
+        );
         if header[..4] != IDX3_U8 {
             report!("classify: images.u8 is neither raw N×784 bytes nor an IDX3 file");
             exit_failure(2);
@@ -75,7 +76,11 @@ fn main() -> ! {
     let (mut total, mut min, mut max) = (0u64, u32::MAX, 0u32);
     let mut logits = [0i8; 10];
     for i in 0..n {
-        read_exact(&mut input, &mut image);
+        read_exact(
+            &mut input,
+            &mut image,
+            "classify: short read from images.u8",
+        );
         let t = meter.start();
         model.classify(&mut logits, &image);
         let work = meter.stop(t);
@@ -107,7 +112,7 @@ fn main() -> ! {
     }
     drop(output);
 
-    let mean = mean(total, n as u32);
+    let mean = meter::mean(total, n as u32);
     report!(
         "kernel: ",
         if kernel::FAST {
@@ -126,36 +131,6 @@ fn main() -> ! {
         " max ",
         max
     );
-    report!(
-        "stack high-water: ",
-        stack_high_water(),
-        " bytes (of ",
-        stack_size(),
-        ")"
-    );
+    report_stack();
     exit_success()
-}
-
-fn read_exact(file: &mut File, buf: &mut [u8]) {
-    if file.read_exact(buf).is_err() {
-        report!("classify: short read from images.u8");
-        exit_failure(2);
-    }
-}
-
-/// `total / n` (0 for no images), by shift and subtract: a u64 division
-/// would link 0.9 KB of compiler-builtins for one call.
-fn mean(total: u64, n: u32) -> u32 {
-    if n == 0 {
-        return 0;
-    }
-    let (mut q, mut r) = (0u64, 0u64);
-    for bit in (0..64).rev() {
-        r = (r << 1) | ((total >> bit) & 1);
-        if r >= u64::from(n) {
-            r -= u64::from(n);
-            q |= 1 << bit;
-        }
-    }
-    q as u32
 }

@@ -31,14 +31,11 @@ use lenet_core::optim::{Parameters, Sgd, SgdState};
 use lenet_firmware::{
     argmax, exit_failure, exit_success,
     kernel::{self, MODEL, MODEL_CRC},
-    meter, report,
+    meter, read_exact, report,
     report::{Line, Show},
-    stack_high_water, stack_size, static_ram,
+    report_stack, static_ram,
 };
-use semihosting::{
-    fs::File,
-    io::{Read, Write},
-};
+use semihosting::{fs::File, io::Write};
 
 #[cfg(not(feature = "fc23-head"))]
 type H = lenet_core::head::Fc3Head;
@@ -159,7 +156,7 @@ impl Input {
             };
         if idx {
             let mut skip = [0u8; 16];
-            read_exact(&mut file, &mut skip[..header]);
+            read_exact(&mut file, &mut skip[..header], "learn: short read");
             body -= header;
         }
         if body % size != 0 {
@@ -209,8 +206,8 @@ fn main() -> ! {
     // One pass over the stream: trunk (int8), then one step of the head.
     let (mut trunk_work, mut step_work) = (0u64, 0u64);
     for i in 0..n {
-        read_exact(&mut train.file, &mut image);
-        read_exact(&mut train_labels.file, &mut label);
+        read_exact(&mut train.file, &mut image, "learn: short read");
+        read_exact(&mut train_labels.file, &mut label, "learn: short read");
         let y = usize::from(label[0]);
         if y >= CLASSES {
             report!("learn: label ", y, " out of range");
@@ -231,8 +228,8 @@ fn main() -> ! {
     let (mut before, mut after) = (Tally::new(), Tally::new());
     let (mut infer_work, mut head_work) = (0u64, 0u64);
     for _ in 0..test.items {
-        read_exact(&mut test.file, &mut image);
-        read_exact(&mut test_labels.file, &mut label);
+        read_exact(&mut test.file, &mut image, "learn: short read");
+        read_exact(&mut test_labels.file, &mut label, "learn: short read");
         let y = usize::from(label[0]).min(CLASSES - 1);
         let t = meter.start();
         model.classify(&mut logits, &image);
@@ -268,7 +265,7 @@ fn main() -> ! {
     report!("test images: ", test.items);
     before.report("before (shipped int8 model)");
     after.report("after (learned head)");
-    let per = |w: u64, k: usize| mean(w, k as u32);
+    let per = |w: u64, k: usize| meter::mean(w, k as u32);
     report!(
         meter::UNIT,
         " per training sample: ",
@@ -286,13 +283,7 @@ fn main() -> ! {
         ")"
     );
     report!("static RAM: ", static_ram(), " bytes");
-    report!(
-        "stack high-water: ",
-        stack_high_water(),
-        " bytes (of ",
-        stack_size(),
-        ")"
-    );
+    report_stack();
     exit_success()
 }
 
@@ -304,27 +295,4 @@ fn main() -> ! {
 unsafe fn exclusive<T>(p: *mut T) -> &'static mut T {
     // SAFETY: the caller's promise; `p` points to a static.
     unsafe { &mut *p }
-}
-
-fn read_exact(file: &mut File, buf: &mut [u8]) {
-    if file.read_exact(buf).is_err() {
-        report!("learn: short read");
-        exit_failure(2);
-    }
-}
-
-/// `total / n` (0 for none), by shift and subtract (no u64 division).
-fn mean(total: u64, n: u32) -> u32 {
-    if n == 0 {
-        return 0;
-    }
-    let (mut q, mut r) = (0u64, 0u64);
-    for bit in (0..64).rev() {
-        r = (r << 1) | ((total >> bit) & 1);
-        if r >= u64::from(n) {
-            r -= u64::from(n);
-            q |= 1 << bit;
-        }
-    }
-    q as u32
 }

@@ -22,7 +22,7 @@
 use core::arch::asm;
 
 use super::packed::*;
-use super::{ConvTable, Requant, dot, linear, ssub16, uxtb16, uxtb16_ror8};
+use super::{ConvTable, fc_tail, ssub16, uxtb16, uxtb16_ror8};
 
 /// Input channels of conv2 in one chunk of its input layout (`CH / 2`
 /// words per pixel): 6 (all of them) for `lenet5-max`, 8 (two chunks) for
@@ -80,36 +80,7 @@ pub fn infer(s: &mut Scratch, image: &[u8; 784]) -> [i8; 10] {
     }
     conv1(s);
     conv2(s);
-    let (f2, f3) = s.x2.split_at_mut(60);
-    linear(
-        f2.as_chunks_mut::<2>().0,
-        s.x1[..FLAT / 2].as_chunks::<2>().0,
-        &FC1_W,
-        &FC1_BIAS,
-        &FC1_MULT,
-        &FC1_RSHIFT,
-        PRE_ZP3,
-        (!cfg!(lenet_act3_id)).then_some(&LUT3),
-        OUT_ZP3,
-    );
-    linear(
-        f3[..42].as_chunks_mut::<2>().0,
-        f2.as_chunks::<2>().0,
-        &FC2_W,
-        &FC2_BIAS,
-        &FC2_MULT,
-        &FC2_RSHIFT,
-        PRE_ZP4,
-        (!cfg!(lenet_act4_id)).then_some(&LUT4),
-        OUT_ZP4,
-    );
-    let f3: &[[u32; 2]; 21] = f3[..42].as_chunks::<2>().0.try_into().unwrap();
-    let mut logits = [0i8; 10];
-    for (o, l) in logits.iter_mut().enumerate() {
-        let acc = dot(&FC3_W[o], f3, FC3_BIAS[o]);
-        *l = Requant::new(FC3_MULT[o], FC3_RSHIFT[o], LOGITS_ZP).q(acc << 1) as i8;
-    }
-    logits
+    fc_tail(&mut s.x2, &s.x1[..FLAT / 2])
 }
 
 /// `rA = max(rA, rB)` (signed).

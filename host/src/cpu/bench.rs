@@ -280,7 +280,7 @@ pub fn bench_net(
         arch,
         ..bench_config(ModelKind::LeNet5, act, threads)
     };
-    let mut t = super::GraphTrainer::new(&tc, &crate::reference::init_params(arch, 1))?;
+    let mut t = super::GraphTrainer::new(&tc, &crate::trainer::init_params(arch, 1))?;
     let n = batch.max(1);
     let mut x = vec![0.0; n * 784];
     random_data(&mut x, 7);

@@ -33,7 +33,7 @@ use lenet_core::loss::{cross_entropy, cross_entropy_backward};
 use lenet_core::model::{Arch, CLASSES, Layer, Plan as NetPlan, Shape3};
 use lenet_core::resize;
 
-use super::reduce_and_update;
+use super::reduce::reduce_and_update;
 use super::sgemm::{View, sgemm};
 use crate::trainer::{
     OptimizerConfig, OptimizerState, Trainer, TrainerConfig, TrainerError, check_state,

@@ -6,7 +6,8 @@ use crate::backend;
 use crate::cpu::CpuTrainer;
 use crate::cpu::bench::random_data;
 use crate::cpu::tests::assert_close;
-use crate::reference::{init_params, new_reference};
+use crate::reference::new_reference;
+use crate::trainer::init_params;
 use lenet_core::model::{AlexNetConfig, ModelKind, VggConfig};
 
 const ATOL: f64 = 1e-5;

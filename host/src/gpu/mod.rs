@@ -34,6 +34,8 @@
 //! given device computes the same bits every run.
 
 pub mod args;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod device;
 #[cfg(feature = "cuda-emu")]
 pub mod emu;

@@ -10,9 +10,8 @@ use super::*;
 use crate::cpu::CpuTrainer;
 use crate::cpu::bench::random_data;
 use crate::data::{Dataset, Normalization};
-use crate::reference::init_params;
 use crate::rng::SplitMix64;
-use crate::trainer::Augment;
+use crate::trainer::{Augment, init_params};
 use lenet_core::model::{AlexNetConfig, ModelKind, VggConfig};
 
 fn adam() -> OptimizerConfig {
@@ -625,7 +624,7 @@ fn check_against_reference<D: Device>(dev: &dyn Fn() -> D) {
 #[test]
 #[ignore = "needs an NVIDIA GPU: scripts/gpu-check.sh runs it"]
 fn cuda_device_runs_the_new_networks() {
-    use crate::cuda::CudaDevice;
+    use crate::gpu::cuda::CudaDevice;
     check_against_reference(&|| CudaDevice::new().unwrap());
     println!("cuda: the CNN, VGG and AlexNet match the reference");
     let full = [
