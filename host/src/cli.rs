@@ -8,6 +8,7 @@ use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::backend::{self, Device};
+use crate::cpu::graph::RunKind;
 use crate::data::{self, Normalization};
 use crate::eval::evaluate;
 use crate::export::{export_safetensors, import_safetensors, pytorch_snippet};
@@ -729,8 +730,19 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         (None, Some(r)) => r.parent().map(Path::to_owned).unwrap_or_default(),
         (None, None) => PathBuf::from(format!("runs/{}-{}", settings.model, settings.act)),
     };
-    let (mut trainer, note) = backend::make_trainer(device(a.device), &cfg, settings.seed)?;
     let data = load_data(&a.data)?;
+    let dev = device(a.device);
+    if runs_on_cpu(dev) {
+        backend::check_cpu_memory(
+            cfg.arch,
+            RunKind::Train(cfg.optimizer),
+            cfg.threads,
+            settings.batch_size,
+            data.train.len() + data.test.len(),
+            "training",
+        )?;
+    }
+    let (mut trainer, note) = backend::make_trainer(dev, &cfg, settings.seed)?;
     eprintln!("{note}");
     eprintln!(
         "model {} act {} optimizer {} lr {} ({}) batch {} epochs {} -> {}",
@@ -835,6 +847,15 @@ fn resume_command(ck: &Path, a: &TrainArgs) -> String {
         v.push(e.to_string());
     }
     v.join(" ")
+}
+
+/// Whether `dev` runs on the CPU back end (`auto` without a usable CUDA).
+fn runs_on_cpu(dev: Device) -> bool {
+    match dev {
+        Device::Cpu => true,
+        Device::Auto => backend::cuda_status().is_err(),
+        Device::CpuReference | Device::Cuda | Device::CudaEmu => false,
+    }
 }
 
 /// The settings of a new run (not `--resume`) from the command line.
@@ -961,6 +982,14 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
             if a.train_set { "training" } else { "test" }
         );
     }
+    backend::check_cpu_memory(
+        m.meta.arch,
+        RunKind::Infer,
+        a.threads,
+        1000,
+        data.train.len() + data.test.len(),
+        "evaluation",
+    )?;
     let mut t = backend::inference_trainer(m.meta.arch, m.meta.act, &m.params, a.threads)?;
     let r = evaluate(t.as_mut(), ds, m.meta.norm, 1000)?;
     println!(
@@ -1370,6 +1399,17 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
     }));
     if a.profile {
         return profile(&a, arch, act);
+    }
+    if runs_on_cpu(device(a.device)) {
+        let opt = bench_config(lenet_core::model::ModelKind::LeNet5, act, a.threads).optimizer;
+        backend::check_cpu_memory(
+            arch,
+            RunKind::Train(opt),
+            a.threads,
+            a.batch,
+            0,
+            "benchmarking",
+        )?;
     }
     let Some(kind) = arch.lenet() else {
         let time = std::time::Duration::from_secs_f64(a.seconds);
