@@ -159,7 +159,7 @@ impl Background {
         Background {
             rgb: c,
             luma: luma(c),
-            threshold: fuzz.max(2.0 * spread).max(2.0).min(128.0),
+            threshold: fuzz.max(2.0 * spread).clamp(2.0, 128.0),
             noise: noise.min(64.0),
         }
     }

@@ -472,15 +472,11 @@ pub mod interrupt {
     /// [`AT_STEP_ENV`] set, raises SIGINT at that step.
     pub(crate) fn step_done() {
         let n = STEPS.fetch_add(1, Ordering::SeqCst) + 1;
-        if let Some(k) = std::env::var(AT_STEP_ENV)
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-        {
-            if n == k {
-                // SAFETY: raise() only sends a signal to this process.
-                unsafe {
-                    libc::raise(libc::SIGINT);
-                }
+        let at = std::env::var(AT_STEP_ENV).ok();
+        if at.and_then(|v| v.parse::<u64>().ok()) == Some(n) {
+            // SAFETY: raise() only sends a signal to this process.
+            unsafe {
+                libc::raise(libc::SIGINT);
             }
         }
     }

@@ -105,6 +105,8 @@ fn a_run_that_cannot_fit_is_refused_before_it_starts() {
 }
 
 /// Peak resident size of a child (`getrusage` through `wait4`), in bytes.
+// `wait4` reaps the child; `Child::wait` could not return its usage.
+#[allow(clippy::zombie_processes)]
 fn peak_rss(mut c: Command) -> u64 {
     let child = c.spawn().unwrap();
     let pid = child.id() as libc::pid_t;
