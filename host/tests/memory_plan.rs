@@ -177,3 +177,32 @@ fn the_estimate_is_within_a_stated_margin_of_the_real_peak() {
         );
     }
 }
+
+/// With the check passed (a huge `MemAvailable`) but the address space
+/// capped at 3 GB, the run's large buffers cannot be allocated: an error
+/// naming them, exit status 1, never an abort.
+#[test]
+fn a_failed_allocation_is_an_error_not_an_abort() {
+    use std::os::unix::process::ExitStatusExt;
+    let o = Command::new("sh")
+        .args(["-c", "ulimit -v 3000000 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_host"))
+        .args([
+            "bench",
+            "--model",
+            "vgg",
+            "--input-size",
+            "224",
+            "--batch",
+            "128",
+        ])
+        .args(["--seconds", "1", "--threads", "2", "--device", "cpu"])
+        .env(MEM_AVAILABLE_ENV, (1u64 << 50).to_string())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.signal(), None, "killed: {err}");
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: cpu: cannot allocate "), "{err}");
+}

@@ -223,23 +223,43 @@ struct Work {
 }
 
 impl Work {
-    fn ensure(&mut self, plan: &Plan, n: usize) {
+    /// Sizes the buffers for `n` images; a failed allocation is an error
+    /// (the sizes grow with the batch) and leaves the buffers empty.
+    fn ensure(&mut self, plan: &Plan, n: usize) -> Result<(), TrainerError> {
         if n <= self.cap && !self.bufs.is_empty() {
-            return;
+            return Ok(());
         }
         let n = n.max(self.cap);
-        self.cap = n;
-        self.bufs = plan.buf_lens.iter().map(|&l| vec![0.0; l * n]).collect();
-        self.argmax = plan
+        *self = Work::default();
+        let mut bufs = Vec::with_capacity(plan.buf_lens.len());
+        for &l in &plan.buf_lens {
+            bufs.push(try_zeros(l * n, "a layer's outputs")?);
+        }
+        let mut argmax = Vec::new();
+        for s in plan
             .steps
             .iter()
             .filter(|s| matches!(s.op, Op::MaxPool { .. }))
-            .map(|s| vec![0; s.output.len() * n])
-            .collect();
-        self.col = vec![0.0; plan.max_col];
-        self.tmp = vec![0.0; plan.max_tmp];
-        self.da = vec![0.0; plan.max_len * n];
-        self.db = vec![0.0; plan.max_len * n];
+        {
+            let len = s.output.len() * n;
+            let mut v: Vec<u32> = Vec::new();
+            v.try_reserve_exact(len).map_err(|_| TrainerError::Device {
+                device: "cpu",
+                msg: format!("cannot allocate the max-pool indices ({len} values)"),
+            })?;
+            v.resize(len, 0);
+            argmax.push(v);
+        }
+        *self = Work {
+            cap: n,
+            bufs,
+            argmax,
+            col: try_zeros(plan.max_col, "the im2col block")?,
+            tmp: try_zeros(plan.max_tmp, "the pooling block")?,
+            da: try_zeros(plan.max_len * n, "the gradient buffers")?,
+            db: try_zeros(plan.max_len * n, "the gradient buffers")?,
+        };
+        Ok(())
     }
 }
 
@@ -1237,17 +1257,29 @@ impl GraphTrainer {
             .iter_mut()
             .zip(&mut self.grads)
             .zip(&mut self.losses);
+        let mut errs: Vec<Option<TrainerError>> = rs.iter().map(|_| None).collect();
         self.pool.scope(|s| {
-            for (((work, grad), loss), &(a, b)) in work.zip(&rs) {
+            for ((((work, grad), loss), &(a, b)), err) in work.zip(&rs).zip(&mut errs) {
                 s.spawn(move |_| {
                     let ctx = Ctx {
                         dropout: Some((seed, step, a)),
                         ..base
                     };
                     let m = b - a;
-                    work.ensure(ctx.plan, m);
-                    grad.clear();
-                    grad.resize(total, 0.0);
+                    if let Err(e) = work.ensure(ctx.plan, m) {
+                        *err = Some(e);
+                        return;
+                    }
+                    if grad.len() != total {
+                        match try_zeros(total, "a thread's gradient") {
+                            Ok(g) => *grad = g,
+                            Err(e) => {
+                                *err = Some(e);
+                                return;
+                            }
+                        }
+                    }
+                    grad.fill(0.0);
                     let xs = &x[a * IMG..b * IMG];
                     forward(ctx, work, xs, m);
                     let last = ctx.plan.steps.last().map_or(0, |s| s.buf);
@@ -1257,6 +1289,9 @@ impl GraphTrainer {
                 });
             }
         });
+        if let Some(e) = errs.into_iter().flatten().next() {
+            return Err(e);
+        }
         Ok(rs.len())
     }
 
@@ -1318,14 +1353,20 @@ impl Trainer for GraphTrainer {
             rest = tail;
         }
         let last = self.plan.steps.last().map_or(0, |s| s.buf);
+        let mut errs: Vec<Option<TrainerError>> = rs.iter().map(|_| None).collect();
         self.pool.scope(|s| {
-            for ((work, out), &(a, b)) in self.works.iter_mut().zip(outs).zip(&rs) {
+            for (((work, out), &(a, b)), err) in
+                self.works.iter_mut().zip(outs).zip(&rs).zip(&mut errs)
+            {
                 s.spawn(move |_| {
                     let mut i0 = a;
                     while i0 < b {
                         let i1 = (i0 + INFER_BLOCK).min(b);
                         let m = i1 - i0;
-                        work.ensure(ctx.plan, m);
+                        if let Err(e) = work.ensure(ctx.plan, m) {
+                            *err = Some(e);
+                            return;
+                        }
                         forward(ctx, work, &x[i0 * IMG..i1 * IMG], m);
                         let l = &work.bufs[last - 1];
                         for i in 0..m {
@@ -1338,6 +1379,9 @@ impl Trainer for GraphTrainer {
                 });
             }
         });
+        if let Some(e) = errs.into_iter().flatten().next() {
+            return Err(e);
+        }
         Ok(())
     }
 
