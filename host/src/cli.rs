@@ -1125,6 +1125,14 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
             ));
         }
     }
+    backend::check_cpu_memory(
+        m.meta.arch,
+        RunKind::Infer,
+        0,
+        inputs.len(),
+        0,
+        "prediction",
+    )?;
     let mut t = backend::inference_trainer(m.meta.arch, m.meta.act, &m.params, 0)?;
     let preds = predict(t.as_mut(), m.meta.norm, &inputs)?;
     if a.json {

@@ -438,7 +438,8 @@ pub mod interrupt {
 
     /// Test hook: `LENET_SIGINT_AT_STEP=K` raises SIGINT in this process
     /// right after its K-th training step (counted from 1 in this
-    /// process), so tests interrupt a run at an exact step.
+    /// process), so tests interrupt a run at an exact step; `K,K` raises
+    /// it twice there (the second Ctrl-C).
     pub const AT_STEP_ENV: &str = "LENET_SIGINT_AT_STEP";
 
     static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
@@ -472,8 +473,8 @@ pub mod interrupt {
     /// [`AT_STEP_ENV`] set, raises SIGINT at that step.
     pub(crate) fn step_done() {
         let n = STEPS.fetch_add(1, Ordering::SeqCst) + 1;
-        let at = std::env::var(AT_STEP_ENV).ok();
-        if at.and_then(|v| v.parse::<u64>().ok()) == Some(n) {
+        let at = std::env::var(AT_STEP_ENV).unwrap_or_default();
+        for _ in at.split(',').filter(|k| k.parse::<u64>() == Ok(n)) {
             // SAFETY: raise() only sends a signal to this process.
             unsafe {
                 libc::raise(libc::SIGINT);

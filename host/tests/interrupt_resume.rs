@@ -20,13 +20,17 @@ use lenet_host::train::{CheckpointInfo, files, interrupt::AT_STEP_ENV};
 const STEPS: u64 = 36;
 
 fn host(args: &[&str], at_step: Option<u64>) -> Output {
+    host_at(args, at_step.map(|k| k.to_string()))
+}
+
+fn host_at(args: &[&str], at_step: Option<String>) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_host"));
     c.args(args)
         .env_remove(CRASH_ENV)
         .env_remove(AT_STEP_ENV)
         .env("LENET_FONT", "none");
     if let Some(k) = at_step {
-        c.env(AT_STEP_ENV, k.to_string());
+        c.env(AT_STEP_ENV, k);
     }
     c.output().expect("run host")
 }
@@ -225,4 +229,34 @@ fn ctrl_c_at_any_step_then_resume_equals_an_uninterrupted_run() {
             .replace(out_s, "OUT");
         assert_eq!(line, ref_line, "step {k}: reported result");
     }
+}
+
+/// A second Ctrl-C has the default action: the process ends at once,
+/// killed by SIGINT, without finishing its step or writing a checkpoint.
+#[test]
+fn a_second_ctrl_c_stops_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    synth::write_idx_dir(
+        &data,
+        &Splits {
+            train: synth::toy(600, 1),
+            test: synth::toy(200, 2),
+        },
+        false,
+    );
+    let out = tmp.path().join("run");
+    let o = host_at(
+        &train_args(data.to_str().unwrap(), out.to_str().unwrap()),
+        Some("5,5".into()),
+    );
+    assert_eq!(
+        o.status.signal(),
+        Some(libc::SIGINT),
+        "{:?}: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!out.join(files::CHECKPOINT).exists());
 }
