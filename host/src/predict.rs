@@ -9,8 +9,9 @@
 //!    outermost ring of pixels, per channel, and how much the ring strays
 //!    from it (noise);
 //! 3. mark as content every pixel whose colour differs from the background
-//!    by more than 5 % of the range (or twice the border's own 95th
-//!    percentile difference, on a noisy background), and open that mask
+//!    by more than 5 % of the range (or twice the border's noise, the 95th
+//!    percentile of its differences short of a garment touching the
+//!    border, on a noisy background), and open that mask
 //!    with a 3 x 3 square, so specks, dust and isolated noise do not count;
 //! 4. convert to 8-bit grayscale the way Fashion-MNIST's conversion did
 //!    (Rec. 601 luminance), as the difference from the background's
@@ -90,11 +91,11 @@ pub struct Background {
     pub luma: f32,
     /// Colour difference (largest over the channels) above which a pixel
     /// is content: [`TRIM_FUZZ`] (5 % of the contrast when the content's
-    /// contrast is lower), or twice the 95th percentile of the border's own
-    /// differences when that is larger (noise).
+    /// contrast is lower), or twice the border's noise ([`noise_level`])
+    /// when that is larger.
     pub threshold: f32,
-    /// 95th percentile of the border's luminance differences: subtracted
-    /// from every pixel, so that background noise becomes black.
+    /// The border's luminance noise ([`noise_level`]): subtracted from
+    /// every pixel, so that background noise becomes black.
     pub noise: f32,
 }
 
@@ -116,6 +117,15 @@ fn quantile(v: &mut [f32], q: f64) -> f32 {
     v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
+/// The 95th percentile of the border's differences `d` from the
+/// background, leaving out those beyond three times their median (or
+/// [`TRIM_FUZZ`]): those are a garment touching the border, not noise.
+fn noise_level(mut d: Vec<f32>) -> f32 {
+    let cap = (3.0 * quantile(&mut d, 0.5)).max(f32::from(TRIM_FUZZ));
+    let mut near: Vec<f32> = d.into_iter().filter(|&v| v <= cap).collect();
+    quantile(&mut near, 0.95)
+}
+
 /// The outermost ring of pixels of a `w x h` image, row-major `rgb`.
 fn border(rgb: &[[f32; 3]], w: usize, h: usize) -> Vec<[f32; 3]> {
     (0..h)
@@ -134,10 +144,8 @@ impl Background {
             let mut v: Vec<f32> = ring.iter().map(|p| p[k]).collect();
             *ck = quantile(&mut v, 0.5);
         }
-        let mut d: Vec<f32> = ring.iter().map(|&p| color_diff(p, c)).collect();
-        let spread = quantile(&mut d, 0.95);
-        let mut dl: Vec<f32> = ring.iter().map(|&p| (luma(p) - luma(c)).abs()).collect();
-        let noise = quantile(&mut dl, 0.95);
+        let spread = noise_level(ring.iter().map(|&p| color_diff(p, c)).collect());
+        let noise = noise_level(ring.iter().map(|&p| (luma(p) - luma(c)).abs()).collect());
         // The content's contrast: the 99.5th percentile of every pixel's
         // difference (a histogram: images may hold millions of pixels).
         let mut hist = [0usize; 256];

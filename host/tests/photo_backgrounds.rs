@@ -1,7 +1,8 @@
 //! `predict`'s preprocessing on Fashion-MNIST test images dressed up as
 //! photos: upscaled 4x and placed on larger canvases with a white margin
 //! and specks of dust, a dark noisy background, coloured backgrounds (dark
-//! and light garments), and a light garment on mid grey. Each photo,
+//! and light garments), a light garment on mid grey, and a tight crop
+//! whose garment touches the border. Each photo,
 //! preprocessed, is compared with the original 28 x 28 image by
 //! correlation, so no trained model is needed. Needs the data set
 //! (`/usr/share/datasets/fashion-mnist` or `$FASHION_MNIST_DIR`); skipped
@@ -77,6 +78,7 @@ fn photos_on_hard_backgrounds_preprocess_close_to_the_original() {
         "dark garment on blue",
         "light garment on green",
         "light grey on mid grey",
+        "tight crop, dark on white",
     ];
     let mut sums = vec![0.0f64; kinds.len()];
     let mut worst = vec![1.0f64; kinds.len()];
@@ -118,7 +120,12 @@ fn photos_on_hard_backgrounds_preprocess_close_to_the_original() {
                     4.0,
                     &mut rng,
                 ),
-                _ => photo(&g, w, h, x0, y0, [110.0; 3], [200.0; 3], 3.0, &mut rng),
+                5 => photo(&g, w, h, x0, y0, [110.0; 3], [200.0; 3], 3.0, &mut rng),
+                // The garment touches the border: no margin at all.
+                _ => {
+                    let s = SIDE as u32 * UP;
+                    photo(&g, s, s, 0, 0, [255.0; 3], [0.0; 3], 0.0, &mut rng)
+                }
             };
             if k == 1 {
                 // Dust: single dark pixels and a 2 x 2 speck in the margin.
