@@ -36,6 +36,9 @@ pub enum BackendError {
     /// The CPU trainer could not be built.
     #[error("CPU trainer: {0}")]
     Cpu(String),
+    /// The run needs more memory than the machine has available.
+    #[error("{0}")]
+    Memory(String),
 }
 
 /// Whether a CUDA device can be used: `Ok(device name)` or `Err(reason)`.
@@ -207,6 +210,82 @@ pub fn make_trainer(
             )),
         },
     }
+}
+
+/// Test hook: `LENET_MEM_AVAILABLE=BYTES` replaces `MemAvailable` in
+/// [`check_cpu_memory`], so tests see a refusal on any machine.
+pub const MEM_AVAILABLE_ENV: &str = "LENET_MEM_AVAILABLE";
+
+/// `bytes` in MiB or GiB, for messages.
+pub fn human_bytes(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= f64::from(1u32 << 30) {
+        format!("{:.1} GiB", b / f64::from(1u32 << 30))
+    } else {
+        format!("{:.0} MiB", (b / f64::from(1u32 << 20)).ceil())
+    }
+}
+
+/// Refuses, before anything is allocated, a CPU run that needs more than
+/// the memory available (`MemAvailable`): the error gives the need, what
+/// is available, and the largest batch that fits. `what` names the run
+/// (`training`, `evaluation`, ...). Without `/proc/meminfo` the run goes on.
+///
+/// # Errors
+/// [`BackendError::Memory`], or [`BackendError::Cpu`] for a network that
+/// does not fit its input.
+pub fn check_cpu_memory(
+    arch: lenet_core::model::Arch,
+    kind: crate::cpu::graph::RunKind,
+    threads: usize,
+    batch: usize,
+    data_images: usize,
+    what: &str,
+) -> Result<crate::cpu::graph::MemoryNeed, BackendError> {
+    use crate::cpu::graph::cpu_memory;
+    let need = |b: usize| {
+        cpu_memory(arch, kind, threads, b, data_images)
+            .map_err(|e| BackendError::Cpu(e.to_string()))
+    };
+    let n = need(batch)?;
+    let avail = std::env::var(MEM_AVAILABLE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .or_else(crate::cpu::graph::mem_available);
+    let Some(avail) = avail else {
+        return Ok(n);
+    };
+    if n.total() <= avail {
+        return Ok(n);
+    }
+    // The need grows with the batch: the largest that fits, by bisection.
+    let (mut lo, mut hi) = (0usize, batch);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if need(mid)?.total() <= avail {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let fits = if lo == 0 {
+        "not even a batch of 1 fits".to_string()
+    } else {
+        format!("the largest batch that fits is {lo}")
+    };
+    Err(BackendError::Memory(format!(
+        "{arch} ({} parameters): {what} with batch {batch} needs {} of memory \
+         (parameters {}, gradients {}, optimizer {}, activations {}, data {}), \
+         but {} is available (MemAvailable): {fits}",
+        arch.num_params(),
+        human_bytes(n.total()),
+        human_bytes(n.params),
+        human_bytes(n.grads),
+        human_bytes(n.optimizer),
+        human_bytes(n.activations + n.workspace),
+        human_bytes(n.data),
+        human_bytes(avail),
+    )))
 }
 
 /// The fast CPU trainer for `cfg` holding `params`: the LeNet kernels

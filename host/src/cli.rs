@@ -8,13 +8,16 @@ use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::backend::{self, Device};
+use crate::cpu::graph::RunKind;
 use crate::data::{self, Normalization};
 use crate::eval::evaluate;
 use crate::export::{export_safetensors, import_safetensors, pytorch_snippet};
 use crate::fetch::{FetchOptions, OFFICIAL_BASE_URL, fetch};
 use crate::modelfile::{ModelFile, act_name, kind_name};
 use crate::predict::{load_image, predict};
-use crate::train::{MAX_BATCH, MAX_THREADS, TrainSettings, files, resume_settings, train};
+use crate::train::{
+    MAX_BATCH, MAX_THREADS, TrainError, TrainSettings, files, resume_settings, train,
+};
 
 /// Train, evaluate and export LeNet-5 on Fashion-MNIST.
 #[derive(Debug, Parser)]
@@ -727,8 +730,19 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         (None, Some(r)) => r.parent().map(Path::to_owned).unwrap_or_default(),
         (None, None) => PathBuf::from(format!("runs/{}-{}", settings.model, settings.act)),
     };
-    let (mut trainer, note) = backend::make_trainer(device(a.device), &cfg, settings.seed)?;
     let data = load_data(&a.data)?;
+    let dev = device(a.device);
+    if runs_on_cpu(dev) {
+        backend::check_cpu_memory(
+            cfg.arch,
+            RunKind::Train(cfg.optimizer),
+            cfg.threads,
+            settings.batch_size,
+            data.train.len() + data.test.len(),
+            "training",
+        )?;
+    }
+    let (mut trainer, note) = backend::make_trainer(dev, &cfg, settings.seed)?;
     eprintln!("{note}");
     eprintln!(
         "model {} act {} optimizer {} lr {} ({}) batch {} epochs {} -> {}",
@@ -741,6 +755,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         settings.epochs,
         out.display()
     );
+    crate::train::interrupt::install().context("installing the Ctrl-C handler")?;
     let summary = train(
         trainer.as_mut(),
         &settings,
@@ -748,13 +763,99 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         &out,
         resume.as_ref(),
         &mut |l| println!("{l}"),
-    )?;
+    )
+    .map_err(|e| match e {
+        TrainError::Interrupted {
+            checkpoint: Some(ref ck),
+            ..
+        } => anyhow::Error::new(Interrupted(format!(
+            "{e}\nresume with: {}",
+            resume_command(ck, &a)
+        ))),
+        TrainError::Interrupted { .. } => anyhow::Error::new(Interrupted(e.to_string())),
+        e => e.into(),
+    })?;
     println!(
         "test accuracy {:.2}%  model {}",
         100.0 * summary.test.accuracy,
         summary.model_path.display()
     );
     Ok(())
+}
+
+/// A run stopped by Ctrl-C or SIGTERM after saving its progress: `main`
+/// exits with [`EXIT_INTERRUPTED`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Interrupted(pub String);
+
+/// Exit status of a run stopped by Ctrl-C (128 + SIGINT, as a shell reports it).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// The exit status for error `e`: [`EXIT_INTERRUPTED`] after Ctrl-C, 1
+/// otherwise.
+pub fn exit_status(e: &anyhow::Error) -> u8 {
+    if e.is::<Interrupted>() {
+        EXIT_INTERRUPTED
+    } else {
+        1
+    }
+}
+
+/// `s` quoted for a POSIX shell when it needs it.
+fn shell_quote(s: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// The command line that resumes checkpoint `ck` of the run started with `a`:
+/// the data, device and thread count as given (the rest is in the
+/// checkpoint).
+fn resume_command(ck: &Path, a: &TrainArgs) -> String {
+    let mut v = vec![
+        "host".to_string(),
+        "train".into(),
+        "--resume".into(),
+        shell_quote(&ck.to_string_lossy()),
+    ];
+    if let Some(d) = &a.data.data {
+        v.push("--data".into());
+        v.push(shell_quote(&d.to_string_lossy()));
+    }
+    if a.data.split_seed != 0 {
+        v.push("--split-seed".into());
+        v.push(a.data.split_seed.to_string());
+    }
+    if a.explicit.iter().any(|f| f == "device") {
+        v.push("--device".into());
+        v.push(
+            a.device
+                .to_possible_value()
+                .map_or_else(String::new, |p| p.get_name().to_string()),
+        );
+    }
+    if let Some(t) = a.threads {
+        v.push("--threads".into());
+        v.push(t.to_string());
+    }
+    if let Some(e) = a.epochs.filter(|_| a.resume.is_some()) {
+        v.push("--epochs".into());
+        v.push(e.to_string());
+    }
+    v.join(" ")
+}
+
+/// Whether `dev` runs on the CPU back end (`auto` without a usable CUDA).
+fn runs_on_cpu(dev: Device) -> bool {
+    match dev {
+        Device::Cpu => true,
+        Device::Auto => backend::cuda_status().is_err(),
+        Device::CpuReference | Device::Cuda | Device::CudaEmu => false,
+    }
 }
 
 /// The settings of a new run (not `--resume`) from the command line.
@@ -881,6 +982,14 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
             if a.train_set { "training" } else { "test" }
         );
     }
+    backend::check_cpu_memory(
+        m.meta.arch,
+        RunKind::Infer,
+        a.threads,
+        1000,
+        data.train.len() + data.test.len(),
+        "evaluation",
+    )?;
     let mut t = backend::inference_trainer(m.meta.arch, m.meta.act, &m.params, a.threads)?;
     let r = evaluate(t.as_mut(), ds, m.meta.norm, 1000)?;
     println!(
@@ -1016,6 +1125,14 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
             ));
         }
     }
+    backend::check_cpu_memory(
+        m.meta.arch,
+        RunKind::Infer,
+        0,
+        inputs.len(),
+        0,
+        "prediction",
+    )?;
     let mut t = backend::inference_trainer(m.meta.arch, m.meta.act, &m.params, 0)?;
     let preds = predict(t.as_mut(), m.meta.norm, &inputs)?;
     if a.json {
@@ -1290,6 +1407,17 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
     }));
     if a.profile {
         return profile(&a, arch, act);
+    }
+    if runs_on_cpu(device(a.device)) {
+        let opt = bench_config(lenet_core::model::ModelKind::LeNet5, act, a.threads).optimizer;
+        backend::check_cpu_memory(
+            arch,
+            RunKind::Train(opt),
+            a.threads,
+            a.batch,
+            0,
+            "benchmarking",
+        )?;
     }
     let Some(kind) = arch.lenet() else {
         let time = std::time::Duration::from_secs_f64(a.seconds);

@@ -5,20 +5,28 @@
 //!
 //! 1. decode PNG or JPEG of any size; transparent pixels are composited onto
 //!    white (a cut-out product photo has a transparent background);
-//! 2. convert to 8-bit grayscale (Rec. 601 luma);
-//! 3. if the background is light (mean of the border pixels above 127),
-//!    invert, so the background becomes dark as in the dataset;
-//! 4. trim the background: crop to the smallest rectangle holding every
-//!    pixel that differs from the background (the median of the four corner
-//!    pixels) by more than 5 % of the intensity range, as Fashion-MNIST's
-//!    own conversion did ("trimming any edges that are close to the colour
-//!    of the corner pixels"); a 28 x 28 image is taken as a dataset sample
-//!    and left as it is;
+//! 2. estimate the background from the border: the median colour of the
+//!    outermost ring of pixels, per channel, and how much the ring strays
+//!    from it (noise);
+//! 3. mark as content every pixel whose colour differs from the background
+//!    by more than 5 % of the range (or twice the border's noise, the 95th
+//!    percentile of its differences short of a garment touching the
+//!    border, on a noisy background), and open that mask
+//!    with a 3 x 3 square, so specks, dust and isolated noise do not count;
+//! 4. convert to 8-bit grayscale the way Fashion-MNIST's conversion did
+//!    (Rec. 601 luminance), as the difference from the background's
+//!    luminance, less the border's noise, stretched over what the
+//!    background leaves of the range; a garment darker than its background
+//!    (on average over the content) is inverted, so the garment is always
+//!    light on black; then trim to the content's rectangle ("trimming any
+//!    edges that are close to the colour of the corner pixels", as
+//!    Fashion-MNIST did); a 28 x 28 image is taken as a dataset sample and
+//!    not trimmed;
 //! 5. scale the longest side to 28 pixels (Lanczos3), keeping the aspect
 //!    ratio, and centre it on a black 28 x 28 canvas;
 //! 6. normalize with the model's input normalization.
 //!
-//! Without step 4 a product photo's margin shrinks the garment and moves it
+//! Without the trimming a product photo's margin shrinks the garment and moves it
 //! off-centre, far from what the network was trained on.
 //!
 //! Decoding is bounded: files over [`MAX_IMAGE_FILE`] bytes, images wider or
@@ -28,7 +36,7 @@
 use std::path::{Path, PathBuf};
 
 use image::imageops::FilterType;
-use image::{DynamicImage, GrayImage, Luma};
+use image::{DynamicImage, GrayImage};
 use serde::Serialize;
 
 use crate::data::{CLASS_NAMES, CLASSES, Normalization, PIXELS, SIDE};
@@ -66,59 +74,234 @@ pub const MAX_IMAGE_SIDE: u32 = 8192;
 /// Largest allocation of the decoder.
 pub const MAX_IMAGE_ALLOC: u64 = 256 << 20;
 
-/// Background difference that counts as content when trimming: 5 % of 255.
+/// Smallest colour difference from the background that counts as content
+/// when trimming: 5 % of 255 (more on a noisy background, see
+/// [`Background`]).
 pub const TRIM_FUZZ: u8 = 13;
 
-/// The smallest rectangle `(x, y, w, h)` holding every pixel that differs by
-/// more than [`TRIM_FUZZ`] from the background (the median of the four
-/// corners); the whole image if every pixel is background.
-pub fn content_box(img: &GrayImage) -> (u32, u32, u32, u32) {
-    let (w, h) = img.dimensions();
-    if w == 0 || h == 0 {
-        return (0, 0, w, h);
+/// What the border of a photo says about its background: the colour (the
+/// median of the outermost ring of pixels, per channel), how far the
+/// border's pixels stray from it (noise), and whether the garment is
+/// darker than it (then the image is inverted).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Background {
+    /// Median colour of the border, RGB.
+    pub rgb: [f32; 3],
+    /// Its luminance (Rec. 601).
+    pub luma: f32,
+    /// Colour difference (largest over the channels) above which a pixel
+    /// is content: [`TRIM_FUZZ`] (5 % of the contrast when the content's
+    /// contrast is lower), or twice the border's noise ([`noise_level`])
+    /// when that is larger.
+    pub threshold: f32,
+    /// The border's luminance noise ([`noise_level`]): subtracted from
+    /// every pixel, so that background noise becomes black.
+    pub noise: f32,
+}
+
+/// Rec. 601 luminance, as Fashion-MNIST's conversion to 8-bit gray.
+fn luma(p: [f32; 3]) -> f32 {
+    0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]
+}
+
+fn color_diff(a: [f32; 3], b: [f32; 3]) -> f32 {
+    (0..3).map(|c| (a[c] - b[c]).abs()).fold(0.0, f32::max)
+}
+
+/// The `q`-quantile of `v` (sorted in place); 0 for none.
+fn quantile(v: &mut [f32], q: f64) -> f32 {
+    if v.is_empty() {
+        return 0.0;
     }
-    let mut c = [
-        img.get_pixel(0, 0).0[0],
-        img.get_pixel(w - 1, 0).0[0],
-        img.get_pixel(0, h - 1).0[0],
-        img.get_pixel(w - 1, h - 1).0[0],
-    ];
-    c.sort_unstable();
-    let bg = (u16::from(c[1]) + u16::from(c[2])) / 2;
-    let (mut x0, mut y0, mut x1, mut y1) = (u32::MAX, u32::MAX, 0, 0);
-    for (x, y, p) in img.enumerate_pixels() {
-        if u16::from(p.0[0]).abs_diff(bg) > u16::from(TRIM_FUZZ) {
-            x0 = x0.min(x);
-            y0 = y0.min(y);
-            x1 = x1.max(x);
-            y1 = y1.max(y);
+    v.sort_unstable_by(f32::total_cmp);
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+/// The 95th percentile of the border's differences `d` from the
+/// background, leaving out those beyond three times their median (or
+/// [`TRIM_FUZZ`]): those are a garment touching the border, not noise.
+fn noise_level(mut d: Vec<f32>) -> f32 {
+    let cap = (3.0 * quantile(&mut d, 0.5)).max(f32::from(TRIM_FUZZ));
+    let mut near: Vec<f32> = d.into_iter().filter(|&v| v <= cap).collect();
+    quantile(&mut near, 0.95)
+}
+
+/// The outermost ring of pixels of a `w x h` image, row-major `rgb`.
+fn border(rgb: &[[f32; 3]], w: usize, h: usize) -> Vec<[f32; 3]> {
+    (0..h)
+        .flat_map(|y| (0..w).map(move |x| (x, y)))
+        .filter(|&(x, y)| x == 0 || y == 0 || x + 1 == w || y + 1 == h)
+        .map(|(x, y)| rgb[y * w + x])
+        .collect()
+}
+
+impl Background {
+    /// The background of a `w x h` image (row-major RGB, 0..=255).
+    pub fn estimate(rgb: &[[f32; 3]], w: usize, h: usize) -> Background {
+        let ring = border(rgb, w, h);
+        let mut c = [0.0f32; 3];
+        for (k, ck) in c.iter_mut().enumerate() {
+            let mut v: Vec<f32> = ring.iter().map(|p| p[k]).collect();
+            *ck = quantile(&mut v, 0.5);
         }
-    }
-    if x0 == u32::MAX {
-        (0, 0, w, h)
-    } else {
-        (x0, y0, x1 - x0 + 1, y1 - y0 + 1)
+        let spread = noise_level(ring.iter().map(|&p| color_diff(p, c)).collect());
+        let noise = noise_level(ring.iter().map(|&p| (luma(p) - luma(c)).abs()).collect());
+        // The content's contrast: the 99.5th percentile of every pixel's
+        // difference (a histogram: images may hold millions of pixels).
+        let mut hist = [0usize; 256];
+        for &p in rgb {
+            hist[color_diff(p, c).round().min(255.0) as usize] += 1;
+        }
+        let mut above = 0;
+        let skip = rgb.len() / 200;
+        let contrast = (0..256)
+            .rev()
+            .find(|&v| {
+                above += hist[v];
+                above > skip
+            })
+            .unwrap_or(0) as f32;
+        // 5 % of the range, or of the content's contrast when that is less
+        // (a light garment on mid grey), but above the border's noise.
+        let fuzz = f32::from(TRIM_FUZZ).min(contrast * 0.05);
+        Background {
+            rgb: c,
+            luma: luma(c),
+            threshold: fuzz.max(2.0 * spread).clamp(2.0, 128.0),
+            noise: noise.min(64.0),
+        }
     }
 }
 
-/// Steps 1-5 of the module docs on a decoded image: 784 bytes, dark
-/// background.
+/// Pixels that differ from the background by more than its threshold,
+/// row-major.
+fn content_mask(rgb: &[[f32; 3]], bg: &Background) -> Vec<bool> {
+    rgb.iter()
+        .map(|&p| color_diff(p, bg.rgb) > bg.threshold)
+        .collect()
+}
+
+/// Morphological opening of a `w x h` mask with a 3 x 3 square: erosion
+/// then dilation, which removes specks and lines thinner than 3 pixels and
+/// keeps every larger shape as it was.
+fn open3(m: &[bool], w: usize, h: usize) -> Vec<bool> {
+    let square = |m: &[bool], x: usize, y: usize, all: bool| {
+        let mut hit = all;
+        for yy in y.saturating_sub(1)..=(y + 1).min(h - 1) {
+            for xx in x.saturating_sub(1)..=(x + 1).min(w - 1) {
+                if all {
+                    hit &= m[yy * w + xx];
+                } else {
+                    hit |= m[yy * w + xx];
+                }
+            }
+        }
+        hit
+    };
+    let eroded: Vec<bool> = (0..w * h)
+        .map(|i| {
+            let (x, y) = (i % w, i / w);
+            // Pixels of the image's edge erode: the square leaves the image.
+            x > 0 && y > 0 && x + 1 < w && y + 1 < h && square(m, x, y, true)
+        })
+        .collect();
+    (0..w * h)
+        .map(|i| square(&eroded, i % w, i / w, false))
+        .collect()
+}
+
+/// The smallest rectangle `(x, y, w, h)` holding every set pixel of a
+/// `w x h` mask; `None` if none is set.
+fn mask_box(m: &[bool], w: usize) -> Option<(u32, u32, u32, u32)> {
+    let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
+    for (i, _) in m.iter().enumerate().filter(|(_, on)| **on) {
+        let (x, y) = (i % w, i / w);
+        x0 = x0.min(x);
+        y0 = y0.min(y);
+        x1 = x1.max(x);
+        y1 = y1.max(y);
+    }
+    (x0 != usize::MAX).then(|| {
+        (
+            x0 as u32,
+            y0 as u32,
+            (x1 - x0 + 1) as u32,
+            (y1 - y0 + 1) as u32,
+        )
+    })
+}
+
+/// The rectangle `(x, y, w, h)` of a gray image's content: pixels that
+/// differ from the background ([`Background`] of the border) by more than
+/// its threshold, after an opening ([`open3`]) that drops specks; the
+/// whole image if nothing is left.
+pub fn content_box(img: &GrayImage) -> (u32, u32, u32, u32) {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let rgb: Vec<[f32; 3]> = img.pixels().map(|p| [f32::from(p.0[0]); 3]).collect();
+    if rgb.is_empty() {
+        return (0, 0, w as u32, h as u32);
+    }
+    let bg = Background::estimate(&rgb, w, h);
+    let mask = content_mask(&rgb, &bg);
+    mask_box(&open3(&mask, w, h), w).unwrap_or((0, 0, w as u32, h as u32))
+}
+
+/// Steps 1-6 of the module docs on a decoded image: 784 bytes, a light
+/// garment on black.
 pub fn preprocess(img: &DynamicImage) -> Vec<u8> {
     let rgba = img.to_rgba8();
-    let mut gray = GrayImage::new(rgba.width(), rgba.height());
-    for (g, p) in gray.pixels_mut().zip(rgba.pixels()) {
-        let [r, gg, b, a] = p.0.map(f64::from);
-        let a = a / 255.0;
-        let over_white = |c: f64| c * a + 255.0 * (1.0 - a);
-        let luma = 0.299 * over_white(r) + 0.587 * over_white(gg) + 0.114 * over_white(b);
-        *g = Luma([luma.round().clamp(0.0, 255.0) as u8]);
+    let (w, h) = (rgba.width() as usize, rgba.height() as usize);
+    // Transparent pixels over white.
+    let rgb: Vec<[f32; 3]> = rgba
+        .pixels()
+        .map(|p| {
+            let a = f32::from(p.0[3]) / 255.0;
+            [0, 1, 2].map(|c| f32::from(p.0[c]) * a + 255.0 * (1.0 - a))
+        })
+        .collect();
+    if rgb.is_empty() {
+        return vec![0; PIXELS];
     }
-    if border_mean(&gray) > 127.0 {
-        image::imageops::invert(&mut gray);
-    }
-    let (bx, by, bw, bh) = content_box(&gray);
+    let bg = Background::estimate(&rgb, w, h);
+    let mask = content_mask(&rgb, &bg);
+    let opened = open3(&mask, w, h);
+    // Polarity: a garment darker than its background is inverted.
+    let (sum, n) = rgb
+        .iter()
+        .zip(if opened.contains(&true) {
+            &opened
+        } else {
+            &mask
+        })
+        .filter(|(_, on)| **on)
+        .fold((0.0f64, 0usize), |(s, n), (&p, _)| {
+            (s + f64::from(luma(p)), n + 1)
+        });
+    let invert = if n > 0 {
+        (sum / n as f64) < f64::from(bg.luma)
+    } else {
+        bg.luma > 127.0
+    };
+    // Gray: the luminance difference from the background, less its noise,
+    // stretched over what the background leaves of the range.
+    let range = if invert { bg.luma } else { 255.0 - bg.luma };
+    let scale = 255.0 / (range - bg.noise).max(1.0);
+    let gray_px: Vec<u8> = rgb
+        .iter()
+        .map(|&p| {
+            let d = if invert {
+                bg.luma - luma(p)
+            } else {
+                luma(p) - bg.luma
+            };
+            ((d - bg.noise).max(0.0) * scale).round().min(255.0) as u8
+        })
+        .collect();
+    let mut gray = GrayImage::from_raw(w as u32, h as u32, gray_px).expect("w x h pixels");
     // A 28 x 28 image is taken as a dataset sample, already trimmed.
-    if gray.dimensions() != (SIDE as u32, SIDE as u32) && (bw, bh) != gray.dimensions() {
+    if (w, h) != (SIDE, SIDE)
+        && let Some((bx, by, bw, bh)) = mask_box(&opened, w)
+    {
         gray = image::imageops::crop_imm(&gray, bx, by, bw, bh).to_image();
     }
     let (w, h) = gray.dimensions();
@@ -292,7 +475,7 @@ pub fn predict(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::{Rgb, RgbImage, Rgba, RgbaImage};
+    use image::{Luma, Rgb, RgbImage, Rgba, RgbaImage};
 
     #[test]
     fn light_background_photo_is_inverted_and_resized() {
@@ -376,13 +559,18 @@ mod tests {
     }
 
     #[test]
-    fn content_box_uses_the_corner_colour_with_a_five_percent_fuzz() {
-        let mut g = GrayImage::from_pixel(10, 8, Luma([100]));
+    fn content_box_uses_the_border_colour_and_ignores_specks() {
+        let mut g = GrayImage::from_pixel(20, 16, Luma([100]));
         g.put_pixel(3, 2, Luma([113])); // within 13 of the background
-        assert_eq!(content_box(&g), (0, 0, 10, 8), "nothing to trim to");
-        g.put_pixel(4, 5, Luma([114]));
-        g.put_pixel(7, 3, Luma([20]));
-        assert_eq!(content_box(&g), (4, 3, 4, 3));
+        assert_eq!(content_box(&g), (0, 0, 20, 16), "nothing to trim to");
+        g.put_pixel(1, 14, Luma([0])); // a speck
+        g.put_pixel(18, 1, Luma([255]));
+        for y in 5..9 {
+            for x in 6..12 {
+                g.put_pixel(x, y, Luma([200]));
+            }
+        }
+        assert_eq!(content_box(&g), (6, 5, 6, 4));
     }
 
     /// PNG signature, an IHDR chunk for an 8-bit grayscale `w x h` image

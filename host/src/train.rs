@@ -220,6 +220,24 @@ pub enum TrainError {
         /// The running process, as its lock file says.
         pid: Option<u32>,
     },
+    /// Ctrl-C (SIGINT) or SIGTERM stopped the run at a step boundary;
+    /// `checkpoint` holds everything up to that step (none when the
+    /// run stopped before its first step).
+    #[error(
+        "interrupted at step {step} of epoch {epoch}{}",
+        checkpoint.as_ref().map_or_else(
+            || "; nothing to keep yet".to_string(),
+            |c| format!("; progress saved in {}", c.display())
+        )
+    )]
+    Interrupted {
+        /// The checkpoint to resume from.
+        checkpoint: Option<PathBuf>,
+        /// The epoch being trained (1-based).
+        epoch: u32,
+        /// Steps of that epoch done.
+        step: u64,
+    },
     /// The loss became NaN or infinite.
     #[error("epoch {epoch}: loss is {loss}; the run diverged (try a lower learning rate)")]
     Diverged {
@@ -392,6 +410,77 @@ pub struct CheckpointInfo {
     pub settings: TrainSettings,
     /// Metrics of the completed epochs.
     pub history: Vec<EpochMetrics>,
+    /// The steps done of the next epoch, when the run was interrupted
+    /// inside it (absent from an epoch's checkpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<PartialEpoch>,
+}
+
+/// The first steps of an epoch, saved when Ctrl-C stops a run inside it.
+/// The checkpoint's RNG state is the one before the epoch's shuffle, so
+/// the resumed run draws the same order and continues at step `steps`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PartialEpoch {
+    /// Steps done.
+    pub steps: u64,
+    /// Their losses (for the epoch's mean).
+    pub losses: Vec<f32>,
+    /// Wall-clock seconds they took.
+    pub seconds: f64,
+}
+
+/// Ctrl-C and SIGTERM during `host train`: the first one asks the training
+/// loop to stop at the next step boundary and checkpoint there; a second
+/// one has its default action and ends the process at once.
+pub mod interrupt {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, OnceLock};
+
+    /// Test hook: `LENET_SIGINT_AT_STEP=K` raises SIGINT in this process
+    /// right after its K-th training step (counted from 1 in this
+    /// process), so tests interrupt a run at an exact step; `K,K` raises
+    /// it twice there (the second Ctrl-C).
+    pub const AT_STEP_ENV: &str = "LENET_SIGINT_AT_STEP";
+
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    static STEPS: AtomicU64 = AtomicU64::new(0);
+
+    /// Installs the SIGINT and SIGTERM handlers (once per process).
+    ///
+    /// # Errors
+    /// The handlers could not be installed.
+    pub fn install() -> std::io::Result<()> {
+        if FLAG.get().is_some() {
+            return Ok(());
+        }
+        let flag = Arc::new(AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            // Registered first, so a signal that finds the flag already set
+            // (the second Ctrl-C) takes the default action.
+            signal_hook::flag::register_conditional_default(sig, Arc::clone(&flag))?;
+            signal_hook::flag::register(sig, Arc::clone(&flag))?;
+        }
+        let _ = FLAG.set(flag);
+        Ok(())
+    }
+
+    /// Whether a stop was requested.
+    pub fn requested() -> bool {
+        FLAG.get().is_some_and(|f| f.load(Ordering::SeqCst))
+    }
+
+    /// Called after each training step: counts it and, with
+    /// [`AT_STEP_ENV`] set, raises SIGINT at that step.
+    pub(crate) fn step_done() {
+        let n = STEPS.fetch_add(1, Ordering::SeqCst) + 1;
+        let at = std::env::var(AT_STEP_ENV).unwrap_or_default();
+        for _ in at.split(',').filter(|k| k.parse::<u64>() == Ok(n)) {
+            // SAFETY: raise() only sends a signal to this process.
+            unsafe {
+                libc::raise(libc::SIGINT);
+            }
+        }
+    }
 }
 
 /// Output file names inside the output directory.
@@ -577,6 +666,7 @@ pub fn train(
     let mut rng = SplitMix64::new(settings.seed);
     let mut history = Vec::new();
     let mut start_epoch = 0;
+    let mut partial: Option<PartialEpoch> = None;
     if let Some(ck) = resume {
         let state = ck
             .checkpoint
@@ -594,9 +684,10 @@ pub fn train(
             ));
         }
         let batches = train.len().div_ceil(settings.batch_size) as u64;
-        if state.optimizer.step != u64::from(state.epoch) * batches {
+        let extra = info.partial.as_ref().map_or(0, |p| p.steps);
+        if state.optimizer.step != u64::from(state.epoch) * batches + extra || extra >= batches {
             return Err(TrainError::Settings(format!(
-                "the checkpoint took {} optimizer steps in {} epochs, but this data set gives {batches} batches per epoch: \
+                "the checkpoint took {} optimizer steps in {} epochs and {extra} steps, but this data set gives {batches} batches per epoch: \
                  resume with the run's data (same --data and limits)",
                 state.optimizer.step, state.epoch
             )));
@@ -606,13 +697,25 @@ pub fn train(
         start_epoch = state.epoch;
         history = info.history;
         history.truncate(start_epoch as usize);
-        log(&format!("resumed after epoch {start_epoch}"));
+        match &info.partial {
+            Some(p) => log(&format!(
+                "resumed at step {} of epoch {}",
+                p.steps,
+                start_epoch + 1
+            )),
+            None => log(&format!("resumed after epoch {start_epoch}")),
+        }
+        partial = info.partial;
     }
 
     let n = train.len();
     let bs = settings.batch_size;
     let mut last_test = None;
+    let ck_path = out_dir.join(files::CHECKPOINT);
     for epoch in start_epoch + 1..=settings.epochs {
+        let rng_before = rng.state;
+        let done = partial.take();
+        let skip = done.as_ref().map_or(0, |p| p.steps as usize);
         let mut order: Vec<u32> = (0..n as u32).collect();
         rng.shuffle(&mut order);
         let aug = settings.augment.then(|| {
@@ -622,7 +725,7 @@ pub fn train(
                 .collect()
         });
         let batches = n.div_ceil(bs);
-        let lrs = (0..batches)
+        let lrs: Vec<f32> = (0..batches)
             .map(|b| {
                 let step = u64::from(epoch - 1) * batches as u64 + b as u64;
                 scheduled_lr(
@@ -634,13 +737,14 @@ pub fn train(
                 )
             })
             .collect();
+        // A resumed partial epoch continues at step `skip` of the same plan.
         let plan = EpochPlan {
             data: &train,
             norm,
-            order,
-            aug,
+            order: order.split_off(skip * bs),
+            aug: aug.map(|mut a: Vec<Augment>| a.split_off(skip * bs)),
             batch_size: bs,
-            lrs,
+            lrs: lrs[skip..].to_vec(),
         };
         let t0 = Instant::now();
         let mut bar = Progress::new(
@@ -648,7 +752,47 @@ pub fn train(
             Some(batches as u64),
             Unit::Items,
         );
-        let losses = trainer.train_epoch(&plan, &mut || bar.inc(1))?;
+        bar.inc(skip as u64);
+        let mut losses = done.as_ref().map_or_else(Vec::new, |p| p.losses.clone());
+        let mut step_done = || {
+            bar.inc(1);
+            interrupt::step_done();
+        };
+        losses.extend(trainer.train_epoch(&plan, &mut step_done)?);
+        let seconds = done.as_ref().map_or(0.0, |p| p.seconds) + t0.elapsed().as_secs_f64();
+        if losses.len() < batches {
+            bar.clear();
+            if let Some((_, &loss)) = losses.iter().enumerate().find(|(_, l)| !l.is_finite()) {
+                return Err(TrainError::Diverged { epoch, loss });
+            }
+            let info = CheckpointInfo {
+                settings: settings.clone(),
+                history: history.clone(),
+                partial: Some(PartialEpoch {
+                    steps: losses.len() as u64,
+                    losses,
+                    seconds,
+                }),
+            };
+            let step = info.partial.as_ref().map_or(0, |p| p.steps);
+            ModelFile {
+                meta,
+                params: trainer.params()?,
+                checkpoint: Some(CheckpointState {
+                    epoch: epoch - 1,
+                    optimizer: trainer.optimizer_state()?,
+                    rng_state: rng_before,
+                    json: serde_json::to_string(&info)
+                        .map_err(|e| TrainError::Settings(e.to_string()))?,
+                }),
+            }
+            .save(&ck_path)?;
+            return Err(TrainError::Interrupted {
+                checkpoint: Some(ck_path),
+                epoch,
+                step,
+            });
+        }
         let mut loss_sum = 0.0f64;
         for (b, &loss) in losses.iter().enumerate() {
             if !loss.is_finite() {
@@ -658,7 +802,6 @@ pub fn train(
             loss_sum += f64::from(loss) * (n - b * bs).min(bs) as f64;
         }
         bar.clear();
-        let seconds = t0.elapsed().as_secs_f64();
         let tr = evaluate(trainer, &train_eval, norm, EVAL_BATCH)?;
         let va = match &val {
             Some(v) => Some(evaluate(trainer, v, norm, EVAL_BATCH)?),
@@ -696,6 +839,7 @@ pub fn train(
         let info = CheckpointInfo {
             settings: settings.clone(),
             history: history.clone(),
+            partial: None,
         };
         let ck = ModelFile {
             meta,
@@ -717,6 +861,13 @@ pub fn train(
         .save(&out_dir.join(files::MODEL))?;
         write_reports(out_dir, &history)?;
         last_test = Some(te);
+        if interrupt::requested() && epoch < settings.epochs {
+            return Err(TrainError::Interrupted {
+                checkpoint: Some(ck_path),
+                epoch: epoch + 1,
+                step: 0,
+            });
+        }
     }
     let model_path = out_dir.join(files::MODEL);
     let test_report = match last_test {
@@ -820,11 +971,32 @@ pub fn checkpoint_info(path: &Path, f: &ModelFile) -> Result<CheckpointInfo, Tra
             f.meta.norm
         )));
     }
-    if state.epoch == 0 || state.epoch > s.epochs {
-        return Err(bad(format!(
-            "epoch {} is outside the run's 1..={} epochs",
-            state.epoch, s.epochs
-        )));
+    match &info.partial {
+        None if state.epoch == 0 || state.epoch > s.epochs => {
+            return Err(bad(format!(
+                "epoch {} is outside the run's 1..={} epochs",
+                state.epoch, s.epochs
+            )));
+        }
+        Some(_) if state.epoch >= s.epochs => {
+            return Err(bad(format!(
+                "an interrupted epoch after epoch {} is outside the run's {} epochs",
+                state.epoch, s.epochs
+            )));
+        }
+        Some(p) if p.steps == 0 || p.losses.len() as u64 != p.steps => {
+            return Err(bad(format!(
+                "an interrupted epoch of {} steps with {} losses",
+                p.steps,
+                p.losses.len()
+            )));
+        }
+        Some(p) if p.losses.iter().any(|l| !l.is_finite()) || !p.seconds.is_finite() => {
+            return Err(bad(
+                "an interrupted epoch with a loss that is not finite".into()
+            ));
+        }
+        _ => {}
     }
     if info.history.len() < state.epoch as usize {
         return Err(bad(format!(
@@ -860,7 +1032,7 @@ pub fn checkpoint_info(path: &Path, f: &ModelFile) -> Result<CheckpointInfo, Tra
         )));
     }
     if o.step == 0 {
-        return Err(bad("optimizer step 0 after a completed epoch".into()));
+        return Err(bad("optimizer step 0 after a completed step".into()));
     }
     Ok(info)
 }
@@ -905,6 +1077,7 @@ mod tests {
             })
             .unwrap(),
             history,
+            partial: None,
         };
         let json = serde_json::to_string(&info).unwrap();
         let back: CheckpointInfo = serde_json::from_str(&json).unwrap();

@@ -250,6 +250,11 @@ pub trait Trainer: Send {
     /// the loss of each step. This default builds each batch on the host
     /// and calls [`train_batch`](Self::train_batch); a GPU back end keeps
     /// the data on the device and reads the losses back once.
+    ///
+    /// A back end may stop after any step once a stop is requested
+    /// ([`crate::train::interrupt::requested`], Ctrl-C) and return the
+    /// losses of the steps it took; the training loop checkpoints them.
+    /// This default does so; the GPU back end runs its epoch to the end.
     fn train_epoch(
         &mut self,
         plan: &EpochPlan<'_>,
@@ -263,6 +268,9 @@ pub trait Trainer: Send {
             plan.batch(b, &mut x, &mut labels);
             losses.push(self.train_batch(&x, &labels)?);
             progress();
+            if crate::train::interrupt::requested() {
+                break;
+            }
         }
         Ok(losses)
     }

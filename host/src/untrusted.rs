@@ -259,6 +259,7 @@ pub fn seeds(parser: Parser) -> Vec<Vec<u8>> {
             let info = CheckpointInfo {
                 settings,
                 history: vec![m],
+                partial: None,
             };
             let ck = ModelFile {
                 meta,

@@ -223,24 +223,200 @@ struct Work {
 }
 
 impl Work {
-    fn ensure(&mut self, plan: &Plan, n: usize) {
+    /// Sizes the buffers for `n` images; a failed allocation is an error
+    /// (the sizes grow with the batch) and leaves the buffers empty.
+    fn ensure(&mut self, plan: &Plan, n: usize) -> Result<(), TrainerError> {
         if n <= self.cap && !self.bufs.is_empty() {
-            return;
+            return Ok(());
         }
         let n = n.max(self.cap);
-        self.cap = n;
-        self.bufs = plan.buf_lens.iter().map(|&l| vec![0.0; l * n]).collect();
-        self.argmax = plan
+        *self = Work::default();
+        let mut bufs = Vec::with_capacity(plan.buf_lens.len());
+        for &l in &plan.buf_lens {
+            bufs.push(try_zeros(l * n, "a layer's outputs")?);
+        }
+        let mut argmax = Vec::new();
+        for s in plan
             .steps
             .iter()
             .filter(|s| matches!(s.op, Op::MaxPool { .. }))
-            .map(|s| vec![0; s.output.len() * n])
-            .collect();
-        self.col = vec![0.0; plan.max_col];
-        self.tmp = vec![0.0; plan.max_tmp];
-        self.da = vec![0.0; plan.max_len * n];
-        self.db = vec![0.0; plan.max_len * n];
+        {
+            let len = s.output.len() * n;
+            let mut v: Vec<u32> = Vec::new();
+            v.try_reserve_exact(len).map_err(|_| TrainerError::Device {
+                device: "cpu",
+                msg: format!("cannot allocate the max-pool indices ({len} values)"),
+            })?;
+            v.resize(len, 0);
+            argmax.push(v);
+        }
+        *self = Work {
+            cap: n,
+            bufs,
+            argmax,
+            col: try_zeros(plan.max_col, "the im2col block")?,
+            tmp: try_zeros(plan.max_tmp, "the pooling block")?,
+            da: try_zeros(plan.max_len * n, "the gradient buffers")?,
+            db: try_zeros(plan.max_len * n, "the gradient buffers")?,
+        };
+        Ok(())
     }
+}
+
+/// The memory a CPU run needs, in bytes, by what holds it: what
+/// [`GraphTrainer`] (and, for the LeNets, [`super::CpuTrainer`], whose
+/// buffers are smaller) allocates for a network, a thread count and a
+/// batch, plus the training loop's data and checkpoint copies.
+/// [`cpu_memory`] computes it; `host train`, `eval` and `bench` refuse a
+/// run whose [`total`](Self::total) exceeds the memory available.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryNeed {
+    /// Parameters.
+    pub params: u64,
+    /// Per-thread gradients (`threads x params`).
+    pub grads: u64,
+    /// Optimizer state (Adam's two moments, SGD's momentum).
+    pub optimizer: u64,
+    /// Per-thread layer outputs, max-pool indices and gradient buffers
+    /// for the thread's share of the batch.
+    pub activations: u64,
+    /// Per-thread im2col and pooling blocks.
+    pub workspace: u64,
+    /// The largest transient: the summed gradient of the update, or the
+    /// copies a checkpoint is encoded from (parameters twice, optimizer
+    /// state, and the file's bytes twice).
+    pub transient: u64,
+    /// The data set as loaded and as the run's splits, and one batch.
+    pub data: u64,
+    /// The program itself (code, thread stacks touched, allocator slack).
+    pub process: u64,
+}
+
+impl MemoryNeed {
+    /// Everything, in bytes.
+    pub fn total(&self) -> u64 {
+        [
+            self.params,
+            self.grads,
+            self.optimizer,
+            self.activations,
+            self.workspace,
+            self.transient,
+            self.data,
+            self.process,
+        ]
+        .iter()
+        .fold(0u64, |a, &b| a.saturating_add(b))
+    }
+}
+
+/// What a run of [`cpu_memory`] does.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RunKind {
+    /// Training with this optimizer (and evaluation after each epoch).
+    Train(OptimizerConfig),
+    /// Inference only (`eval`, `predict`).
+    Infer,
+}
+
+/// Resident size of the program before it allocates for a network.
+pub const PROCESS_BYTES: u64 = 24 << 20;
+
+/// The memory a CPU run of `arch` needs on `threads` threads (0: all
+/// cores) with mini-batches of `batch` images, over a data set of
+/// `data_images` images: the sizes [`GraphTrainer`] allocates (see
+/// [`Work::ensure`]), the training loop's copies, and [`PROCESS_BYTES`].
+///
+/// # Errors
+/// [`TrainerError::State`] if the network does not fit its input.
+pub fn cpu_memory(
+    arch: Arch,
+    kind: RunKind,
+    threads: usize,
+    batch: usize,
+    data_images: usize,
+) -> Result<MemoryNeed, TrainerError> {
+    let plan = Plan::new(arch)?;
+    let f = 4u64; // bytes per f32 (and per u32 argmax index)
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    } as u64;
+    let p = plan.num_params as u64;
+    let batch = batch.max(1) as u64;
+    // Images a thread holds at once: its share of a training batch, or an
+    // inference block of the 1000-image evaluation batches.
+    let eval = INFER_BLOCK.min(1000usize.div_ceil(threads as usize)) as u64;
+    let (used, share, m) = match kind {
+        RunKind::Train(opt) => {
+            let used = threads.min(batch);
+            let m = match opt {
+                OptimizerConfig::Adam { .. } => 2 * p,
+                OptimizerConfig::Sgd { momentum, .. } if momentum != 0.0 => p,
+                OptimizerConfig::Sgd { .. } => 0,
+            };
+            (used, batch.div_ceil(used).max(eval), m)
+        }
+        RunKind::Infer => (
+            threads.min(batch.div_ceil(INFER_BLOCK as u64)).max(1),
+            eval,
+            0,
+        ),
+    };
+    let per_image: u64 = plan.buf_lens.iter().map(|&l| l as u64).sum::<u64>()
+        + plan
+            .steps
+            .iter()
+            .filter(|s| matches!(s.op, Op::MaxPool { .. }))
+            .map(|s| s.output.len() as u64)
+            .sum::<u64>()
+        + 2 * plan.max_len as u64;
+    let train = matches!(kind, RunKind::Train(_));
+    let pixels = IMG as u64;
+    Ok(MemoryNeed {
+        params: f * p,
+        grads: if train { f * used * p } else { 0 },
+        optimizer: f * m,
+        activations: f * used * share * per_image,
+        workspace: f * used * (plan.max_col + plan.max_tmp) as u64,
+        transient: if train {
+            f * p.max(4 * p + 3 * m)
+        } else {
+            // The model file's bytes and its parsed parameters.
+            f * p
+        },
+        // Images and labels as loaded, the run's copies of them (and the
+        // 10,000 images of the training accuracy), and the float batches.
+        data: (data_images as u64).saturating_mul(2 * (pixels + 1))
+            + 10_000 * (pixels + 1)
+            + f * pixels * (batch.max(1000) + 1000),
+        process: PROCESS_BYTES,
+    })
+}
+
+/// `n` zeros, or an error naming `what` when the allocation fails (a
+/// network's size comes from the command line or a file).
+fn try_zeros(n: usize, what: &str) -> Result<Vec<f32>, TrainerError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| TrainerError::Device {
+        device: "cpu",
+        msg: format!(
+            "cannot allocate {} for {what} ({n} floats)",
+            crate::backend::human_bytes(n as u64 * 4)
+        ),
+    })?;
+    v.resize(n, 0.0);
+    Ok(v)
+}
+
+/// `MemAvailable` of `/proc/meminfo`, in bytes: what the kernel says can be
+/// allocated without swapping; `None` where it cannot be read.
+pub fn mem_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb.saturating_mul(1024))
 }
 
 /// What a forward pass needs besides the data.
@@ -995,15 +1171,20 @@ impl GraphTrainer {
                 msg: format!("cannot build the thread pool: {e}"),
             })?;
         let (m, v) = match config.optimizer {
-            OptimizerConfig::Adam { .. } => (vec![0.0; total], vec![0.0; total]),
+            OptimizerConfig::Adam { .. } => (
+                try_zeros(total, "the first moment")?,
+                try_zeros(total, "the second moment")?,
+            ),
             OptimizerConfig::Sgd { .. } => (Vec::new(), Vec::new()),
         };
+        let mut own = try_zeros(total, "the parameters")?;
+        own.copy_from_slice(params);
         Ok(GraphTrainer {
             config: config.clone(),
             plan,
             pool,
             threads,
-            params: params.to_vec(),
+            params: own,
             m,
             v,
             step: 0,
@@ -1076,17 +1257,29 @@ impl GraphTrainer {
             .iter_mut()
             .zip(&mut self.grads)
             .zip(&mut self.losses);
+        let mut errs: Vec<Option<TrainerError>> = rs.iter().map(|_| None).collect();
         self.pool.scope(|s| {
-            for (((work, grad), loss), &(a, b)) in work.zip(&rs) {
+            for ((((work, grad), loss), &(a, b)), err) in work.zip(&rs).zip(&mut errs) {
                 s.spawn(move |_| {
                     let ctx = Ctx {
                         dropout: Some((seed, step, a)),
                         ..base
                     };
                     let m = b - a;
-                    work.ensure(ctx.plan, m);
-                    grad.clear();
-                    grad.resize(total, 0.0);
+                    if let Err(e) = work.ensure(ctx.plan, m) {
+                        *err = Some(e);
+                        return;
+                    }
+                    if grad.len() != total {
+                        match try_zeros(total, "a thread's gradient") {
+                            Ok(g) => *grad = g,
+                            Err(e) => {
+                                *err = Some(e);
+                                return;
+                            }
+                        }
+                    }
+                    grad.fill(0.0);
                     let xs = &x[a * IMG..b * IMG];
                     forward(ctx, work, xs, m);
                     let last = ctx.plan.steps.last().map_or(0, |s| s.buf);
@@ -1096,6 +1289,9 @@ impl GraphTrainer {
                 });
             }
         });
+        if let Some(e) = errs.into_iter().flatten().next() {
+            return Err(e);
+        }
         Ok(rs.len())
     }
 
@@ -1157,14 +1353,20 @@ impl Trainer for GraphTrainer {
             rest = tail;
         }
         let last = self.plan.steps.last().map_or(0, |s| s.buf);
+        let mut errs: Vec<Option<TrainerError>> = rs.iter().map(|_| None).collect();
         self.pool.scope(|s| {
-            for ((work, out), &(a, b)) in self.works.iter_mut().zip(outs).zip(&rs) {
+            for (((work, out), &(a, b)), err) in
+                self.works.iter_mut().zip(outs).zip(&rs).zip(&mut errs)
+            {
                 s.spawn(move |_| {
                     let mut i0 = a;
                     while i0 < b {
                         let i1 = (i0 + INFER_BLOCK).min(b);
                         let m = i1 - i0;
-                        work.ensure(ctx.plan, m);
+                        if let Err(e) = work.ensure(ctx.plan, m) {
+                            *err = Some(e);
+                            return;
+                        }
                         forward(ctx, work, &x[i0 * IMG..i1 * IMG], m);
                         let l = &work.bufs[last - 1];
                         for i in 0..m {
@@ -1177,6 +1379,9 @@ impl Trainer for GraphTrainer {
                 });
             }
         });
+        if let Some(e) = errs.into_iter().flatten().next() {
+            return Err(e);
+        }
         Ok(())
     }
 
