@@ -580,6 +580,19 @@ fn check_against_core<M: lenet_core::model::Model>(
 
 #[test]
 fn matches_lenet_core_model() {
+    // lenet-core's structs are built by value (`Clone`, `AdamState::new`
+    // take and return whole parameter sets, 343 KB each for the wide
+    // LeNet): the test thread's default 2 MiB stack is too small for how
+    // some builds inline them, so the check runs on a thread of its own.
+    std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(matches_lenet_core_model_on_a_large_stack)
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+fn matches_lenet_core_model_on_a_large_stack() {
     use lenet_core::model::{
         LeNet5, LeNet5Activations, LeNet5Max, LeNet5MaxActivations, LeNet5MaxParams, LeNet5Params,
         LeNet5Wide, LeNet5WideActivations, LeNet5WideParams,
