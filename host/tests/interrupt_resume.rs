@@ -8,9 +8,11 @@
 #![cfg(unix)]
 
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
 use std::process::{Command, Output};
 
+mod common;
+
+use common::outputs;
 use lenet_host::data::{Splits, synth};
 use lenet_host::fsutil::CRASH_ENV;
 use lenet_host::modelfile::ModelFile;
@@ -58,56 +60,6 @@ fn train_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
         "3",
         "--augment",
     ]
-}
-
-/// `json` with the wall-clock values replaced by `0`, as text.
-fn mask_clock(json: &str) -> String {
-    let mut s = json.to_string();
-    for key in ["\"seconds\":", "\"images_per_sec\":"] {
-        let mut out = String::new();
-        let mut rest = s.as_str();
-        while let Some(i) = rest.find(key) {
-            out.push_str(&rest[..i + key.len()]);
-            rest = &rest[i + key.len()..];
-            let end = rest.find([',', '}']).expect("a JSON number ends");
-            out.push('0');
-            rest = &rest[end..];
-        }
-        out.push_str(rest);
-        s = out;
-    }
-    s
-}
-
-/// Every output file, the wall-clock values masked.
-fn outputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-        .into_iter()
-        .map(|n| {
-            let b = std::fs::read(dir.join(&n)).unwrap();
-            let b = match n.as_str() {
-                files::METRICS => String::from_utf8(b)
-                    .unwrap()
-                    .lines()
-                    .map(|l| l.rsplitn(3, ',').nth(2).unwrap().to_string() + "\n")
-                    .collect::<String>()
-                    .into_bytes(),
-                files::CHECKPOINT => {
-                    let mut f = ModelFile::from_bytes(Path::new(&n), &b).unwrap();
-                    let c = f.checkpoint.as_mut().unwrap();
-                    c.json = mask_clock(&c.json);
-                    f.to_bytes()
-                }
-                _ => b,
-            };
-            (n, b)
-        })
-        .collect()
 }
 
 /// The resume command printed on stderr, split into its arguments (the
