@@ -123,7 +123,3 @@ __device__ __forceinline__ GemmPlace gemm_place(int n) {
     g.c = g.n0 + t % (GEMM_BN / GEMM_TN) * GEMM_TN;
     return g;
 }
-
-// Tiles of an m x n product: the grid of a GEMM launch (times any extra
-// blocks the kernel takes).
-__device__ __forceinline__ int gemm_tiles_n(int n) { return (n + GEMM_BN - 1) / GEMM_BN; }

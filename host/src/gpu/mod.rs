@@ -319,32 +319,44 @@ pub fn wgrad_splits(c_out: usize, kdim: usize) -> usize {
     (256 / tiles).clamp(1, 64)
 }
 
-/// The input-gradient kernel of a convolution from `input` to `out` with
-/// stride `s`, and its blocks for a batch of `n`: a GEMM for stride 1 and
-/// at least [`CONV_GEMM_MIN_CHANNELS`] input channels (its rows).
-pub fn conv_backward_input(n: usize, input: Shape3, s: usize) -> (Kernel, usize) {
-    if s == 1 && input.c >= CONV_GEMM_MIN_CHANNELS {
-        let tiles = input.c.div_ceil(GEMM_TILE) * (n * input.h * input.w).div_ceil(GEMM_TILE);
-        (Kernel::Conv2dBackwardInputGemm, tiles)
-    } else {
-        (
-            Kernel::Conv2dBackwardInput,
-            (n * input.len()).div_ceil(BLOCK as usize),
-        )
+/// Blocks of convolution kernel `kernel` for a batch of `n`, from `input`
+/// to `out` with a `k` x `k` kernel: one thread per output (direct
+/// forward) or input value (direct input gradient), one block per kernel
+/// row and per bias (direct weight gradient), the output tiles of a GEMM,
+/// times the splits for the split weight gradient, and one thread per
+/// weight plus one block per bias for its reduction.
+pub fn conv_grid(kernel: Kernel, n: usize, input: Shape3, out: Shape3, k: usize) -> usize {
+    let tiles = |rows: usize, cols: usize| rows.div_ceil(GEMM_TILE) * cols.div_ceil(GEMM_TILE);
+    let threads = |items: usize| items.div_ceil(BLOCK as usize);
+    let kdim = input.c * k * k;
+    match kernel {
+        Kernel::Conv2dForward => threads(n * out.len()),
+        Kernel::Conv2dForwardGemm => tiles(out.c, n * out.h * out.w),
+        Kernel::Conv2dBackwardInput => threads(n * input.len()),
+        Kernel::Conv2dBackwardInputGemm => tiles(input.c, n * input.h * input.w),
+        Kernel::Conv2dBackwardWeight => out.c * input.c * k + out.c,
+        Kernel::Conv2dBackwardWeightGemm => tiles(out.c, kdim) * wgrad_splits(out.c, kdim),
+        _ => threads(out.c * kdim) + out.c,
     }
 }
 
-/// The forward kernel of a convolution with `c_out` output channels, and
-/// its blocks for a batch of `n` outputs of shape `out`.
-pub fn conv_forward(n: usize, out: Shape3) -> (Kernel, usize) {
-    if conv_gemm(out) {
-        let tiles = out.c.div_ceil(GEMM_TILE) * (n * out.h * out.w).div_ceil(GEMM_TILE);
-        (Kernel::Conv2dForwardGemm, tiles)
+/// The input-gradient kernel of a convolution with stride `s`: a GEMM
+/// for stride 1 and at least [`CONV_GEMM_MIN_CHANNELS`] input channels
+/// (its rows).
+pub fn conv_backward_input(input: Shape3, s: usize) -> Kernel {
+    if s == 1 && input.c >= CONV_GEMM_MIN_CHANNELS {
+        Kernel::Conv2dBackwardInputGemm
     } else {
-        (
-            Kernel::Conv2dForward,
-            (n * out.len()).div_ceil(BLOCK as usize),
-        )
+        Kernel::Conv2dBackwardInput
+    }
+}
+
+/// The forward kernel of a convolution with outputs of shape `out`.
+pub fn conv_forward(out: Shape3) -> Kernel {
+    if conv_gemm(out) {
+        Kernel::Conv2dForwardGemm
+    } else {
+        Kernel::Conv2dForward
     }
 }
 
@@ -900,8 +912,8 @@ impl<D: Device> GpuTrainer<D> {
                         y: out.ptr,
                         ..conv_dims(n, a, b, k, s, pad, st.act)
                     };
-                    let (kernel, grid) = conv_forward(n, b);
-                    self.launch_blocks(kernel, grid, &args)?;
+                    let kernel = conv_forward(b);
+                    self.launch_blocks(kernel, conv_grid(kernel, n, a, b, k), &args)?;
                 }
                 Op::Pool { k, s, max } => {
                     let args = PoolArgs {
@@ -1009,24 +1021,20 @@ impl<D: Device> GpuTrainer<D> {
                         ..dims
                     };
                     if conv_gemm(b) {
-                        let kdim = a.c * k * k;
-                        let splits = wgrad_splits(b.c, kdim);
                         let args = ConvArgs {
                             y: self.workspace,
-                            splits: int(splits),
+                            splits: int(wgrad_splits(b.c, a.c * k * k)),
                             ..wargs
                         };
-                        let tiles = b.c.div_ceil(GEMM_TILE) * kdim.div_ceil(GEMM_TILE);
-                        self.launch_blocks(
+                        for kernel in [
                             Kernel::Conv2dBackwardWeightGemm,
-                            tiles * splits,
-                            &args,
-                        )?;
-                        let blocks = (b.c * kdim).div_ceil(BLOCK as usize) + b.c;
-                        self.launch_blocks(Kernel::Conv2dBackwardWeightReduce, blocks, &args)?;
+                            Kernel::Conv2dBackwardWeightReduce,
+                        ] {
+                            self.launch_blocks(kernel, conv_grid(kernel, n, a, b, k), &args)?;
+                        }
                     } else {
-                        let blocks = b.c * a.c * k + b.c;
-                        self.launch_blocks(Kernel::Conv2dBackwardWeight, blocks, &wargs)?;
+                        let kernel = Kernel::Conv2dBackwardWeight;
+                        self.launch_blocks(kernel, conv_grid(kernel, n, a, b, k), &wargs)?;
                     }
                     if inp.needs_grad {
                         let iargs = ConvArgs {
@@ -1036,8 +1044,8 @@ impl<D: Device> GpuTrainer<D> {
                             dx: inp.dptr,
                             ..dims
                         };
-                        let (kernel, grid) = conv_backward_input(n, a, s);
-                        self.launch_blocks(kernel, grid, &iargs)?;
+                        let kernel = conv_backward_input(a, s);
+                        self.launch_blocks(kernel, conv_grid(kernel, n, a, b, k), &iargs)?;
                     }
                 }
                 Op::Pool { k, s, max } => {

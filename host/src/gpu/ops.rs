@@ -12,9 +12,7 @@
 
 use super::args::{ConvArgs, LinearArgs, PoolArgs, UpsampleArgs};
 use super::device::{DevPtr, Device, DeviceExt, Kernel};
-use super::{
-    BLOCK, GEMM_TILE, conv_dims, int, linear_grid, pool_dims, upsample_dims, wgrad_splits,
-};
+use super::{conv_dims, conv_grid, int, linear_grid, pool_dims, upsample_dims, wgrad_splits};
 use crate::golden::{Golden, Worst, compare_record};
 use crate::trainer::TrainerError;
 use lenet_core::model::Shape3;
@@ -151,8 +149,6 @@ fn conv<D: Device>(dev: &mut D, g: &Golden, p: &str) -> OpResult {
     let splits = wgrad_splits(co, kdim);
     let dxg = m.zeros(n * a.len())?;
     let igrad_gemm = ConvArgs { dx: dxg, ..igrad };
-    let igrad_tiles = u32::try_from(ci.div_ceil(GEMM_TILE) * (n * a.h * a.w).div_ceil(GEMM_TILE))
-        .map_err(|e| e.to_string())?;
     let (dwg, dbg, work) = (
         m.zeros(co * kdim)?,
         m.zeros(co)?,
@@ -165,30 +161,28 @@ fn conv<D: Device>(dev: &mut D, g: &Golden, p: &str) -> OpResult {
         splits: int(splits),
         ..wgrad
     };
-    let gemm_blocks = u32::try_from(co.div_ceil(GEMM_TILE) * kdim.div_ceil(GEMM_TILE) * splits)
-        .map_err(|e| e.to_string())?;
-    let reduce_blocks =
-        u32::try_from((co * kdim).div_ceil(BLOCK as usize) + co).map_err(|e| e.to_string())?;
-    let blocks = u32::try_from(co * ci * k + co).map_err(|e| e.to_string())?;
-    // Both forward kernels, whichever the schedule would choose.
-    let tiles = u32::try_from(co.div_ceil(GEMM_TILE) * (n * b.h * b.w).div_ceil(GEMM_TILE))
-        .map_err(|e| e.to_string())?;
-    let direct =
-        u32::try_from((n * b.len()).div_ceil(BLOCK as usize)).map_err(|e| e.to_string())?;
+    // Both kernels of each pass, whichever the schedule would choose.
+    let grid = |kernel| u32::try_from(conv_grid(kernel, n, a, b, k)).map_err(|e| e.to_string());
+    let launches = [
+        (Kernel::Conv2dForward, &fwd),
+        (Kernel::Conv2dForwardGemm, &fwd_gemm),
+        (Kernel::Conv2dBackwardWeight, &wgrad),
+        (Kernel::Conv2dBackwardWeightGemm, &wgrad_gemm),
+        (Kernel::Conv2dBackwardWeightReduce, &wgrad_gemm),
+        (Kernel::Conv2dBackwardInput, &igrad),
+        // (the input-gradient GEMM takes stride 1 only)
+        (Kernel::Conv2dBackwardInputGemm, &igrad_gemm),
+    ];
+    let launches = launches
+        .into_iter()
+        .filter(|&(kernel, _)| s == 1 || kernel != Kernel::Conv2dBackwardInputGemm)
+        .map(|(kernel, args)| Ok((kernel, grid(kernel)?, args)))
+        .collect::<Result<Vec<_>, String>>()?;
     m.run(|d| {
-        d.launch(Kernel::Conv2dForward, direct, &fwd)?;
-        d.launch(Kernel::Conv2dForwardGemm, tiles, &fwd_gemm)?;
-        d.launch(Kernel::Conv2dBackwardWeight, blocks, &wgrad)?;
-        d.launch(Kernel::Conv2dBackwardWeightGemm, gemm_blocks, &wgrad_gemm)?;
-        d.launch(
-            Kernel::Conv2dBackwardWeightReduce,
-            reduce_blocks,
-            &wgrad_gemm,
-        )?;
-        if s == 1 {
-            d.launch(Kernel::Conv2dBackwardInputGemm, igrad_tiles, &igrad_gemm)?;
+        for (kernel, blocks, args) in launches {
+            d.launch(kernel, blocks, args)?;
         }
-        d.launch_over(Kernel::Conv2dBackwardInput, n * a.len(), &igrad)
+        Ok(())
     })?;
     let (atol, rtol) = CONV_TOL;
     let reduce = atol * (n * b.h * b.w).div_ceil(CONV_TERMS) as f32;
