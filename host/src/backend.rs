@@ -288,20 +288,12 @@ pub fn check_cpu_memory(
     )))
 }
 
-/// The fast CPU trainer for `cfg` holding `params`: the LeNet kernels
-/// ([`crate::cpu::CpuTrainer`]) for a LeNet, the layer-list trainer
-/// ([`crate::cpu::GraphTrainer`]) for any other network.
+/// The fast CPU trainer for `cfg` holding `params` ([`crate::cpu::CpuTrainer`],
+/// which picks its kernels by the network's shape).
 fn cpu_with(cfg: &TrainerConfig, params: &[f32]) -> Result<Box<dyn Trainer>, BackendError> {
-    let cpu = |e: &dyn std::fmt::Display| BackendError::Cpu(e.to_string());
-    if cfg.arch.lenet().is_some() {
-        Ok(Box::new(
-            crate::cpu::CpuTrainer::new(cfg, params).map_err(|e| cpu(&e))?,
-        ))
-    } else {
-        Ok(Box::new(
-            crate::cpu::GraphTrainer::new(cfg, params).map_err(|e| cpu(&e))?,
-        ))
-    }
+    let t =
+        crate::cpu::CpuTrainer::new(cfg, params).map_err(|e| BackendError::Cpu(e.to_string()))?;
+    Ok(Box::new(t))
 }
 
 /// The fast CPU trainer for `cfg`, starting from the reference

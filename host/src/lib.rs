@@ -23,7 +23,6 @@ pub mod plots;
 pub mod predict;
 pub mod progress;
 pub mod reference;
-pub mod reference_net;
 pub mod rng;
 pub mod train;
 pub mod trainer;

@@ -1,293 +1,520 @@
-//! The reference trainer: `lenet-core`'s model and optimizers, one sample at
-//! a time. Clean and slow on purpose; the fast back ends are tested against
-//! it.
+//! The reference trainer: any [`Arch`], one sample at a time, every layer
+//! of its [`Plan`] as the direct loops of its formula. Clean and slow on
+//! purpose; it is the oracle the fast back ends (the CPU trainer
+//! [`crate::cpu::CpuTrainer`] on both of its paths, the CUDA trainer) are
+//! tested against, and `--device reference` runs it.
 //!
-//! A batch of `N` images is cut into fixed chunks of [`CHUNK`] samples
-//! (independent of the thread count). Each chunk is run on a rayon worker
-//! into its own gradient buffer; the buffers are then summed in chunk order,
-//! so the result is bit-identical for any `--threads`.
+//! Legend: `C` channels, `H` rows, `W` columns, `K` kernel side, `S`
+//! stride, `P` padding; a sample's feature map is `(C, H, W)` row-major,
+//! which is also its flattened order.
 //!
-//! Loss: mean cross-entropy over the batch, so every sample's `dlogits` is
-//! scaled by `1/N` (PyTorch `CrossEntropyLoss(reduction="mean")`).
+//! A batch is cut into chunks of [`CHUNK`] samples (independent of the
+//! thread count) run on rayon workers, each into its own gradient, summed
+//! in chunk order: the result does not depend on the thread count. Loss:
+//! mean cross-entropy over the batch, so every sample's `dlogits` is scaled
+//! by `1/N` (PyTorch `CrossEntropyLoss(reduction="mean")`). The optimizer is lenet-core's per-scalar update
+//! ([`core_adam`], [`core_sgd`]).
 
-use lenet_core::init::Rng;
+use lenet_core::activation::Activation;
+use lenet_core::dropout;
 use lenet_core::loss::{cross_entropy, cross_entropy_backward};
-use lenet_core::model::{
-    CLASSES, Image, LeNet5, LeNet5Activations, LeNet5Max, LeNet5Params, LeNet5Wide, MaxNet,
-    MaxNetActivations, MaxNetParams, Model, ModelKind,
-};
-use lenet_core::optim::{Adam, AdamState, Parameters, Sgd, SgdState};
+use lenet_core::model::{Arch, CLASSES, Layer, Plan, Shape3};
+use lenet_core::resize;
 use rayon::prelude::*;
 
-pub use crate::reference_net::CHUNK;
-use crate::reference_net::NetReference;
 use crate::trainer::{
     OptimizerConfig, OptimizerState, Trainer, TrainerConfig, TrainerError, check_state, core_adam,
     core_sgd, init_params,
 };
 
-const PIXELS: usize = 28 * 28;
+/// Samples per gradient chunk.
+pub const CHUNK: usize = 16;
+const IMG: usize = 28 * 28;
 
-/// A core model the host can allocate buffers for.
-pub trait HostModel: Model + Send + Sync + 'static
-where
-    Self::Params: Send + Sync,
-{
-    /// Zeroed parameters on the heap.
-    fn new_params() -> Box<Self::Params>;
-    /// Zeroed activations on the heap.
-    fn new_acts() -> Box<Self::Activations>;
-}
-
-impl HostModel for LeNet5 {
-    fn new_params() -> Box<LeNet5Params> {
-        Box::new(LeNet5Params::zeroed())
-    }
-    fn new_acts() -> Box<LeNet5Activations> {
-        Box::new(LeNet5Activations::zeroed())
-    }
-}
-
-impl<const N1: usize, const N2: usize, const FL: usize> HostModel for MaxNet<N1, N2, FL> {
-    fn new_params() -> Box<MaxNetParams<N1, N2, FL>> {
-        Box::new(MaxNetParams::zeroed())
-    }
-    fn new_acts() -> Box<MaxNetActivations<N1, N2>> {
-        Box::new(MaxNetActivations::zeroed())
-    }
-}
-
-enum Opt<P> {
-    Adam(Adam, Box<AdamState<P>>),
-    Sgd(Sgd, Box<SgdState<P>>),
-}
-
-/// Reference trainer over core model `M`.
-pub struct ReferenceTrainer<M: HostModel>
-where
-    M::Params: Send + Sync,
-{
-    model: M,
-    params: Box<M::Params>,
-    opt: Opt<M::Params>,
+/// Reference trainer for any [`Arch`].
+pub struct NetReference {
+    arch: Arch,
+    layers: Vec<Layer>,
+    /// Input shape of each layer, and the output shape of the last at the end.
+    shapes: Vec<Shape3>,
+    /// Offset of each layer's weight in `params`.
+    offsets: Vec<usize>,
+    act: Activation,
+    optimizer: OptimizerConfig,
+    dropout_seed: u64,
+    params: Vec<f32>,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    step: u64,
     pool: rayon::ThreadPool,
 }
 
-/// Copies `x` (784 floats) into an [`Image`].
-fn to_image(img: &mut Image, x: &[f32]) {
-    img.as_flattened_mut().as_flattened_mut().copy_from_slice(x);
+/// The reference trainer for `cfg`, starting from the reference
+/// initialization for `seed` (PyTorch's default init, see `lenet-core`).
+///
+/// # Errors
+/// The network does not fit its input.
+pub fn new_reference(cfg: &TrainerConfig, seed: u64) -> Result<Box<dyn Trainer>, TrainerError> {
+    let init = init_params(cfg.arch, seed);
+    Ok(Box::new(NetReference::new(cfg, &init)?))
 }
 
-fn flatten<P: Parameters>(p: &P) -> Vec<f32> {
-    p.tensors().flat_map(|t| t.iter().copied()).collect()
-}
-
-fn unflatten<P: Parameters>(p: &mut P, flat: &[f32]) {
-    let mut at = 0;
-    for t in p.tensors_mut() {
-        let n = t.len();
-        t.copy_from_slice(&flat[at..at + n]);
-        at += n;
+impl core::fmt::Debug for NetReference {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("NetReference")
+            .field("arch", &self.arch)
+            .field("step", &self.step)
+            .finish_non_exhaustive()
     }
-    assert_eq!(at, flat.len(), "parameter count mismatch");
 }
 
-impl<M: HostModel> ReferenceTrainer<M>
-where
-    M::Params: Send + Sync,
-    M::Activations: Send,
-{
-    /// A trainer for `model`, weights initialized from `seed` as PyTorch
-    /// does (Kaiming-uniform weights, uniform biases).
-    pub fn new(model: M, cfg: &TrainerConfig, seed: u64) -> Self {
-        let mut params = M::new_params();
-        model.init(&mut params, &mut Rng::new(seed));
-        let zero = || {
-            let mut z = M::new_params();
-            z.fill(0.0);
-            *z
-        };
-        let opt = match cfg.optimizer {
-            OptimizerConfig::Adam { .. } => Opt::Adam(
-                core_adam(cfg.optimizer),
-                Box::new(AdamState {
-                    m: zero(),
-                    v: zero(),
-                    t: 0,
-                }),
-            ),
-            OptimizerConfig::Sgd { .. } => Opt::Sgd(
-                core_sgd(cfg.optimizer),
-                Box::new(SgdState {
-                    velocity: zero(),
-                    steps: 0,
-                }),
-            ),
-        };
-        // 0 lets rayon pick (all cores, or $RAYON_NUM_THREADS).
+/// What one sample's forward pass keeps for its backward pass.
+struct Tape {
+    /// Input of each layer, then the logits.
+    xs: Vec<Vec<f32>>,
+    /// Per max-pool layer (else empty): the input index of each output.
+    argmax: Vec<Vec<usize>>,
+}
+
+impl NetReference {
+    /// A reference trainer for `cfg` starting from `params` (flat,
+    /// `state_dict` order).
+    ///
+    /// # Errors
+    /// [`TrainerError::State`] if the network does not fit its input or
+    /// `params` has the wrong length; [`TrainerError::Device`] if the
+    /// threads cannot be started.
+    pub fn new(cfg: &TrainerConfig, params: &[f32]) -> Result<NetReference, TrainerError> {
+        let arch = cfg.arch;
+        let plan = Plan::new(arch).map_err(|e| TrainerError::State(format!("{arch}: {e}")))?;
+        let mut layers = Vec::new();
+        let mut shapes = vec![plan.input()];
+        let mut offsets = Vec::new();
+        for p in plan.layers() {
+            let l = p.layer;
+            if !matches!(
+                l,
+                Layer::Conv2d { .. }
+                    | Layer::Linear { .. }
+                    | Layer::MaxPool2d { .. }
+                    | Layer::AvgPool2d { .. }
+                    | Layer::Act
+                    | Layer::Dropout { .. }
+                    | Layer::Flatten
+                    | Layer::Upsample { .. }
+            ) {
+                return Err(TrainerError::State(format!(
+                    "{arch}: layer {l:?} is not supported by the reference trainer"
+                )));
+            }
+            layers.push(l);
+            shapes.push(p.output);
+            // (read only for layers with parameters)
+            offsets.push(p.params.as_ref().map_or(0, |r| r.weight.start));
+        }
+        let off = plan.num_params();
+        check_state(off, params, &OptimizerState::default())?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(cfg.threads)
             .build()
-            .expect("rayon thread pool");
-        Self {
-            model,
-            params,
-            opt,
+            .map_err(|e| TrainerError::Device {
+                device: "cpu-reference",
+                msg: format!("cannot build the thread pool: {e}"),
+            })?;
+        let (m, v) = match cfg.optimizer {
+            OptimizerConfig::Adam { .. } => (vec![0.0; off], vec![0.0; off]),
+            OptimizerConfig::Sgd { .. } => (Vec::new(), Vec::new()),
+        };
+        Ok(NetReference {
+            arch,
+            layers,
+            shapes,
+            offsets,
+            act: cfg.act,
+            optimizer: cfg.optimizer,
+            dropout_seed: cfg.dropout_seed,
+            params: params.to_vec(),
+            m,
+            v,
+            step: 0,
             pool,
+        })
+    }
+
+    /// Forward pass of one image; `sample` is its position in the batch
+    /// and `train` turns dropout on.
+    fn forward_one(&self, img: &[f32], sample: usize, train: bool) -> Tape {
+        let mut xs = vec![img.to_vec()];
+        let mut argmax = Vec::new();
+        for (j, l) in self.layers.iter().enumerate() {
+            let (si, so) = (self.shapes[j], self.shapes[j + 1]);
+            let x = &xs[j];
+            let mut y = vec![0.0f32; so.len()];
+            let mut am = Vec::new();
+            let p = &self.params[self.offsets[j]..];
+            match *l {
+                Layer::Conv2d {
+                    kernel: k,
+                    padding: pad,
+                    stride: s,
+                    ..
+                } => {
+                    // y[o][oy][ox] = b[o] + sum_{i,u,v} w[o][i][u][v] * x[i][oy*S+u-P][ox*S+v-P]
+                    let wlen = so.c * si.c * k * k;
+                    for o in 0..so.c {
+                        for oy in 0..so.h {
+                            for ox in 0..so.w {
+                                let mut acc = p[wlen + o];
+                                for i in 0..si.c {
+                                    for u in 0..k {
+                                        for v in 0..k {
+                                            let iy = (oy * s + u) as isize - pad as isize;
+                                            let ix = (ox * s + v) as isize - pad as isize;
+                                            if iy < 0
+                                                || ix < 0
+                                                || iy >= si.h as isize
+                                                || ix >= si.w as isize
+                                            {
+                                                continue;
+                                            }
+                                            let wv = p[((o * si.c + i) * k + u) * k + v];
+                                            acc += wv
+                                                * x[(i * si.h + iy as usize) * si.w + ix as usize];
+                                        }
+                                    }
+                                }
+                                y[(o * so.h + oy) * so.w + ox] = acc;
+                            }
+                        }
+                    }
+                }
+                Layer::Linear {
+                    in_features: fi,
+                    out_features: fo,
+                } => {
+                    // y[o] = b[o] + sum_f w[o][f] * x[f]
+                    for o in 0..fo {
+                        let mut acc = p[fo * fi + o];
+                        for f in 0..fi {
+                            acc += p[o * fi + f] * x[f];
+                        }
+                        y[o] = acc;
+                    }
+                }
+                Layer::MaxPool2d { kernel: k, stride } => {
+                    am = vec![0; so.len()];
+                    for c in 0..so.c {
+                        for oy in 0..so.h {
+                            for ox in 0..so.w {
+                                // First maximum in window order; NaN wins.
+                                let mut best = (c * si.h + oy * stride) * si.w + ox * stride;
+                                for u in 0..k {
+                                    for v in 0..k {
+                                        let q =
+                                            (c * si.h + oy * stride + u) * si.w + ox * stride + v;
+                                        if x[q] > x[best] || x[q].is_nan() && !x[best].is_nan() {
+                                            best = q;
+                                        }
+                                    }
+                                }
+                                let o = (c * so.h + oy) * so.w + ox;
+                                y[o] = x[best];
+                                am[o] = best;
+                            }
+                        }
+                    }
+                }
+                Layer::AvgPool2d { kernel: k, stride } => {
+                    for c in 0..so.c {
+                        for oy in 0..so.h {
+                            for ox in 0..so.w {
+                                let mut acc = 0.0;
+                                for u in 0..k {
+                                    for v in 0..k {
+                                        acc += x
+                                            [(c * si.h + oy * stride + u) * si.w + ox * stride + v];
+                                    }
+                                }
+                                y[(c * so.h + oy) * so.w + ox] = acc * (1.0 / (k * k) as f32);
+                            }
+                        }
+                    }
+                }
+                Layer::Act => {
+                    for (yv, &xv) in y.iter_mut().zip(x) {
+                        *yv = self.act.apply(xv);
+                    }
+                }
+                Layer::Dropout { p: prob } => {
+                    for (f, (yv, &xv)) in y.iter_mut().zip(x).enumerate() {
+                        *yv = if train {
+                            xv * self.mask(j, sample, f, so, prob)
+                        } else {
+                            xv
+                        };
+                    }
+                }
+                Layer::Flatten => y.copy_from_slice(x),
+                Layer::Upsample { .. } => resize::forward(x, si.c, si.h, si.w, &mut y, so.h, so.w),
+                _ => unreachable!("checked in new"),
+            }
+            xs.push(y);
+            argmax.push(am);
+        }
+        Tape { xs, argmax }
+    }
+
+    /// The dropout mask of feature `f` of `sample` at layer `j`.
+    fn mask(&self, j: usize, sample: usize, f: usize, s: Shape3, p: f32) -> f32 {
+        let index = (sample * s.len() + f) as u64;
+        dropout::mask(self.dropout_seed, self.step, j as u32, index, p)
+    }
+
+    /// Backward pass of one sample from `dy = dL/dlogits`, accumulating
+    /// into `grad`.
+    fn backward_one(&self, tape: &Tape, sample: usize, mut dy: Vec<f32>, grad: &mut [f32]) {
+        for (j, l) in self.layers.iter().enumerate().rev() {
+            let (si, so) = (self.shapes[j], self.shapes[j + 1]);
+            let (x, y) = (&tape.xs[j], &tape.xs[j + 1]);
+            let mut dx = vec![0.0f32; si.len()];
+            let p = &self.params[self.offsets[j]..];
+            let g = &mut grad[self.offsets[j]..];
+            match *l {
+                Layer::Conv2d {
+                    kernel: k,
+                    padding: pad,
+                    stride: s,
+                    ..
+                } => {
+                    // dL/dw[o][i][u][v] += sum_{oy,ox} dy[o][oy][ox] * x[i][oy*S+u-P][ox*S+v-P]
+                    // dL/db[o] += sum_{oy,ox} dy[o][oy][ox]
+                    // dL/dx[i][iy][ix] += sum w[o][i][u][v] * dy[o][oy][ox]
+                    let wlen = so.c * si.c * k * k;
+                    for o in 0..so.c {
+                        for oy in 0..so.h {
+                            for ox in 0..so.w {
+                                let d = dy[(o * so.h + oy) * so.w + ox];
+                                g[wlen + o] += d;
+                                for i in 0..si.c {
+                                    for u in 0..k {
+                                        for v in 0..k {
+                                            let iy = (oy * s + u) as isize - pad as isize;
+                                            let ix = (ox * s + v) as isize - pad as isize;
+                                            if iy < 0
+                                                || ix < 0
+                                                || iy >= si.h as isize
+                                                || ix >= si.w as isize
+                                            {
+                                                continue;
+                                            }
+                                            let q = (i * si.h + iy as usize) * si.w + ix as usize;
+                                            let wi = ((o * si.c + i) * k + u) * k + v;
+                                            g[wi] += d * x[q];
+                                            dx[q] += p[wi] * d;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                Layer::Linear {
+                    in_features: fi,
+                    out_features: fo,
+                } => {
+                    // dL/dw[o][f] += dy[o] * x[f]; dL/db[o] += dy[o];
+                    // dL/dx[f] += sum_o w[o][f] * dy[o]
+                    for o in 0..fo {
+                        g[fo * fi + o] += dy[o];
+                        for f in 0..fi {
+                            g[o * fi + f] += dy[o] * x[f];
+                            dx[f] += p[o * fi + f] * dy[o];
+                        }
+                    }
+                }
+                Layer::MaxPool2d { .. } => {
+                    // dL/dx[argmax] += dy
+                    for (o, &q) in tape.argmax[j].iter().enumerate() {
+                        dx[q] += dy[o];
+                    }
+                }
+                Layer::AvgPool2d { kernel: k, stride } => {
+                    // dL/dx[oy*S+u][ox*S+v] += dy[oy][ox] / K^2
+                    for c in 0..so.c {
+                        for oy in 0..so.h {
+                            for ox in 0..so.w {
+                                let d = dy[(c * so.h + oy) * so.w + ox] * (1.0 / (k * k) as f32);
+                                for u in 0..k {
+                                    for v in 0..k {
+                                        dx[(c * si.h + oy * stride + u) * si.w
+                                            + ox * stride
+                                            + v] += d;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                Layer::Act => {
+                    // dL/dx = dL/dy * act'(x), from y = act(x)
+                    for ((d, &dv), &yv) in dx.iter_mut().zip(&dy).zip(y) {
+                        *d = dv * self.act.derivative_from_output(yv);
+                    }
+                }
+                Layer::Dropout { p: prob } => {
+                    // dL/dx = dL/dy * mask
+                    for (f, (d, &dv)) in dx.iter_mut().zip(&dy).enumerate() {
+                        *d = dv * self.mask(j, sample, f, so, prob);
+                    }
+                }
+                Layer::Flatten => dx.copy_from_slice(&dy),
+                Layer::Upsample { .. } => {
+                    resize::backward(&dy, si.c, si.h, si.w, so.h, so.w, &mut dx);
+                }
+                _ => unreachable!("checked in new"),
+            }
+            dy = dx;
         }
     }
 
-    /// Loss sum and gradient (of the batch-mean loss) of one chunk.
-    fn chunk_grads(&self, x: &[f32], labels: &[u8], scale: f32) -> (f64, Box<M::Params>) {
-        let mut grads = M::new_params();
-        grads.fill(0.0);
-        let mut acts = M::new_acts();
-        let mut img: Image = [[[0.0; 28]; 28]; 1];
+    /// Loss sum and gradient (of the batch-mean loss) of one chunk whose
+    /// first sample is `first` in the batch.
+    fn chunk_grads(&self, x: &[f32], labels: &[u8], first: usize, scale: f32) -> (f64, Vec<f32>) {
+        let mut grad = vec![0.0f32; self.params.len()];
         let mut loss = 0.0f64;
-        for (xi, &label) in x.chunks_exact(PIXELS).zip(labels) {
-            to_image(&mut img, xi);
-            let logits = *self.model.forward(&mut acts, &self.params, &img);
-            loss += f64::from(cross_entropy(&logits, label as usize));
-            let mut dlogits = [0.0f32; CLASSES];
-            cross_entropy_backward(&mut dlogits, &logits, label as usize, scale);
-            self.model
-                .backward(&mut grads, &acts, &self.params, &dlogits);
+        for (k, (img, &t)) in x.chunks_exact(IMG).zip(labels).enumerate() {
+            let tape = self.forward_one(img, first + k, true);
+            let z: [f32; CLASSES] = core::array::from_fn(|j| tape.xs[self.layers.len()][j]);
+            loss += f64::from(cross_entropy(&z, usize::from(t)));
+            let mut dz = [0.0f32; CLASSES];
+            cross_entropy_backward(&mut dz, &z, usize::from(t), scale);
+            self.backward_one(&tape, first + k, dz.to_vec(), &mut grad);
         }
-        (loss, grads)
+        (loss, grad)
     }
 }
 
-impl<M: HostModel> Trainer for ReferenceTrainer<M>
-where
-    M::Params: Send + Sync,
-    M::Activations: Send,
-{
+fn check_batch(x: &[f32], n: usize) -> Result<(), TrainerError> {
+    if x.len() != n * IMG {
+        return Err(TrainerError::State(format!(
+            "expected {n} images of 28x28 ({} values), got {} values",
+            n * IMG,
+            x.len()
+        )));
+    }
+    Ok(())
+}
+
+impl Trainer for NetReference {
     fn device_name(&self) -> &'static str {
         "cpu-reference"
     }
 
     fn train_batch(&mut self, x: &[f32], labels: &[u8]) -> Result<f32, TrainerError> {
         let n = labels.len();
-        assert_eq!(x.len(), n * PIXELS, "x must be N x 784");
+        check_batch(x, n)?;
+        if labels.iter().any(|&l| usize::from(l) >= CLASSES) {
+            return Err(TrainerError::State(format!(
+                "labels must be in 0..{CLASSES}"
+            )));
+        }
         if n == 0 {
-            return Ok(f32::NAN);
+            return Ok(0.0);
         }
         let scale = 1.0 / n as f32;
         let this = &*self;
-        let parts: Vec<(f64, Box<M::Params>)> = this.pool.install(|| {
-            x.par_chunks(CHUNK * PIXELS)
+        let parts: Vec<(f64, Vec<f32>)> = this.pool.install(|| {
+            x.par_chunks(CHUNK * IMG)
                 .zip(labels.par_chunks(CHUNK))
-                .map(|(xc, lc)| this.chunk_grads(xc, lc, scale))
+                .enumerate()
+                .map(|(c, (xc, lc))| this.chunk_grads(xc, lc, c * CHUNK, scale))
                 .collect()
         });
-        let mut it = parts.into_iter();
-        let (mut loss, mut grads) = it.next().expect("at least one chunk");
-        for (l, g) in it {
+        let mut loss = 0.0;
+        let mut grad = vec![0.0f32; self.params.len()];
+        for (l, g) in parts {
             loss += l;
-            for (a, b) in grads.tensors_mut().zip(g.tensors()) {
-                for (x, y) in a.iter_mut().zip(b) {
-                    *x += *y;
-                }
+            for (a, b) in grad.iter_mut().zip(&g) {
+                *a += b;
             }
         }
-        match &mut self.opt {
-            Opt::Adam(o, s) => o.step(&mut *self.params, &*grads, &mut **s),
-            Opt::Sgd(o, s) => o.step(&mut *self.params, &*grads, &mut **s),
+        self.step += 1;
+        let opt = self.optimizer;
+        match opt {
+            OptimizerConfig::Adam { .. } => {
+                let k = core_adam(opt).scalars(self.step);
+                for (((p, &g), m), v) in self
+                    .params
+                    .iter_mut()
+                    .zip(&grad)
+                    .zip(&mut self.m)
+                    .zip(&mut self.v)
+                {
+                    k.update(p, g, m, v);
+                }
+            }
+            OptimizerConfig::Sgd { momentum, .. } => {
+                let sgd = core_sgd(opt);
+                if momentum != 0.0 && self.m.len() != self.params.len() {
+                    self.m = vec![0.0; self.params.len()];
+                }
+                let first = self.step == 1;
+                let mut unused = 0.0;
+                for (i, (p, &g)) in self.params.iter_mut().zip(&grad).enumerate() {
+                    let buf = match self.m.get_mut(i) {
+                        Some(b) => b,
+                        None => &mut unused,
+                    };
+                    sgd.update(p, g, buf, first);
+                }
+            }
         }
         Ok((loss / n as f64) as f32)
     }
 
     fn forward(&mut self, x: &[f32], logits: &mut [f32]) -> Result<(), TrainerError> {
-        let n = x.len() / PIXELS;
-        assert_eq!(logits.len(), n * CLASSES, "logits must be N x 10");
+        let n = logits.len() / CLASSES;
+        if logits.len() != n * CLASSES {
+            return Err(TrainerError::State("logits must be N x 10".into()));
+        }
+        check_batch(x, n)?;
         let this = &*self;
+        let last = self.layers.len();
         this.pool.install(|| {
             logits
-                .par_chunks_mut(CHUNK * CLASSES)
-                .zip(x.par_chunks(CHUNK * PIXELS))
-                .for_each(|(out, xc)| {
-                    let mut acts = M::new_acts();
-                    let mut img: Image = [[[0.0; 28]; 28]; 1];
-                    for (o, xi) in out.chunks_exact_mut(CLASSES).zip(xc.chunks_exact(PIXELS)) {
-                        to_image(&mut img, xi);
-                        o.copy_from_slice(this.model.forward(&mut acts, &this.params, &img));
-                    }
+                .par_chunks_mut(CLASSES)
+                .zip(x.par_chunks(IMG))
+                .enumerate()
+                .for_each(|(i, (out, img))| {
+                    out.copy_from_slice(&this.forward_one(img, i, false).xs[last]);
                 });
         });
         Ok(())
     }
 
     fn set_lr(&mut self, lr: f32) {
-        match &mut self.opt {
-            Opt::Adam(o, _) => o.lr = lr,
-            Opt::Sgd(o, _) => o.lr = lr,
+        match &mut self.optimizer {
+            OptimizerConfig::Adam { lr: l, .. } | OptimizerConfig::Sgd { lr: l, .. } => *l = lr,
         }
     }
 
     fn params(&mut self) -> Result<Vec<f32>, TrainerError> {
-        Ok(flatten(&*self.params))
+        Ok(self.params.clone())
     }
 
     fn optimizer_state(&mut self) -> Result<OptimizerState, TrainerError> {
-        Ok(match &self.opt {
-            Opt::Adam(_, s) => OptimizerState {
-                step: u64::from(s.t),
-                m: flatten(&s.m),
-                v: flatten(&s.v),
-            },
-            Opt::Sgd(_, s) => OptimizerState {
-                step: u64::from(s.steps),
-                m: flatten(&s.velocity),
-                v: Vec::new(),
-            },
+        Ok(OptimizerState {
+            step: self.step,
+            m: self.m.clone(),
+            v: self.v.clone(),
         })
     }
 
     fn load(&mut self, params: &[f32], state: &OptimizerState) -> Result<(), TrainerError> {
-        check_state(flatten(&*self.params).len(), params, state)?;
-        unflatten(&mut *self.params, params);
-        let restore = |p: &mut M::Params, v: &[f32]| {
-            if v.is_empty() {
-                p.fill(0.0);
-            } else {
-                unflatten(p, v);
-            }
-        };
-        match &mut self.opt {
-            Opt::Adam(_, s) => {
-                restore(&mut s.m, &state.m);
-                restore(&mut s.v, &state.v);
-                s.t = state.step as u32;
-            }
-            Opt::Sgd(_, s) => {
-                restore(&mut s.velocity, &state.m);
-                s.steps = state.step as u32;
-            }
-        }
+        check_state(self.params.len(), params, state)?;
+        self.params.copy_from_slice(params);
+        let s = state.fitted(self.optimizer, params.len());
+        (self.step, self.m, self.v) = (s.step, s.m, s.v);
         Ok(())
     }
-}
-
-/// A boxed reference trainer for `cfg`, initialized from `seed`: the
-/// lenet-core model for a LeNet, the layer-list reference
-/// ([`NetReference`]) for any other network.
-///
-/// # Errors
-/// The network does not fit its input, or the threads cannot be started.
-pub fn new_reference(cfg: &TrainerConfig, seed: u64) -> Result<Box<dyn Trainer>, TrainerError> {
-    let Some(kind) = cfg.arch.lenet() else {
-        let init = init_params(cfg.arch, seed);
-        return Ok(Box::new(NetReference::new(cfg, &init)?));
-    };
-    Ok(match kind {
-        ModelKind::LeNet5 => Box::new(ReferenceTrainer::new(LeNet5 { act: cfg.act }, cfg, seed)),
-        ModelKind::LeNet5Max => {
-            Box::new(ReferenceTrainer::new(LeNet5Max { act: cfg.act }, cfg, seed))
-        }
-        ModelKind::LeNet5Wide => Box::new(ReferenceTrainer::new(
-            LeNet5Wide { act: cfg.act },
-            cfg,
-            seed,
-        )),
-    })
 }

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{CpuError, CpuTrainer, Isa, num_params};
+use super::{CpuTrainer, Isa};
 use crate::trainer::{OptimizerConfig, Trainer, TrainerConfig, TrainerError};
 use lenet_core::activation::Activation;
 use lenet_core::model::ModelKind;
@@ -78,7 +78,7 @@ pub fn random_params(kind: ModelKind, seed: u64) -> Vec<f32> {
     // Each bias has the fan-in of the weight before it: `(out, in, ...)`.
     let shapes = kind.shapes();
     let fan = |i: usize| shapes[i & !1][1..].iter().product::<usize>();
-    let mut p = Vec::with_capacity(num_params(kind));
+    let mut p = Vec::with_capacity(lenet_core::model::Arch::LeNet(kind).num_params());
     for (i, shape) in shapes.iter().enumerate() {
         let (len, fan) = (shape.iter().product(), fan(i));
         let mut t = vec![0.0; len];
@@ -147,11 +147,11 @@ pub fn bench_config(kind: ModelKind, act: Activation, threads: usize) -> Trainer
 /// # Errors
 ///
 /// If the trainer cannot be built (see [`CpuTrainer::new`]).
-pub fn bench(cfg: &BenchConfig) -> Result<BenchReport, CpuError> {
+pub fn bench(cfg: &BenchConfig) -> Result<BenchReport, TrainerError> {
     let tc = bench_config(cfg.kind, cfg.act, cfg.threads);
     let mut trainer = CpuTrainer::new(&tc, &random_params(cfg.kind, 1))?;
     let n = cfg.batch.max(1);
-    let (train, infer, lat) = measure(&mut trainer, n, cfg.time).map_err(CpuError::Backend)?;
+    let (train, infer, lat) = measure(&mut trainer, n, cfg.time)?;
     Ok(BenchReport {
         isa: trainer.isa(),
         threads: trainer.threads(),
@@ -233,9 +233,11 @@ pub fn measure_gpu(
     })
 }
 
-/// What [`bench_net`] measured: the layer-list trainer on any network.
+/// What [`bench_net`] measured: the CPU trainer on any network.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct NetBenchReport {
+    /// Kernels that ran it ([`CpuTrainer::path_name`]).
+    pub path: &'static str,
     /// Threads used.
     pub threads: usize,
     /// Training throughput: Adam steps on batches of `batch` images.
@@ -254,7 +256,8 @@ impl core::fmt::Display for NetBenchReport {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(
             f,
-            "cpu (layer list, {} threads): train {:.0} img/s ({:.1} GFLOP/s), inference {:.0} img/s ({:.1} GFLOP/s)",
+            "cpu ({}, {} threads): train {:.0} img/s ({:.1} GFLOP/s), inference {:.0} img/s ({:.1} GFLOP/s)",
+            self.path,
             self.threads,
             self.train_img_per_s,
             self.train_gflops,
@@ -264,8 +267,8 @@ impl core::fmt::Display for NetBenchReport {
     }
 }
 
-/// Measures training (Adam) and inference throughput of the layer-list
-/// trainer ([`super::GraphTrainer`]) on `arch` with random data.
+/// Measures training (Adam) and inference throughput of the CPU trainer
+/// ([`CpuTrainer`]) on `arch` with random data.
 ///
 /// # Errors
 /// The trainer cannot be built or failed.
@@ -280,7 +283,7 @@ pub fn bench_net(
         arch,
         ..bench_config(ModelKind::LeNet5, act, threads)
     };
-    let mut t = super::GraphTrainer::new(&tc, &crate::trainer::init_params(arch, 1))?;
+    let mut t = CpuTrainer::new(&tc, &crate::trainer::init_params(arch, 1))?;
     let n = batch.max(1);
     let mut x = vec![0.0; n * 784];
     random_data(&mut x, 7);
@@ -291,6 +294,7 @@ pub fn bench_net(
     let macs = arch.macs() as f64;
     let (train_ips, infer_ips) = (n as f64 / train, n as f64 / infer);
     Ok(NetBenchReport {
+        path: t.path_name(),
         threads: t.threads(),
         train_img_per_s: train_ips,
         train_gflops: train_ips * 6.0 * macs / 1e9,

@@ -1,5 +1,6 @@
-//! The layer-list CPU trainer: any [`Arch`] (the notes' CNN, VGG, AlexNet,
-//! and the LeNets too), driven by [`Arch::layers`].
+//! The layer-by-layer path of the CPU trainer ([`super::CpuTrainer`]):
+//! any [`Arch`] (the notes' CNN, VGG, AlexNet, and the LeNets when their
+//! fused kernels are not chosen), driven by its [`lenet_core::model::Plan`].
 //!
 //! Legend: `N` images of a thread's chunk, `C` channels, `H` rows, `W`
 //! columns, `K` kernel side, `S` stride, `P` padding, `F` features.
@@ -19,13 +20,12 @@
 //! the convolution's output is never stored, since the pooling's backward
 //! needs only its argmax. Products go through [`super::sgemm`].
 //!
-//! The batch is split into one contiguous chunk per thread of a rayon pool;
-//! each thread runs its chunk through single-threaded products into its own
-//! gradient, and the gradients are summed in thread order range by range
-//! before lenet-core's optimizer update (as [`super::CpuTrainer`] does): for
-//! one batch and thread count the result is the same bits on every run.
-//! Backward stops at the first layer with parameters: no input gradient is
-//! computed for it or below it.
+//! Each thread runs its chunk ([`train_chunk`], [`forward_chunk`]) through
+//! single-threaded products into its own gradient; the trainer sums the
+//! gradients in thread order. Backward stops at the first layer with
+//! parameters: no input gradient is computed for it or below it.
+//!
+//! This file also holds the memory estimate of a CPU run ([`cpu_memory`]).
 
 use lenet_core::activation::Activation;
 use lenet_core::dropout;
@@ -33,11 +33,8 @@ use lenet_core::loss::{cross_entropy, cross_entropy_backward};
 use lenet_core::model::{Arch, CLASSES, Layer, Plan as NetPlan, Shape3};
 use lenet_core::resize;
 
-use super::reduce::reduce_and_update;
 use super::sgemm::{View, sgemm};
-use crate::trainer::{
-    OptimizerConfig, OptimizerState, Trainer, TrainerConfig, TrainerError, check_state,
-};
+use crate::trainer::{OptimizerConfig, TrainerError};
 
 const IMG: usize = 28 * 28;
 
@@ -103,7 +100,7 @@ struct Step {
 
 /// The schedule of a network.
 #[derive(Clone, Debug)]
-struct Plan {
+pub(super) struct Plan {
     steps: Vec<Step>,
     /// Per-image length of each buffer (`Work::bufs`).
     buf_lens: Vec<usize>,
@@ -115,11 +112,16 @@ struct Plan {
     max_col: usize,
     /// Largest output block of a convolution fused with pooling.
     max_tmp: usize,
-    num_params: usize,
+    pub(super) num_params: usize,
 }
 
 impl Plan {
-    fn new(arch: Arch) -> Result<Plan, TrainerError> {
+    /// Resolves `arch` for this back end.
+    ///
+    /// # Errors
+    /// The network does not fit its input, or has a layer this back end
+    /// cannot run.
+    pub(super) fn new(arch: Arch) -> Result<Plan, TrainerError> {
         let net = NetPlan::new(arch).map_err(|e| TrainerError::State(format!("{arch}: {e}")))?;
         let mut steps = Vec::new();
         let mut buf_lens = Vec::new();
@@ -205,7 +207,7 @@ impl Plan {
 
 /// One thread's buffers, sized for `cap` images and reused across steps.
 #[derive(Debug, Default)]
-struct Work {
+pub(super) struct Work {
     cap: usize,
     /// Layer outputs, `(C, N, H, W)` each (see [`Step::buf`]).
     bufs: Vec<Vec<f32>>,
@@ -264,8 +266,8 @@ impl Work {
 }
 
 /// The memory a CPU run needs, in bytes, by what holds it: what
-/// [`GraphTrainer`] (and, for the LeNets, [`super::CpuTrainer`], whose
-/// buffers are smaller) allocates for a network, a thread count and a
+/// [`super::CpuTrainer`] allocates on this path (its fused LeNet path
+/// needs less) allocates for a network, a thread count and a
 /// batch, plus the training loop's data and checkpoint copies.
 /// [`cpu_memory`] computes it; `host train`, `eval` and `bench` refuse a
 /// run whose [`total`](Self::total) exceeds the memory available.
@@ -324,7 +326,7 @@ pub const PROCESS_BYTES: u64 = 24 << 20;
 
 /// The memory a CPU run of `arch` needs on `threads` threads (0: all
 /// cores) with mini-batches of `batch` images, over a data set of
-/// `data_images` images: the sizes [`GraphTrainer`] allocates (see
+/// `data_images` images: the sizes the layer-by-layer path allocates (see
 /// [`Work::ensure`]), the training loop's copies, and [`PROCESS_BYTES`].
 ///
 /// # Errors
@@ -397,7 +399,7 @@ pub fn cpu_memory(
 
 /// `n` zeros, or an error naming `what` when the allocation fails (a
 /// network's size comes from the command line or a file).
-fn try_zeros(n: usize, what: &str) -> Result<Vec<f32>, TrainerError> {
+pub(super) fn try_zeros(n: usize, what: &str) -> Result<Vec<f32>, TrainerError> {
     let mut v = Vec::new();
     v.try_reserve_exact(n).map_err(|_| TrainerError::Device {
         device: "cpu",
@@ -1109,307 +1111,79 @@ fn loss_grad(dl: &mut [f32], logits: &[f32], labels: &[u8], scale: f32) -> f64 {
     loss
 }
 
-/// The layer-list CPU back end of [`Trainer`].
-pub struct GraphTrainer {
-    config: TrainerConfig,
-    plan: Plan,
-    pool: rayon::ThreadPool,
-    threads: usize,
-    params: Vec<f32>,
-    /// Adam first moment or SGD momentum buffer.
-    m: Vec<f32>,
-    /// Adam second moment.
-    v: Vec<f32>,
-    step: u64,
-    works: Vec<Work>,
-    /// Per-thread gradients, `threads x num_params`.
-    grads: Vec<Vec<f32>>,
-    losses: Vec<f64>,
+/// One thread's share of a training step on the layer-by-layer path:
+/// forward, loss and backward of `labels.len()` images into `grad`
+/// (overwritten); returns the summed loss. `dropout` is `(seed, optimizer
+/// step, first image's position in the batch)`.
+///
+/// # Errors
+/// A buffer cannot be allocated.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn train_chunk(
+    plan: &Plan,
+    params: &[f32],
+    act: Activation,
+    dropout: (u64, u64, usize),
+    work: &mut Work,
+    x: &[f32],
+    labels: &[u8],
+    scale: f32,
+    grad: &mut [f32],
+) -> Result<f64, TrainerError> {
+    let ctx = Ctx {
+        plan,
+        params,
+        act,
+        dropout: Some(dropout),
+    };
+    let m = labels.len();
+    work.ensure(plan, m)?;
+    grad.fill(0.0);
+    forward(ctx, work, x, m);
+    let last = plan.steps.last().map_or(0, |s| s.buf);
+    let logits = &work.bufs[last - 1][..CLASSES * m];
+    let loss = loss_grad(&mut work.da, logits, labels, scale);
+    backward(ctx, work, x, m, grad);
+    Ok(loss)
 }
 
-impl core::fmt::Debug for GraphTrainer {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("GraphTrainer")
-            .field("config", &self.config)
-            .field("threads", &self.threads)
-            .field("step", &self.step)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Splits `n` images into at most `threads` contiguous, even ranges.
-fn ranges(n: usize, threads: usize) -> Vec<(usize, usize)> {
-    let used = threads.min(n).max(1);
-    (0..used)
-        .map(|t| (t * n / used, (t + 1) * n / used))
-        .collect()
-}
-
-impl GraphTrainer {
-    /// A trainer for `config` (any [`Arch`]) starting from `params` (flat,
-    /// `state_dict` order), with a fresh optimizer state.
-    ///
-    /// # Errors
-    /// [`TrainerError::State`] if the network does not fit its input or
-    /// `params` has the wrong length, [`TrainerError::Device`] if the
-    /// threads cannot be started.
-    pub fn new(config: &TrainerConfig, params: &[f32]) -> Result<GraphTrainer, TrainerError> {
-        let plan = Plan::new(config.arch)?;
-        let total = plan.num_params;
-        check_state(total, params, &OptimizerState::default())?;
-        let threads = if config.threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            config.threads
-        };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("lenet-net-{i}"))
-            .build()
-            .map_err(|e| TrainerError::Device {
-                device: "cpu",
-                msg: format!("cannot build the thread pool: {e}"),
-            })?;
-        let (m, v) = match config.optimizer {
-            OptimizerConfig::Adam { .. } => (
-                try_zeros(total, "the first moment")?,
-                try_zeros(total, "the second moment")?,
-            ),
-            OptimizerConfig::Sgd { .. } => (Vec::new(), Vec::new()),
-        };
-        let mut own = try_zeros(total, "the parameters")?;
-        own.copy_from_slice(params);
-        Ok(GraphTrainer {
-            config: config.clone(),
-            plan,
-            pool,
-            threads,
-            params: own,
-            m,
-            v,
-            step: 0,
-            works: (0..threads).map(|_| Work::default()).collect(),
-            grads: vec![Vec::new(); threads],
-            losses: vec![0.0; threads],
-        })
-    }
-
-    /// Worker threads.
-    pub fn threads(&self) -> usize {
-        self.threads
-    }
-
-    /// The mean loss and the gradient (flat, `state_dict` order) of a batch
-    /// at the current parameters, without an optimizer step (dropout masks
-    /// of the next step).
-    ///
-    /// # Errors
-    /// As [`Trainer::train_batch`].
-    pub fn loss_and_grad(
-        &mut self,
-        x: &[f32],
-        labels: &[u8],
-        grad: &mut [f32],
-    ) -> Result<f32, TrainerError> {
-        let used = self.backprop(x, labels)?;
-        grad.fill(0.0);
-        for g in &self.grads[..used] {
-            for (d, s) in grad.iter_mut().zip(g) {
-                *d += s;
+/// Inference of one thread's share on the layer-by-layer path, in blocks
+/// of [`INFER_BLOCK`] images: `x` holds `N` images, `out` their `N x 10`
+/// logits (image-major).
+///
+/// # Errors
+/// A buffer cannot be allocated.
+pub(super) fn forward_chunk(
+    plan: &Plan,
+    params: &[f32],
+    act: Activation,
+    work: &mut Work,
+    x: &[f32],
+    out: &mut [f32],
+) -> Result<(), TrainerError> {
+    let ctx = Ctx {
+        plan,
+        params,
+        act,
+        dropout: None,
+    };
+    let last = plan.steps.last().map_or(0, |s| s.buf);
+    let n = out.len() / CLASSES;
+    let mut i0 = 0;
+    while i0 < n {
+        let i1 = (i0 + INFER_BLOCK).min(n);
+        let m = i1 - i0;
+        work.ensure(plan, m)?;
+        forward(ctx, work, &x[i0 * IMG..i1 * IMG], m);
+        let l = &work.bufs[last - 1];
+        for i in 0..m {
+            for j in 0..CLASSES {
+                out[(i0 + i) * CLASSES + j] = l[j * m + i];
             }
         }
-        Ok(self.batch_loss(used, labels.len()))
+        i0 = i1;
     }
-
-    fn check_batch(x: &[f32], n: usize) -> Result<(), TrainerError> {
-        if x.len() != n * IMG {
-            return Err(TrainerError::State(format!(
-                "expected {n} images of 28x28 ({} values), got {} values",
-                n * IMG,
-                x.len()
-            )));
-        }
-        Ok(())
-    }
-
-    /// Forward and backward of the batch on all threads; leaves per-thread
-    /// gradients and losses and returns how many threads took part.
-    fn backprop(&mut self, x: &[f32], labels: &[u8]) -> Result<usize, TrainerError> {
-        let n = labels.len();
-        Self::check_batch(x, n)?;
-        if let Some(&bad) = labels.iter().find(|&&l| usize::from(l) >= CLASSES) {
-            return Err(TrainerError::State(format!(
-                "label {bad} out of range 0..{CLASSES}"
-            )));
-        }
-        let rs = ranges(n, self.threads);
-        let scale = 1.0 / n as f32;
-        let total = self.plan.num_params;
-        let base = Ctx {
-            plan: &self.plan,
-            params: &self.params,
-            act: self.config.act,
-            dropout: None,
-        };
-        let (seed, step) = (self.config.dropout_seed, self.step);
-        let work = self
-            .works
-            .iter_mut()
-            .zip(&mut self.grads)
-            .zip(&mut self.losses);
-        let mut errs: Vec<Option<TrainerError>> = rs.iter().map(|_| None).collect();
-        self.pool.scope(|s| {
-            for ((((work, grad), loss), &(a, b)), err) in work.zip(&rs).zip(&mut errs) {
-                s.spawn(move |_| {
-                    let ctx = Ctx {
-                        dropout: Some((seed, step, a)),
-                        ..base
-                    };
-                    let m = b - a;
-                    if let Err(e) = work.ensure(ctx.plan, m) {
-                        *err = Some(e);
-                        return;
-                    }
-                    if grad.len() != total {
-                        match try_zeros(total, "a thread's gradient") {
-                            Ok(g) => *grad = g,
-                            Err(e) => {
-                                *err = Some(e);
-                                return;
-                            }
-                        }
-                    }
-                    grad.fill(0.0);
-                    let xs = &x[a * IMG..b * IMG];
-                    forward(ctx, work, xs, m);
-                    let last = ctx.plan.steps.last().map_or(0, |s| s.buf);
-                    let logits = &work.bufs[last - 1][..CLASSES * m];
-                    *loss = loss_grad(&mut work.da, logits, &labels[a..b], scale);
-                    backward(ctx, work, xs, m, grad);
-                });
-            }
-        });
-        if let Some(e) = errs.into_iter().flatten().next() {
-            return Err(e);
-        }
-        Ok(rs.len())
-    }
-
-    fn batch_loss(&self, used: usize, n: usize) -> f32 {
-        let sum: f64 = self.losses[..used].iter().sum();
-        (sum / n.max(1) as f64) as f32
-    }
-}
-
-impl Trainer for GraphTrainer {
-    fn device_name(&self) -> &'static str {
-        "cpu"
-    }
-
-    fn train_batch(&mut self, x: &[f32], labels: &[u8]) -> Result<f32, TrainerError> {
-        let n = labels.len();
-        if n == 0 {
-            return Ok(0.0);
-        }
-        let used = self.backprop(x, labels)?;
-        self.step += 1;
-        reduce_and_update(
-            &self.pool,
-            self.threads,
-            self.config.optimizer,
-            self.step,
-            &self.grads[..used],
-            &mut self.params,
-            &mut self.m,
-            &mut self.v,
-        );
-        Ok(self.batch_loss(used, n))
-    }
-
-    fn forward(&mut self, x: &[f32], logits: &mut [f32]) -> Result<(), TrainerError> {
-        let n = logits.len() / CLASSES;
-        if logits.len() != n * CLASSES {
-            return Err(TrainerError::State(format!(
-                "logits must be N x 10, got {} values",
-                logits.len()
-            )));
-        }
-        Self::check_batch(x, n)?;
-        if n == 0 {
-            return Ok(());
-        }
-        let rs = ranges(n, self.threads);
-        let ctx = Ctx {
-            plan: &self.plan,
-            params: &self.params,
-            act: self.config.act,
-            dropout: None,
-        };
-        let mut outs = Vec::with_capacity(rs.len());
-        let mut rest = logits;
-        for &(a, b) in &rs {
-            let (head, tail) = rest.split_at_mut((b - a) * CLASSES);
-            outs.push(head);
-            rest = tail;
-        }
-        let last = self.plan.steps.last().map_or(0, |s| s.buf);
-        let mut errs: Vec<Option<TrainerError>> = rs.iter().map(|_| None).collect();
-        self.pool.scope(|s| {
-            for (((work, out), &(a, b)), err) in
-                self.works.iter_mut().zip(outs).zip(&rs).zip(&mut errs)
-            {
-                s.spawn(move |_| {
-                    let mut i0 = a;
-                    while i0 < b {
-                        let i1 = (i0 + INFER_BLOCK).min(b);
-                        let m = i1 - i0;
-                        if let Err(e) = work.ensure(ctx.plan, m) {
-                            *err = Some(e);
-                            return;
-                        }
-                        forward(ctx, work, &x[i0 * IMG..i1 * IMG], m);
-                        let l = &work.bufs[last - 1];
-                        for i in 0..m {
-                            for j in 0..CLASSES {
-                                out[(i0 - a + i) * CLASSES + j] = l[j * m + i];
-                            }
-                        }
-                        i0 = i1;
-                    }
-                });
-            }
-        });
-        if let Some(e) = errs.into_iter().flatten().next() {
-            return Err(e);
-        }
-        Ok(())
-    }
-
-    fn set_lr(&mut self, lr: f32) {
-        match &mut self.config.optimizer {
-            OptimizerConfig::Adam { lr: l, .. } | OptimizerConfig::Sgd { lr: l, .. } => *l = lr,
-        }
-    }
-
-    fn params(&mut self) -> Result<Vec<f32>, TrainerError> {
-        Ok(self.params.clone())
-    }
-
-    fn optimizer_state(&mut self) -> Result<OptimizerState, TrainerError> {
-        Ok(OptimizerState {
-            step: self.step,
-            m: self.m.clone(),
-            v: self.v.clone(),
-        })
-    }
-
-    fn load(&mut self, params: &[f32], state: &OptimizerState) -> Result<(), TrainerError> {
-        check_state(self.params.len(), params, state)?;
-        self.params.copy_from_slice(params);
-        let s = state.fitted(self.config.optimizer, params.len());
-        (self.step, self.m, self.v) = (s.step, s.m, s.v);
-        Ok(())
-    }
+    Ok(())
 }
 
 #[cfg(test)]

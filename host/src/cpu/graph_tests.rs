@@ -1,16 +1,27 @@
-//! The layer-list trainer against the layer-list reference
-//! ([`crate::reference_net`]) and, on the LeNets, against the LeNet kernels.
+//! The layer-by-layer path against the layer-list reference
+//! ([`crate::reference_net`]) and, on the LeNets, against the fused LeNet
+//! kernels.
 
 use super::*;
 use crate::backend;
-use crate::cpu::CpuTrainer;
 use crate::cpu::bench::random_data;
 use crate::cpu::tests::assert_close;
+use crate::cpu::{CpuOptions, CpuTrainer, fused_lenet};
 use crate::reference::new_reference;
 use crate::trainer::init_params;
+use crate::trainer::{OptimizerConfig, Trainer, TrainerConfig};
 use lenet_core::model::{AlexNetConfig, ModelKind, VggConfig};
 
 const ATOL: f64 = 1e-5;
+
+/// The CPU trainer on its layer-by-layer path, whatever the network.
+fn layered(cfg: &TrainerConfig, params: &[f32]) -> Result<CpuTrainer, TrainerError> {
+    let opts = CpuOptions {
+        fused: false,
+        ..CpuOptions::default()
+    };
+    CpuTrainer::with_options(cfg, params, opts)
+}
 const RTOL: f64 = 1e-5;
 
 fn sgd(lr: f32, momentum: f32) -> OptimizerConfig {
@@ -123,8 +134,8 @@ fn adam_and_momentum_steps_with_dropout_match_the_reference() {
     for opt in [adam(1e-3), sgd(0.05, 0.9)] {
         let cfg = config(Arch::Vgg(VGG_32), Activation::Relu, opt, 2);
         let init = init_params(cfg.arch, 4);
-        let mut fast = GraphTrainer::new(&cfg, &init).unwrap();
-        let mut slow = crate::reference_net::NetReference::new(&cfg, &init).unwrap();
+        let mut fast = layered(&cfg, &init).unwrap();
+        let mut slow = crate::reference::NetReference::new(&cfg, &init).unwrap();
         for step in 0..3 {
             let (x, labels) = batch(9, 20 + step);
             let a = fast.train_batch(&x, &labels).unwrap();
@@ -162,7 +173,7 @@ fn thread_counts_agree_and_repeat_bit_for_bit() {
     let arch = Arch::Vgg(VGG_28);
     let run = |threads: usize| {
         let cfg = config(arch, Activation::Relu, adam(1e-3), threads);
-        let mut t = GraphTrainer::new(&cfg, &init_params(arch, 8)).unwrap();
+        let mut t = layered(&cfg, &init_params(arch, 8)).unwrap();
         let mut losses = Vec::new();
         for step in 0..2 {
             let (x, labels) = batch(13, 40 + step);
@@ -188,15 +199,20 @@ fn thread_counts_agree_and_repeat_bit_for_bit() {
 }
 
 #[test]
-fn lenets_through_the_generic_trainer_match_the_lenet_kernels() {
+fn lenets_layer_by_layer_match_the_fused_lenet_kernels() {
     for kind in ModelKind::ALL {
+        assert_eq!(fused_lenet(kind.into()), Some(kind));
         for act in Activation::ALL {
             let what = format!("{kind} {act:?}");
             let cfg = config(kind.into(), act, sgd(1.0, 0.0), 2);
             let init = init_params(cfg.arch, 6);
             let (x, labels) = batch(21, 9);
-            let mut fast = GraphTrainer::new(&cfg, &init).unwrap();
+            let mut fast = layered(&cfg, &init).unwrap();
             let mut known = CpuTrainer::new(&cfg, &init).unwrap();
+            assert_eq!(
+                (fast.path_name(), known.path_name()),
+                ("layer by layer", "fused LeNet")
+            );
             let (lf, loss_f, gf) = logits_loss_grad(&mut fast, &x, &labels);
             let (lk, loss_k, gk) = logits_loss_grad(&mut known, &x, &labels);
             assert_close(&format!("{what} logits"), &lf, &wide(&lk), ATOL, RTOL);
@@ -216,11 +232,8 @@ fn lenets_through_the_generic_trainer_match_the_lenet_kernels() {
 fn wrong_sizes_are_errors_not_panics() {
     let cfg = config(Arch::Cnn, Activation::Relu, adam(1e-3), 1);
     let short = vec![0.0; Arch::Cnn.num_params() - 1];
-    assert!(matches!(
-        GraphTrainer::new(&cfg, &short),
-        Err(TrainerError::State(_))
-    ));
-    assert!(crate::reference_net::NetReference::new(&cfg, &short).is_err());
+    assert!(matches!(layered(&cfg, &short), Err(TrainerError::State(_))));
+    assert!(crate::reference::NetReference::new(&cfg, &short).is_err());
     assert!(backend::inference_trainer(Arch::Cnn, Activation::Relu, &short, 1).is_err());
     let bad = config(
         Arch::Vgg(VggConfig {
@@ -234,7 +247,7 @@ fn wrong_sizes_are_errors_not_panics() {
     assert!(backend::cpu_trainer(&bad, 0).is_err());
     assert!(backend::reference_trainer(&bad, 0).is_err());
 
-    let mut t = GraphTrainer::new(&cfg, &init_params(Arch::Cnn, 1)).unwrap();
+    let mut t = layered(&cfg, &init_params(Arch::Cnn, 1)).unwrap();
     let (x, labels) = batch(3, 1);
     assert!(t.train_batch(&x[1..], &labels).is_err());
     assert!(t.train_batch(&x, &[1, 2, 10]).is_err());

@@ -1,79 +1,104 @@
-//! Fast batched, multi-threaded CPU trainer.
+//! The CPU back end: one trainer ([`CpuTrainer`]) for every network, which
+//! executes the network's plan with kernels chosen by its shape.
 //!
 //! The batch is cut into contiguous chunks, one per thread of a dedicated
-//! rayon pool; each thread runs its chunk in blocks of `L` images (16 with
-//! AVX-512, 8 with AVX2, 4 otherwise) through lane kernels whose innermost
-//! dimension is the image in the block (see [`kernels`]), so every scalar
-//! formula of the `lenet-core` reference becomes one vector instruction.
-//! Per-thread gradients are then summed in thread order, range by range, by
-//! the same threads, which apply the optimizer to their range: for one
-//! batch, thread count and processor the result is bit-identical from run
-//! to run.
+//! rayon pool; each thread runs its chunk forward and backward into its own
+//! gradient. The per-thread gradients are then summed in thread order,
+//! range by range, by the same threads, which apply lenet-core's optimizer
+//! to their range ([`reduce`]): for one batch, thread count and processor
+//! the result is bit-identical from run to run.
 //!
-//! The instruction set is detected once ([`Isa::detect`]); the kernels are
-//! compiled for each set behind `#[target_feature]` entry points.
+//! Two paths run a chunk, picked once from the network's layer list:
+//!
+//! - **fused LeNet kernels** ([`lenet`]), when the layer list is one of the
+//!   three LeNets': blocks of `L` images (16 with AVX-512, 8 with AVX2, 4
+//!   otherwise) go through lane kernels whose innermost dimension is the
+//!   image in the block, so every scalar formula of the lenet-core
+//!   reference becomes one vector instruction; single images take a
+//!   low-latency path. The instruction set is detected once ([`Isa`]).
+//! - **layer by layer** ([`graph`]), for every other list: im2col + GEMM
+//!   convolutions, a convolution fused with the max pooling after it, and
+//!   the other layers on channel-major planes.
+//!
+//! Both read the same flat parameters (`state_dict` order, the offsets of
+//! [`lenet_core::model::Plan`]) and share the threads, the reduction and the
+//! optimizer state, so a network changes kernels, never trainers.
 
 pub mod bench;
 pub mod graph;
-mod kernels;
-mod net;
+mod lenet;
 mod reduce;
 pub mod sgemm;
-mod simd;
-mod single;
 #[cfg(test)]
 pub(crate) mod tests;
 
 use crate::trainer::{
     OptimizerConfig, OptimizerState, Trainer, TrainerConfig, TrainerError, check_state,
 };
-pub use graph::GraphTrainer;
-use lenet_core::model::ModelKind;
-use net::{CLASSES, Engine, IMG, Layout, Prepared};
+use graph::try_zeros;
+pub use lenet::Isa;
+use lenet::{CLASSES, Engine, IMG, Prepared};
+use lenet_core::model::{Arch, ModelKind};
 use reduce::reduce_and_update;
-pub use simd::Isa;
 
-/// Error building a [`CpuTrainer`].
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum CpuError {
-    /// The parameter vector does not have the model's length.
-    ParamCount {
-        /// Length the model needs.
-        expected: usize,
-        /// Length given.
-        got: usize,
-    },
-    /// The thread pool could not be built.
-    ThreadPool(rayon::ThreadPoolBuildError),
-    /// A trainer method failed.
-    Backend(TrainerError),
+/// Inference batches below this size run image by image on the calling
+/// thread through the fused path's single-image kernels (where the
+/// instruction set has them).
+const SINGLE_BELOW: usize = 4;
+
+/// How a [`CpuTrainer`] picks its kernels (the defaults pick the fastest;
+/// the others exist to compare paths and instruction sets).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuOptions {
+    /// Instruction set of the fused LeNet kernels; one wider than the
+    /// processor has is clamped to what it has.
+    pub isa: Isa,
+    /// Use the fused LeNet kernels where the layer list allows; `false`
+    /// runs every network layer by layer.
+    pub fused: bool,
 }
 
-impl core::fmt::Display for CpuError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            CpuError::ParamCount { expected, got } => {
-                write!(f, "expected {expected} parameters, got {got}")
-            }
-            CpuError::ThreadPool(e) => write!(f, "cannot build the thread pool: {e}"),
-            CpuError::Backend(e) => write!(f, "{e}"),
+impl Default for CpuOptions {
+    fn default() -> Self {
+        CpuOptions {
+            isa: Isa::detect(),
+            fused: true,
         }
     }
 }
 
-impl std::error::Error for CpuError {}
-
-/// Number of parameters of `kind` (61 706 for LeNet-5, 44 426 for the
-/// max-pool variant, 85 822 for the wide one).
-pub const fn num_params(kind: ModelKind) -> usize {
-    Layout::of(kind).total
+/// The LeNet whose layer list `arch` has, if any: the shapes the fused
+/// kernels are written for.
+pub fn fused_lenet(arch: Arch) -> Option<ModelKind> {
+    let layers = arch.layers();
+    ModelKind::ALL
+        .into_iter()
+        .find(|&k| Arch::LeNet(k).layers() == layers)
 }
 
-/// The batched CPU back end of [`Trainer`].
+/// The kernels of one network.
+enum Path {
+    /// The fused LeNet kernels ([`lenet`]).
+    Fused {
+        isa: Isa,
+        /// Transposed weights, refreshed from the parameters when stale.
+        prep: Box<Prepared>,
+        stale: bool,
+        /// One batched engine per thread.
+        engines: Vec<Box<dyn Engine>>,
+    },
+    /// Layer by layer ([`graph`]).
+    Layers {
+        plan: graph::Plan,
+        /// One set of buffers per thread.
+        works: Vec<graph::Work>,
+    },
+}
+
+/// The CPU back end of [`Trainer`], for every network.
 pub struct CpuTrainer {
     config: TrainerConfig,
-    isa: Isa,
+    path: Path,
     pool: rayon::ThreadPool,
     threads: usize,
     params: Vec<f32>,
@@ -82,76 +107,81 @@ pub struct CpuTrainer {
     /// Adam second moment.
     v: Vec<f32>,
     step: u64,
-    prep: Prepared,
-    /// One batched engine per thread.
-    engines: Vec<Box<dyn Engine>>,
-    /// Per-thread gradients, `threads x num_params`.
+    /// Per-thread gradients, `threads x num_params`, allocated on first use.
     grads: Vec<Vec<f32>>,
     losses: Vec<f64>,
-    /// Run small inference batches as blocks too (to test both paths).
+    /// Run small inference batches as blocks too (to test both fused paths).
     force_blocks: bool,
-    /// `prep` does not reflect `params` (set whenever they change).
-    prep_stale: bool,
 }
 
 impl core::fmt::Debug for CpuTrainer {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("CpuTrainer")
             .field("config", &self.config)
-            .field("isa", &self.isa)
+            .field("path", &self.path_name())
             .field("threads", &self.threads)
             .field("step", &self.step)
             .finish_non_exhaustive()
     }
 }
 
-/// Inference batches below this size run image by image on the calling
-/// thread through the single-image path (where the instruction set has
-/// one).
-const SINGLE_BELOW: usize = 4;
+/// Splits `n` images into at most `threads` contiguous ranges of whole
+/// blocks of `block` images (the last may be short); returns the ranges.
+fn ranges(n: usize, threads: usize, block: usize) -> Vec<(usize, usize)> {
+    let blocks = n.div_ceil(block);
+    let used = threads.min(blocks).max(1);
+    (0..used)
+        .map(|t| {
+            let (b0, b1) = (t * blocks / used, (t + 1) * blocks / used);
+            ((b0 * block).min(n), (b1 * block).min(n))
+        })
+        .collect()
+}
 
 impl CpuTrainer {
     /// A trainer for `config` starting from `params` (flat, `state_dict`
-    /// order), with a fresh optimizer state.
+    /// order), with a fresh optimizer state and the fastest kernels.
     ///
     /// # Errors
-    ///
-    /// [`CpuError::ParamCount`] if `params` has the wrong length,
-    /// [`CpuError::ThreadPool`] if the threads cannot be started.
-    pub fn new(config: &TrainerConfig, params: &[f32]) -> Result<CpuTrainer, CpuError> {
-        Self::with_isa(config, params, Isa::detect())
+    /// [`TrainerError::State`] if the network does not fit its input or
+    /// `params` has the wrong length, [`TrainerError::Device`] if the
+    /// threads or buffers cannot be had.
+    pub fn new(config: &TrainerConfig, params: &[f32]) -> Result<CpuTrainer, TrainerError> {
+        Self::with_options(config, params, CpuOptions::default())
     }
 
-    /// As [`new`](Self::new), with the instruction set forced to `isa` (a
-    /// narrower one than detected, to compare; a wider one is clamped to
-    /// what the processor has).
+    /// As [`new`](Self::new), with the fused kernels' instruction set
+    /// forced to `isa`.
     ///
     /// # Errors
-    ///
     /// As [`new`](Self::new).
     pub fn with_isa(
         config: &TrainerConfig,
         params: &[f32],
         isa: Isa,
-    ) -> Result<CpuTrainer, CpuError> {
-        let isa = match (Isa::detect(), isa) {
-            (Isa::Generic, _) => Isa::Generic,
-            (Isa::Avx2, Isa::Avx512) => Isa::Avx2,
-            (_, wanted) => wanted,
-        };
-        let Some(kind) = config.arch.lenet() else {
-            return Err(CpuError::Backend(TrainerError::State(format!(
-                "the LeNet CPU trainer cannot run {}",
-                config.arch
-            ))));
-        };
-        let expected = num_params(kind);
-        if params.len() != expected {
-            return Err(CpuError::ParamCount {
-                expected,
-                got: params.len(),
-            });
-        }
+    ) -> Result<CpuTrainer, TrainerError> {
+        Self::with_options(
+            config,
+            params,
+            CpuOptions {
+                isa,
+                ..CpuOptions::default()
+            },
+        )
+    }
+
+    /// As [`new`](Self::new), with the kernels chosen by `opts`.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn with_options(
+        config: &TrainerConfig,
+        params: &[f32],
+        opts: CpuOptions,
+    ) -> Result<CpuTrainer, TrainerError> {
+        let plan = graph::Plan::new(config.arch)?;
+        let total = plan.num_params;
+        check_state(total, params, &OptimizerState::default())?;
         let threads = if config.threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -161,37 +191,72 @@ impl CpuTrainer {
             .num_threads(threads)
             .thread_name(|i| format!("lenet-cpu-{i}"))
             .build()
-            .map_err(CpuError::ThreadPool)?;
-        let engines = (0..threads)
-            .map(|_| net::new_engine(isa, config.act, kind))
-            .collect();
-        let mut prep = Prepared::new(kind);
-        prep.update(params);
+            .map_err(|e| TrainerError::Device {
+                device: "cpu",
+                msg: format!("cannot build the thread pool: {e}"),
+            })?;
+        let path = match fused_lenet(config.arch).filter(|_| opts.fused) {
+            Some(kind) => {
+                let isa = match (Isa::detect(), opts.isa) {
+                    (Isa::Generic, _) => Isa::Generic,
+                    (Isa::Avx2, Isa::Avx512) => Isa::Avx2,
+                    (_, wanted) => wanted,
+                };
+                let mut prep = Box::new(Prepared::new(kind));
+                prep.update(params);
+                Path::Fused {
+                    isa,
+                    prep,
+                    stale: false,
+                    engines: (0..threads)
+                        .map(|_| lenet::new_engine(isa, config.act, kind))
+                        .collect(),
+                }
+            }
+            None => Path::Layers {
+                plan,
+                works: (0..threads).map(|_| graph::Work::default()).collect(),
+            },
+        };
         let (m, v) = match config.optimizer {
-            OptimizerConfig::Adam { .. } => (vec![0.0; expected], vec![0.0; expected]),
+            OptimizerConfig::Adam { .. } => (
+                try_zeros(total, "the first moment")?,
+                try_zeros(total, "the second moment")?,
+            ),
             OptimizerConfig::Sgd { .. } => (Vec::new(), Vec::new()),
         };
+        let mut own = try_zeros(total, "the parameters")?;
+        own.copy_from_slice(params);
         Ok(CpuTrainer {
             config: config.clone(),
-            isa,
+            path,
             pool,
             threads,
-            params: params.to_vec(),
+            params: own,
             m,
             v,
             step: 0,
-            prep,
-            engines,
-            grads: vec![vec![0.0; expected]; threads],
+            grads: vec![Vec::new(); threads],
             losses: vec![0.0; threads],
             force_blocks: false,
-            prep_stale: false,
         })
     }
 
-    /// The instruction set the kernels run with.
+    /// The instruction set of the fused kernels; [`Isa::Generic`] on the
+    /// layer-by-layer path (whose products pick their own at run time).
     pub fn isa(&self) -> Isa {
-        self.isa
+        match self.path {
+            Path::Fused { isa, .. } => isa,
+            Path::Layers { .. } => Isa::Generic,
+        }
+    }
+
+    /// Which kernels run the network: `"fused LeNet"` or `"layer by layer"`.
+    pub fn path_name(&self) -> &'static str {
+        match self.path {
+            Path::Fused { .. } => "fused LeNet",
+            Path::Layers { .. } => "layer by layer",
+        }
     }
 
     /// Worker threads.
@@ -200,65 +265,120 @@ impl CpuTrainer {
     }
 
     /// The mean loss and the gradient (flat, `state_dict` order) of a batch
-    /// at the current parameters, without an optimizer step.
-    pub fn loss_and_grad(&mut self, x: &[f32], labels: &[u8], grad: &mut [f32]) -> f32 {
-        let used = self.backprop(x, labels);
+    /// at the current parameters, without an optimizer step (dropout masks
+    /// of the next step).
+    ///
+    /// # Errors
+    /// As [`Trainer::train_batch`].
+    pub fn loss_and_grad(
+        &mut self,
+        x: &[f32],
+        labels: &[u8],
+        grad: &mut [f32],
+    ) -> Result<f32, TrainerError> {
+        let used = self.backprop(x, labels)?;
         grad.fill(0.0);
         for g in &self.grads[..used] {
             for (d, s) in grad.iter_mut().zip(g) {
                 *d += s;
             }
         }
-        self.batch_loss(used, labels.len())
+        Ok(self.batch_loss(used, labels.len()))
     }
 
-    /// Image ranges of the chunks: whole blocks of `lanes`, split evenly
-    /// over at most `threads` threads. Returns the number of chunks.
-    fn chunks(&self, n: usize, out: &mut [(usize, usize)]) -> usize {
-        let lanes = self.isa.lanes();
-        let blocks = n.div_ceil(lanes);
-        let used = self.threads.min(blocks).max(1);
-        for (t, r) in out.iter_mut().enumerate().take(used) {
-            let b0 = t * blocks / used;
-            let b1 = (t + 1) * blocks / used;
-            *r = ((b0 * lanes).min(n), (b1 * lanes).min(n));
+    fn check_batch(x: &[f32], n: usize) -> Result<(), TrainerError> {
+        if x.len() != n * IMG {
+            return Err(TrainerError::State(format!(
+                "expected {n} images of 28x28 ({} values), got {} values",
+                n * IMG,
+                x.len()
+            )));
         }
-        used
+        Ok(())
+    }
+
+    /// Refreshes the fused path's transposed weights if the parameters
+    /// changed since.
+    fn refresh(&mut self) {
+        if let Path::Fused { prep, stale, .. } = &mut self.path
+            && *stale
+        {
+            prep.update(&self.params);
+            *stale = false;
+        }
     }
 
     /// Forward and backward of the batch on all threads; leaves per-thread
     /// gradients and losses and returns how many threads took part.
-    fn backprop(&mut self, x: &[f32], labels: &[u8]) -> usize {
+    fn backprop(&mut self, x: &[f32], labels: &[u8]) -> Result<usize, TrainerError> {
         let n = labels.len();
-        assert_eq!(x.len(), n * IMG, "x must hold labels.len() images of 28x28");
-        if self.prep_stale {
-            self.prep.update(&self.params);
-            self.prep_stale = false;
+        Self::check_batch(x, n)?;
+        if let Some(&bad) = labels.iter().find(|&&l| usize::from(l) >= CLASSES) {
+            return Err(TrainerError::State(format!(
+                "label {bad} out of range 0..{CLASSES}"
+            )));
         }
-        let mut ranges = vec![(0, 0); self.threads];
-        let used = self.chunks(n, &mut ranges);
+        self.refresh();
+        let block = match &self.path {
+            Path::Fused { isa, .. } => isa.lanes(),
+            Path::Layers { .. } => 1,
+        };
+        let rs = ranges(n, self.threads, block);
+        let total = self.params.len();
+        for g in &mut self.grads[..rs.len()] {
+            if g.len() != total {
+                *g = try_zeros(total, "a thread's gradient")?;
+            }
+        }
         let scale = 1.0 / n as f32;
-        let (prep, params) = (&self.prep, &self.params[..]);
-        let work = self
-            .engines
-            .iter_mut()
-            .zip(&mut self.grads)
-            .zip(&mut self.losses);
-        self.pool.scope(|s| {
-            for (((engine, grad), loss), &(a, b)) in work.zip(&ranges).take(used) {
-                s.spawn(move |_| {
-                    *loss = engine.train(
-                        prep,
-                        params,
-                        &x[a * IMG..b * IMG],
-                        &labels[a..b],
-                        scale,
-                        grad,
-                    );
+        let (params, act) = (&self.params[..], self.config.act);
+        let (seed, step) = (self.config.dropout_seed, self.step);
+        let out = self.grads.iter_mut().zip(&mut self.losses);
+        let mut errs: Vec<Option<TrainerError>> = rs.iter().map(|_| None).collect();
+        match &mut self.path {
+            Path::Fused { prep, engines, .. } => {
+                let prep = &**prep;
+                self.pool.scope(|s| {
+                    for ((engine, (grad, loss)), &(a, b)) in engines.iter_mut().zip(out).zip(&rs) {
+                        s.spawn(move |_| {
+                            let xs = &x[a * IMG..b * IMG];
+                            *loss = engine.train(prep, params, xs, &labels[a..b], scale, grad);
+                        });
+                    }
                 });
             }
-        });
-        used
+            Path::Layers { plan, works } => {
+                let plan = &*plan;
+                self.pool.scope(|s| {
+                    for (((work, (grad, loss)), &(a, b)), err) in
+                        works.iter_mut().zip(out).zip(&rs).zip(&mut errs)
+                    {
+                        s.spawn(move |_| {
+                            let xs = &x[a * IMG..b * IMG];
+                            let run = graph::train_chunk(
+                                plan,
+                                params,
+                                act,
+                                (seed, step, a),
+                                work,
+                                xs,
+                                &labels[a..b],
+                                scale,
+                                grad,
+                            );
+                            match run {
+                                Ok(l) => *loss = l,
+                                Err(e) => *err = Some(e),
+                            }
+                        });
+                    }
+                });
+            }
+        }
+        if let Some(e) = errs.into_iter().flatten().next() {
+            return Err(e);
+        }
+        Ok(rs.len())
     }
 
     fn batch_loss(&self, used: usize, n: usize) -> f32 {
@@ -277,7 +397,7 @@ impl Trainer for CpuTrainer {
         if n == 0 {
             return Ok(0.0);
         }
-        let used = self.backprop(x, labels);
+        let used = self.backprop(x, labels)?;
         self.step += 1;
         reduce_and_update(
             &self.pool,
@@ -289,49 +409,87 @@ impl Trainer for CpuTrainer {
             &mut self.m,
             &mut self.v,
         );
-        self.prep_stale = true;
+        if let Path::Fused { stale, .. } = &mut self.path {
+            *stale = true;
+        }
         Ok(self.batch_loss(used, n))
     }
 
     fn forward(&mut self, x: &[f32], logits: &mut [f32]) -> Result<(), TrainerError> {
         let n = logits.len() / CLASSES;
-        assert_eq!(logits.len(), n * CLASSES, "logits must be N x 10");
-        assert_eq!(x.len(), n * IMG, "x must hold N images of 28x28");
-        if self.prep_stale {
-            self.prep.update(&self.params);
-            self.prep_stale = false;
+        if logits.len() != n * CLASSES {
+            return Err(TrainerError::State(format!(
+                "logits must be N x 10, got {} values",
+                logits.len()
+            )));
         }
-        if n < SINGLE_BELOW && !self.force_blocks {
-            let (prep, params) = (&self.prep, &self.params[..]);
-            let engine = &mut self.engines[0];
-            let mut done = true;
-            for (img, out) in x.chunks_exact(IMG).zip(logits.chunks_exact_mut(CLASSES)) {
-                done &= engine.forward_one(prep, params, img, out);
+        Self::check_batch(x, n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        self.refresh();
+        let params = &self.params[..];
+        let act = self.config.act;
+        if let Path::Fused {
+            isa, prep, engines, ..
+        } = &mut self.path
+        {
+            if n < SINGLE_BELOW && !self.force_blocks {
+                let mut done = true;
+                for (img, out) in x.chunks_exact(IMG).zip(logits.chunks_exact_mut(CLASSES)) {
+                    done &= engines[0].forward_one(prep, params, img, out);
+                }
+                if done {
+                    return Ok(());
+                }
             }
-            if done {
+            if n <= isa.lanes() {
+                // One block: run it here rather than waking the pool.
+                engines[0].forward(prep, params, x, logits);
                 return Ok(());
             }
         }
-        if n <= self.isa.lanes() {
-            // One block: run it here rather than waking the pool.
-            self.engines[0].forward(&self.prep, &self.params, x, logits);
-            return Ok(());
-        }
-        let mut ranges = vec![(0, 0); self.threads];
-        let used = self.chunks(n, &mut ranges);
-        let (prep, params) = (&self.prep, &self.params[..]);
-        let mut outs = Vec::with_capacity(used);
+        let block = match &self.path {
+            Path::Fused { isa, .. } => isa.lanes(),
+            Path::Layers { .. } => 1,
+        };
+        let rs = ranges(n, self.threads, block);
+        let mut outs = Vec::with_capacity(rs.len());
         let mut rest = logits;
-        for &(a, b) in &ranges[..used] {
+        for &(a, b) in &rs {
             let (head, tail) = rest.split_at_mut((b - a) * CLASSES);
             outs.push(head);
             rest = tail;
         }
-        self.pool.scope(|s| {
-            for ((engine, out), &(a, b)) in self.engines.iter_mut().zip(outs).zip(&ranges) {
-                s.spawn(move |_| engine.forward(prep, params, &x[a * IMG..b * IMG], out));
+        let mut errs: Vec<Option<TrainerError>> = rs.iter().map(|_| None).collect();
+        match &mut self.path {
+            Path::Fused { prep, engines, .. } => {
+                let prep = &**prep;
+                self.pool.scope(|s| {
+                    for ((engine, out), &(a, b)) in engines.iter_mut().zip(outs).zip(&rs) {
+                        s.spawn(move |_| engine.forward(prep, params, &x[a * IMG..b * IMG], out));
+                    }
+                });
             }
-        });
+            Path::Layers { plan, works } => {
+                let plan = &*plan;
+                self.pool.scope(|s| {
+                    for (((work, out), &(a, b)), err) in
+                        works.iter_mut().zip(outs).zip(&rs).zip(&mut errs)
+                    {
+                        s.spawn(move |_| {
+                            let xs = &x[a * IMG..b * IMG];
+                            if let Err(e) = graph::forward_chunk(plan, params, act, work, xs, out) {
+                                *err = Some(e);
+                            }
+                        });
+                    }
+                });
+            }
+        }
+        if let Some(e) = errs.into_iter().flatten().next() {
+            return Err(e);
+        }
         Ok(())
     }
 
@@ -356,7 +514,9 @@ impl Trainer for CpuTrainer {
     fn load(&mut self, params: &[f32], state: &OptimizerState) -> Result<(), TrainerError> {
         check_state(self.params.len(), params, state)?;
         self.params.copy_from_slice(params);
-        self.prep_stale = true;
+        if let Path::Fused { stale, .. } = &mut self.path {
+            *stale = true;
+        }
         let s = state.fitted(self.config.optimizer, params.len());
         (self.step, self.m, self.v) = (s.step, s.m, s.v);
         Ok(())

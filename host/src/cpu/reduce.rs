@@ -1,5 +1,5 @@
-//! The optimizer step of both CPU trainers ([`super::CpuTrainer`] and
-//! [`super::GraphTrainer`]): per-thread gradients summed in thread order,
+//! The optimizer step of the CPU trainer ([`super::CpuTrainer`], on both of
+//! its paths): per-thread gradients summed in thread order,
 //! range by range, and lenet-core's per-scalar update applied to each
 //! range, so the result does not depend on how the ranges are split.
 

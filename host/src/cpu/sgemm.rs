@@ -8,7 +8,7 @@
 //! depends on the instruction set (AVX-512, AVX2 + FMA, scalar), so, as
 //! with the LeNet kernels, the bits differ between machines; the tests
 //! hold whichever path the machine runs to the plain-loop reference
-//! (`reference_net`) within tolerance.
+//! (`reference`) within tolerance.
 //!
 //! It is the `gemm` crate (0.19, feature `x86-v4`: AVX-512 kernels chosen
 //! at run time, AVX2 or scalar elsewhere) rather than `matrixmultiply` 0.3,

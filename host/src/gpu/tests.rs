@@ -498,11 +498,10 @@ fn small_archs() -> [Arch; 4] {
     ]
 }
 
-/// The trainer the CUDA trainer is held to for `small_archs`: its twin,
-/// the CPU trainer for layer lists (itself held to the plain-loop
-/// `reference_net` and to PyTorch).
+/// The trainer the CUDA trainer is held to for `small_archs`: the CPU
+/// trainer (itself held to the plain-loop `reference` and to PyTorch).
 fn reference_trainer(cfg: &TrainerConfig, init: &[f32]) -> Box<dyn Trainer> {
-    Box::new(crate::cpu::GraphTrainer::new(cfg, init).expect("CPU trainer"))
+    Box::new(crate::cpu::CpuTrainer::new(cfg, init).expect("CPU trainer"))
 }
 
 fn arch_config(arch: Arch, act: Activation, optimizer: OptimizerConfig) -> TrainerConfig {

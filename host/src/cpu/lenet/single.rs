@@ -7,8 +7,8 @@
 //! with each group of 16 channels in two vectors (and conv2 blocked over
 //! two output columns). The 4-lane baseline runs single images as a block.
 
-use super::net::{CLASSES, IMG, Layout, Prepared};
 use super::simd::{Act, Simd};
+use super::{CLASSES, IMG, Layout, Prepared};
 
 /// Activations of one image, channels innermost and padded to 16.
 pub(crate) struct One<
@@ -40,7 +40,7 @@ impl<
 {
     pub(crate) fn boxed() -> Box<Self> {
         // SAFETY: `One` is not zero-sized and holds only arrays of `f32`.
-        unsafe { super::net::zeroed_box() }
+        unsafe { super::zeroed_box() }
     }
 
     /// Copies the 28x28 image into the middle of the zero-padded input.

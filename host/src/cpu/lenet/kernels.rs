@@ -9,7 +9,7 @@
 //! kernel side, `OH`/`OW` output rows/columns, `L` images per vector.
 //!
 //! All kernels are `#[inline(always)]`: they are compiled inside the
-//! `#[target_feature]` entry points of [`super::net`].
+//! `#[target_feature]` entry points of [`super`].
 
 use super::simd::{Act, Simd};
 

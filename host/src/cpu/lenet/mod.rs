@@ -1,6 +1,8 @@
-//! One block of `L` images through LeNet-5, forward and backward, on the
-//! lane kernels of [`super::kernels`], and the per-thread worker that runs a
-//! contiguous chunk of a batch block by block.
+//! The fused LeNet path of the CPU trainer ([`super::CpuTrainer`]), chosen
+//! when a network's layer list is one of the three LeNets': one block of
+//! `L` images through the whole network, forward and backward, on the lane
+//! kernels of [`kernels`], and the per-thread worker that runs a contiguous
+//! chunk of a batch block by block.
 //!
 //! Geometry (const parameters of every type here):
 //!
@@ -20,14 +22,19 @@
 //! GEMM per layer over the whole chunk (`matrixmultiply`), from activations
 //! and output gradients the blocks copy out in row layout.
 
-use super::kernels::{
+mod kernels;
+pub(crate) mod simd;
+mod single;
+
+use kernels::{
     V, bias_grad, conv_dw, conv_dx, conv_fwd, linear_dx, linear_fwd, pool2_act_bwd, pool2_fwd,
     softmax_xent,
 };
-use super::simd::{Act, Isa, Portable, Simd};
-#[cfg(target_arch = "x86_64")]
-use super::simd::{Avx2, Avx512};
 use lenet_core::model::ModelKind;
+pub use simd::Isa;
+use simd::{Act, Portable, Simd};
+#[cfg(target_arch = "x86_64")]
+use simd::{Avx2, Avx512};
 
 /// Channels per register pass of a convolution wider than 8 (AVX2 and
 /// baseline) or 16 (AVX-512) output channels (forward), or 8 input
@@ -636,7 +643,7 @@ pub(crate) trait Engine: Send {
     ) -> f64;
     /// See [`forward_chunk`].
     fn forward(&mut self, prep: &Prepared, params: &[f32], x: &[f32], logits: &mut [f32]);
-    /// Low-latency forward pass of one image ([`super::single`]); returns
+    /// Low-latency forward pass of one image ([`single`]); returns
     /// false (and does nothing) where the instruction set has no such path.
     fn forward_one(
         &mut self,
@@ -682,7 +689,7 @@ pub(crate) struct Worker<
     _m: core::marker::PhantomData<fn() -> (I, A)>,
 }
 
-/// The single-image path ([`super::single`]) of one 6/16-channel model on
+/// The single-image path ([`single`]) of one 6/16-channel model on
 /// one instruction set.
 pub(crate) trait Single: Send {
     /// See [`Engine::forward_one`].
@@ -707,12 +714,12 @@ pub(crate) struct OneWorker<
     const FL: usize,
     const MAX: bool,
 > {
-    one: Box<super::single::One<XN, C1, P1, C2, P2, FL>>,
+    one: Box<single::One<XN, C1, P1, C2, P2, FL>>,
     _m: core::marker::PhantomData<fn() -> (I, A)>,
 }
 
 /// A `#[target_feature]` entry point of a single-image kernel of
-/// [`super::single`] for one instruction set, and the [`Single`] impl of
+/// [`single`] for one instruction set, and the [`Single`] impl of
 /// that set that calls it.
 macro_rules! one_entry {
     ($(#[$doc:meta])* $name:ident, $isa:ty, $feat:literal, $kernel:ident, $s:ty) => {
@@ -729,13 +736,13 @@ macro_rules! one_entry {
             const FL: usize,
             const MAX: bool,
         >(
-            w: &mut super::single::One<XN, C1, P1, C2, P2, FL>,
+            w: &mut single::One<XN, C1, P1, C2, P2, FL>,
             prep: &Prepared,
             params: &[f32],
             img: &[f32],
             logits: &mut [f32],
         ) {
-            super::single::$kernel::<$s, A, XN, C1, P1, C2, P2, FL, MAX>(
+            single::$kernel::<$s, A, XN, C1, P1, C2, P2, FL, MAX>(
                 w, prep, params, img, logits,
             )
         }
@@ -971,7 +978,7 @@ where
     OneWorker<I, A, XN, C1, P1, C2, P2, FL, MAX>: Single,
 {
     Some(Box::new(OneWorker::<I, A, XN, C1, P1, C2, P2, FL, MAX> {
-        one: super::single::One::boxed(),
+        one: single::One::boxed(),
         _m: core::marker::PhantomData,
     }))
 }
@@ -1014,8 +1021,8 @@ where
 /// [`with_model`] for each activation.
 macro_rules! with_act {
     ($isa:ty, $l:literal, $act:expr, $kind:expr) => {{
-        use super::simd::{Relu, Sigmoid, Tanh};
         use lenet_core::activation::Activation as Ac;
+        use simd::{Relu, Sigmoid, Tanh};
         match $act {
             Ac::Sigmoid => with_model::<$isa, Sigmoid, $l>($kind),
             Ac::Relu => with_model::<$isa, Relu, $l>($kind),
