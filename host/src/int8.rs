@@ -50,6 +50,8 @@ use std::path::Path;
 use anyhow::{Context, Result, bail, ensure};
 use rayon::prelude::*;
 
+use crate::reference::RefNet;
+use lenet_core::model::{Arch, Layer, ModelKind};
 pub use lenet_core::quant::{QuantAct, QuantArch, QuantModel, Ranges};
 use lenet_core::quant::{Scratch, num_float_params};
 
@@ -106,139 +108,44 @@ pub struct FloatLeNet<'a> {
     pub std: f32,
 }
 
-/// `y (CO, OH, OW) = conv(x (CI, H, W), w (CO, CI, K, K)) + b`, stride 1,
-/// zero padding `p`; returns `(y, OH, OW)`.
-fn conv(
-    x: &[f32],
-    (ci, h, w): (usize, usize, usize),
-    wt: &[f32],
-    b: &[f32],
-    k: usize,
-    p: usize,
-) -> (Vec<f32>, usize, usize) {
-    let co = b.len();
-    let (oh, ow) = (h + 2 * p - k + 1, w + 2 * p - k + 1);
-    let mut y = vec![0f32; co * oh * ow];
-    for o in 0..co {
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let mut acc = b[o];
-                for c in 0..ci {
-                    for u in 0..k {
-                        let Some(iy) = (oy + u).checked_sub(p).filter(|&iy| iy < h) else {
-                            continue;
-                        };
-                        for v in 0..k {
-                            let Some(ix) = (ox + v).checked_sub(p).filter(|&ix| ix < w) else {
-                                continue;
-                            };
-                            acc += wt[((o * ci + c) * k + u) * k + v] * x[(c * h + iy) * w + ix];
-                        }
-                    }
-                }
-                y[(o * oh + oy) * ow + ox] = acc;
-            }
-        }
-    }
-    (y, oh, ow)
-}
-
-/// 2x2 pooling, stride 2: average or max.
-fn pool(x: &[f32], (c, h, w): (usize, usize, usize), max: bool) -> Vec<f32> {
-    let (oh, ow) = (h / 2, w / 2);
-    let mut y = vec![0f32; c * oh * ow];
-    for ch in 0..c {
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let at = |dy: usize, dx: usize| x[(ch * h + 2 * oy + dy) * w + 2 * ox + dx];
-                let v = [at(0, 0), at(0, 1), at(1, 0), at(1, 1)];
-                y[(ch * oh + oy) * ow + ox] = if max {
-                    v.into_iter().fold(f32::NEG_INFINITY, f32::max)
-                } else {
-                    v.iter().sum::<f32>() / 4.0
-                };
-            }
-        }
-    }
-    y
-}
-
-/// `y = w x + b`, `w` `(O, I)`.
-fn linear(x: &[f32], w: &[f32], b: &[f32]) -> Vec<f32> {
-    let n = x.len();
-    b.iter()
-        .enumerate()
-        .map(|(o, &bo)| {
-            bo + w[o * n..(o + 1) * n]
-                .iter()
-                .zip(x)
-                .map(|(a, b)| a * b)
-                .sum::<f32>()
-        })
-        .collect()
-}
-
-fn activate(act: QuantAct, v: &mut [f32]) {
-    for x in v {
-        *x = match act {
-            QuantAct::Sigmoid => 1.0 / (1.0 + (-*x).exp()),
-            QuantAct::Relu => x.max(0.0),
-            QuantAct::Tanh => x.tanh(),
-        };
-    }
-}
-
 impl FloatLeNet<'_> {
     /// Float logits of one image, widening `ranges` (if given) with every
-    /// pre-activation tensor.
+    /// pre-activation tensor: the reference inference
+    /// ([`crate::reference::RefNet::forward`]) with an observer on the
+    /// outputs of its convolutions and linear layers.
     ///
     /// # Panics
     ///
     /// If `image` is not 784 pixels or the parameter count is wrong (checked
     /// by the public entry points).
-    pub fn forward(&self, image: &[u8], mut ranges: Option<&mut Ranges>) -> [f32; 10] {
+    pub fn forward(&self, image: &[u8], ranges: Option<&mut Ranges>) -> [f32; 10] {
         assert_eq!(image.len(), PIXELS);
-        let flat = self.arch.flat();
-        let mut rest = self.params;
-        let mut take = |n: usize| {
-            let (head, tail) = rest.split_at(n);
-            rest = tail;
-            head
-        };
-        let mut observe = |pick: fn(&mut Ranges) -> &mut (f32, f32), v: &[f32]| {
-            if let Some(r) = ranges.as_deref_mut() {
-                Ranges::observe(pick(r), v);
-            }
-        };
-        let max = self.arch != QuantArch::LeNet5;
-        let (c1, c2) = self.arch.channels();
+        let arch = Arch::LeNet(ModelKind::from(self.arch));
+        let net = RefNet::new(arch).expect("the LeNets fit their input");
         let x: Vec<f32> = image
             .iter()
             .map(|&p| (f32::from(p) / 255.0 - self.mean) / self.std)
             .collect();
-        let (w, b) = (take(c1 * 25), take(c1));
-        let (mut y, h, wd) = conv(&x, (1, 28, 28), w, b, 5, self.arch.conv1_padding());
-        observe(|r| &mut r.conv1, &y);
-        activate(self.act, &mut y);
-        let x = pool(&y, (c1, h, wd), max);
-        let (w, b) = (take(c2 * c1 * 25), take(c2));
-        let (mut y, h, wd) = conv(&x, (c1, h / 2, wd / 2), w, b, 5, 0);
-        observe(|r| &mut r.conv2, &y);
-        activate(self.act, &mut y);
-        let x = pool(&y, (c2, h, wd), max);
-        debug_assert_eq!(x.len(), flat);
-        let (w, b) = (take(120 * flat), take(120));
-        let mut y = linear(&x, w, b);
-        observe(|r| &mut r.fc1, &y);
-        activate(self.act, &mut y);
-        let (w, b) = (take(84 * 120), take(84));
-        let mut y = linear(&y, w, b);
-        observe(|r| &mut r.fc2, &y);
-        activate(self.act, &mut y);
-        let (w, b) = (take(10 * 84), take(10));
-        let y = linear(&y, w, b);
-        observe(|r| &mut r.logits, &y);
-        std::array::from_fn(|i| y[i])
+        // The pre-activation tensors in the order of `Ranges`' fields.
+        let mut seen = 0;
+        let mut ranges = ranges;
+        let logits = net.forward(self.params, self.act.into(), &x, |_, layer, y| {
+            if !matches!(layer, Layer::Conv2d { .. } | Layer::Linear { .. }) {
+                return;
+            }
+            if let Some(r) = ranges.as_deref_mut() {
+                let slot = match seen {
+                    0 => &mut r.conv1,
+                    1 => &mut r.conv2,
+                    2 => &mut r.fc1,
+                    3 => &mut r.fc2,
+                    _ => &mut r.logits,
+                };
+                Ranges::observe(slot, y);
+            }
+            seen += 1;
+        });
+        std::array::from_fn(|i| logits[i])
     }
 
     /// Predicted class (first maximum, as `torch.argmax`).

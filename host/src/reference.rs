@@ -31,14 +31,24 @@ use crate::trainer::{
 pub const CHUNK: usize = 16;
 const IMG: usize = 28 * 28;
 
-/// Reference trainer for any [`Arch`].
-pub struct NetReference {
+/// A network resolved for the plain loops of this file: its layers, the
+/// shape before and after each, and where each layer's parameters start.
+/// [`forward`](Self::forward) is the reference inference, with an observer
+/// of every layer's output (int8 calibration reads its ranges there).
+#[derive(Clone, Debug)]
+pub struct RefNet {
     arch: Arch,
     layers: Vec<Layer>,
     /// Input shape of each layer, and the output shape of the last at the end.
     shapes: Vec<Shape3>,
     /// Offset of each layer's weight in `params`.
     offsets: Vec<usize>,
+    num_params: usize,
+}
+
+/// Reference trainer for any [`Arch`].
+pub struct NetReference {
+    net: RefNet,
     act: Activation,
     optimizer: OptimizerConfig,
     dropout_seed: u64,
@@ -62,10 +72,17 @@ pub fn new_reference(cfg: &TrainerConfig, seed: u64) -> Result<Box<dyn Trainer>,
 impl core::fmt::Debug for NetReference {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("NetReference")
-            .field("arch", &self.arch)
+            .field("arch", &self.net.arch)
             .field("step", &self.step)
             .finish_non_exhaustive()
     }
+}
+
+/// The dropout mask of feature `f` at layer `j` of the sample at
+/// `(seed, optimizer step, position in the batch)`.
+fn mask((seed, step, sample): (u64, u64, usize), j: usize, f: usize, s: Shape3, p: f32) -> f32 {
+    let index = (sample * s.len() + f) as u64;
+    dropout::mask(seed, step, j as u32, index, p)
 }
 
 /// What one sample's forward pass keeps for its backward pass.
@@ -76,16 +93,13 @@ struct Tape {
     argmax: Vec<Vec<usize>>,
 }
 
-impl NetReference {
-    /// A reference trainer for `cfg` starting from `params` (flat,
-    /// `state_dict` order).
+impl RefNet {
+    /// Resolves `arch`.
     ///
     /// # Errors
-    /// [`TrainerError::State`] if the network does not fit its input or
-    /// `params` has the wrong length; [`TrainerError::Device`] if the
-    /// threads cannot be started.
-    pub fn new(cfg: &TrainerConfig, params: &[f32]) -> Result<NetReference, TrainerError> {
-        let arch = cfg.arch;
+    /// [`TrainerError::State`] if the network does not fit its input or has
+    /// a layer the plain loops do not run.
+    pub fn new(arch: Arch) -> Result<RefNet, TrainerError> {
         let plan = Plan::new(arch).map_err(|e| TrainerError::State(format!("{arch}: {e}")))?;
         let mut layers = Vec::new();
         let mut shapes = vec![plan.input()];
@@ -112,38 +126,50 @@ impl NetReference {
             // (read only for layers with parameters)
             offsets.push(p.params.as_ref().map_or(0, |r| r.weight.start));
         }
-        let off = plan.num_params();
-        check_state(off, params, &OptimizerState::default())?;
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(cfg.threads)
-            .build()
-            .map_err(|e| TrainerError::Device {
-                device: "cpu-reference",
-                msg: format!("cannot build the thread pool: {e}"),
-            })?;
-        let (m, v) = match cfg.optimizer {
-            OptimizerConfig::Adam { .. } => (vec![0.0; off], vec![0.0; off]),
-            OptimizerConfig::Sgd { .. } => (Vec::new(), Vec::new()),
-        };
-        Ok(NetReference {
+        Ok(RefNet {
             arch,
             layers,
             shapes,
             offsets,
-            act: cfg.act,
-            optimizer: cfg.optimizer,
-            dropout_seed: cfg.dropout_seed,
-            params: params.to_vec(),
-            m,
-            v,
-            step: 0,
-            pool,
+            num_params: plan.num_params(),
         })
     }
 
-    /// Forward pass of one image; `sample` is its position in the batch
-    /// and `train` turns dropout on.
-    fn forward_one(&self, img: &[f32], sample: usize, train: bool) -> Tape {
+    /// Parameters the network takes.
+    pub fn num_params(&self) -> usize {
+        self.num_params
+    }
+
+    /// Inference of one image (`1 x 28 x 28`, normalized) with `params`
+    /// (flat, `state_dict` order): calls `observe(j, layer, output)` after
+    /// each layer `j` of the plan, in order, and returns the logits.
+    ///
+    /// # Panics
+    /// If `img` or `params` has the wrong length.
+    pub fn forward(
+        &self,
+        params: &[f32],
+        act: Activation,
+        img: &[f32],
+        mut observe: impl FnMut(usize, &Layer, &[f32]),
+    ) -> Vec<f32> {
+        assert_eq!(params.len(), self.num_params, "parameter count");
+        let mut tape = self.run(params, act, img, None);
+        for (j, l) in self.layers.iter().enumerate() {
+            observe(j, l, &tape.xs[j + 1]);
+        }
+        tape.xs.pop().unwrap_or_default()
+    }
+
+    /// Forward pass of one image; `dropout` is `(seed, optimizer step, the
+    /// image's position in the batch)` in training, `None` in inference.
+    fn run(
+        &self,
+        params: &[f32],
+        act: Activation,
+        img: &[f32],
+        dropout: Option<(u64, u64, usize)>,
+    ) -> Tape {
         let mut xs = vec![img.to_vec()];
         let mut argmax = Vec::new();
         for (j, l) in self.layers.iter().enumerate() {
@@ -151,7 +177,7 @@ impl NetReference {
             let x = &xs[j];
             let mut y = vec![0.0f32; so.len()];
             let mut am = Vec::new();
-            let p = &self.params[self.offsets[j]..];
+            let p = &params[self.offsets[j]..];
             match *l {
                 Layer::Conv2d {
                     kernel: k,
@@ -242,15 +268,16 @@ impl NetReference {
                 }
                 Layer::Act => {
                     for (yv, &xv) in y.iter_mut().zip(x) {
-                        *yv = self.act.apply(xv);
+                        *yv = act.apply(xv);
                     }
                 }
                 Layer::Dropout { p: prob } => {
                     for (f, (yv, &xv)) in y.iter_mut().zip(x).enumerate() {
-                        *yv = if train {
-                            xv * self.mask(j, sample, f, so, prob)
-                        } else {
-                            xv
+                        *yv = match dropout {
+                            Some((seed, step, sample)) => {
+                                xv * mask((seed, step, sample), j, f, so, prob)
+                            }
+                            None => xv,
                         };
                     }
                 }
@@ -263,22 +290,53 @@ impl NetReference {
         }
         Tape { xs, argmax }
     }
+}
 
-    /// The dropout mask of feature `f` of `sample` at layer `j`.
-    fn mask(&self, j: usize, sample: usize, f: usize, s: Shape3, p: f32) -> f32 {
-        let index = (sample * s.len() + f) as u64;
-        dropout::mask(self.dropout_seed, self.step, j as u32, index, p)
+impl NetReference {
+    /// A reference trainer for `cfg` starting from `params` (flat,
+    /// `state_dict` order).
+    ///
+    /// # Errors
+    /// [`TrainerError::State`] if the network does not fit its input or
+    /// `params` has the wrong length; [`TrainerError::Device`] if the
+    /// threads cannot be started.
+    pub fn new(cfg: &TrainerConfig, params: &[f32]) -> Result<NetReference, TrainerError> {
+        let net = RefNet::new(cfg.arch)?;
+        let off = net.num_params;
+        check_state(off, params, &OptimizerState::default())?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(cfg.threads)
+            .build()
+            .map_err(|e| TrainerError::Device {
+                device: "cpu-reference",
+                msg: format!("cannot build the thread pool: {e}"),
+            })?;
+        let (m, v) = match cfg.optimizer {
+            OptimizerConfig::Adam { .. } => (vec![0.0; off], vec![0.0; off]),
+            OptimizerConfig::Sgd { .. } => (Vec::new(), Vec::new()),
+        };
+        Ok(NetReference {
+            net,
+            act: cfg.act,
+            optimizer: cfg.optimizer,
+            dropout_seed: cfg.dropout_seed,
+            params: params.to_vec(),
+            m,
+            v,
+            step: 0,
+            pool,
+        })
     }
 
     /// Backward pass of one sample from `dy = dL/dlogits`, accumulating
     /// into `grad`.
     fn backward_one(&self, tape: &Tape, sample: usize, mut dy: Vec<f32>, grad: &mut [f32]) {
-        for (j, l) in self.layers.iter().enumerate().rev() {
-            let (si, so) = (self.shapes[j], self.shapes[j + 1]);
+        for (j, l) in self.net.layers.iter().enumerate().rev() {
+            let (si, so) = (self.net.shapes[j], self.net.shapes[j + 1]);
             let (x, y) = (&tape.xs[j], &tape.xs[j + 1]);
             let mut dx = vec![0.0f32; si.len()];
-            let p = &self.params[self.offsets[j]..];
-            let g = &mut grad[self.offsets[j]..];
+            let p = &self.params[self.net.offsets[j]..];
+            let g = &mut grad[self.net.offsets[j]..];
             match *l {
                 Layer::Conv2d {
                     kernel: k,
@@ -364,7 +422,7 @@ impl NetReference {
                 Layer::Dropout { p: prob } => {
                     // dL/dx = dL/dy * mask
                     for (f, (d, &dv)) in dx.iter_mut().zip(&dy).enumerate() {
-                        *d = dv * self.mask(j, sample, f, so, prob);
+                        *d = dv * mask((self.dropout_seed, self.step, sample), j, f, so, prob);
                     }
                 }
                 Layer::Flatten => dx.copy_from_slice(&dy),
@@ -383,8 +441,13 @@ impl NetReference {
         let mut grad = vec![0.0f32; self.params.len()];
         let mut loss = 0.0f64;
         for (k, (img, &t)) in x.chunks_exact(IMG).zip(labels).enumerate() {
-            let tape = self.forward_one(img, first + k, true);
-            let z: [f32; CLASSES] = core::array::from_fn(|j| tape.xs[self.layers.len()][j]);
+            let tape = self.net.run(
+                &self.params,
+                self.act,
+                img,
+                Some((self.dropout_seed, self.step, first + k)),
+            );
+            let z: [f32; CLASSES] = core::array::from_fn(|j| tape.xs[self.net.layers.len()][j]);
             loss += f64::from(cross_entropy(&z, usize::from(t)));
             let mut dz = [0.0f32; CLASSES];
             cross_entropy_backward(&mut dz, &z, usize::from(t), scale);
@@ -479,14 +542,13 @@ impl Trainer for NetReference {
         }
         check_batch(x, n)?;
         let this = &*self;
-        let last = self.layers.len();
+        let last = self.net.layers.len();
         this.pool.install(|| {
             logits
                 .par_chunks_mut(CLASSES)
                 .zip(x.par_chunks(IMG))
-                .enumerate()
-                .for_each(|(i, (out, img))| {
-                    out.copy_from_slice(&this.forward_one(img, i, false).xs[last]);
+                .for_each(|(out, img)| {
+                    out.copy_from_slice(&this.net.run(&this.params, this.act, img, None).xs[last]);
                 });
         });
         Ok(())
