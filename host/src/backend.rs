@@ -351,13 +351,7 @@ mod tests {
         TrainerConfig {
             arch: ModelKind::LeNet5.into(),
             act: Activation::Sigmoid,
-            optimizer: OptimizerConfig::Adam {
-                lr: 1e-3,
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                weight_decay: 0.0,
-            },
+            optimizer: OptimizerConfig::adam(1e-3),
             threads: 1,
             dropout_seed: 0,
         }

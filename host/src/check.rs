@@ -99,16 +99,6 @@ pub struct Outcome {
     pub train: Worst,
 }
 
-const fn adam(lr: f32) -> OptimizerConfig {
-    OptimizerConfig::Adam {
-        lr,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.0,
-    }
-}
-
 const fn sgd(lr: f32, momentum: f32) -> OptimizerConfig {
     OptimizerConfig::Sgd {
         lr,
@@ -281,7 +271,10 @@ pub fn lenet(
         init: state_dict(&format!("{p}/init"))?,
         kept: &same,
         records: &records,
-        optimizers: [("adam", adam(1e-3)), ("sgd", sgd(0.1, 0.9))],
+        optimizers: [
+            ("adam", OptimizerConfig::adam(1e-3)),
+            ("sgd", sgd(0.1, 0.9)),
+        ],
         prefix: p.clone(),
     }
     .run(scope)
@@ -424,7 +417,10 @@ pub fn net(
         init: kept_records(g, &format!("{p}/init"), arch, None)?,
         kept: &keep,
         records: &records,
-        optimizers: [("adam", adam(1e-3)), ("sgd", sgd(NET_SGD_LR, 0.9))],
+        optimizers: [
+            ("adam", OptimizerConfig::adam(1e-3)),
+            ("sgd", sgd(NET_SGD_LR, 0.9)),
+        ],
         prefix: p.clone(),
     }
     .run(scope)

@@ -23,7 +23,7 @@ use lenet_core::resize;
 use rayon::prelude::*;
 
 use crate::trainer::{
-    OptimizerConfig, OptimizerState, Trainer, TrainerConfig, TrainerError, check_state, core_adam,
+    HostState, OptimizerConfig, OptimizerState, Trainer, TrainerConfig, TrainerError, core_adam,
     core_sgd, init_params,
 };
 
@@ -50,12 +50,9 @@ pub struct RefNet {
 pub struct NetReference {
     net: RefNet,
     act: Activation,
-    optimizer: OptimizerConfig,
     dropout_seed: u64,
-    params: Vec<f32>,
-    m: Vec<f32>,
-    v: Vec<f32>,
-    step: u64,
+    /// Parameters and optimizer state.
+    state: HostState,
     pool: rayon::ThreadPool,
 }
 
@@ -73,7 +70,7 @@ impl core::fmt::Debug for NetReference {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("NetReference")
             .field("arch", &self.net.arch)
-            .field("step", &self.step)
+            .field("step", &self.state.step)
             .finish_non_exhaustive()
     }
 }
@@ -302,8 +299,7 @@ impl NetReference {
     /// threads cannot be started.
     pub fn new(cfg: &TrainerConfig, params: &[f32]) -> Result<NetReference, TrainerError> {
         let net = RefNet::new(cfg.arch)?;
-        let off = net.num_params;
-        check_state(off, params, &OptimizerState::default())?;
+        let state = HostState::new(cfg.optimizer, net.num_params, params)?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(cfg.threads)
             .build()
@@ -311,19 +307,11 @@ impl NetReference {
                 device: "cpu-reference",
                 msg: format!("cannot build the thread pool: {e}"),
             })?;
-        let (m, v) = match cfg.optimizer {
-            OptimizerConfig::Adam { .. } => (vec![0.0; off], vec![0.0; off]),
-            OptimizerConfig::Sgd { .. } => (Vec::new(), Vec::new()),
-        };
         Ok(NetReference {
             net,
             act: cfg.act,
-            optimizer: cfg.optimizer,
             dropout_seed: cfg.dropout_seed,
-            params: params.to_vec(),
-            m,
-            v,
-            step: 0,
+            state,
             pool,
         })
     }
@@ -335,7 +323,7 @@ impl NetReference {
             let (si, so) = (self.net.shapes[j], self.net.shapes[j + 1]);
             let (x, y) = (&tape.xs[j], &tape.xs[j + 1]);
             let mut dx = vec![0.0f32; si.len()];
-            let p = &self.params[self.net.offsets[j]..];
+            let p = &self.state.params[self.net.offsets[j]..];
             let g = &mut grad[self.net.offsets[j]..];
             match *l {
                 Layer::Conv2d {
@@ -422,7 +410,8 @@ impl NetReference {
                 Layer::Dropout { p: prob } => {
                     // dL/dx = dL/dy * mask
                     for (f, (d, &dv)) in dx.iter_mut().zip(&dy).enumerate() {
-                        *d = dv * mask((self.dropout_seed, self.step, sample), j, f, so, prob);
+                        *d =
+                            dv * mask((self.dropout_seed, self.state.step, sample), j, f, so, prob);
                     }
                 }
                 Layer::Flatten => dx.copy_from_slice(&dy),
@@ -438,14 +427,14 @@ impl NetReference {
     /// Loss sum and gradient (of the batch-mean loss) of one chunk whose
     /// first sample is `first` in the batch.
     fn chunk_grads(&self, x: &[f32], labels: &[u8], first: usize, scale: f32) -> (f64, Vec<f32>) {
-        let mut grad = vec![0.0f32; self.params.len()];
+        let mut grad = vec![0.0f32; self.state.params.len()];
         let mut loss = 0.0f64;
         for (k, (img, &t)) in x.chunks_exact(IMG).zip(labels).enumerate() {
             let tape = self.net.run(
-                &self.params,
+                &self.state.params,
                 self.act,
                 img,
-                Some((self.dropout_seed, self.step, first + k)),
+                Some((self.dropout_seed, self.state.step, first + k)),
             );
             let z: [f32; CLASSES] = core::array::from_fn(|j| tape.xs[self.net.layers.len()][j]);
             loss += f64::from(cross_entropy(&z, usize::from(t)));
@@ -494,37 +483,38 @@ impl Trainer for NetReference {
                 .collect()
         });
         let mut loss = 0.0;
-        let mut grad = vec![0.0f32; self.params.len()];
+        let mut grad = vec![0.0f32; self.state.params.len()];
         for (l, g) in parts {
             loss += l;
             for (a, b) in grad.iter_mut().zip(&g) {
                 *a += b;
             }
         }
-        self.step += 1;
-        let opt = self.optimizer;
+        self.state.step += 1;
+        let opt = self.state.optimizer;
         match opt {
             OptimizerConfig::Adam { .. } => {
-                let k = core_adam(opt).scalars(self.step);
-                for (((p, &g), m), v) in self
+                let k = core_adam(opt).scalars(self.state.step);
+                let st = &mut self.state;
+                for (((p, &g), m), v) in st
                     .params
                     .iter_mut()
                     .zip(&grad)
-                    .zip(&mut self.m)
-                    .zip(&mut self.v)
+                    .zip(&mut st.m)
+                    .zip(&mut st.v)
                 {
                     k.update(p, g, m, v);
                 }
             }
             OptimizerConfig::Sgd { momentum, .. } => {
                 let sgd = core_sgd(opt);
-                if momentum != 0.0 && self.m.len() != self.params.len() {
-                    self.m = vec![0.0; self.params.len()];
+                if momentum != 0.0 && self.state.m.len() != self.state.params.len() {
+                    self.state.m = vec![0.0; self.state.params.len()];
                 }
-                let first = self.step == 1;
+                let first = self.state.step == 1;
                 let mut unused = 0.0;
-                for (i, (p, &g)) in self.params.iter_mut().zip(&grad).enumerate() {
-                    let buf = match self.m.get_mut(i) {
+                for (i, (p, &g)) in self.state.params.iter_mut().zip(&grad).enumerate() {
+                    let buf = match self.state.m.get_mut(i) {
                         Some(b) => b,
                         None => &mut unused,
                     };
@@ -548,35 +538,27 @@ impl Trainer for NetReference {
                 .par_chunks_mut(CLASSES)
                 .zip(x.par_chunks(IMG))
                 .for_each(|(out, img)| {
-                    out.copy_from_slice(&this.net.run(&this.params, this.act, img, None).xs[last]);
+                    out.copy_from_slice(
+                        &this.net.run(&this.state.params, this.act, img, None).xs[last],
+                    );
                 });
         });
         Ok(())
     }
 
     fn set_lr(&mut self, lr: f32) {
-        match &mut self.optimizer {
-            OptimizerConfig::Adam { lr: l, .. } | OptimizerConfig::Sgd { lr: l, .. } => *l = lr,
-        }
+        self.state.set_lr(lr);
     }
 
     fn params(&mut self) -> Result<Vec<f32>, TrainerError> {
-        Ok(self.params.clone())
+        Ok(self.state.params.clone())
     }
 
     fn optimizer_state(&mut self) -> Result<OptimizerState, TrainerError> {
-        Ok(OptimizerState {
-            step: self.step,
-            m: self.m.clone(),
-            v: self.v.clone(),
-        })
+        Ok(self.state.optimizer_state())
     }
 
     fn load(&mut self, params: &[f32], state: &OptimizerState) -> Result<(), TrainerError> {
-        check_state(self.params.len(), params, state)?;
-        self.params.copy_from_slice(params);
-        let s = state.fitted(self.optimizer, params.len());
-        (self.step, self.m, self.v) = (s.step, s.m, s.v);
-        Ok(())
+        self.state.load(params, state)
     }
 }

@@ -49,6 +49,20 @@ pub enum OptimizerConfig {
     },
 }
 
+impl OptimizerConfig {
+    /// Adam with PyTorch's defaults (betas 0.9 and 0.999, epsilon 1e-8, no
+    /// weight decay) at learning rate `lr`.
+    pub const fn adam(lr: f32) -> OptimizerConfig {
+        OptimizerConfig::Adam {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
+    }
+}
+
 /// lenet-core's Adam with the hyper-parameters of `opt` (learning rate 0
 /// for SGD): its [`Adam::scalars`] and [`AdamScalars::update`] are the one
 /// definition of the update that every back end applies.
@@ -178,6 +192,103 @@ pub fn check_state(n: usize, params: &[f32], state: &OptimizerState) -> Result<(
         }
     }
     Ok(())
+}
+
+/// `n` zeros, or an error naming `what` when the allocation fails (a
+/// network's size comes from the command line or a file).
+///
+/// # Errors
+/// [`TrainerError::Device`] if the memory cannot be had.
+pub fn try_zeros(n: usize, what: &str) -> Result<Vec<f32>, TrainerError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| TrainerError::Device {
+        device: "cpu",
+        msg: format!(
+            "cannot allocate {} for {what} ({n} floats)",
+            crate::backend::human_bytes(n as u64 * 4)
+        ),
+    })?;
+    v.resize(n, 0.0);
+    Ok(v)
+}
+
+/// The parameters and optimizer state of a back end that keeps them in
+/// host memory (the CPU trainer and the reference), with the state methods
+/// of [`Trainer`] they share: the one place where a learning rate is set,
+/// a state is read out, and a saved state is checked and restored.
+#[derive(Clone, Debug)]
+pub struct HostState {
+    /// The optimizer and its current learning rate.
+    pub optimizer: OptimizerConfig,
+    /// Flat parameters, `state_dict` order.
+    pub params: Vec<f32>,
+    /// Adam first moment or SGD momentum buffer (empty until needed).
+    pub m: Vec<f32>,
+    /// Adam second moment (empty for SGD).
+    pub v: Vec<f32>,
+    /// Optimizer steps taken.
+    pub step: u64,
+}
+
+impl HostState {
+    /// `params` with a fresh optimizer state (Adam's moments zeroed).
+    ///
+    /// # Errors
+    /// [`TrainerError::State`] if `params` does not have `n` values,
+    /// [`TrainerError::Device`] if the memory cannot be had.
+    pub fn new(
+        optimizer: OptimizerConfig,
+        n: usize,
+        params: &[f32],
+    ) -> Result<HostState, TrainerError> {
+        check_state(n, params, &OptimizerState::default())?;
+        let (m, v) = match optimizer {
+            OptimizerConfig::Adam { .. } => (
+                try_zeros(n, "the first moment")?,
+                try_zeros(n, "the second moment")?,
+            ),
+            OptimizerConfig::Sgd { .. } => (Vec::new(), Vec::new()),
+        };
+        let mut own = try_zeros(n, "the parameters")?;
+        own.copy_from_slice(params);
+        Ok(HostState {
+            optimizer,
+            params: own,
+            m,
+            v,
+            step: 0,
+        })
+    }
+
+    /// [`Trainer::set_lr`].
+    pub fn set_lr(&mut self, lr: f32) {
+        match &mut self.optimizer {
+            OptimizerConfig::Adam { lr: l, .. } | OptimizerConfig::Sgd { lr: l, .. } => *l = lr,
+        }
+    }
+
+    /// [`Trainer::optimizer_state`].
+    pub fn optimizer_state(&self) -> OptimizerState {
+        OptimizerState {
+            step: self.step,
+            m: self.m.clone(),
+            v: self.v.clone(),
+        }
+    }
+
+    /// [`Trainer::load`]: checks `params` and `state` against this model,
+    /// then restores them ([`OptimizerState::fitted`]); on error nothing
+    /// changes.
+    ///
+    /// # Errors
+    /// As [`check_state`].
+    pub fn load(&mut self, params: &[f32], state: &OptimizerState) -> Result<(), TrainerError> {
+        check_state(self.params.len(), params, state)?;
+        self.params.copy_from_slice(params);
+        let s = state.fitted(self.optimizer, params.len());
+        (self.step, self.m, self.v) = (s.step, s.m, s.v);
+        Ok(())
+    }
 }
 
 /// One epoch's work, drawn by the training loop from its RNG so that every

@@ -130,13 +130,7 @@ pub fn bench_config(kind: ModelKind, act: Activation, threads: usize) -> Trainer
     TrainerConfig {
         arch: kind.into(),
         act,
-        optimizer: OptimizerConfig::Adam {
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-        },
+        optimizer: OptimizerConfig::adam(1e-3),
         threads,
         dropout_seed: 0,
     }

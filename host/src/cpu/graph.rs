@@ -34,7 +34,7 @@ use lenet_core::model::{Arch, CLASSES, Layer, Plan as NetPlan, Shape3};
 use lenet_core::resize;
 
 use super::sgemm::{View, sgemm};
-use crate::trainer::{OptimizerConfig, TrainerError};
+use crate::trainer::{OptimizerConfig, TrainerError, try_zeros};
 
 const IMG: usize = 28 * 28;
 
@@ -395,21 +395,6 @@ pub fn cpu_memory(
             + f * pixels * (batch.max(1000) + 1000),
         process: PROCESS_BYTES,
     })
-}
-
-/// `n` zeros, or an error naming `what` when the allocation fails (a
-/// network's size comes from the command line or a file).
-pub(super) fn try_zeros(n: usize, what: &str) -> Result<Vec<f32>, TrainerError> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| TrainerError::Device {
-        device: "cpu",
-        msg: format!(
-            "cannot allocate {} for {what} ({n} floats)",
-            crate::backend::human_bytes(n as u64 * 4)
-        ),
-    })?;
-    v.resize(n, 0.0);
-    Ok(v)
 }
 
 /// `MemAvailable` of `/proc/meminfo`, in bytes: what the kernel says can be

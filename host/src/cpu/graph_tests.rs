@@ -32,16 +32,6 @@ fn sgd(lr: f32, momentum: f32) -> OptimizerConfig {
     }
 }
 
-fn adam(lr: f32) -> OptimizerConfig {
-    OptimizerConfig::Adam {
-        lr,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.0,
-    }
-}
-
 fn config(
     arch: Arch,
     act: Activation,
@@ -131,7 +121,7 @@ fn generic_trainer_matches_the_reference_on_small_nets() {
 #[test]
 fn adam_and_momentum_steps_with_dropout_match_the_reference() {
     // The VGG head has two dropout layers.
-    for opt in [adam(1e-3), sgd(0.05, 0.9)] {
+    for opt in [OptimizerConfig::adam(1e-3), sgd(0.05, 0.9)] {
         let cfg = config(Arch::Vgg(VGG_32), Activation::Relu, opt, 2);
         let init = init_params(cfg.arch, 4);
         let mut fast = layered(&cfg, &init).unwrap();
@@ -172,7 +162,7 @@ fn adam_and_momentum_steps_with_dropout_match_the_reference() {
 fn thread_counts_agree_and_repeat_bit_for_bit() {
     let arch = Arch::Vgg(VGG_28);
     let run = |threads: usize| {
-        let cfg = config(arch, Activation::Relu, adam(1e-3), threads);
+        let cfg = config(arch, Activation::Relu, OptimizerConfig::adam(1e-3), threads);
         let mut t = layered(&cfg, &init_params(arch, 8)).unwrap();
         let mut losses = Vec::new();
         for step in 0..2 {
@@ -230,7 +220,7 @@ fn lenets_layer_by_layer_match_the_fused_lenet_kernels() {
 
 #[test]
 fn wrong_sizes_are_errors_not_panics() {
-    let cfg = config(Arch::Cnn, Activation::Relu, adam(1e-3), 1);
+    let cfg = config(Arch::Cnn, Activation::Relu, OptimizerConfig::adam(1e-3), 1);
     let short = vec![0.0; Arch::Cnn.num_params() - 1];
     assert!(matches!(layered(&cfg, &short), Err(TrainerError::State(_))));
     assert!(crate::reference::NetReference::new(&cfg, &short).is_err());
@@ -241,7 +231,7 @@ fn wrong_sizes_are_errors_not_panics() {
             ..VGG_28
         }),
         Activation::Relu,
-        adam(1e-3),
+        OptimizerConfig::adam(1e-3),
         1,
     );
     assert!(backend::cpu_trainer(&bad, 0).is_err());

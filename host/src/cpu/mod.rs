@@ -32,10 +32,7 @@ pub mod sgemm;
 #[cfg(test)]
 pub(crate) mod tests;
 
-use crate::trainer::{
-    OptimizerConfig, OptimizerState, Trainer, TrainerConfig, TrainerError, check_state,
-};
-use graph::try_zeros;
+use crate::trainer::{HostState, OptimizerState, Trainer, TrainerConfig, TrainerError, try_zeros};
 pub use lenet::Isa;
 use lenet::{CLASSES, Engine, IMG, Prepared};
 use lenet_core::model::{Arch, ModelKind};
@@ -101,12 +98,8 @@ pub struct CpuTrainer {
     path: Path,
     pool: rayon::ThreadPool,
     threads: usize,
-    params: Vec<f32>,
-    /// Adam first moment or SGD momentum buffer.
-    m: Vec<f32>,
-    /// Adam second moment.
-    v: Vec<f32>,
-    step: u64,
+    /// Parameters and optimizer state.
+    state: HostState,
     /// Per-thread gradients, `threads x num_params`, allocated on first use.
     grads: Vec<Vec<f32>>,
     losses: Vec<f64>,
@@ -120,7 +113,7 @@ impl core::fmt::Debug for CpuTrainer {
             .field("config", &self.config)
             .field("path", &self.path_name())
             .field("threads", &self.threads)
-            .field("step", &self.step)
+            .field("step", &self.state.step)
             .finish_non_exhaustive()
     }
 }
@@ -180,8 +173,7 @@ impl CpuTrainer {
         opts: CpuOptions,
     ) -> Result<CpuTrainer, TrainerError> {
         let plan = graph::Plan::new(config.arch)?;
-        let total = plan.num_params;
-        check_state(total, params, &OptimizerState::default())?;
+        let state = HostState::new(config.optimizer, plan.num_params, params)?;
         let threads = if config.threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -218,24 +210,12 @@ impl CpuTrainer {
                 works: (0..threads).map(|_| graph::Work::default()).collect(),
             },
         };
-        let (m, v) = match config.optimizer {
-            OptimizerConfig::Adam { .. } => (
-                try_zeros(total, "the first moment")?,
-                try_zeros(total, "the second moment")?,
-            ),
-            OptimizerConfig::Sgd { .. } => (Vec::new(), Vec::new()),
-        };
-        let mut own = try_zeros(total, "the parameters")?;
-        own.copy_from_slice(params);
         Ok(CpuTrainer {
             config: config.clone(),
             path,
             pool,
             threads,
-            params: own,
-            m,
-            v,
-            step: 0,
+            state,
             grads: vec![Vec::new(); threads],
             losses: vec![0.0; threads],
             force_blocks: false,
@@ -303,7 +283,7 @@ impl CpuTrainer {
         if let Path::Fused { prep, stale, .. } = &mut self.path
             && *stale
         {
-            prep.update(&self.params);
+            prep.update(&self.state.params);
             *stale = false;
         }
     }
@@ -324,15 +304,15 @@ impl CpuTrainer {
             Path::Layers { .. } => 1,
         };
         let rs = ranges(n, self.threads, block);
-        let total = self.params.len();
+        let total = self.state.params.len();
         for g in &mut self.grads[..rs.len()] {
             if g.len() != total {
                 *g = try_zeros(total, "a thread's gradient")?;
             }
         }
         let scale = 1.0 / n as f32;
-        let (params, act) = (&self.params[..], self.config.act);
-        let (seed, step) = (self.config.dropout_seed, self.step);
+        let (params, act) = (&self.state.params[..], self.config.act);
+        let (seed, step) = (self.config.dropout_seed, self.state.step);
         let out = self.grads.iter_mut().zip(&mut self.losses);
         let mut errs: Vec<Option<TrainerError>> = rs.iter().map(|_| None).collect();
         match &mut self.path {
@@ -398,16 +378,17 @@ impl Trainer for CpuTrainer {
             return Ok(0.0);
         }
         let used = self.backprop(x, labels)?;
-        self.step += 1;
+        let s = &mut self.state;
+        s.step += 1;
         reduce_and_update(
             &self.pool,
             self.threads,
-            self.config.optimizer,
-            self.step,
+            s.optimizer,
+            s.step,
             &self.grads[..used],
-            &mut self.params,
-            &mut self.m,
-            &mut self.v,
+            &mut s.params,
+            &mut s.m,
+            &mut s.v,
         );
         if let Path::Fused { stale, .. } = &mut self.path {
             *stale = true;
@@ -428,7 +409,7 @@ impl Trainer for CpuTrainer {
             return Ok(());
         }
         self.refresh();
-        let params = &self.params[..];
+        let params = &self.state.params[..];
         let act = self.config.act;
         if let Path::Fused {
             isa, prep, engines, ..
@@ -494,31 +475,22 @@ impl Trainer for CpuTrainer {
     }
 
     fn set_lr(&mut self, lr: f32) {
-        match &mut self.config.optimizer {
-            OptimizerConfig::Adam { lr: l, .. } | OptimizerConfig::Sgd { lr: l, .. } => *l = lr,
-        }
+        self.state.set_lr(lr);
     }
 
     fn params(&mut self) -> Result<Vec<f32>, TrainerError> {
-        Ok(self.params.clone())
+        Ok(self.state.params.clone())
     }
 
     fn optimizer_state(&mut self) -> Result<OptimizerState, TrainerError> {
-        Ok(OptimizerState {
-            step: self.step,
-            m: self.m.clone(),
-            v: self.v.clone(),
-        })
+        Ok(self.state.optimizer_state())
     }
 
     fn load(&mut self, params: &[f32], state: &OptimizerState) -> Result<(), TrainerError> {
-        check_state(self.params.len(), params, state)?;
-        self.params.copy_from_slice(params);
+        self.state.load(params, state)?;
         if let Path::Fused { stale, .. } = &mut self.path {
             *stale = true;
         }
-        let s = state.fitted(self.config.optimizer, params.len());
-        (self.step, self.m, self.v) = (s.step, s.m, s.v);
         Ok(())
     }
 }

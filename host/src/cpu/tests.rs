@@ -5,6 +5,7 @@
 use super::bench::{random_data, random_params};
 use super::lenet::Layout;
 use super::*;
+use crate::trainer::OptimizerConfig;
 use lenet_core::activation::Activation;
 
 /// Reference forward and backward of one image; returns logits and the
@@ -398,13 +399,7 @@ fn training_reduces_loss() {
     let params = random_params(kind, 1);
     let (x, labels) = batch(64, 3);
     let mut cfg = config(kind, Activation::Relu, 2);
-    cfg.optimizer = OptimizerConfig::Adam {
-        lr: 3e-3,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.0,
-    };
+    cfg.optimizer = OptimizerConfig::adam(3e-3);
     let mut t = CpuTrainer::new(&cfg, &params).unwrap();
     let first = t.train_batch(&x, &labels).unwrap();
     let mut last = first;
@@ -498,13 +493,7 @@ fn check_against_core<M: lenet_core::model::Model>(
         arch: kind.into(),
         dropout_seed: 0,
         act,
-        optimizer: OptimizerConfig::Adam {
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-        },
+        optimizer: OptimizerConfig::adam(1e-3),
         threads: 2,
     };
     let mut t = CpuTrainer::new(&cfg, &params).unwrap();
