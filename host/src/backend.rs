@@ -5,6 +5,7 @@
 //! the CPU) on a machine without a GPU. `auto` takes CUDA when a CUDA
 //! trainer can run and says why not otherwise.
 
+use crate::progress::human_bytes;
 use crate::trainer::{OptimizerConfig, Trainer, TrainerConfig};
 
 /// Requested device.
@@ -215,16 +216,6 @@ pub fn make_trainer(
 /// Test hook: `LENET_MEM_AVAILABLE=BYTES` replaces `MemAvailable` in
 /// [`check_cpu_memory`], so tests see a refusal on any machine.
 pub const MEM_AVAILABLE_ENV: &str = "LENET_MEM_AVAILABLE";
-
-/// `bytes` in MiB or GiB, for messages.
-pub fn human_bytes(bytes: u64) -> String {
-    let b = bytes as f64;
-    if b >= f64::from(1u32 << 30) {
-        format!("{:.1} GiB", b / f64::from(1u32 << 30))
-    } else {
-        format!("{:.0} MiB", (b / f64::from(1u32 << 20)).ceil())
-    }
-}
 
 /// Refuses, before anything is allocated, a CPU run that needs more than
 /// the memory available (`MemAvailable`): the error gives the need, what

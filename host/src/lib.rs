@@ -18,6 +18,7 @@ pub mod fsutil;
 pub mod golden;
 pub mod gpu;
 pub mod int8;
+pub mod interrupt;
 pub mod modelfile;
 pub mod plots;
 pub mod predict;

@@ -1,5 +1,6 @@
 //! Progress reporting: an `indicatif` bar on a terminal, a few plain lines
-//! otherwise (logs, CI, pipes).
+//! otherwise (logs, CI, pipes); and sizes in the words of messages
+//! ([`human_bytes`]).
 
 use std::io::IsTerminal;
 
@@ -106,5 +107,15 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// `bytes` in MiB or GiB, for messages.
+pub fn human_bytes(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= f64::from(1u32 << 30) {
+        format!("{:.1} GiB", b / f64::from(1u32 << 30))
+    } else {
+        format!("{:.0} MiB", (b / f64::from(1u32 << 20)).ceil())
     }
 }

@@ -205,7 +205,7 @@ pub fn try_zeros(n: usize, what: &str) -> Result<Vec<f32>, TrainerError> {
         device: "cpu",
         msg: format!(
             "cannot allocate {} for {what} ({n} floats)",
-            crate::backend::human_bytes(n as u64 * 4)
+            crate::progress::human_bytes(n as u64 * 4)
         ),
     })?;
     v.resize(n, 0.0);
@@ -363,7 +363,7 @@ pub trait Trainer: Send {
     /// the data on the device and reads the losses back once.
     ///
     /// A back end may stop after any step once a stop is requested
-    /// ([`crate::train::interrupt::requested`], Ctrl-C) and return the
+    /// ([`crate::interrupt::requested`], Ctrl-C) and return the
     /// losses of the steps it took; the training loop checkpoints them.
     /// This default does so; the GPU back end runs its epoch to the end.
     fn train_epoch(
@@ -379,7 +379,7 @@ pub trait Trainer: Send {
             plan.batch(b, &mut x, &mut labels);
             losses.push(self.train_batch(&x, &labels)?);
             progress();
-            if crate::train::interrupt::requested() {
+            if crate::interrupt::requested() {
                 break;
             }
         }
