@@ -21,8 +21,10 @@
 
 use core::arch::asm;
 
+use super::ConvTable;
+use super::dsp::{ssub16, uxtb16, uxtb16_ror8};
+use super::linear::fc_tail;
 use super::packed::*;
-use super::{ConvTable, fc_tail, ssub16, uxtb16, uxtb16_ror8};
 
 /// Input channels of conv2 in one chunk of its input layout (`CH / 2`
 /// words per pixel): 6 (all of them) for `lenet5-max`, 8 (two chunks) for
@@ -44,7 +46,7 @@ pub struct Scratch {
     /// `CH` channels and pixel the channel pairs. Once conv2 has read it,
     /// words 0..60 hold the fc2 input and 60..102 the fc3 input.
     /// // (CHUNKS, 12, 12, CH / 2)
-    pub(crate) x2: [u32; 12 * 12 * C1 / 2],
+    pub(super) x2: [u32; 12 * 12 * C1 / 2],
 }
 
 impl Scratch {
