@@ -152,12 +152,14 @@ pub const MAX_THREADS: usize = 1024;
 impl Default for TrainSettings {
     fn default() -> Self {
         let norm = Normalization::STANDARD;
+        let arch = Arch::LeNet(lenet_core::model::ModelKind::LeNet5);
+        let d = arch.defaults();
         Self {
-            model: "lenet5".into(),
+            model: arch.name().into(),
             net: NetOptions::default(),
-            act: "sigmoid".into(),
+            act: crate::modelfile::act_name(d.act).into(),
             optimizer: "adam".into(),
-            lr: 5e-3,
+            lr: d.lr,
             momentum: 0.9,
             weight_decay: 0.0,
             epochs: DEFAULT_EPOCHS,
@@ -249,6 +251,11 @@ pub enum TrainError {
 }
 
 impl TrainSettings {
+    /// Where a new run writes when not told: `runs/<model>-<act>`.
+    pub fn default_out(&self) -> PathBuf {
+        PathBuf::from(format!("runs/{}-{}", self.model, self.act))
+    }
+
     /// Input normalization.
     pub fn norm(&self) -> Normalization {
         Normalization {
@@ -497,6 +504,16 @@ pub mod files {
     pub const ACCURACY_PNG: &str = "accuracy.png";
     /// Confusion matrix.
     pub const CONFUSION_PNG: &str = "confusion.png";
+
+    /// The model file `p` names: `p` itself, or [`MODEL`] in it when `p`
+    /// is a training output directory.
+    pub fn model_path(p: &std::path::Path) -> std::path::PathBuf {
+        if p.is_dir() {
+            p.join(MODEL)
+        } else {
+            p.to_owned()
+        }
+    }
 }
 
 /// Result of [`train`].
@@ -914,6 +931,39 @@ pub fn resume_settings(
         s.epochs = e;
     }
     Ok((f, s))
+}
+
+/// A resumed run: the checkpoint at `path` and its settings, with the
+/// total `epochs` and the `threads` replaced when given, and a note for
+/// each replacement that makes the run differ from an uninterrupted one.
+///
+/// # Errors
+/// Unreadable or non-checkpoint file.
+pub fn resume_run(
+    path: &Path,
+    epochs: Option<u32>,
+    threads: Option<usize>,
+) -> Result<(ModelFile, TrainSettings, Vec<String>), TrainError> {
+    let (f, mut s) = resume_settings(path, None)?;
+    let mut notes = Vec::new();
+    if let Some(e) = epochs.filter(|&e| e != s.epochs) {
+        if s.schedule != "constant" {
+            notes.push(format!(
+                "note: {e} epochs instead of {}: the {} schedule is stretched from here on, \
+                 so the run differs from an uninterrupted {}-epoch one",
+                s.epochs, s.schedule, s.epochs
+            ));
+        }
+        s.epochs = e;
+    }
+    if let Some(t) = threads.filter(|&t| t != s.threads) {
+        notes.push(format!(
+            "note: {t} threads instead of the checkpoint's {}: not bit-identical to an uninterrupted run",
+            s.threads
+        ));
+        s.threads = t;
+    }
+    Ok((f, s, notes))
 }
 
 /// The checkpoint section of `f` (read from `path`) with its JSON parsed,

@@ -184,11 +184,7 @@ pub struct Family {
 }
 
 const NET_OPTIONS: [NetOption; 4] = NetOption::ALL;
-const ALEX_OPTIONS: [NetOption; 3] = [
-    NetOption::WidthDiv,
-    NetOption::InputSize,
-    NetOption::Hidden,
-];
+const ALEX_OPTIONS: [NetOption; 3] = [NetOption::WidthDiv, NetOption::InputSize, NetOption::Hidden];
 
 /// Every network family, in the order the command line lists them. Each
 /// name and code here is the one written into files, so they never change:
@@ -639,7 +635,10 @@ mod tests {
             // Only the LeNets have an int8 path.
             assert_eq!(f.q8_code.is_some(), f.base.lenet().is_some());
         }
-        assert_eq!(Arch::ALL_NAMES.map(|n| Family::by_name(n).unwrap().name), Arch::ALL_NAMES);
+        assert_eq!(
+            Arch::ALL_NAMES.map(|n| Family::by_name(n).unwrap().name),
+            Arch::ALL_NAMES
+        );
         assert_eq!(Family::by_file_code(6), None);
         assert_eq!(Family::by_q8_code(3), None);
         assert_eq!(Arch::Cnn.defaults().act, Activation::Relu);
