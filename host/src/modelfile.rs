@@ -624,7 +624,7 @@ impl ModelFile {
         b.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
         if v2 {
             let o = NetOptions::of(self.meta.arch);
-            b.push(if matches!(self.meta.arch, Arch::Vgg(_)) {
+            b.push(if self.meta.arch.family().takes(NetOption::Blocks) {
                 o.blocks
             } else {
                 0

@@ -23,7 +23,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use lenet_core::model::Arch;
+use lenet_core::model::{Arch, NetOption};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{CLASSES, Dataset, Normalization, Splits};
@@ -994,17 +994,12 @@ pub fn checkpoint_info(path: &Path, f: &ModelFile) -> Result<CheckpointInfo, Tra
     // Options the network does not have hold their defaults, as a new
     // run writes them.
     let d = crate::modelfile::NetOptions::default();
-    let unused: &[(&str, u32, u32)] = match cfg.arch {
-        Arch::Vgg(_) => &[],
-        Arch::AlexNet(_) => &[("blocks", s.net.blocks.into(), d.blocks.into())],
-        Arch::LeNet(_) | Arch::Cnn => &[
-            ("blocks", s.net.blocks.into(), d.blocks.into()),
-            ("width_div", s.net.width_div.into(), d.width_div.into()),
-            ("input_size", s.net.input_size.into(), d.input_size.into()),
-            ("hidden", s.net.hidden, d.hidden),
-        ],
-    };
-    if let Some((name, v, want)) = unused.iter().find(|(_, v, want)| v != want) {
+    let family = cfg.arch.family();
+    let mut unused = NetOption::ALL
+        .into_iter()
+        .filter(|&o| !family.takes(o))
+        .map(|o| (o.name(), s.net.get(o), d.get(o)));
+    if let Some((name, v, want)) = unused.find(|(_, v, want)| v != want) {
         return Err(bad(format!(
             "settings: net.{name} is {v}, but {} has no such option ({want} expected)",
             s.model

@@ -128,6 +128,17 @@ impl NetOption {
         }
     }
 
+    /// The field name in a checkpoint's settings: `blocks`, `width_div`,
+    /// `input_size`, `hidden`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            NetOption::Blocks => "blocks",
+            NetOption::WidthDiv => "width_div",
+            NetOption::InputSize => "input_size",
+            NetOption::Hidden => "hidden",
+        }
+    }
+
     /// The key of the safetensors metadata: `lenet.blocks`, ...
     pub const fn metadata_key(self) -> &'static str {
         match self {
