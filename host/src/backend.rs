@@ -358,6 +358,30 @@ pub fn reference_trainer(cfg: &TrainerConfig, seed: u64) -> Result<Box<dyn Train
     crate::reference::new_reference(cfg, seed).map_err(|e| BackendError::Cpu(e.to_string()))
 }
 
+/// [`inference_trainer`] for the model `m`, after [`check_cpu_memory`]
+/// for batches of `batch` with `data_images` images held; `what` names the
+/// run in the message (`evaluation`, `prediction`).
+///
+/// # Errors
+/// Not enough memory, or see [`inference_trainer`].
+pub fn model_trainer(
+    m: &crate::modelfile::ModelFile,
+    threads: usize,
+    batch: usize,
+    data_images: usize,
+    what: &str,
+) -> Result<Box<dyn Trainer>, BackendError> {
+    check_cpu_memory(
+        m.meta.arch,
+        crate::cpu::graph::RunKind::Infer,
+        threads,
+        batch,
+        data_images,
+        what,
+    )?;
+    inference_trainer(m.meta.arch, m.meta.act, &m.params, threads)
+}
+
 /// A fast CPU trainer holding `params`, for inference (eval, predict), for
 /// any network (a LeNet `ModelKind` converts into its [`Arch`](lenet_core::model::Arch)).
 ///

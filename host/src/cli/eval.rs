@@ -8,7 +8,6 @@ use clap::Args;
 use super::args::DataArg;
 use super::{check_threads, load_data, load_model};
 use crate::backend;
-use crate::cpu::graph::RunKind;
 use crate::data;
 use crate::eval::evaluate;
 use crate::int8::{head_accuracy, quant_arch, quantize_model, read_head_file, read_q8_of};
@@ -87,15 +86,13 @@ pub(super) fn run(a: EvalArgs) -> Result<()> {
             if a.train_set { "training" } else { "test" }
         );
     }
-    backend::check_cpu_memory(
-        m.meta.arch,
-        RunKind::Infer,
+    let mut t = backend::model_trainer(
+        &m,
         a.threads,
         1000,
         data.train.len() + data.test.len(),
         "evaluation",
     )?;
-    let mut t = backend::inference_trainer(m.meta.arch, m.meta.act, &m.params, a.threads)?;
     let r = evaluate(t.as_mut(), ds, m.meta.norm, 1000)?;
     println!(
         "{} ({} {}) on the {} set",

@@ -8,7 +8,6 @@ use clap::Args;
 use super::args::DataArg;
 use super::{load_data, load_model};
 use crate::backend;
-use crate::cpu::graph::RunKind;
 use crate::predict::{load_image, predict};
 
 /// `host predict`.
@@ -52,15 +51,7 @@ pub(super) fn run(a: PredictArgs) -> Result<()> {
             ));
         }
     }
-    backend::check_cpu_memory(
-        m.meta.arch,
-        RunKind::Infer,
-        0,
-        inputs.len(),
-        0,
-        "prediction",
-    )?;
-    let mut t = backend::inference_trainer(m.meta.arch, m.meta.act, &m.params, 0)?;
+    let mut t = backend::model_trainer(&m, 0, inputs.len(), 0, "prediction")?;
     let preds = predict(t.as_mut(), m.meta.norm, &inputs)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&preds)?);
