@@ -213,6 +213,41 @@ pub fn make_trainer(
     }
 }
 
+/// Whether `dev` runs on the CPU back end (`auto` without a usable CUDA).
+pub fn runs_on_cpu(dev: Device) -> bool {
+    match dev {
+        Device::Cpu => true,
+        Device::Auto => cuda_status().is_err(),
+        Device::CpuReference | Device::Cuda | Device::CudaEmu => false,
+    }
+}
+
+/// The trainer of a training run: [`check_cpu_memory`] first when it runs
+/// on the CPU (batches of `batch`, `data_images` images held), then
+/// [`make_trainer`].
+///
+/// # Errors
+/// Not enough memory, or see [`make_trainer`].
+pub fn training_trainer(
+    device: Device,
+    cfg: &TrainerConfig,
+    batch: usize,
+    data_images: usize,
+    seed: u64,
+) -> Result<(Box<dyn Trainer>, String), BackendError> {
+    if runs_on_cpu(device) {
+        check_cpu_memory(
+            cfg.arch,
+            crate::cpu::graph::RunKind::Train(cfg.optimizer),
+            cfg.threads,
+            batch,
+            data_images,
+            "training",
+        )?;
+    }
+    make_trainer(device, cfg, seed)
+}
+
 /// Test hook: `LENET_MEM_AVAILABLE=BYTES` replaces `MemAvailable` in
 /// [`check_cpu_memory`], so tests see a refusal on any machine.
 pub const MEM_AVAILABLE_ENV: &str = "LENET_MEM_AVAILABLE";
@@ -304,6 +339,30 @@ pub fn cpu_trainer(cfg: &TrainerConfig, seed: u64) -> Result<Box<dyn Trainer>, B
 /// started.
 pub fn reference_trainer(cfg: &TrainerConfig, seed: u64) -> Result<Box<dyn Trainer>, BackendError> {
     crate::reference::new_reference(cfg, seed).map_err(|e| BackendError::Cpu(e.to_string()))
+}
+
+/// [`inference_trainer`] for the model `m`, after [`check_cpu_memory`]
+/// for batches of `batch` with `data_images` images held; `what` names the
+/// run in the message (`evaluation`, `prediction`).
+///
+/// # Errors
+/// Not enough memory, or see [`inference_trainer`].
+pub fn model_trainer(
+    m: &crate::modelfile::ModelFile,
+    threads: usize,
+    batch: usize,
+    data_images: usize,
+    what: &str,
+) -> Result<Box<dyn Trainer>, BackendError> {
+    check_cpu_memory(
+        m.meta.arch,
+        crate::cpu::graph::RunKind::Infer,
+        threads,
+        batch,
+        data_images,
+        what,
+    )?;
+    inference_trainer(m.meta.arch, m.meta.act, &m.params, threads)
 }
 
 /// A fast CPU trainer holding `params`, for inference (eval, predict), for

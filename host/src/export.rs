@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use lenet_core::activation::Activation;
-use lenet_core::model::{Arch, Layer, ModelKind, Plan};
+use lenet_core::model::{Arch, FAMILIES, Family, Layer, NetOption, Plan};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::data::Normalization;
@@ -169,7 +169,10 @@ pub fn to_safetensors(path: &Path, m: &ModelFile) -> Result<Vec<u8>, ExportError
     }
     let mut meta = HashMap::from([
         ("format".to_string(), "pt".to_string()),
-        ("lenet.model".to_string(), m.meta.arch.name().to_string()),
+        (
+            "lenet.model".to_string(),
+            m.meta.arch.family().metadata_name.to_string(),
+        ),
         (
             "lenet.activation".to_string(),
             act_name(m.meta.act).to_string(),
@@ -184,16 +187,8 @@ pub fn to_safetensors(path: &Path, m: &ModelFile) -> Result<Vec<u8>, ExportError
         ),
     ]);
     let o = NetOptions::of(m.meta.arch);
-    match m.meta.arch {
-        Arch::Vgg(_) | Arch::AlexNet(_) => {
-            if matches!(m.meta.arch, Arch::Vgg(_)) {
-                meta.insert("lenet.blocks".into(), o.blocks.to_string());
-            }
-            meta.insert("lenet.width_div".into(), o.width_div.to_string());
-            meta.insert("lenet.input_size".into(), o.input_size.to_string());
-            meta.insert("lenet.hidden".into(), o.hidden.to_string());
-        }
-        Arch::LeNet(_) | Arch::Cnn => {}
+    for &opt in m.meta.arch.family().options {
+        meta.insert(opt.metadata_key().into(), o.get(opt).to_string());
     }
     let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| fmt(e.to_string()))?;
     canonical_header(bytes).map_err(fmt)
@@ -274,6 +269,38 @@ pub fn export_safetensors(path: &Path, m: &ModelFile) -> Result<(), ExportError>
     })
 }
 
+/// The network whose `7.weight` has shape `shape`: how a file without
+/// `lenet.model` metadata (a plain PyTorch `state_dict`) is recognized.
+/// Only the families without options can be told by it; each has its own
+/// shape there.
+///
+/// # Errors
+/// A shape no such family has, naming the ones expected.
+fn shape_family(shape: &[usize]) -> Result<Arch, String> {
+    let plain = FAMILIES.iter().filter(|f| f.options.is_empty());
+    let mut known = Vec::new();
+    for f in plain {
+        let layout = state_dict_layout(f.base);
+        if let Some((_, s)) = layout.iter().find(|(n, _)| n == "7.weight") {
+            if s == shape {
+                return Ok(f.base);
+            }
+            known.push(format!("{s:?}"));
+        }
+    }
+    let last = known.pop().unwrap_or_default();
+    let others: Vec<&str> = FAMILIES
+        .iter()
+        .filter(|f| !f.options.is_empty())
+        .map(|f| f.name)
+        .collect();
+    Err(format!(
+        "has shape {shape:?}, expected {} or {last} (a {} file needs its lenet.* metadata)",
+        known.join(", "),
+        others.join(" or ")
+    ))
+}
+
 /// Parses safetensors bytes holding a LeNet-5 `state_dict`. Kind comes from
 /// the metadata or, failing that, from the shape of `7.weight`; activation
 /// and normalization from the arguments when given, else from the metadata.
@@ -310,23 +337,10 @@ pub fn from_safetensors(
             // Options the named network does not have are refused, as in
             // the model file's header: what the export writes is all there
             // is.
-            let takes: &[&str] = match k.as_str() {
-                "vgg" => &[
-                    "lenet.blocks",
-                    "lenet.width_div",
-                    "lenet.input_size",
-                    "lenet.hidden",
-                ],
-                "alexnet" => &["lenet.width_div", "lenet.input_size", "lenet.hidden"],
-                _ => &[],
-            };
-            for key in [
-                "lenet.blocks",
-                "lenet.width_div",
-                "lenet.input_size",
-                "lenet.hidden",
-            ] {
-                if meta.contains_key(key) && !takes.contains(&key) {
+            let family = Family::by_metadata_name(k);
+            for opt in NetOption::ALL {
+                let key = opt.metadata_key();
+                if meta.contains_key(key) && !family.is_some_and(|f| f.takes(opt)) {
                     return Err(fmt(format!(
                         "{key} is given, but lenet.model `{k}` has no such option"
                     )));
@@ -355,24 +369,14 @@ pub fn from_safetensors(
                 )?,
                 hidden: num("lenet.hidden", d.hidden)?,
             };
-            arch_from(k, o).map_err(|e| fmt(format!("lenet.model `{k}`: {e}")))?
+            arch_from(family.map_or(k.as_str(), |f| f.name), o)
+                .map_err(|e| fmt(format!("lenet.model `{k}`: {e}")))?
         }
         None => {
             let w = st
                 .tensor("7.weight")
                 .map_err(|_| fmt("no tensor `7.weight`".into()))?;
-            match w.shape() {
-                [120, 400] => ModelKind::LeNet5.into(),
-                [120, 256] => ModelKind::LeNet5Max.into(),
-                [120, 512] => ModelKind::LeNet5Wide.into(),
-                [256, 3200] => Arch::Cnn,
-                s => {
-                    return Err(fmt(format!(
-                        "7.weight has shape {s:?}, expected [120, 400], [120, 256], [120, 512] \
-                         or [256, 3200] (a vgg or alexnet file needs its lenet.* metadata)"
-                    )));
-                }
-            }
+            shape_family(w.shape()).map_err(|e| fmt(format!("7.weight {e}")))?
         }
     };
     let act = match (act, meta.get("lenet.activation")) {
@@ -585,6 +589,7 @@ pub fn import_safetensors(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lenet_core::model::ModelKind;
 
     fn model(kind: ModelKind) -> ModelFile {
         ModelFile {

@@ -469,3 +469,149 @@ pub fn predict_with_head(
         None => bail!("head file too short ({} bytes)", head.len()),
     }
 }
+
+/// The int8 architecture of `m` (loaded from `path`), checked before any
+/// slow work starts.
+///
+/// # Errors
+/// A network without an int8 path (only the LeNets have one), naming the
+/// file.
+pub fn quant_arch(path: &Path, m: &crate::modelfile::ModelFile) -> Result<QuantArch> {
+    let kind = m.meta.arch.lenet().with_context(|| {
+        format!(
+            "{}: holds {}; the int8 path is for the LeNet models only",
+            path.display(),
+            m.meta.arch
+        )
+    })?;
+    kind.try_into()
+        .with_context(|| format!("cannot quantize {}", path.display()))
+}
+
+/// The exported `.q8` trunk at `q8`, checked to be the int8 form of the
+/// model `m` loaded from `path`.
+///
+/// # Errors
+/// An unreadable `.q8`, or one of another architecture, naming both files.
+pub fn read_q8_of(
+    q8: &Path,
+    path: &Path,
+    m: &crate::modelfile::ModelFile,
+) -> Result<Box<QuantModel>> {
+    let q = read_q8(q8)?;
+    let want = quant_arch(path, m)?;
+    if q.arch() != want {
+        bail!(
+            "{}: an int8 {:?} trunk, but --model {} holds {} ({} parameters); \
+             give the .q8 exported from that model",
+            q8.display(),
+            q.arch(),
+            path.display(),
+            m.meta.arch,
+            m.params.len()
+        );
+    }
+    Ok(q)
+}
+
+/// Quantizes `m`, calibrating on the first `calibration` images of `train`.
+///
+/// # Errors
+/// No training images, a network without an int8 path, or a failed
+/// calibration.
+pub fn quantize_model(
+    m: &crate::modelfile::ModelFile,
+    calibration: usize,
+    train: &crate::data::Dataset,
+) -> Result<Box<QuantModel>> {
+    let n = calibration.min(train.len());
+    if n == 0 {
+        bail!("no training images to calibrate the int8 ranges on");
+    }
+    quantize(
+        m.meta
+            .arch
+            .lenet()
+            .context("the int8 path is for the LeNet models only")?
+            .try_into()?,
+        m.meta.act.into(),
+        &m.params,
+        &train.images[..n * PIXELS],
+        m.meta.norm.mean,
+        m.meta.norm.std,
+    )
+}
+
+/// The training images to calibrate on: all of `train`, or those of the
+/// classes not in `exclude`.
+///
+/// # Errors
+/// `exclude` leaves no image.
+pub fn calibration_set<'a>(
+    train: &'a crate::data::Dataset,
+    exclude: &[u8],
+) -> Result<std::borrow::Cow<'a, crate::data::Dataset>> {
+    let set = if exclude.is_empty() {
+        std::borrow::Cow::Borrowed(train)
+    } else {
+        let keep: Vec<usize> = (0..train.len())
+            .filter(|&i| !exclude.contains(&train.labels[i]))
+            .collect();
+        std::borrow::Cow::Owned(train.select(&keep))
+    };
+    if set.is_empty() {
+        bail!("--exclude-classes leaves no training image to calibrate on");
+    }
+    Ok(set)
+}
+
+/// A head file learned on a device, with the trunk CRC it must carry.
+pub struct HeadFile {
+    /// The file's bytes.
+    pub bytes: Vec<u8>,
+    /// CRC-32 of the `.q8` trunk it was read against (its last four bytes).
+    pub trunk_crc: u32,
+}
+
+/// Reads the head file `head` up to the largest head file's size (a
+/// longer file is refused by its size, a device after that many bytes, a
+/// FIFO at once) and parses it against the trunk `q` read from `q8`, so a
+/// head with another trunk, parameter count, or a NaN, infinite or huge
+/// value is refused before any data is loaded.
+///
+/// # Errors
+/// Either file unreadable, or a head that does not fit, naming the file.
+pub fn read_head_file(q: &QuantModel, q8: &Path, head: &Path) -> Result<HeadFile> {
+    use lenet_core::head::{Fc23Head, Head, head_file_len};
+    let trunk =
+        crate::fsutil::read_capped(q8, MAX_Q8_LEN).with_context(|| q8.display().to_string())?;
+    let trunk_crc = u32::from_le_bytes(trunk[trunk.len().saturating_sub(4)..].try_into()?);
+    let max = head_file_len(&Fc23Head::ZERO) as u64;
+    let bytes =
+        crate::fsutil::read_capped(head, max).with_context(|| head.display().to_string())?;
+    // Parse it once now (on no images) so every check runs before the data.
+    predict_with_head(q, trunk_crc, &bytes, &[]).with_context(|| head.display().to_string())?;
+    Ok(HeadFile { bytes, trunk_crc })
+}
+
+/// Correct predictions and samples per class of the int8 trunk `q` with
+/// head file `h` (read from `head`) on `ds`.
+///
+/// # Errors
+/// A head that does not fit the trunk, naming the file.
+pub fn head_accuracy(
+    q: &QuantModel,
+    h: &HeadFile,
+    head: &Path,
+    ds: &crate::data::Dataset,
+) -> Result<[Accuracy; crate::data::CLASSES]> {
+    let pred = predict_with_head(q, h.trunk_crc, &h.bytes, &ds.images)
+        .with_context(|| head.display().to_string())?;
+    let mut acc = [Accuracy::default(); crate::data::CLASSES];
+    for (&p, &l) in pred.iter().zip(&ds.labels) {
+        let a = &mut acc[usize::from(l)];
+        a.total += 1;
+        a.correct += usize::from(p == l);
+    }
+    Ok(acc)
+}

@@ -50,7 +50,7 @@
 use std::path::{Path, PathBuf};
 
 use lenet_core::activation::Activation;
-use lenet_core::model::{AlexNetConfig, Arch, ModelKind, VggConfig};
+use lenet_core::model::{AlexNetConfig, Arch, Family, ModelKind, NetOption, VggConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::data::Normalization;
@@ -81,16 +81,9 @@ pub fn expected_params(arch: impl Into<Arch>) -> usize {
     arch.into().num_params()
 }
 
-/// Model code in the file.
+/// Model code in the file (the family's [`Family::file_code`]).
 pub const fn arch_code(arch: Arch) -> u8 {
-    match arch {
-        Arch::LeNet(ModelKind::LeNet5) => 0,
-        Arch::LeNet(ModelKind::LeNet5Max) => 1,
-        Arch::LeNet(ModelKind::LeNet5Wide) => 2,
-        Arch::Cnn => 3,
-        Arch::Vgg(_) => 4,
-        Arch::AlexNet(_) => 5,
-    }
+    arch.family().file_code
 }
 
 /// The options of the networks that have them, as the command line, the
@@ -125,6 +118,16 @@ const MAX_SIDE: u16 = 512;
 const MAX_HIDDEN: u32 = 16_384;
 
 impl NetOptions {
+    /// The value of option `o`.
+    pub fn get(&self, o: NetOption) -> u32 {
+        match o {
+            NetOption::Blocks => self.blocks.into(),
+            NetOption::WidthDiv => self.width_div.into(),
+            NetOption::InputSize => self.input_size.into(),
+            NetOption::Hidden => self.hidden,
+        }
+    }
+
     /// The options of `arch` (defaults for the networks without them).
     pub fn of(arch: Arch) -> NetOptions {
         let d = NetOptions::default();
@@ -154,29 +157,29 @@ impl NetOptions {
 /// An unknown name, an option out of range, or options that give no valid
 /// network (too small an input for the layers), as one line.
 pub fn arch_from(name: &str, o: NetOptions) -> Result<Arch, String> {
-    let arch = match name {
-        "cnn" => Arch::Cnn,
-        "vgg" => Arch::Vgg(VggConfig {
+    let family = Family::by_name(name).ok_or_else(|| {
+        format!(
+            "unknown model `{name}` (one of {})",
+            Arch::ALL_NAMES.join(", ")
+        )
+    })?;
+    let arch = family.with(
+        VggConfig {
             blocks: o.blocks,
             width_div: o.width_div,
             size: o.input_size,
             hidden: o.hidden,
-        }),
-        "alexnet" => Arch::AlexNet(AlexNetConfig {
+        },
+        AlexNetConfig {
             width_div: o.width_div,
             size: o.input_size,
             hidden: o.hidden,
-        }),
-        _ => {
-            return parse_kind(name).map(Arch::LeNet).ok_or_else(|| {
-                format!(
-                    "unknown model `{name}` (one of {})",
-                    Arch::ALL_NAMES.join(", ")
-                )
-            });
-        }
-    };
-    if matches!(arch, Arch::Vgg(_)) && !(1..=5).contains(&o.blocks) {
+        },
+    );
+    if arch.lenet().is_some() {
+        return Ok(arch);
+    }
+    if family.takes(NetOption::Blocks) && !(1..=5).contains(&o.blocks) {
         return Err(format!("vgg blocks {} (1 to 5)", o.blocks));
     }
     if !(1..=64).contains(&o.width_div) {
@@ -202,57 +205,51 @@ pub fn arch_from(name: &str, o: NetOptions) -> Result<Arch, String> {
 /// The network the header `b` (at least `HEADER_LEN_2` bytes for codes 3
 /// to 5) names, or what is wrong with its options.
 fn arch_from_header(b: &[u8]) -> Result<Arch, String> {
-    let kind = match b[12] {
-        0 => ModelKind::LeNet5,
-        1 => ModelKind::LeNet5Max,
-        2 => ModelKind::LeNet5Wide,
-        3..=5 if b.len() >= HEADER_LEN_2 => {
-            let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
-            let o = NetOptions {
-                blocks: b[44],
-                width_div: u16_at(46),
-                input_size: u16_at(48),
-                hidden: u32::from_le_bytes(b[52..56].try_into().expect("4 bytes")),
-            };
-            let name = ["cnn", "vgg", "alexnet"][usize::from(b[12] - 3)];
-            // Options the network does not have must hold what `to_bytes`
-            // writes there: 0 blocks, and the defaults for `cnn`.
-            let d = NetOptions::default();
-            if name != "vgg" && o.blocks != 0 {
-                return Err(format!(
-                    "VGG blocks (byte 44) is {}, but {name} has no blocks (0 expected)",
-                    o.blocks
-                ));
-            }
-            if name == "cnn" {
-                for (field, at, v, want) in [
-                    (
-                        "width divisor",
-                        46,
-                        u32::from(o.width_div),
-                        u32::from(d.width_div),
-                    ),
-                    (
-                        "input side",
-                        48,
-                        u32::from(o.input_size),
-                        u32::from(d.input_size),
-                    ),
-                    ("hidden units", 52, o.hidden, d.hidden),
-                ] {
-                    if v != want {
-                        return Err(format!(
-                            "{field} (byte {at}) is {v}, but cnn has no such option ({want} expected)"
-                        ));
-                    }
-                }
-            }
-            return arch_from(name, o).map_err(|e| format!("{name} options: {e}"));
-        }
-        3..=5 => return Err(format!("model code {} needs a 64-byte header", b[12])),
-        c => return Err(format!("unknown model code {c}")),
+    let family =
+        Family::by_file_code(b[12]).ok_or_else(|| format!("unknown model code {}", b[12]))?;
+    if family.base.lenet().is_some() {
+        return Ok(family.base);
+    }
+    if b.len() < HEADER_LEN_2 {
+        return Err(format!("model code {} needs a 64-byte header", b[12]));
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+    let o = NetOptions {
+        blocks: b[44],
+        width_div: u16_at(46),
+        input_size: u16_at(48),
+        hidden: u32::from_le_bytes(b[52..56].try_into().expect("4 bytes")),
     };
-    Ok(Arch::LeNet(kind))
+    let name = family.name;
+    // Options the network does not have must hold what `to_bytes` writes
+    // there: 0 blocks, and the defaults for the others.
+    let d = NetOptions::default();
+    for opt in NetOption::ALL {
+        if family.takes(opt) {
+            continue;
+        }
+        let (field, at, want) = match opt {
+            NetOption::Blocks => {
+                if o.blocks != 0 {
+                    return Err(format!(
+                        "VGG blocks (byte 44) is {}, but {name} has no blocks (0 expected)",
+                        o.blocks
+                    ));
+                }
+                continue;
+            }
+            NetOption::WidthDiv => ("width divisor", 46, d.get(opt)),
+            NetOption::InputSize => ("input side", 48, d.get(opt)),
+            NetOption::Hidden => ("hidden units", 52, d.get(opt)),
+        };
+        let v = o.get(opt);
+        if v != want {
+            return Err(format!(
+                "{field} (byte {at}) is {v}, but {name} has no such option ({want} expected)"
+            ));
+        }
+    }
+    arch_from(name, o).map_err(|e| format!("{name} options: {e}"))
 }
 
 /// What the header of a model file says, checked.
@@ -327,14 +324,15 @@ impl Header {
                 computed,
             });
         }
-        if b[12] > 5 {
+        let Some(family) = Family::by_file_code(b[12]) else {
             return Err(ModelFileError::Code {
                 path: p(),
                 what: "model",
                 code: b[12],
             });
-        }
-        if (b[12] >= 3) != (version == VERSION_2) {
+        };
+        // Version 1 holds the LeNets, version 2 the networks with options.
+        if family.base.lenet().is_none() != (version == VERSION_2) {
             return Err(invalid(format!(
                 "model code {} in a version {version} file",
                 b[12]
@@ -626,7 +624,7 @@ impl ModelFile {
         b.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
         if v2 {
             let o = NetOptions::of(self.meta.arch);
-            b.push(if matches!(self.meta.arch, Arch::Vgg(_)) {
+            b.push(if self.meta.arch.family().takes(NetOption::Blocks) {
                 o.blocks
             } else {
                 0

@@ -23,12 +23,13 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use lenet_core::model::Arch;
+use lenet_core::model::{Arch, NetOption};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{CLASSES, Dataset, Normalization, Splits};
 use crate::eval::{EvalReport, evaluate};
 use crate::fsutil::write_atomic;
+use crate::interrupt;
 use crate::modelfile::{
     CheckpointState, ModelFile, ModelFileError, ModelMeta, NetOptions, arch_from, parse_act,
 };
@@ -152,12 +153,14 @@ pub const MAX_THREADS: usize = 1024;
 impl Default for TrainSettings {
     fn default() -> Self {
         let norm = Normalization::STANDARD;
+        let arch = Arch::LeNet(lenet_core::model::ModelKind::LeNet5);
+        let d = arch.defaults();
         Self {
-            model: "lenet5".into(),
+            model: arch.name().into(),
             net: NetOptions::default(),
-            act: "sigmoid".into(),
+            act: crate::modelfile::act_name(d.act).into(),
             optimizer: "adam".into(),
-            lr: 5e-3,
+            lr: d.lr,
             momentum: 0.9,
             weight_decay: 0.0,
             epochs: DEFAULT_EPOCHS,
@@ -249,6 +252,11 @@ pub enum TrainError {
 }
 
 impl TrainSettings {
+    /// Where a new run writes when not told: `runs/<model>-<act>`.
+    pub fn default_out(&self) -> PathBuf {
+        PathBuf::from(format!("runs/{}-{}", self.model, self.act))
+    }
+
     /// Input normalization.
     pub fn norm(&self) -> Normalization {
         Normalization {
@@ -429,8 +437,6 @@ pub struct PartialEpoch {
     pub seconds: f64,
 }
 
-pub use crate::interrupt;
-
 /// Output file names inside the output directory.
 pub mod files {
     /// Final weights.
@@ -445,6 +451,16 @@ pub mod files {
     pub const ACCURACY_PNG: &str = "accuracy.png";
     /// Confusion matrix.
     pub const CONFUSION_PNG: &str = "confusion.png";
+
+    /// The model file `p` names: `p` itself, or [`MODEL`] in it when `p`
+    /// is a training output directory.
+    pub fn model_path(p: &std::path::Path) -> std::path::PathBuf {
+        if p.is_dir() {
+            p.join(MODEL)
+        } else {
+            p.to_owned()
+        }
+    }
 }
 
 /// Result of [`train`].
@@ -864,6 +880,39 @@ pub fn resume_settings(
     Ok((f, s))
 }
 
+/// A resumed run: the checkpoint at `path` and its settings, with the
+/// total `epochs` and the `threads` replaced when given, and a note for
+/// each replacement that makes the run differ from an uninterrupted one.
+///
+/// # Errors
+/// Unreadable or non-checkpoint file.
+pub fn resume_run(
+    path: &Path,
+    epochs: Option<u32>,
+    threads: Option<usize>,
+) -> Result<(ModelFile, TrainSettings, Vec<String>), TrainError> {
+    let (f, mut s) = resume_settings(path, None)?;
+    let mut notes = Vec::new();
+    if let Some(e) = epochs.filter(|&e| e != s.epochs) {
+        if s.schedule != "constant" {
+            notes.push(format!(
+                "note: {e} epochs instead of {}: the {} schedule is stretched from here on, \
+                 so the run differs from an uninterrupted {}-epoch one",
+                s.epochs, s.schedule, s.epochs
+            ));
+        }
+        s.epochs = e;
+    }
+    if let Some(t) = threads.filter(|&t| t != s.threads) {
+        notes.push(format!(
+            "note: {t} threads instead of the checkpoint's {}: not bit-identical to an uninterrupted run",
+            s.threads
+        ));
+        s.threads = t;
+    }
+    Ok((f, s, notes))
+}
+
 /// The checkpoint section of `f` (read from `path`) with its JSON parsed,
 /// after checking that everything in it agrees: the settings are valid and
 /// name the model, activation and normalization of the header; the epoch is
@@ -892,17 +941,12 @@ pub fn checkpoint_info(path: &Path, f: &ModelFile) -> Result<CheckpointInfo, Tra
     // Options the network does not have hold their defaults, as a new
     // run writes them.
     let d = crate::modelfile::NetOptions::default();
-    let unused: &[(&str, u32, u32)] = match cfg.arch {
-        Arch::Vgg(_) => &[],
-        Arch::AlexNet(_) => &[("blocks", s.net.blocks.into(), d.blocks.into())],
-        Arch::LeNet(_) | Arch::Cnn => &[
-            ("blocks", s.net.blocks.into(), d.blocks.into()),
-            ("width_div", s.net.width_div.into(), d.width_div.into()),
-            ("input_size", s.net.input_size.into(), d.input_size.into()),
-            ("hidden", s.net.hidden, d.hidden),
-        ],
-    };
-    if let Some((name, v, want)) = unused.iter().find(|(_, v, want)| v != want) {
+    let family = cfg.arch.family();
+    let mut unused = NetOption::ALL
+        .into_iter()
+        .filter(|&o| !family.takes(o))
+        .map(|o| (o.name(), s.net.get(o), d.get(o)));
+    if let Some((name, v, want)) = unused.find(|(_, v, want)| v != want) {
         return Err(bad(format!(
             "settings: net.{name} is {v}, but {} has no such option ({want} expected)",
             s.model

@@ -1,5 +1,5 @@
 //! `host train` stopped by Ctrl-C at exact training steps (through the
-//! `LENET_SIGINT_AT_STEP` hook of `lenet_host::train::interrupt`, which
+//! `LENET_SIGINT_AT_STEP` hook of `lenet_host::interrupt`, which
 //! raises a real SIGINT in the process), then resumed with the command it
 //! prints, must end with the same model, checkpoint, metrics and plots as a
 //! run that was never interrupted, every file byte for byte. The only values
@@ -15,8 +15,9 @@ mod common;
 use common::outputs;
 use lenet_host::data::{Splits, synth};
 use lenet_host::fsutil::CRASH_ENV;
+use lenet_host::interrupt::AT_STEP_ENV;
 use lenet_host::modelfile::ModelFile;
-use lenet_host::train::{CheckpointInfo, files, interrupt::AT_STEP_ENV};
+use lenet_host::train::{CheckpointInfo, files};
 
 /// 600 images in batches of 50: 12 steps an epoch, 36 in the run.
 const STEPS: u64 = 36;

@@ -19,6 +19,7 @@
 
 use super::layers::{INPUT_SHAPE, Layer, Shape3, ShapeError};
 use super::{CLASSES, ModelKind};
+use crate::activation::Activation;
 use crate::init::{Rng, bias_uniform, kaiming_uniform};
 
 /// Longest layer list of any [`Arch`].
@@ -93,6 +94,212 @@ pub enum Arch {
     AlexNet(AlexNetConfig),
 }
 
+/// An option of the larger networks (see [`VggConfig`] and
+/// [`AlexNetConfig`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetOption {
+    /// VGG blocks ([`VggConfig::blocks`]).
+    Blocks,
+    /// Channel divisor ([`VggConfig::width_div`], [`AlexNetConfig::width_div`]).
+    WidthDiv,
+    /// Input side ([`VggConfig::size`], [`AlexNetConfig::size`]).
+    InputSize,
+    /// Hidden dense units ([`VggConfig::hidden`], [`AlexNetConfig::hidden`]).
+    Hidden,
+}
+
+impl NetOption {
+    /// Every option, in the order the command line and the files list them.
+    pub const ALL: [NetOption; 4] = [
+        NetOption::Blocks,
+        NetOption::WidthDiv,
+        NetOption::InputSize,
+        NetOption::Hidden,
+    ];
+
+    /// The command-line flag: `--blocks`, `--width-div`, `--input-size`,
+    /// `--hidden`.
+    pub const fn flag(self) -> &'static str {
+        match self {
+            NetOption::Blocks => "--blocks",
+            NetOption::WidthDiv => "--width-div",
+            NetOption::InputSize => "--input-size",
+            NetOption::Hidden => "--hidden",
+        }
+    }
+
+    /// The field name in a checkpoint's settings: `blocks`, `width_div`,
+    /// `input_size`, `hidden`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            NetOption::Blocks => "blocks",
+            NetOption::WidthDiv => "width_div",
+            NetOption::InputSize => "input_size",
+            NetOption::Hidden => "hidden",
+        }
+    }
+
+    /// The key of the safetensors metadata: `lenet.blocks`, ...
+    pub const fn metadata_key(self) -> &'static str {
+        match self {
+            NetOption::Blocks => "lenet.blocks",
+            NetOption::WidthDiv => "lenet.width_div",
+            NetOption::InputSize => "lenet.input_size",
+            NetOption::Hidden => "lenet.hidden",
+        }
+    }
+}
+
+/// What a network trains with when the command line does not say: the
+/// LeNets as in the original (sigmoid, Adam at 5e-3), the larger networks
+/// as in the course notes (ReLU, Adam at 1e-3).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ArchDefaults {
+    /// Hidden-layer activation.
+    pub act: Activation,
+    /// Peak learning rate.
+    pub lr: f32,
+}
+
+const LENET_DEFAULTS: ArchDefaults = ArchDefaults {
+    act: Activation::Sigmoid,
+    lr: 5e-3,
+};
+const NOTES_DEFAULTS: ArchDefaults = ArchDefaults {
+    act: Activation::Relu,
+    lr: 1e-3,
+};
+
+/// One network family under every name and number it goes by; see
+/// [`FAMILIES`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Family {
+    /// Name on the command line and in a checkpoint's settings.
+    pub name: &'static str,
+    /// Architecture byte of the `.lenet` model file (byte 12).
+    pub file_code: u8,
+    /// Architecture byte of the int8 `.q8` file, for the networks that
+    /// have an int8 path.
+    pub q8_code: Option<u8>,
+    /// Value of `lenet.model` in the safetensors metadata.
+    pub metadata_name: &'static str,
+    /// One line for the command line's list of networks.
+    pub about: &'static str,
+    /// The network with the notes' options (the family's only network
+    /// when it has none).
+    pub base: Arch,
+    /// The options the family takes.
+    pub options: &'static [NetOption],
+    /// Training defaults (see [`Arch::defaults`]).
+    pub defaults: ArchDefaults,
+}
+
+const NET_OPTIONS: [NetOption; 4] = NetOption::ALL;
+const ALEX_OPTIONS: [NetOption; 3] = [NetOption::WidthDiv, NetOption::InputSize, NetOption::Hidden];
+
+/// Every network family, in the order the command line lists them. Each
+/// name and code here is the one written into files, so they never change:
+/// a file written by an earlier version must still load.
+pub const FAMILIES: [Family; 6] = [
+    Family {
+        name: "lenet5",
+        file_code: 0,
+        q8_code: Some(0),
+        metadata_name: "lenet5",
+        about: "Classic LeNet-5: padded first conv, average pooling, 400-input fc1",
+        base: Arch::LeNet(ModelKind::LeNet5),
+        options: &[],
+        defaults: LENET_DEFAULTS,
+    },
+    Family {
+        name: "lenet5-max",
+        file_code: 1,
+        q8_code: Some(1),
+        metadata_name: "lenet5-max",
+        about: "d2l variant: no padding, max pooling, 256-input fc1",
+        base: Arch::LeNet(ModelKind::LeNet5Max),
+        options: &[],
+        defaults: LENET_DEFAULTS,
+    },
+    Family {
+        name: "lenet5-wide",
+        file_code: 2,
+        q8_code: Some(2),
+        metadata_name: "lenet5-wide",
+        about: "d2l variant widened to 16 and 32 channels, 512-input fc1 (85,822 parameters)",
+        base: Arch::LeNet(ModelKind::LeNet5Wide),
+        options: &[],
+        defaults: LENET_DEFAULTS,
+    },
+    Family {
+        name: "cnn",
+        file_code: 3,
+        q8_code: None,
+        metadata_name: "cnn",
+        about: "The notes' 64/128-channel ReLU CNN (896,522 parameters)",
+        base: Arch::Cnn,
+        options: &[],
+        defaults: NOTES_DEFAULTS,
+    },
+    Family {
+        name: "vgg",
+        file_code: 4,
+        q8_code: None,
+        metadata_name: "vgg",
+        about: "The notes' VGG (see --blocks, --width-div, --input-size, --hidden)",
+        base: Arch::Vgg(VggConfig::NOTES),
+        options: &NET_OPTIONS,
+        defaults: NOTES_DEFAULTS,
+    },
+    Family {
+        name: "alexnet",
+        file_code: 5,
+        q8_code: None,
+        metadata_name: "alexnet",
+        about: "The notes' AlexNet (see --width-div, --input-size, --hidden)",
+        base: Arch::AlexNet(AlexNetConfig::NOTES),
+        options: &ALEX_OPTIONS,
+        defaults: NOTES_DEFAULTS,
+    },
+];
+
+impl Family {
+    /// The family named `name` on the command line, or `None`.
+    pub fn by_name(name: &str) -> Option<Family> {
+        FAMILIES.into_iter().find(|f| f.name == name)
+    }
+
+    /// The family of `.lenet` architecture byte `code`, or `None`.
+    pub fn by_file_code(code: u8) -> Option<Family> {
+        FAMILIES.into_iter().find(|f| f.file_code == code)
+    }
+
+    /// The family of `.q8` architecture byte `code`, or `None`.
+    pub fn by_q8_code(code: u8) -> Option<Family> {
+        FAMILIES.into_iter().find(|f| f.q8_code == Some(code))
+    }
+
+    /// The family whose safetensors `lenet.model` is `name`, or `None`.
+    pub fn by_metadata_name(name: &str) -> Option<Family> {
+        FAMILIES.into_iter().find(|f| f.metadata_name == name)
+    }
+
+    /// Whether the family takes option `o`.
+    pub fn takes(&self, o: NetOption) -> bool {
+        self.options.contains(&o)
+    }
+
+    /// The family's network with options `vgg` (for VGG) or `alex` (for
+    /// AlexNet); the other families have one network each.
+    pub const fn with(&self, vgg: VggConfig, alex: AlexNetConfig) -> Arch {
+        match self.base {
+            Arch::Vgg(_) => Arch::Vgg(vgg),
+            Arch::AlexNet(_) => Arch::AlexNet(alex),
+            a => a,
+        }
+    }
+}
+
 const VGG_BLOCKS: [(usize, usize); 5] = [(1, 64), (1, 128), (2, 256), (2, 512), (2, 512)];
 const ALEX_CHANNELS: [usize; 5] = [96, 256, 384, 384, 256];
 
@@ -165,15 +372,16 @@ impl Builder {
 }
 
 impl Arch {
-    /// The course notes' versions of the larger networks, and the LeNets.
-    pub const ALL_NAMES: [&'static str; 6] = [
-        "lenet5",
-        "lenet5-max",
-        "lenet5-wide",
-        "cnn",
-        "vgg",
-        "alexnet",
-    ];
+    /// The name of every family, in [`FAMILIES`] order.
+    pub const ALL_NAMES: [&'static str; 6] = {
+        let mut n = [""; 6];
+        let mut i = 0;
+        while i < n.len() {
+            n[i] = FAMILIES[i].name;
+            i += 1;
+        }
+        n
+    };
 
     /// The network as the layer list of its PyTorch `nn.Sequential`
     /// (hidden activations are [`Layer::Act`]: ReLU for the larger
@@ -303,14 +511,27 @@ impl Arch {
     }
 
     /// Name on the command line and in files: `"lenet5"`, ..., `"cnn"`,
-    /// `"vgg"`, `"alexnet"`.
+    /// `"vgg"`, `"alexnet"` (the family's [`Family::name`]).
     pub const fn name(self) -> &'static str {
-        match self {
-            Arch::LeNet(k) => k.name(),
-            Arch::Cnn => "cnn",
-            Arch::Vgg(_) => "vgg",
-            Arch::AlexNet(_) => "alexnet",
-        }
+        self.family().name
+    }
+
+    /// The network's family: its names and file codes.
+    pub const fn family(self) -> Family {
+        FAMILIES[match self {
+            Arch::LeNet(ModelKind::LeNet5) => 0,
+            Arch::LeNet(ModelKind::LeNet5Max) => 1,
+            Arch::LeNet(ModelKind::LeNet5Wide) => 2,
+            Arch::Cnn => 3,
+            Arch::Vgg(_) => 4,
+            Arch::AlexNet(_) => 5,
+        }]
+    }
+
+    /// What the network trains with unless told otherwise: activation and
+    /// learning rate (see [`ArchDefaults`]).
+    pub const fn defaults(self) -> ArchDefaults {
+        self.family().defaults
     }
 
     /// PyTorch's default initialization of every layer, in list order:
@@ -398,6 +619,41 @@ mod tests {
             assert_eq!(Arch::LeNet(k).num_params(), k.num_params());
             assert_eq!(&Arch::LeNet(k).layers()[..], k.layers());
         }
+    }
+
+    /// The names and codes are what files hold: they never change.
+    #[test]
+    fn the_family_table_keeps_every_name_and_code() {
+        let want = [
+            ("lenet5", 0, Some(0)),
+            ("lenet5-max", 1, Some(1)),
+            ("lenet5-wide", 2, Some(2)),
+            ("cnn", 3, None),
+            ("vgg", 4, None),
+            ("alexnet", 5, None),
+        ];
+        for (f, (name, code, q8)) in FAMILIES.iter().zip(want) {
+            assert_eq!((f.name, f.file_code, f.q8_code), (name, code, q8));
+            assert_eq!(f.metadata_name, name);
+            assert_eq!(f.base.family(), *f);
+            assert_eq!(f.base.name(), name);
+            assert_eq!(Family::by_name(name), Some(*f));
+            assert_eq!(Family::by_file_code(code), Some(*f));
+            assert_eq!(Family::by_metadata_name(name), Some(*f));
+            if let Some(q) = q8 {
+                assert_eq!(Family::by_q8_code(q), Some(*f));
+            }
+            // Only the LeNets have an int8 path.
+            assert_eq!(f.q8_code.is_some(), f.base.lenet().is_some());
+        }
+        assert_eq!(
+            Arch::ALL_NAMES.map(|n| Family::by_name(n).unwrap().name),
+            Arch::ALL_NAMES
+        );
+        assert_eq!(Family::by_file_code(6), None);
+        assert_eq!(Family::by_q8_code(3), None);
+        assert_eq!(Arch::Cnn.defaults().act, Activation::Relu);
+        assert_eq!(Arch::from(ModelKind::LeNet5Wide).defaults().lr, 5e-3);
     }
 
     #[test]

@@ -67,7 +67,9 @@ mod lenet5_max;
 mod lenet_params;
 mod plan;
 
-pub use arch::{AlexNetConfig, Arch, Layers, MAX_LAYERS, VggConfig};
+pub use arch::{
+    AlexNetConfig, Arch, ArchDefaults, FAMILIES, Family, Layers, MAX_LAYERS, NetOption, VggConfig,
+};
 pub use layers::{INPUT_SHAPE, Layer, Shape3, ShapeError};
 pub use plan::{ParamRange, Plan, PlannedLayer, Tensor, TensorKind, TensorName};
 
@@ -138,11 +140,7 @@ impl ModelKind {
     /// Name used on the command line and in files: `"lenet5"`,
     /// `"lenet5-max"` or `"lenet5-wide"`.
     pub const fn name(self) -> &'static str {
-        match self {
-            ModelKind::LeNet5 => "lenet5",
-            ModelKind::LeNet5Max => "lenet5-max",
-            ModelKind::LeNet5Wide => "lenet5-wide",
-        }
+        Arch::LeNet(self).name()
     }
 
     /// The kind with id `id` (1 to 3), or `None`.

@@ -199,23 +199,39 @@ pub enum QuantArch {
 }
 
 impl QuantArch {
-    /// Format byte.
-    pub const fn code(self) -> u8 {
+    /// Every int8 architecture.
+    pub const ALL: [QuantArch; 3] = [Self::LeNet5, Self::LeNet5Max, Self::LeNet5Wide];
+
+    /// The float model kind it quantizes.
+    pub const fn kind(self) -> crate::model::ModelKind {
+        use crate::model::ModelKind;
         match self {
-            Self::LeNet5 => 0,
-            Self::LeNet5Max => 1,
-            Self::LeNet5Wide => 2,
+            Self::LeNet5 => ModelKind::LeNet5,
+            Self::LeNet5Max => ModelKind::LeNet5Max,
+            Self::LeNet5Wide => ModelKind::LeNet5Wide,
+        }
+    }
+
+    /// Format byte: the [`q8_code`](crate::model::Family::q8_code) of the
+    /// network's family.
+    pub const fn code(self) -> u8 {
+        match crate::model::Arch::LeNet(self.kind()).family().q8_code {
+            Some(c) => c,
+            // Every LeNet family has one (checked at compile time below).
+            None => u8::MAX,
         }
     }
 
     /// From the format byte.
     pub const fn from_code(code: u8) -> Option<Self> {
-        match code {
-            0 => Some(Self::LeNet5),
-            1 => Some(Self::LeNet5Max),
-            2 => Some(Self::LeNet5Wide),
-            _ => None,
+        let mut i = 0;
+        while i < Self::ALL.len() {
+            if Self::ALL[i].code() == code {
+                return Some(Self::ALL[i]);
+            }
+            i += 1;
         }
+        None
     }
 
     /// Length of the flattened conv features (fc1 input).
@@ -275,6 +291,20 @@ impl QuantAct {
         }
     }
 }
+
+// Every int8 architecture has a `.q8` code in the family table.
+const _: () = {
+    let mut i = 0;
+    while i < QuantArch::ALL.len() {
+        assert!(
+            crate::model::Arch::LeNet(QuantArch::ALL[i].kind())
+                .family()
+                .q8_code
+                .is_some()
+        );
+        i += 1;
+    }
+};
 
 impl TryFrom<crate::model::ModelKind> for QuantArch {
     type Error = QuantError;

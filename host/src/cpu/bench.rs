@@ -296,3 +296,59 @@ pub fn bench_net(
         infer_gflops: infer_ips * 2.0 * macs / 1e9,
     })
 }
+
+/// [`bench_config`] for any network (the LeNets' settings, `arch` in
+/// place of the kind).
+pub fn bench_trainer_config(
+    arch: lenet_core::model::Arch,
+    act: Activation,
+    threads: usize,
+) -> TrainerConfig {
+    TrainerConfig {
+        arch,
+        ..bench_config(ModelKind::LeNet5, act, threads)
+    }
+}
+
+/// What [`bench_cpu`] measured: [`bench`] for a LeNet, [`bench_net`] for
+/// the others.
+#[derive(Clone, Debug)]
+pub enum CpuBench {
+    /// A LeNet on the CPU trainer.
+    LeNet(BenchReport),
+    /// Another network on the graph trainer.
+    Net(NetBenchReport),
+}
+
+impl core::fmt::Display for CpuBench {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            CpuBench::LeNet(r) => r.fmt(f),
+            CpuBench::Net(r) => r.fmt(f),
+        }
+    }
+}
+
+/// Throughput of `arch` on the CPU back end, batches of `batch`, `time`
+/// per measurement.
+///
+/// # Errors
+/// The trainer cannot be built or fails.
+pub fn bench_cpu(
+    arch: lenet_core::model::Arch,
+    act: Activation,
+    threads: usize,
+    batch: usize,
+    time: Duration,
+) -> anyhow::Result<CpuBench> {
+    Ok(match arch.lenet() {
+        Some(kind) => CpuBench::LeNet(bench(&BenchConfig {
+            kind,
+            act,
+            threads,
+            batch,
+            time,
+        })?),
+        None => CpuBench::Net(bench_net(arch, act, threads, batch, time)?),
+    })
+}
