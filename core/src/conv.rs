@@ -475,59 +475,34 @@ pub fn conv2d_backward<
 mod tests {
     use super::*;
 
-    /// Tiny deterministic PRNG (SplitMix64) so the tests need nothing else.
-    struct TestRng(u64);
+    use crate::testing::{TestRng, arange, assert_close, dot, numeric_grad};
 
-    impl TestRng {
-        fn next_u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-
-        /// Uniform in [-1, 1).
-        fn next_f32(&mut self) -> f32 {
-            (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        }
-
-        fn fill(&mut self, s: &mut [f32]) {
-            for v in s {
-                *v = self.next_f32();
-            }
-        }
-    }
-
-    /// Central differences `(L(p + eps) - L(p - eps)) / (2 eps)` for each of
-    /// `n` parameters; `loss(j, d)` evaluates `L` with parameter `j` moved by `d`.
-    fn numeric_grad(n: usize, loss: impl Fn(usize, f32) -> f64) -> Vec<f32> {
-        const EPS: f32 = 1e-2;
-        (0..n)
-            .map(|j| ((loss(j, EPS) - loss(j, -EPS)) / (2.0 * f64::from(EPS))) as f32)
-            .collect()
-    }
-
-    fn arange<const H: usize, const W: usize>(start: f32) -> [[f32; W]; H] {
-        core::array::from_fn(|r| core::array::from_fn(|c| start + (r * W + c) as f32))
-    }
-
-    fn assert_close(got: &[f32], want: &[f32], atol: f32, rtol: f32) {
-        assert_eq!(got.len(), want.len());
-        let mut worst = (0usize, 0.0f32);
-        for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            let excess = (g - w).abs() - (atol + rtol * w.abs());
-            if excess.is_nan() || excess > worst.1 {
-                worst = (i, excess);
-            }
-        }
-        let i = worst.0;
-        assert!(
-            worst.1 <= 0.0,
-            "element {i}: got {}, want {} (atol {atol}, rtol {rtol})",
-            got[i],
-            want[i]
-        );
+    /// Random input, weights and bias for a convolution, drawn in that order
+    /// from `seed`; the generator comes back for whatever the test draws next.
+    #[allow(clippy::type_complexity)]
+    fn random_conv<
+        const CI: usize,
+        const CO: usize,
+        const H: usize,
+        const W: usize,
+        const KH: usize,
+        const KW: usize,
+    >(
+        seed: u64,
+    ) -> (
+        TestRng,
+        [[[f32; W]; H]; CI],
+        [[[[f32; KW]; KH]; CI]; CO],
+        [f32; CO],
+    ) {
+        let mut rng = TestRng(seed);
+        let mut x = [[[0.0f32; W]; H]; CI];
+        let mut w = [[[[0.0f32; KW]; KH]; CI]; CO];
+        let mut b = [0.0f32; CO];
+        rng.fill(x.as_flattened_mut().as_flattened_mut());
+        rng.fill(w.as_flattened_mut().as_flattened_mut().as_flattened_mut());
+        rng.fill(&mut b);
+        (rng, x, w, b)
     }
 
     /// The edge-detection input from the course: 6x8 ones, columns 2..6 zero.
@@ -682,13 +657,7 @@ mod tests {
     >(
         seed: u64,
     ) {
-        let mut rng = TestRng(seed);
-        let mut x = [[[0.0f32; W]; H]; CI];
-        let mut w = [[[[0.0f32; KW]; KH]; CI]; CO];
-        let mut b = [0.0f32; CO];
-        rng.fill(x.as_flattened_mut().as_flattened_mut());
-        rng.fill(w.as_flattened_mut().as_flattened_mut().as_flattened_mut());
-        rng.fill(&mut b);
+        let (_, x, w, b) = random_conv::<CI, CO, H, W, KH, KW>(seed);
         let mut y = [[[f32::NAN; OW]; OH]; CO];
         conv2d(
             &mut y,
@@ -739,25 +708,17 @@ mod tests {
     >(
         seed: u64,
     ) {
-        let mut rng = TestRng(seed);
-        let mut x = [[[0.0f32; W]; H]; CI];
-        let mut w = [[[[0.0f32; KW]; KH]; CI]; CO];
-        let mut b = [0.0f32; CO];
+        let (mut rng, x, w, b) = random_conv::<CI, CO, H, W, KH, KW>(seed);
         let mut g = [[[0.0f32; OW]; OH]; CO];
-        rng.fill(x.as_flattened_mut().as_flattened_mut());
-        rng.fill(w.as_flattened_mut().as_flattened_mut().as_flattened_mut());
-        rng.fill(&mut b);
         rng.fill(g.as_flattened_mut().as_flattened_mut());
 
         let loss = |x: &[[[f32; W]; H]; CI], w: &[[[[f32; KW]; KH]; CI]; CO], b: &[f32; CO]| {
             let mut y = [[[0.0f32; OW]; OH]; CO];
             conv2d(&mut y, x, w, Some(b), Padding::<PH, PW>, Stride::<SH, SW>);
-            let y = y.as_flattened().as_flattened();
-            let g = g.as_flattened().as_flattened();
-            y.iter()
-                .zip(g)
-                .map(|(&y, &g)| f64::from(y) * f64::from(g))
-                .sum::<f64>()
+            dot(
+                y.as_flattened().as_flattened(),
+                g.as_flattened().as_flattened(),
+            )
         };
 
         let mut dx = [[[0.0f32; W]; H]; CI];
@@ -822,11 +783,7 @@ mod tests {
         let loss = |x: &[[f32; 7]; 6], k: &[[f32; 2]; 3]| {
             let mut y = [[0.0f32; 5]; 3];
             corr2d(&mut y, x, k, Padding::<1, 2>, Stride::<2, 2>);
-            y.as_flattened()
-                .iter()
-                .zip(g.as_flattened())
-                .map(|(&y, &g)| f64::from(y) * f64::from(g))
-                .sum::<f64>()
+            dot(y.as_flattened(), g.as_flattened())
         };
         let mut dx = [[0.0f32; 7]; 6];
         let mut dk = [[0.0f32; 2]; 3];
