@@ -12,7 +12,7 @@
 //! - `PH`, `PW`: padding added above and below, left and right;
 //! - `SH`, `SW`: stride between output rows, between output columns;
 //! - `OH`, `OW`: output rows and columns, floor mode:
-//!   `OH = floor((H + 2*PH - KH) / SH) + 1` (see [`out_size`]), checked at
+//!   `OH = floor((H + 2*PH - KH) / SH) + 1` (see [`out_size`](crate::out_size)), checked at
 //!   compile time.
 //!
 //! Shapes: input `x` is `(C, H, W)`, output `y` is `(C, OH, OW)`. As in
@@ -25,7 +25,7 @@
 //! those.
 
 use crate::conv::taps;
-use crate::shape::{Padding, Stride, Window, out_size};
+use crate::shape::{Padding, Stride, Window, check_out_size};
 
 /// Max pooling; overwrites `y` and records in `argmax` where each maximum
 /// came from, for [`max_pool2d_backward`].
@@ -300,19 +300,11 @@ const fn check_geometry(
 ) {
     assert!(h > 0 && w > 0, "input must not be empty");
     assert!(kh > 0 && kw > 0, "window must not be empty");
-    assert!(sh > 0 && sw > 0, "stride must be at least 1");
     assert!(
         ph <= kh / 2 && pw <= kw / 2,
         "padding must be at most half the window"
     );
-    assert!(
-        oh == out_size(h, kh, ph, sh),
-        "OH != floor((H + 2*PH - KH) / SH) + 1"
-    );
-    assert!(
-        ow == out_size(w, kw, pw, sw),
-        "OW != floor((W + 2*PW - KW) / SW) + 1"
-    );
+    check_out_size(h, w, kh, kw, ph, pw, sh, sw, oh, ow);
 }
 
 #[cfg(test)]
