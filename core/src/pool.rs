@@ -78,7 +78,8 @@ pub fn max_pool2d<
 ) {
     const {
         assert!(H * W <= 1 << 16, "H * W must fit the u16 argmax");
-        check_geometry(H, W, KH, KW, PH, PW, SH, SW, OH, OW);
+        check_window((H, W), (KH, KW), (PH, PW));
+        check_out_size(H, W, KH, KW, PH, PW, SH, SW, OH, OW);
     }
     for ((yc, ac), xc) in y.iter_mut().zip(argmax.iter_mut()).zip(x) {
         for (oy, (yr, ar)) in yc.iter_mut().zip(ac.iter_mut()).enumerate() {
@@ -203,7 +204,10 @@ pub fn avg_pool2d<
     _pad: Padding<PH, PW>,
     _stride: Stride<SH, SW>,
 ) {
-    const { check_geometry(H, W, KH, KW, PH, PW, SH, SW, OH, OW) };
+    const {
+        check_window((H, W), (KH, KW), (PH, PW));
+        check_out_size(H, W, KH, KW, PH, PW, SH, SW, OH, OW);
+    }
     let divisor = (KH * KW) as f32;
     for (yc, xc) in y.iter_mut().zip(x) {
         for (oy, yr) in yc.iter_mut().enumerate() {
@@ -263,7 +267,10 @@ pub fn avg_pool2d_backward<
     _pad: Padding<PH, PW>,
     _stride: Stride<SH, SW>,
 ) {
-    const { check_geometry(H, W, KH, KW, PH, PW, SH, SW, OH, OW) };
+    const {
+        check_window((H, W), (KH, KW), (PH, PW));
+        check_out_size(H, W, KH, KW, PH, PW, SH, SW, OH, OW);
+    }
     let divisor = (KH * KW) as f32;
     // dL/dx[c][a][b] = sum over the windows (r, s) that cover x[c][a][b]
     //                  of dy[c][r][s] / (KH*KW)
@@ -283,28 +290,16 @@ pub fn avg_pool2d_backward<
     }
 }
 
-/// Compile-time checks shared by the pooling operators; panics (a compile
-/// error inside `const { }`) when the geometry is not one PyTorch accepts.
-#[allow(clippy::too_many_arguments)]
-const fn check_geometry(
-    h: usize,
-    w: usize,
-    kh: usize,
-    kw: usize,
-    ph: usize,
-    pw: usize,
-    sh: usize,
-    sw: usize,
-    oh: usize,
-    ow: usize,
-) {
+/// The compile-time checks pooling adds to [`check_out_size`]: a non-empty
+/// input `(H, W)` and window `(KH, KW)`, and padding `(PH, PW)` at most half
+/// the window, as PyTorch requires. A failure is a compile error.
+const fn check_window((h, w): (usize, usize), (kh, kw): (usize, usize), (ph, pw): (usize, usize)) {
     assert!(h > 0 && w > 0, "input must not be empty");
     assert!(kh > 0 && kw > 0, "window must not be empty");
     assert!(
         ph <= kh / 2 && pw <= kw / 2,
         "padding must be at most half the window"
     );
-    check_out_size(h, w, kh, kw, ph, pw, sh, sw, oh, ow);
 }
 
 #[cfg(test)]
