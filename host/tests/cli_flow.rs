@@ -7,8 +7,11 @@ use std::path::Path;
 use clap::Parser;
 use image::{GrayImage, Luma};
 use lenet_host::cli::{Cli, run};
-use lenet_host::data::{Splits, synth};
 use lenet_host::modelfile::ModelFile;
+
+mod common;
+
+use common::toy_dataset;
 
 fn host(args: &[&str]) -> anyhow::Result<()> {
     let mut v = vec!["host"];
@@ -23,16 +26,7 @@ fn s(p: &Path) -> &str {
 #[test]
 fn train_resume_eval_predict_export_import() {
     let d = tempfile::tempdir().unwrap();
-    let data = d.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    synth::write_idx_dir(
-        &data,
-        &Splits {
-            train: synth::toy(300, 1),
-            test: synth::toy(100, 2),
-        },
-        true,
-    );
+    let data = toy_dataset(d.path(), 300, 100, true);
     let out = d.path().join("run");
     let common = [
         "--data",
@@ -181,23 +175,19 @@ fn train_resume_eval_predict_export_import() {
     .unwrap();
     assert!(host(&["bench", "--seconds", "0"]).is_err());
 
-    // Clear errors, no panics.
-    let e = host(&[
-        "eval",
-        "--model",
-        s(&d.path().join("nope.lenet")),
-        "--data",
-        s(&data),
-    ])
-    .unwrap_err();
-    assert!(format!("{e:#}").contains("nope.lenet"), "{e:#}");
-    let e = host(&[
-        "train",
-        "--data",
-        s(&d.path().join("missing")),
-        "--out",
-        s(&out),
-    ])
-    .unwrap_err();
-    assert!(format!("{e:#}").contains("missing"), "{e:#}");
+    // Clear errors, no panics: each names the path it could not use.
+    let (nope, missing) = (d.path().join("nope.lenet"), d.path().join("missing"));
+    for (args, path) in [
+        (
+            ["eval", "--model", s(&nope), "--data", s(&data)],
+            "nope.lenet",
+        ),
+        (
+            ["train", "--data", s(&missing), "--out", s(&out)],
+            "missing",
+        ),
+    ] {
+        let e = host(&args).unwrap_err();
+        assert!(format!("{e:#}").contains(path), "{e:#}");
+    }
 }

@@ -12,8 +12,7 @@ use std::process::{Command, Output};
 
 mod common;
 
-use common::outputs;
-use lenet_host::data::{Splits, synth};
+use common::{outputs, toy_dataset};
 use lenet_host::fsutil::CRASH_ENV;
 use lenet_host::modelfile::ModelFile;
 use lenet_host::train::{CheckpointInfo, files, interrupt::AT_STEP_ENV};
@@ -37,29 +36,11 @@ fn host_at(args: &[&str], at_step: Option<String>) -> Output {
     c.output().expect("run host")
 }
 
+/// The resume tests' run (`common::train_args`) with augmentation on.
 fn train_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
-    vec![
-        "train",
-        "--data",
-        data,
-        "--out",
-        out,
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
-        "--model",
-        "lenet5-max",
-        "--act",
-        "relu",
-        "--lr",
-        "3e-3",
-        "--batch-size",
-        "50",
-        "--epochs",
-        "3",
-        "--augment",
-    ]
+    let mut args = common::train_args(data, out);
+    args.push("--augment");
+    args
 }
 
 /// The resume command printed on stderr, split into its arguments (the
@@ -77,16 +58,7 @@ fn resume_command(stderr: &str) -> Vec<String> {
 #[test]
 fn ctrl_c_at_any_step_then_resume_equals_an_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    synth::write_idx_dir(
-        &data,
-        &Splits {
-            train: synth::toy(600, 1),
-            test: synth::toy(200, 2),
-        },
-        false,
-    );
+    let data = toy_dataset(tmp.path(), 600, 200, false);
     let data_s = data.to_str().unwrap();
     let reference = tmp.path().join("reference");
     let ref_s = reference.to_str().unwrap();
@@ -188,16 +160,7 @@ fn ctrl_c_at_any_step_then_resume_equals_an_uninterrupted_run() {
 #[test]
 fn a_second_ctrl_c_stops_at_once() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    synth::write_idx_dir(
-        &data,
-        &Splits {
-            train: synth::toy(600, 1),
-            test: synth::toy(200, 2),
-        },
-        false,
-    );
+    let data = toy_dataset(tmp.path(), 600, 200, false);
     let out = tmp.path().join("run");
     let o = host_at(
         &train_args(data.to_str().unwrap(), out.to_str().unwrap()),

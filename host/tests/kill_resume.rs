@@ -12,8 +12,7 @@ use std::process::{Command, Output};
 
 mod common;
 
-use common::outputs;
-use lenet_host::data::{Splits, synth};
+use common::{outputs, toy_dataset, train_args};
 use lenet_host::fsutil::CRASH_ENV;
 use lenet_host::train::files;
 
@@ -28,43 +27,10 @@ fn host(args: &[&str], crash: Option<&str>) -> Output {
     c.output().expect("run host")
 }
 
-fn train_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
-    vec![
-        "train",
-        "--data",
-        data,
-        "--out",
-        out,
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
-        "--model",
-        "lenet5-max",
-        "--act",
-        "relu",
-        "--lr",
-        "3e-3",
-        "--batch-size",
-        "50",
-        "--epochs",
-        "3",
-    ]
-}
-
 #[test]
 fn killed_at_every_write_point_then_resumed_equals_an_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    synth::write_idx_dir(
-        &data,
-        &Splits {
-            train: synth::toy(600, 1),
-            test: synth::toy(200, 2),
-        },
-        false,
-    );
+    let data = toy_dataset(tmp.path(), 600, 200, false);
     let data_s = data.to_str().unwrap();
     let reference: PathBuf = tmp.path().join("reference");
     let ref_s = reference.to_str().unwrap();

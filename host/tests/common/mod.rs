@@ -1,11 +1,54 @@
-//! What the resume tests (`kill_resume.rs`, `interrupt_resume.rs`) share:
-//! a run's output files, read for a byte-for-byte comparison with the
-//! wall-clock values masked.
+//! What the tests that run whole trainings share: a synthetic dataset on
+//! disk, the short training run the resume tests (`kill_resume.rs`,
+//! `interrupt_resume.rs`) repeat, and a run's output files, read for a
+//! byte-for-byte comparison with the wall-clock values masked.
+// Each test binary compiles this module and uses part of it.
+#![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use lenet_host::data::{Splits, synth};
 use lenet_host::modelfile::ModelFile;
 use lenet_host::train::files;
+
+/// `root/data`, an IDX dataset (gzipped with `gzip`) of `train` and `test`
+/// synthetic images drawn with seeds 1 and 2.
+pub fn toy_dataset(root: &Path, train: usize, test: usize, gzip: bool) -> PathBuf {
+    let data = root.join("data");
+    std::fs::create_dir(&data).unwrap();
+    let splits = Splits {
+        train: synth::toy(train, 1),
+        test: synth::toy(test, 2),
+    };
+    synth::write_idx_dir(&data, &splits, gzip);
+    data
+}
+
+/// `host train` arguments for the resume tests' run: LeNet-5 (max) with
+/// ReLU on one CPU thread, 3 epochs of batches of 50.
+pub fn train_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--model",
+        "lenet5-max",
+        "--act",
+        "relu",
+        "--lr",
+        "3e-3",
+        "--batch-size",
+        "50",
+        "--epochs",
+        "3",
+    ]
+}
 
 /// `json` with the values of the wall-clock fields (`seconds`,
 /// `images_per_sec`) replaced by `0`, as text: nothing else is parsed or
