@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 
 mod common;
 
-use common::{outputs, toy_dataset};
+use common::{assert_same_run, finished_run, toy_dataset};
 use lenet_host::fsutil::CRASH_ENV;
 use lenet_host::modelfile::ModelFile;
 use lenet_host::train::{CheckpointInfo, files, interrupt::AT_STEP_ENV};
@@ -63,13 +63,7 @@ fn ctrl_c_at_any_step_then_resume_equals_an_uninterrupted_run() {
     let reference = tmp.path().join("reference");
     let ref_s = reference.to_str().unwrap();
     let o = host(&train_args(data_s, ref_s), None);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let ref_line = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .last()
-        .unwrap()
-        .replace(ref_s, "OUT");
-    let want = outputs(&reference);
+    let (want, ref_line) = finished_run(&reference, &o);
 
     // Steps inside the first epoch, at its end, inside later epochs, and
     // the very last one (the run then finishes normally). A second number
@@ -140,18 +134,7 @@ fn ctrl_c_at_any_step_then_resume_equals_an_uninterrupted_run() {
             "step {k}: resume failed after {stops} stops: {}",
             String::from_utf8_lossy(&o.stderr)
         );
-        let got = outputs(&out);
-        let names = |v: &[(String, Vec<u8>)]| v.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
-        assert_eq!(names(&got), names(&want), "step {k}: files");
-        for ((n, a), (_, b)) in got.iter().zip(&want) {
-            assert!(a == b, "step {k}: {n} differs from the uninterrupted run");
-        }
-        let line = String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .last()
-            .unwrap()
-            .replace(out_s, "OUT");
-        assert_eq!(line, ref_line, "step {k}: reported result");
+        assert_same_run(&format!("step {k}"), &out, &o, &want, &ref_line);
     }
 }
 

@@ -12,7 +12,9 @@ use std::process::{Command, Output};
 
 mod common;
 
-use common::{outputs, toy_dataset, train_args};
+use common::{
+    RUN_FILES, assert_same_run, finished_run, last_line, outputs, toy_dataset, train_args,
+};
 use lenet_host::fsutil::CRASH_ENV;
 use lenet_host::train::files;
 
@@ -35,21 +37,8 @@ fn killed_at_every_write_point_then_resumed_equals_an_uninterrupted_run() {
     let reference: PathBuf = tmp.path().join("reference");
     let ref_s = reference.to_str().unwrap();
     let o = host(&train_args(data_s, ref_s), None);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let ref_line = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .last()
-        .unwrap()
-        .replace(ref_s, "OUT");
-    let want = outputs(&reference);
-    let mut every = [
-        files::MODEL,
-        files::CHECKPOINT,
-        files::METRICS,
-        files::LOSS_PNG,
-        files::ACCURACY_PNG,
-        files::CONFUSION_PNG,
-    ];
+    let (want, ref_line) = finished_run(&reference, &o);
+    let mut every = RUN_FILES;
     every.sort();
     assert_eq!(
         want.iter().map(|w| w.0.as_str()).collect::<Vec<_>>(),
@@ -106,22 +95,7 @@ fn killed_at_every_write_point_then_resumed_equals_an_uninterrupted_run() {
             "{point}: resume failed: {}",
             String::from_utf8_lossy(&o.stderr)
         );
-        let got = outputs(&out);
-        let names = |v: &[(String, Vec<u8>)]| v.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
-        assert_eq!(
-            names(&got),
-            names(&want),
-            "{point}: files (stale temporaries?)"
-        );
-        for ((n, a), (_, b)) in got.iter().zip(&want) {
-            assert!(a == b, "{point}: {n} differs from the uninterrupted run");
-        }
-        let line = String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .last()
-            .unwrap()
-            .replace(out_s, "OUT");
-        assert_eq!(line, ref_line, "{point}: reported result");
+        assert_same_run(&point.to_string(), &out, &o, &want, &ref_line);
         survived += 1;
     }
     eprintln!("kill points survived: {survived} of {}", points.len());
@@ -133,11 +107,6 @@ fn killed_at_every_write_point_then_resumed_equals_an_uninterrupted_run() {
         None,
     );
     assert!(o.status.success());
-    let line = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .last()
-        .unwrap()
-        .replace(ref_s, "OUT");
-    assert_eq!(line, ref_line);
+    assert_eq!(last_line(&o, ref_s), ref_line);
     assert!(outputs(&reference) == want);
 }
