@@ -63,14 +63,15 @@ fn train_resume_eval_predict_export_import() {
     let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), 4, "3 epochs after resuming: {csv}");
 
-    host(&["eval", "--model", s(&out), "--data", s(&data)]).unwrap();
-    let predict_data = |more: &[&str]| {
-        let mut a = vec!["predict", "--model", s(&out), "--data", s(&data)];
+    // `host <command> --model <out> --data <data> <more...>`
+    let on_data = |command: &str, more: &[&str]| {
+        let mut a = vec![command, "--model", s(&out), "--data", s(&data)];
         a.extend_from_slice(more);
         host(&a)
     };
-    predict_data(&["--index", "0", "--index", "7", "--json"]).unwrap();
-    assert!(predict_data(&["--index", "100"]).is_err());
+    on_data("eval", &[]).unwrap();
+    on_data("predict", &["--index", "0", "--index", "7", "--json"]).unwrap();
+    assert!(on_data("predict", &["--index", "100"]).is_err());
 
     // A large white image with a dark bar, like a photo.
     let mut img = GrayImage::from_pixel(56, 56, Luma([255]));
@@ -108,41 +109,11 @@ fn train_resume_eval_predict_export_import() {
     .unwrap();
     assert!(std::fs::metadata(&q8).unwrap().len() > 40_000);
     // int8 next to float: quantized anew, and from the exported file.
-    host(&[
-        "eval",
-        "--model",
-        s(&out),
-        "--data",
-        s(&data),
-        "--int8",
-        "--calibration",
-        "100",
-    ])
-    .unwrap();
-    host(&[
-        "eval",
-        "--model",
-        s(&out),
-        "--data",
-        s(&data),
-        "--int8",
-        "--q8",
-        s(&q8),
-    ])
-    .unwrap();
+    on_data("eval", &["--int8", "--calibration", "100"]).unwrap();
+    on_data("eval", &["--int8", "--q8", s(&q8)]).unwrap();
     let bad = d.path().join("bad.q8");
     std::fs::write(&bad, b"not a model").unwrap();
-    let e = host(&[
-        "eval",
-        "--model",
-        s(&out),
-        "--data",
-        s(&data),
-        "--int8",
-        "--q8",
-        s(&bad),
-    ])
-    .unwrap_err();
+    let e = on_data("eval", &["--int8", "--q8", s(&bad)]).unwrap_err();
     assert!(format!("{e:#}").contains("bad.q8"), "{e:#}");
 
     host(&[
