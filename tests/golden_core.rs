@@ -10,6 +10,7 @@ mod common;
 use common::{
     Golden, GoldenExt, RecordExt, Worst, assert_close, assert_record, fill, with_big_stack,
 };
+use lenet_core::activation::Activation;
 use lenet_core::{Padding, Stride, Window};
 use std::sync::OnceLock;
 
@@ -799,58 +800,50 @@ fn check_model<M: lenet_core::model::Model>(
     (fwd, train)
 }
 
+/// [`check_model`] on a big stack for the variant `name`, its buffers from
+/// the `zeroed` constructors `params` and `acts`; prints the worst errors.
+fn lenet_matches_pytorch<M: lenet_core::model::Model + Send + 'static>(
+    model: M,
+    name: &'static str,
+    params: fn() -> M::Params,
+    acts: fn() -> M::Activations,
+    train_tol: (f32, f32),
+) {
+    with_big_stack(move || {
+        let (params, acts) = (Box::new(params()), Box::new(acts()));
+        let (fwd, train) = check_model(&model, name, params, acts, train_tol);
+        println!("lenet {name} worst: forward/gradients {fwd:?}, training {train:?}");
+    });
+}
+
 #[test]
 fn lenet5_classic_matches_pytorch() {
-    use lenet_core::activation::Activation;
     use lenet_core::model::{LeNet5, LeNet5Activations, LeNet5Params};
-    with_big_stack(|| {
-        let (fwd, train) = check_model(
-            &LeNet5 {
-                act: Activation::Sigmoid,
-            },
-            "classic",
-            Box::new(LeNet5Params::zeroed()),
-            Box::new(LeNet5Activations::zeroed()),
-            TRAIN_TOL,
-        );
-        println!("lenet classic worst: forward/gradients {fwd:?}, training {train:?}");
-    });
+    let model = LeNet5 {
+        act: Activation::Sigmoid,
+    };
+    let (params, acts) = (LeNet5Params::zeroed, LeNet5Activations::zeroed);
+    lenet_matches_pytorch(model, "classic", params, acts, TRAIN_TOL);
 }
 
 #[test]
 fn lenet5_max_matches_pytorch() {
-    use lenet_core::activation::Activation;
     use lenet_core::model::{LeNet5Max, LeNet5MaxActivations, LeNet5MaxParams};
-    with_big_stack(|| {
-        let (fwd, train) = check_model(
-            &LeNet5Max {
-                act: Activation::Sigmoid,
-            },
-            "max",
-            Box::new(LeNet5MaxParams::zeroed()),
-            Box::new(LeNet5MaxActivations::zeroed()),
-            TRAIN_TOL,
-        );
-        println!("lenet max worst: forward/gradients {fwd:?}, training {train:?}");
-    });
+    let model = LeNet5Max {
+        act: Activation::Sigmoid,
+    };
+    let (params, acts) = (LeNet5MaxParams::zeroed, LeNet5MaxActivations::zeroed);
+    lenet_matches_pytorch(model, "max", params, acts, TRAIN_TOL);
 }
 
 #[test]
 fn lenet5_wide_matches_pytorch() {
-    use lenet_core::activation::Activation;
     use lenet_core::model::{LeNet5Wide, LeNet5WideActivations, LeNet5WideParams};
-    with_big_stack(|| {
-        let (fwd, train) = check_model(
-            &LeNet5Wide {
-                act: Activation::Sigmoid,
-            },
-            "wide",
-            Box::new(LeNet5WideParams::zeroed()),
-            Box::new(LeNet5WideActivations::zeroed()),
-            WIDE_TRAIN_TOL,
-        );
-        println!("lenet wide worst: forward/gradients {fwd:?}, training {train:?}");
-    });
+    let model = LeNet5Wide {
+        act: Activation::Sigmoid,
+    };
+    let (params, acts) = (LeNet5WideParams::zeroed, LeNet5WideActivations::zeroed);
+    lenet_matches_pytorch(model, "wide", params, acts, WIDE_TRAIN_TOL);
 }
 
 #[test]

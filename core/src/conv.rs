@@ -11,7 +11,7 @@
 //! - `PH`, `PW`: zero padding added above and below, left and right;
 //! - `SH`, `SW`: stride between output rows, between output columns;
 //! - `OH`, `OW`: output rows and columns,
-//!   `OH = floor((H + 2*PH - KH) / SH) + 1` (see [`out_size`]), checked at
+//!   `OH = floor((H + 2*PH - KH) / SH) + 1` (see [`out_size`](crate::out_size)), checked at
 //!   compile time.
 //!
 //! Shapes: input `x` is `(CI, H, W)`, weight `w` is `(CO, CI, KH, KW)`
@@ -20,7 +20,7 @@
 //! columns left and right; it is never built: each output position works out
 //! which kernel taps fall inside `x` and visits only those.
 
-use crate::shape::{Padding, Stride, out_size};
+use crate::shape::{Padding, Stride, check_out_size};
 
 /// The kernel taps along one axis that fall inside the unpadded input, for
 /// one output position.
@@ -81,46 +81,22 @@ fn window_dot<const H: usize, const W: usize, const KH: usize, const KW: usize>(
     acc
 }
 
-/// `dk[u][v] += g * x_pad[..][..]` over the taps `r`, `c` inside `x`.
+/// `dst[dr + i][dc + j] += g * src[sr + i][sc + j]` for `i < rows`, `j < cols`.
+/// Both gradients of a convolution are this update over the taps inside the
+/// input: `dk[u][v] += g * x_pad[..][..]` reads the window of `x` into the
+/// kernel, `dx[..][..] += g * k[u][v]` the kernel into the window of `dx`.
 #[inline]
-fn add_window_to_kernel<const H: usize, const W: usize, const KH: usize, const KW: usize>(
-    dk: &mut [[f32; KW]; KH], // (KH, KW)
+fn add_scaled<const DH: usize, const DW: usize, const RH: usize, const RW: usize>(
+    dst: &mut [[f32; DW]; DH], // (DH, DW)
+    (dr, dc): (usize, usize),
     g: f32,
-    x: &[[f32; W]; H], // (H, W)
-    r: Taps,
-    c: Taps,
+    src: &[[f32; RW]; RH], // (RH, RW)
+    (sr, sc): (usize, usize),
+    (rows, cols): (usize, usize),
 ) {
-    for (dkr, xr) in dk[r.k0..r.k0 + r.len]
-        .iter_mut()
-        .zip(&x[r.i0..r.i0 + r.len])
-    {
-        for (d, xv) in dkr[c.k0..c.k0 + c.len]
-            .iter_mut()
-            .zip(&xr[c.i0..c.i0 + c.len])
-        {
-            *d += g * xv;
-        }
-    }
-}
-
-/// `dx[..][..] += g * k[u][v]` over the taps `r`, `c` inside `dx`.
-#[inline]
-fn add_kernel_to_window<const H: usize, const W: usize, const KH: usize, const KW: usize>(
-    dx: &mut [[f32; W]; H], // (H, W)
-    g: f32,
-    k: &[[f32; KW]; KH], // (KH, KW)
-    r: Taps,
-    c: Taps,
-) {
-    for (dxr, kr) in dx[r.i0..r.i0 + r.len]
-        .iter_mut()
-        .zip(&k[r.k0..r.k0 + r.len])
-    {
-        for (d, kv) in dxr[c.i0..c.i0 + c.len]
-            .iter_mut()
-            .zip(&kr[c.k0..c.k0 + c.len])
-        {
-            *d += g * kv;
+    for (dst_r, src_r) in dst[dr..dr + rows].iter_mut().zip(&src[sr..sr + rows]) {
+        for (d, v) in dst_r[dc..dc + cols].iter_mut().zip(&src_r[sc..sc + cols]) {
+            *d += g * v;
         }
     }
 }
@@ -291,17 +267,7 @@ pub fn conv2d<
     _pad: Padding<PH, PW>,
     _stride: Stride<SH, SW>,
 ) {
-    const {
-        assert!(SH > 0 && SW > 0, "stride must be at least 1");
-        assert!(
-            OH == out_size(H, KH, PH, SH),
-            "OH != floor((H + 2*PH - KH) / SH) + 1"
-        );
-        assert!(
-            OW == out_size(W, KW, PW, SW),
-            "OW != floor((W + 2*PW - KW) / SW) + 1"
-        );
-    }
+    const { check_out_size(H, W, KH, KW, PH, PW, SH, SW, OH, OW) };
     for (o, (yo, wo)) in y.iter_mut().zip(w).enumerate() {
         let bias = b.map_or(0.0, |b| b[o]);
         for (oy, yr) in yo.iter_mut().enumerate() {
@@ -435,17 +401,7 @@ pub fn conv2d_backward<
     _pad: Padding<PH, PW>,
     _stride: Stride<SH, SW>,
 ) {
-    const {
-        assert!(SH > 0 && SW > 0, "stride must be at least 1");
-        assert!(
-            OH == out_size(H, KH, PH, SH),
-            "OH != floor((H + 2*PH - KH) / SH) + 1"
-        );
-        assert!(
-            OW == out_size(W, KW, PW, SW),
-            "OW != floor((W + 2*PW - KW) / SW) + 1"
-        );
-    }
+    const { check_out_size(H, W, KH, KW, PH, PW, SH, SW, OH, OW) };
     for (o, ((dyo, dwo), wo)) in dy.iter().zip(dw.iter_mut()).zip(w).enumerate() {
         // dL/db[o] = sum_{r,c} dy[o][r][c]
         if let Some(db) = db.as_deref_mut() {
@@ -457,13 +413,13 @@ pub fn conv2d_backward<
                 let c = taps(ox, SW, PW, W, KW);
                 // dL/dw[o][i][u][v] = sum_{r,c} dy[o][r][c] * x_pad[i][r*SH+u][c*SW+v]
                 for (dwi, xi) in dwo.iter_mut().zip(x) {
-                    add_window_to_kernel(dwi, g, xi, r, c);
+                    add_scaled(dwi, (r.k0, c.k0), g, xi, (r.i0, c.i0), (r.len, c.len));
                 }
                 // dL/dx[i][a][b] = sum over the (o, r, c, u, v) that read x[i][a][b]
                 //                  of dy[o][r][c] * w[o][i][u][v]
                 if let Some(dx) = dx.as_deref_mut() {
                     for (dxi, wi) in dx.iter_mut().zip(wo) {
-                        add_kernel_to_window(dxi, g, wi, r, c);
+                        add_scaled(dxi, (r.i0, c.i0), g, wi, (r.k0, c.k0), (r.len, c.len));
                     }
                 }
             }
@@ -475,59 +431,35 @@ pub fn conv2d_backward<
 mod tests {
     use super::*;
 
-    /// Tiny deterministic PRNG (SplitMix64) so the tests need nothing else.
-    struct TestRng(u64);
+    use crate::out_size;
+    use crate::testing::{TestRng, arange, assert_close, dot, numeric_grad};
 
-    impl TestRng {
-        fn next_u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-
-        /// Uniform in [-1, 1).
-        fn next_f32(&mut self) -> f32 {
-            (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        }
-
-        fn fill(&mut self, s: &mut [f32]) {
-            for v in s {
-                *v = self.next_f32();
-            }
-        }
-    }
-
-    /// Central differences `(L(p + eps) - L(p - eps)) / (2 eps)` for each of
-    /// `n` parameters; `loss(j, d)` evaluates `L` with parameter `j` moved by `d`.
-    fn numeric_grad(n: usize, loss: impl Fn(usize, f32) -> f64) -> Vec<f32> {
-        const EPS: f32 = 1e-2;
-        (0..n)
-            .map(|j| ((loss(j, EPS) - loss(j, -EPS)) / (2.0 * f64::from(EPS))) as f32)
-            .collect()
-    }
-
-    fn arange<const H: usize, const W: usize>(start: f32) -> [[f32; W]; H] {
-        core::array::from_fn(|r| core::array::from_fn(|c| start + (r * W + c) as f32))
-    }
-
-    fn assert_close(got: &[f32], want: &[f32], atol: f32, rtol: f32) {
-        assert_eq!(got.len(), want.len());
-        let mut worst = (0usize, 0.0f32);
-        for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            let excess = (g - w).abs() - (atol + rtol * w.abs());
-            if excess.is_nan() || excess > worst.1 {
-                worst = (i, excess);
-            }
-        }
-        let i = worst.0;
-        assert!(
-            worst.1 <= 0.0,
-            "element {i}: got {}, want {} (atol {atol}, rtol {rtol})",
-            got[i],
-            want[i]
-        );
+    /// Random input, weights and bias for a convolution, drawn in that order
+    /// from `seed`; the generator comes back for whatever the test draws next.
+    #[allow(clippy::type_complexity)]
+    fn random_conv<
+        const CI: usize,
+        const CO: usize,
+        const H: usize,
+        const W: usize,
+        const KH: usize,
+        const KW: usize,
+    >(
+        seed: u64,
+    ) -> (
+        TestRng,
+        [[[f32; W]; H]; CI],
+        [[[[f32; KW]; KH]; CI]; CO],
+        [f32; CO],
+    ) {
+        let mut rng = TestRng(seed);
+        let mut x = [[[0.0f32; W]; H]; CI];
+        let mut w = [[[[0.0f32; KW]; KH]; CI]; CO];
+        let mut b = [0.0f32; CO];
+        rng.fill(x.as_flattened_mut().as_flattened_mut());
+        rng.fill(w.as_flattened_mut().as_flattened_mut().as_flattened_mut());
+        rng.fill(&mut b);
+        (rng, x, w, b)
     }
 
     /// The edge-detection input from the course: 6x8 ones, columns 2..6 zero.
@@ -682,13 +614,7 @@ mod tests {
     >(
         seed: u64,
     ) {
-        let mut rng = TestRng(seed);
-        let mut x = [[[0.0f32; W]; H]; CI];
-        let mut w = [[[[0.0f32; KW]; KH]; CI]; CO];
-        let mut b = [0.0f32; CO];
-        rng.fill(x.as_flattened_mut().as_flattened_mut());
-        rng.fill(w.as_flattened_mut().as_flattened_mut().as_flattened_mut());
-        rng.fill(&mut b);
+        let (_, x, w, b) = random_conv::<CI, CO, H, W, KH, KW>(seed);
         let mut y = [[[f32::NAN; OW]; OH]; CO];
         conv2d(
             &mut y,
@@ -739,25 +665,17 @@ mod tests {
     >(
         seed: u64,
     ) {
-        let mut rng = TestRng(seed);
-        let mut x = [[[0.0f32; W]; H]; CI];
-        let mut w = [[[[0.0f32; KW]; KH]; CI]; CO];
-        let mut b = [0.0f32; CO];
+        let (mut rng, x, w, b) = random_conv::<CI, CO, H, W, KH, KW>(seed);
         let mut g = [[[0.0f32; OW]; OH]; CO];
-        rng.fill(x.as_flattened_mut().as_flattened_mut());
-        rng.fill(w.as_flattened_mut().as_flattened_mut().as_flattened_mut());
-        rng.fill(&mut b);
         rng.fill(g.as_flattened_mut().as_flattened_mut());
 
         let loss = |x: &[[[f32; W]; H]; CI], w: &[[[[f32; KW]; KH]; CI]; CO], b: &[f32; CO]| {
             let mut y = [[[0.0f32; OW]; OH]; CO];
             conv2d(&mut y, x, w, Some(b), Padding::<PH, PW>, Stride::<SH, SW>);
-            let y = y.as_flattened().as_flattened();
-            let g = g.as_flattened().as_flattened();
-            y.iter()
-                .zip(g)
-                .map(|(&y, &g)| f64::from(y) * f64::from(g))
-                .sum::<f64>()
+            dot(
+                y.as_flattened().as_flattened(),
+                g.as_flattened().as_flattened(),
+            )
         };
 
         let mut dx = [[[0.0f32; W]; H]; CI];
@@ -822,11 +740,7 @@ mod tests {
         let loss = |x: &[[f32; 7]; 6], k: &[[f32; 2]; 3]| {
             let mut y = [[0.0f32; 5]; 3];
             corr2d(&mut y, x, k, Padding::<1, 2>, Stride::<2, 2>);
-            y.as_flattened()
-                .iter()
-                .zip(g.as_flattened())
-                .map(|(&y, &g)| f64::from(y) * f64::from(g))
-                .sum::<f64>()
+            dot(y.as_flattened(), g.as_flattened())
         };
         let mut dx = [[0.0f32; 7]; 6];
         let mut dk = [[0.0f32; 2]; 3];

@@ -87,6 +87,8 @@ pub mod pool;
 pub mod quant;
 pub mod resize;
 pub mod shape;
+#[cfg(test)]
+mod testing;
 
 #[cfg(feature = "defmt")]
 mod defmt_impls;

@@ -12,7 +12,7 @@
 //! - `PH`, `PW`: padding added above and below, left and right;
 //! - `SH`, `SW`: stride between output rows, between output columns;
 //! - `OH`, `OW`: output rows and columns, floor mode:
-//!   `OH = floor((H + 2*PH - KH) / SH) + 1` (see [`out_size`]), checked at
+//!   `OH = floor((H + 2*PH - KH) / SH) + 1` (see [`out_size`](crate::out_size)), checked at
 //!   compile time.
 //!
 //! Shapes: input `x` is `(C, H, W)`, output `y` is `(C, OH, OW)`. As in
@@ -25,7 +25,7 @@
 //! those.
 
 use crate::conv::taps;
-use crate::shape::{Padding, Stride, Window, out_size};
+use crate::shape::{Padding, Stride, Window, check_out_size};
 
 /// Max pooling; overwrites `y` and records in `argmax` where each maximum
 /// came from, for [`max_pool2d_backward`].
@@ -78,7 +78,8 @@ pub fn max_pool2d<
 ) {
     const {
         assert!(H * W <= 1 << 16, "H * W must fit the u16 argmax");
-        check_geometry(H, W, KH, KW, PH, PW, SH, SW, OH, OW);
+        check_window((H, W), (KH, KW), (PH, PW));
+        check_out_size(H, W, KH, KW, PH, PW, SH, SW, OH, OW);
     }
     for ((yc, ac), xc) in y.iter_mut().zip(argmax.iter_mut()).zip(x) {
         for (oy, (yr, ar)) in yc.iter_mut().zip(ac.iter_mut()).enumerate() {
@@ -203,7 +204,10 @@ pub fn avg_pool2d<
     _pad: Padding<PH, PW>,
     _stride: Stride<SH, SW>,
 ) {
-    const { check_geometry(H, W, KH, KW, PH, PW, SH, SW, OH, OW) };
+    const {
+        check_window((H, W), (KH, KW), (PH, PW));
+        check_out_size(H, W, KH, KW, PH, PW, SH, SW, OH, OW);
+    }
     let divisor = (KH * KW) as f32;
     for (yc, xc) in y.iter_mut().zip(x) {
         for (oy, yr) in yc.iter_mut().enumerate() {
@@ -263,7 +267,10 @@ pub fn avg_pool2d_backward<
     _pad: Padding<PH, PW>,
     _stride: Stride<SH, SW>,
 ) {
-    const { check_geometry(H, W, KH, KW, PH, PW, SH, SW, OH, OW) };
+    const {
+        check_window((H, W), (KH, KW), (PH, PW));
+        check_out_size(H, W, KH, KW, PH, PW, SH, SW, OH, OW);
+    }
     let divisor = (KH * KW) as f32;
     // dL/dx[c][a][b] = sum over the windows (r, s) that cover x[c][a][b]
     //                  of dy[c][r][s] / (KH*KW)
@@ -283,115 +290,89 @@ pub fn avg_pool2d_backward<
     }
 }
 
-/// Compile-time checks shared by the pooling operators; panics (a compile
-/// error inside `const { }`) when the geometry is not one PyTorch accepts.
-#[allow(clippy::too_many_arguments)]
-const fn check_geometry(
-    h: usize,
-    w: usize,
-    kh: usize,
-    kw: usize,
-    ph: usize,
-    pw: usize,
-    sh: usize,
-    sw: usize,
-    oh: usize,
-    ow: usize,
-) {
+/// The compile-time checks pooling adds to [`check_out_size`]: a non-empty
+/// input `(H, W)` and window `(KH, KW)`, and padding `(PH, PW)` at most half
+/// the window, as PyTorch requires. A failure is a compile error.
+const fn check_window((h, w): (usize, usize), (kh, kw): (usize, usize), (ph, pw): (usize, usize)) {
     assert!(h > 0 && w > 0, "input must not be empty");
     assert!(kh > 0 && kw > 0, "window must not be empty");
-    assert!(sh > 0 && sw > 0, "stride must be at least 1");
     assert!(
         ph <= kh / 2 && pw <= kw / 2,
         "padding must be at most half the window"
-    );
-    assert!(
-        oh == out_size(h, kh, ph, sh),
-        "OH != floor((H + 2*PH - KH) / SH) + 1"
-    );
-    assert!(
-        ow == out_size(w, kw, pw, sw),
-        "OW != floor((W + 2*PW - KW) / SW) + 1"
     );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{TestRng, arange, assert_close, dot, numeric_grad};
 
-    /// Tiny deterministic PRNG (SplitMix64) so the tests need nothing else.
-    struct TestRng(u64);
+    type Map<T, const C: usize, const H: usize, const W: usize> = [[[T; W]; H]; C];
 
-    impl TestRng {
-        fn next_u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-
-        /// Uniform in [-1, 1).
-        fn next_f32(&mut self) -> f32 {
-            (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        }
-
-        fn fill(&mut self, s: &mut [f32]) {
-            for v in s {
-                *v = self.next_f32();
-            }
-        }
-
-        /// `s` filled with a random permutation of `0, step, 2*step, ...`,
-        /// shifted to be centred on zero: no two values within `step`.
-        fn fill_distinct(&mut self, s: &mut [f32], step: f32) {
-            let n = s.len();
-            for (i, v) in s.iter_mut().enumerate() {
-                *v = (i as f32 - n as f32 / 2.0) * step;
-            }
-            for i in (1..n).rev() {
-                let j = (self.next_u64() % (i as u64 + 1)) as usize;
-                s.swap(i, j);
-            }
-        }
+    fn flat<T, const C: usize, const H: usize, const W: usize>(a: &Map<T, C, H, W>) -> &[T] {
+        a.as_flattened().as_flattened()
     }
 
-    fn arange<const H: usize, const W: usize>(start: f32) -> [[f32; W]; H] {
-        core::array::from_fn(|r| core::array::from_fn(|c| start + (r * W + c) as f32))
+    /// `max_pool2d` into fresh buffers, which start at NaN and `u16::MAX` so
+    /// that an output it forgets shows.
+    fn max_pool<
+        const C: usize,
+        const H: usize,
+        const W: usize,
+        const KH: usize,
+        const KW: usize,
+        const PH: usize,
+        const PW: usize,
+        const SH: usize,
+        const SW: usize,
+        const OH: usize,
+        const OW: usize,
+    >(
+        x: &Map<f32, C, H, W>,
+        window: Window<KH, KW>,
+        padding: Padding<PH, PW>,
+        stride: Stride<SH, SW>,
+    ) -> (Map<f32, C, OH, OW>, Map<u16, C, OH, OW>) {
+        let mut y = [[[f32::NAN; OW]; OH]; C];
+        let mut at = [[[u16::MAX; OW]; OH]; C];
+        max_pool2d(&mut y, &mut at, x, window, padding, stride);
+        (y, at)
     }
 
-    fn assert_close(got: &[f32], want: &[f32], atol: f32, rtol: f32) {
-        assert_eq!(got.len(), want.len());
-        let mut worst = (0usize, 0.0f32);
-        for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            let excess = (g - w).abs() - (atol + rtol * w.abs());
-            if excess.is_nan() || excess > worst.1 {
-                worst = (i, excess);
-            }
-        }
-        let i = worst.0;
-        assert!(
-            worst.1 <= 0.0,
-            "element {i}: got {}, want {} (atol {atol}, rtol {rtol})",
-            got[i],
-            want[i]
-        );
+    /// `avg_pool2d` into a fresh buffer that starts at NaN.
+    fn avg_pool<
+        const C: usize,
+        const H: usize,
+        const W: usize,
+        const KH: usize,
+        const KW: usize,
+        const PH: usize,
+        const PW: usize,
+        const SH: usize,
+        const SW: usize,
+        const OH: usize,
+        const OW: usize,
+    >(
+        x: &Map<f32, C, H, W>,
+        window: Window<KH, KW>,
+        padding: Padding<PH, PW>,
+        stride: Stride<SH, SW>,
+    ) -> Map<f32, C, OH, OW> {
+        let mut y = [[[f32::NAN; OW]; OH]; C];
+        avg_pool2d(&mut y, x, window, padding, stride);
+        y
     }
 
-    /// Central differences `(L(p + eps) - L(p - eps)) / (2 eps)` for each of
-    /// `n` parameters; `loss(j, d)` evaluates `L` with parameter `j` moved by `d`.
-    fn numeric_grad(n: usize, loss: impl Fn(usize, f32) -> f64) -> Vec<f32> {
-        const EPS: f32 = 1e-2;
-        (0..n)
-            .map(|j| ((loss(j, EPS) - loss(j, -EPS)) / (2.0 * f64::from(EPS))) as f32)
-            .collect()
-    }
-
-    fn dot(y: &[f32], g: &[f32]) -> f64 {
-        y.iter()
-            .zip(g)
-            .map(|(&y, &g)| f64::from(y) * f64::from(g))
-            .sum()
+    /// Central differences of `loss` at `x`, one input at a time.
+    fn numeric_dx<const C: usize, const H: usize, const W: usize>(
+        x: &Map<f32, C, H, W>,
+        loss: impl Fn(&Map<f32, C, H, W>) -> f64,
+    ) -> Vec<f32> {
+        numeric_grad(C * H * W, |j, d| {
+            let mut x = *x;
+            x.as_flattened_mut().as_flattened_mut()[j] += d;
+            loss(&x)
+        })
     }
 
     /// The definition, spelled out: max over the window of the padded
@@ -430,19 +411,10 @@ mod tests {
     #[test]
     fn course_example_window_2_stride_1() {
         let x = [arange::<3, 3>(0.0)];
-        let mut y = [[[0.0; 2]; 2]];
-        let mut at = [[[0; 2]; 2]];
-        max_pool2d(
-            &mut y,
-            &mut at,
-            &x,
-            Window::<2, 2>,
-            Padding::<0, 0>,
-            Stride::<1, 1>,
-        );
+        let (y, at) = max_pool(&x, Window::<2, 2>, Padding::<0, 0>, Stride::<1, 1>);
         assert_eq!(y, [[[4.0, 5.0], [7.0, 8.0]]]);
         assert_eq!(at, [[[4, 5], [7, 8]]]);
-        avg_pool2d(&mut y, &x, Window::<2, 2>, Padding::<0, 0>, Stride::<1, 1>);
+        let y = avg_pool(&x, Window::<2, 2>, Padding::<0, 0>, Stride::<1, 1>);
         assert_eq!(y, [[[2.0, 3.0], [5.0, 6.0]]]);
     }
 
@@ -450,16 +422,7 @@ mod tests {
     fn course_example_window_3_default_stride() {
         // nn.MaxPool2d(3): the stride defaults to the window.
         let x = [arange::<4, 4>(0.0)];
-        let mut y = [[[0.0; 1]; 1]];
-        let mut at = [[[0; 1]; 1]];
-        max_pool2d(
-            &mut y,
-            &mut at,
-            &x,
-            Window::<3, 3>,
-            Padding::<0, 0>,
-            Stride::<3, 3>,
-        );
+        let (y, at) = max_pool(&x, Window::<3, 3>, Padding::<0, 0>, Stride::<3, 3>);
         assert_eq!(y, [[[10.0]]]);
         assert_eq!(at, [[[10]]]);
     }
@@ -468,16 +431,7 @@ mod tests {
     fn course_example_padding_and_stride() {
         // nn.MaxPool2d(3, padding=1, stride=2)
         let x = [arange::<4, 4>(0.0)];
-        let mut y = [[[0.0; 2]; 2]];
-        let mut at = [[[0; 2]; 2]];
-        max_pool2d(
-            &mut y,
-            &mut at,
-            &x,
-            Window::<3, 3>,
-            Padding::<1, 1>,
-            Stride::<2, 2>,
-        );
+        let (y, at) = max_pool(&x, Window::<3, 3>, Padding::<1, 1>, Stride::<2, 2>);
         assert_eq!(y, [[[5.0, 7.0], [13.0, 15.0]]]);
         assert_eq!(at, [[[5, 7], [13, 15]]]);
     }
@@ -486,16 +440,8 @@ mod tests {
     fn course_example_rectangular_window() {
         // nn.MaxPool2d((2, 4), padding=(1, 2), stride=(2, 3))
         let x = [arange::<4, 4>(0.0)];
-        let mut y = [[[0.0; 2]; 3]];
-        let mut at = [[[0; 2]; 3]];
-        max_pool2d(
-            &mut y,
-            &mut at,
-            &x,
-            Window::<2, 4>,
-            Padding::<1, 2>,
-            Stride::<2, 3>,
-        );
+        let (y, _): (Map<f32, 1, 3, 2>, _) =
+            max_pool(&x, Window::<2, 4>, Padding::<1, 2>, Stride::<2, 3>);
         assert_eq!(y, [[[1.0, 3.0], [9.0, 11.0], [13.0, 15.0]]]);
     }
 
@@ -503,16 +449,8 @@ mod tests {
     fn course_example_two_channels() {
         // torch.cat((X, X + 1), 1), nn.MaxPool2d(3, padding=1, stride=2)
         let x = [arange::<4, 4>(0.0), arange::<4, 4>(1.0)];
-        let mut y = [[[0.0; 2]; 2]; 2];
-        let mut at = [[[0; 2]; 2]; 2];
-        max_pool2d(
-            &mut y,
-            &mut at,
-            &x,
-            Window::<3, 3>,
-            Padding::<1, 1>,
-            Stride::<2, 2>,
-        );
+        let (y, _): (Map<f32, 2, 2, 2>, _) =
+            max_pool(&x, Window::<3, 3>, Padding::<1, 1>, Stride::<2, 2>);
         assert_eq!(y[0], [[5.0, 7.0], [13.0, 15.0]]);
         assert_eq!(y[1], [[6.0, 8.0], [14.0, 16.0]]);
     }
@@ -522,8 +460,7 @@ mod tests {
         // nn.AvgPool2d(3, padding=1, stride=2) on arange(16): the divisor is 9
         // even where the window hangs over the edge.
         let x = [arange::<4, 4>(0.0)];
-        let mut y = [[[0.0; 2]; 2]];
-        avg_pool2d(&mut y, &x, Window::<3, 3>, Padding::<1, 1>, Stride::<2, 2>);
+        let y: Map<f32, 1, 2, 2> = avg_pool(&x, Window::<3, 3>, Padding::<1, 1>, Stride::<2, 2>);
         let sum = |rows: [usize; 3], cols: [usize; 3]| -> f32 {
             let mut s = 0.0;
             for r in rows.into_iter().filter(|&r| (1..5).contains(&r)) {
@@ -537,12 +474,7 @@ mod tests {
             [sum([0, 1, 2], [0, 1, 2]), sum([0, 1, 2], [2, 3, 4])],
             [sum([2, 3, 4], [0, 1, 2]), sum([2, 3, 4], [2, 3, 4])],
         ];
-        assert_close(
-            y.as_flattened().as_flattened(),
-            want.as_flattened(),
-            1e-6,
-            1e-6,
-        );
+        assert_close(flat(&y), want.as_flattened(), 1e-6, 1e-6);
         // The top-left window holds 0, 1, 4, 5 and five zeros.
         assert_eq!(y[0][0][0], 10.0 / 9.0);
     }
@@ -550,29 +482,13 @@ mod tests {
     #[test]
     fn max_pool_ties_go_to_the_first_element() {
         let x = [[[1.0; 4]; 4]];
-        let mut y = [[[0.0; 2]; 2]];
-        let mut at = [[[0; 2]; 2]];
-        max_pool2d(
-            &mut y,
-            &mut at,
-            &x,
-            Window::<3, 3>,
-            Padding::<1, 1>,
-            Stride::<2, 2>,
-        );
+        let (y, at) = max_pool(&x, Window::<3, 3>, Padding::<1, 1>, Stride::<2, 2>);
         assert_eq!(y, [[[1.0; 2]; 2]]);
         // First element inside each window (padding never wins).
         assert_eq!(at, [[[0, 1], [4, 5]]]);
         // All -inf: the output is -inf and the index is still inside the window.
         let x = [[[f32::NEG_INFINITY; 4]; 4]];
-        max_pool2d(
-            &mut y,
-            &mut at,
-            &x,
-            Window::<3, 3>,
-            Padding::<1, 1>,
-            Stride::<2, 2>,
-        );
+        let (y, at) = max_pool(&x, Window::<3, 3>, Padding::<1, 1>, Stride::<2, 2>);
         assert_eq!(y, [[[f32::NEG_INFINITY; 2]; 2]]);
         assert_eq!(at, [[[0, 1], [4, 5]]]);
     }
@@ -581,43 +497,21 @@ mod tests {
     fn max_pool_propagates_nan() {
         let mut x = [arange::<4, 4>(0.0)];
         x[0][1][1] = f32::NAN;
-        let mut y = [[[0.0; 2]; 2]];
-        let mut at = [[[0; 2]; 2]];
-        max_pool2d(
-            &mut y,
-            &mut at,
-            &x,
-            Window::<2, 2>,
-            Padding::<0, 0>,
-            Stride::<2, 2>,
-        );
+        let (y, at): (Map<f32, 1, 2, 2>, _) =
+            max_pool(&x, Window::<2, 2>, Padding::<0, 0>, Stride::<2, 2>);
         assert!(y[0][0][0].is_nan());
         assert_eq!(at[0][0][0], 5);
         assert_eq!(y[0][0][1], 7.0);
         assert_eq!((y[0][1][0], y[0][1][1]), (13.0, 15.0));
         // Larger values after the NaN do not replace it.
         let mut x = [[[0.0, f32::NAN], [9.0, 1.0]]];
-        let mut y = [[[0.0; 1]; 1]];
-        let mut at = [[[0; 1]; 1]];
-        max_pool2d(
-            &mut y,
-            &mut at,
-            &x,
-            Window::<2, 2>,
-            Padding::<0, 0>,
-            Stride::<1, 1>,
-        );
+        let (y, at): (Map<f32, 1, 1, 1>, _) =
+            max_pool(&x, Window::<2, 2>, Padding::<0, 0>, Stride::<1, 1>);
         assert!(y[0][0][0].is_nan());
         assert_eq!(at[0][0][0], 1);
         x[0][0][1] = 2.0;
-        max_pool2d(
-            &mut y,
-            &mut at,
-            &x,
-            Window::<2, 2>,
-            Padding::<0, 0>,
-            Stride::<1, 1>,
-        );
+        let (y, at): (Map<f32, 1, 1, 1>, _) =
+            max_pool(&x, Window::<2, 2>, Padding::<0, 0>, Stride::<1, 1>);
         assert_eq!((y[0][0][0], at[0][0][0]), (9.0, 2));
     }
 
@@ -643,16 +537,8 @@ mod tests {
         for v in x.as_flattened_mut().as_flattened_mut() {
             *v = (*v * 4.0).round();
         }
-        let mut y = [[[f32::NAN; OW]; OH]; C];
-        let mut at = [[[u16::MAX; OW]; OH]; C];
-        max_pool2d(
-            &mut y,
-            &mut at,
-            &x,
-            Window::<KH, KW>,
-            Padding::<PH, PW>,
-            Stride::<SH, SW>,
-        );
+        let (y, at): (Map<f32, C, OH, OW>, _) =
+            max_pool(&x, Window::<KH, KW>, Padding::<PH, PW>, Stride::<SH, SW>);
         for (c, ((xc, yc), ac)) in x.iter().zip(&y).zip(&at).enumerate() {
             let (want_y, want_at) = max_pool_naive(xc, (KH, KW), (PH, PW), (SH, SW), (OH, OW));
             assert_eq!(yc.as_flattened(), &want_y[..], "channel {c}");
@@ -691,40 +577,13 @@ mod tests {
         rng.fill_distinct(x.as_flattened_mut().as_flattened_mut(), 0.05);
         let mut g = [[[0.0f32; OW]; OH]; C];
         rng.fill(g.as_flattened_mut().as_flattened_mut());
-        let loss = |x: &[[[f32; W]; H]; C]| {
-            let mut y = [[[0.0f32; OW]; OH]; C];
-            let mut at = [[[0u16; OW]; OH]; C];
-            max_pool2d(
-                &mut y,
-                &mut at,
-                x,
-                Window::<KH, KW>,
-                Padding::<PH, PW>,
-                Stride::<SH, SW>,
-            );
-            dot(
-                y.as_flattened().as_flattened(),
-                g.as_flattened().as_flattened(),
-            )
+        let forward = |x: &Map<f32, C, H, W>| -> (Map<f32, C, OH, OW>, _) {
+            max_pool(x, Window::<KH, KW>, Padding::<PH, PW>, Stride::<SH, SW>)
         };
-        let mut y = [[[0.0f32; OW]; OH]; C];
-        let mut at = [[[0u16; OW]; OH]; C];
-        max_pool2d(
-            &mut y,
-            &mut at,
-            &x,
-            Window::<KH, KW>,
-            Padding::<PH, PW>,
-            Stride::<SH, SW>,
-        );
         let mut dx = [[[0.0f32; W]; H]; C];
-        max_pool2d_backward(&mut dx, &g, &at);
-        let dx_num = numeric_grad(C * H * W, |j, d| {
-            let mut x = x;
-            x.as_flattened_mut().as_flattened_mut()[j] += d;
-            loss(&x)
-        });
-        assert_close(dx.as_flattened().as_flattened(), &dx_num, 2e-3, 2e-3);
+        max_pool2d_backward(&mut dx, &g, &forward(&x).1);
+        let dx_num = numeric_dx(&x, |x| dot(flat(&forward(x).0), flat(&g)));
+        assert_close(flat(&dx), &dx_num, 2e-3, 2e-3);
     }
 
     #[test]
@@ -756,34 +615,14 @@ mod tests {
         let mut g = [[[0.0f32; OW]; OH]; C];
         rng.fill(x.as_flattened_mut().as_flattened_mut());
         rng.fill(g.as_flattened_mut().as_flattened_mut());
-        let loss = |x: &[[[f32; W]; H]; C]| {
-            let mut y = [[[0.0f32; OW]; OH]; C];
-            avg_pool2d(
-                &mut y,
-                x,
-                Window::<KH, KW>,
-                Padding::<PH, PW>,
-                Stride::<SH, SW>,
-            );
-            dot(
-                y.as_flattened().as_flattened(),
-                g.as_flattened().as_flattened(),
-            )
-        };
+        let (window, padding, stride) = (Window::<KH, KW>, Padding::<PH, PW>, Stride::<SH, SW>);
         let mut dx = [[[0.0f32; W]; H]; C];
-        avg_pool2d_backward(
-            &mut dx,
-            &g,
-            Window::<KH, KW>,
-            Padding::<PH, PW>,
-            Stride::<SH, SW>,
-        );
-        let dx_num = numeric_grad(C * H * W, |j, d| {
-            let mut x = x;
-            x.as_flattened_mut().as_flattened_mut()[j] += d;
-            loss(&x)
+        avg_pool2d_backward(&mut dx, &g, window, padding, stride);
+        let dx_num = numeric_dx(&x, |x| {
+            let y: Map<f32, C, OH, OW> = avg_pool(x, window, padding, stride);
+            dot(flat(&y), flat(&g))
         });
-        assert_close(dx.as_flattened().as_flattened(), &dx_num, 2e-3, 2e-3);
+        assert_close(flat(&dx), &dx_num, 2e-3, 2e-3);
     }
 
     #[test]
@@ -800,16 +639,7 @@ mod tests {
     fn backward_accumulates() {
         let x = [arange::<4, 4>(0.0)];
         let dy = [[[1.0, 2.0], [3.0, 4.0]]];
-        let mut y = [[[0.0; 2]; 2]];
-        let mut at = [[[0; 2]; 2]];
-        max_pool2d(
-            &mut y,
-            &mut at,
-            &x,
-            Window::<3, 3>,
-            Padding::<1, 1>,
-            Stride::<2, 2>,
-        );
+        let (_, at) = max_pool(&x, Window::<3, 3>, Padding::<1, 1>, Stride::<2, 2>);
         let mut dx = [[[1.0; 4]; 4]];
         max_pool2d_backward(&mut dx, &dy, &at);
         let mut want = [[[1.0; 4]; 4]];
@@ -837,27 +667,13 @@ mod tests {
     fn max_pool_backward_adds_up_overlapping_windows() {
         // Window 3, stride 1 on a 4x4 ramp: the largest element wins all four windows.
         let x = [arange::<4, 4>(0.0)];
-        let mut y = [[[0.0; 2]; 2]];
-        let mut at = [[[0; 2]; 2]];
-        max_pool2d(
-            &mut y,
-            &mut at,
-            &x,
-            Window::<3, 3>,
-            Padding::<0, 0>,
-            Stride::<1, 1>,
-        );
+        let (_, at): (Map<f32, 1, 2, 2>, _) =
+            max_pool(&x, Window::<3, 3>, Padding::<0, 0>, Stride::<1, 1>);
         assert_eq!(at, [[[10, 11], [14, 15]]]);
         let mut x2 = x;
         x2[0][2][2] = 100.0;
-        max_pool2d(
-            &mut y,
-            &mut at,
-            &x2,
-            Window::<3, 3>,
-            Padding::<0, 0>,
-            Stride::<1, 1>,
-        );
+        let (_, at): (Map<f32, 1, 2, 2>, _) =
+            max_pool(&x2, Window::<3, 3>, Padding::<0, 0>, Stride::<1, 1>);
         assert_eq!(at, [[[10; 2]; 2]]);
         let mut dx = [[[0.0; 4]; 4]];
         max_pool2d_backward(&mut dx, &[[[1.0, 2.0], [3.0, 4.0]]], &at);

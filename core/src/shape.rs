@@ -37,3 +37,31 @@ pub const fn out_size(n: usize, k: usize, p: usize, s: usize) -> usize {
         (n + 2 * p - k) / s + 1
     }
 }
+
+/// Compile-time checks shared by convolution and pooling, for an inline
+/// `const { }` block: the stride is at least 1 and `OH x OW` is the output
+/// of a `KH x KW` window sliding over `H x W` (floor mode). A failure is a
+/// compile error.
+#[allow(clippy::too_many_arguments)]
+pub(crate) const fn check_out_size(
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    ph: usize,
+    pw: usize,
+    sh: usize,
+    sw: usize,
+    oh: usize,
+    ow: usize,
+) {
+    assert!(sh > 0 && sw > 0, "stride must be at least 1");
+    assert!(
+        oh == out_size(h, kh, ph, sh),
+        "OH != floor((H + 2*PH - KH) / SH) + 1"
+    );
+    assert!(
+        ow == out_size(w, kw, pw, sw),
+        "OW != floor((W + 2*PW - KW) / SW) + 1"
+    );
+}

@@ -7,8 +7,11 @@ use std::path::Path;
 use clap::Parser;
 use image::{GrayImage, Luma};
 use lenet_host::cli::{Cli, run};
-use lenet_host::data::{Splits, synth};
 use lenet_host::modelfile::ModelFile;
+
+mod common;
+
+use common::toy_dataset;
 
 fn host(args: &[&str]) -> anyhow::Result<()> {
     let mut v = vec!["host"];
@@ -23,16 +26,7 @@ fn s(p: &Path) -> &str {
 #[test]
 fn train_resume_eval_predict_export_import() {
     let d = tempfile::tempdir().unwrap();
-    let data = d.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    synth::write_idx_dir(
-        &data,
-        &Splits {
-            train: synth::toy(300, 1),
-            test: synth::toy(100, 2),
-        },
-        true,
-    );
+    let data = toy_dataset(d.path(), 300, 100, true);
     let out = d.path().join("run");
     let common = [
         "--data",
@@ -69,32 +63,15 @@ fn train_resume_eval_predict_export_import() {
     let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), 4, "3 epochs after resuming: {csv}");
 
-    host(&["eval", "--model", s(&out), "--data", s(&data)]).unwrap();
-    host(&[
-        "predict",
-        "--model",
-        s(&out),
-        "--data",
-        s(&data),
-        "--index",
-        "0",
-        "--index",
-        "7",
-        "--json",
-    ])
-    .unwrap();
-    assert!(
-        host(&[
-            "predict",
-            "--model",
-            s(&out),
-            "--data",
-            s(&data),
-            "--index",
-            "100"
-        ])
-        .is_err()
-    );
+    // `host <command> --model <out> --data <data> <more...>`
+    let on_data = |command: &str, more: &[&str]| {
+        let mut a = vec![command, "--model", s(&out), "--data", s(&data)];
+        a.extend_from_slice(more);
+        host(&a)
+    };
+    on_data("eval", &[]).unwrap();
+    on_data("predict", &["--index", "0", "--index", "7", "--json"]).unwrap();
+    assert!(on_data("predict", &["--index", "100"]).is_err());
 
     // A large white image with a dark bar, like a photo.
     let mut img = GrayImage::from_pixel(56, 56, Luma([255]));
@@ -132,41 +109,11 @@ fn train_resume_eval_predict_export_import() {
     .unwrap();
     assert!(std::fs::metadata(&q8).unwrap().len() > 40_000);
     // int8 next to float: quantized anew, and from the exported file.
-    host(&[
-        "eval",
-        "--model",
-        s(&out),
-        "--data",
-        s(&data),
-        "--int8",
-        "--calibration",
-        "100",
-    ])
-    .unwrap();
-    host(&[
-        "eval",
-        "--model",
-        s(&out),
-        "--data",
-        s(&data),
-        "--int8",
-        "--q8",
-        s(&q8),
-    ])
-    .unwrap();
+    on_data("eval", &["--int8", "--calibration", "100"]).unwrap();
+    on_data("eval", &["--int8", "--q8", s(&q8)]).unwrap();
     let bad = d.path().join("bad.q8");
     std::fs::write(&bad, b"not a model").unwrap();
-    let e = host(&[
-        "eval",
-        "--model",
-        s(&out),
-        "--data",
-        s(&data),
-        "--int8",
-        "--q8",
-        s(&bad),
-    ])
-    .unwrap_err();
+    let e = on_data("eval", &["--int8", "--q8", s(&bad)]).unwrap_err();
     assert!(format!("{e:#}").contains("bad.q8"), "{e:#}");
 
     host(&[
@@ -181,23 +128,19 @@ fn train_resume_eval_predict_export_import() {
     .unwrap();
     assert!(host(&["bench", "--seconds", "0"]).is_err());
 
-    // Clear errors, no panics.
-    let e = host(&[
-        "eval",
-        "--model",
-        s(&d.path().join("nope.lenet")),
-        "--data",
-        s(&data),
-    ])
-    .unwrap_err();
-    assert!(format!("{e:#}").contains("nope.lenet"), "{e:#}");
-    let e = host(&[
-        "train",
-        "--data",
-        s(&d.path().join("missing")),
-        "--out",
-        s(&out),
-    ])
-    .unwrap_err();
-    assert!(format!("{e:#}").contains("missing"), "{e:#}");
+    // Clear errors, no panics: each names the path it could not use.
+    let (nope, missing) = (d.path().join("nope.lenet"), d.path().join("missing"));
+    for (args, path) in [
+        (
+            ["eval", "--model", s(&nope), "--data", s(&data)],
+            "nope.lenet",
+        ),
+        (
+            ["train", "--data", s(&missing), "--out", s(&out)],
+            "missing",
+        ),
+    ] {
+        let e = host(&args).unwrap_err();
+        assert!(format!("{e:#}").contains(path), "{e:#}");
+    }
 }

@@ -12,8 +12,7 @@ use std::process::{Command, Output};
 
 mod common;
 
-use common::outputs;
-use lenet_host::data::{Splits, synth};
+use common::{assert_same_run, finished_run, toy_dataset};
 use lenet_host::fsutil::CRASH_ENV;
 use lenet_host::interrupt::AT_STEP_ENV;
 use lenet_host::modelfile::ModelFile;
@@ -38,29 +37,11 @@ fn host_at(args: &[&str], at_step: Option<String>) -> Output {
     c.output().expect("run host")
 }
 
+/// The resume tests' run (`common::train_args`) with augmentation on.
 fn train_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
-    vec![
-        "train",
-        "--data",
-        data,
-        "--out",
-        out,
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
-        "--model",
-        "lenet5-max",
-        "--act",
-        "relu",
-        "--lr",
-        "3e-3",
-        "--batch-size",
-        "50",
-        "--epochs",
-        "3",
-        "--augment",
-    ]
+    let mut args = common::train_args(data, out);
+    args.push("--augment");
+    args
 }
 
 /// The resume command printed on stderr, split into its arguments (the
@@ -78,27 +59,12 @@ fn resume_command(stderr: &str) -> Vec<String> {
 #[test]
 fn ctrl_c_at_any_step_then_resume_equals_an_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    synth::write_idx_dir(
-        &data,
-        &Splits {
-            train: synth::toy(600, 1),
-            test: synth::toy(200, 2),
-        },
-        false,
-    );
+    let data = toy_dataset(tmp.path(), 600, 200, false);
     let data_s = data.to_str().unwrap();
     let reference = tmp.path().join("reference");
     let ref_s = reference.to_str().unwrap();
     let o = host(&train_args(data_s, ref_s), None);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let ref_line = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .last()
-        .unwrap()
-        .replace(ref_s, "OUT");
-    let want = outputs(&reference);
+    let (want, ref_line) = finished_run(&reference, &o);
 
     // Steps inside the first epoch, at its end, inside later epochs, and
     // the very last one (the run then finishes normally). A second number
@@ -169,18 +135,7 @@ fn ctrl_c_at_any_step_then_resume_equals_an_uninterrupted_run() {
             "step {k}: resume failed after {stops} stops: {}",
             String::from_utf8_lossy(&o.stderr)
         );
-        let got = outputs(&out);
-        let names = |v: &[(String, Vec<u8>)]| v.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
-        assert_eq!(names(&got), names(&want), "step {k}: files");
-        for ((n, a), (_, b)) in got.iter().zip(&want) {
-            assert!(a == b, "step {k}: {n} differs from the uninterrupted run");
-        }
-        let line = String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .last()
-            .unwrap()
-            .replace(out_s, "OUT");
-        assert_eq!(line, ref_line, "step {k}: reported result");
+        assert_same_run(&format!("step {k}"), &out, &o, &want, &ref_line);
     }
 }
 
@@ -189,16 +144,7 @@ fn ctrl_c_at_any_step_then_resume_equals_an_uninterrupted_run() {
 #[test]
 fn a_second_ctrl_c_stops_at_once() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    synth::write_idx_dir(
-        &data,
-        &Splits {
-            train: synth::toy(600, 1),
-            test: synth::toy(200, 2),
-        },
-        false,
-    );
+    let data = toy_dataset(tmp.path(), 600, 200, false);
     let out = tmp.path().join("run");
     let o = host_at(
         &train_args(data.to_str().unwrap(), out.to_str().unwrap()),

@@ -12,8 +12,9 @@ use std::process::{Command, Output};
 
 mod common;
 
-use common::outputs;
-use lenet_host::data::{Splits, synth};
+use common::{
+    RUN_FILES, assert_same_run, finished_run, last_line, outputs, toy_dataset, train_args,
+};
 use lenet_host::fsutil::CRASH_ENV;
 use lenet_host::train::files;
 
@@ -28,62 +29,16 @@ fn host(args: &[&str], crash: Option<&str>) -> Output {
     c.output().expect("run host")
 }
 
-fn train_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
-    vec![
-        "train",
-        "--data",
-        data,
-        "--out",
-        out,
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
-        "--model",
-        "lenet5-max",
-        "--act",
-        "relu",
-        "--lr",
-        "3e-3",
-        "--batch-size",
-        "50",
-        "--epochs",
-        "3",
-    ]
-}
-
 #[test]
 fn killed_at_every_write_point_then_resumed_equals_an_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    synth::write_idx_dir(
-        &data,
-        &Splits {
-            train: synth::toy(600, 1),
-            test: synth::toy(200, 2),
-        },
-        false,
-    );
+    let data = toy_dataset(tmp.path(), 600, 200, false);
     let data_s = data.to_str().unwrap();
     let reference: PathBuf = tmp.path().join("reference");
     let ref_s = reference.to_str().unwrap();
     let o = host(&train_args(data_s, ref_s), None);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let ref_line = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .last()
-        .unwrap()
-        .replace(ref_s, "OUT");
-    let want = outputs(&reference);
-    let mut every = [
-        files::MODEL,
-        files::CHECKPOINT,
-        files::METRICS,
-        files::LOSS_PNG,
-        files::ACCURACY_PNG,
-        files::CONFUSION_PNG,
-    ];
+    let (want, ref_line) = finished_run(&reference, &o);
+    let mut every = RUN_FILES;
     every.sort();
     assert_eq!(
         want.iter().map(|w| w.0.as_str()).collect::<Vec<_>>(),
@@ -140,22 +95,7 @@ fn killed_at_every_write_point_then_resumed_equals_an_uninterrupted_run() {
             "{point}: resume failed: {}",
             String::from_utf8_lossy(&o.stderr)
         );
-        let got = outputs(&out);
-        let names = |v: &[(String, Vec<u8>)]| v.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
-        assert_eq!(
-            names(&got),
-            names(&want),
-            "{point}: files (stale temporaries?)"
-        );
-        for ((n, a), (_, b)) in got.iter().zip(&want) {
-            assert!(a == b, "{point}: {n} differs from the uninterrupted run");
-        }
-        let line = String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .last()
-            .unwrap()
-            .replace(out_s, "OUT");
-        assert_eq!(line, ref_line, "{point}: reported result");
+        assert_same_run(&point.to_string(), &out, &o, &want, &ref_line);
         survived += 1;
     }
     eprintln!("kill points survived: {survived} of {}", points.len());
@@ -167,11 +107,6 @@ fn killed_at_every_write_point_then_resumed_equals_an_uninterrupted_run() {
         None,
     );
     assert!(o.status.success());
-    let line = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .last()
-        .unwrap()
-        .replace(ref_s, "OUT");
-    assert_eq!(line, ref_line);
+    assert_eq!(last_line(&o, ref_s), ref_line);
     assert!(outputs(&reference) == want);
 }

@@ -7,10 +7,13 @@
 use std::process::Command;
 use std::time::Instant;
 
+mod common;
+
+use common::toy_dataset;
+
 use lenet_core::model::{Arch, VggConfig};
 use lenet_host::backend::MEM_AVAILABLE_ENV;
 use lenet_host::cpu::graph::{RunKind, cpu_memory};
-use lenet_host::data::{Splits, synth};
 use lenet_host::trainer::OptimizerConfig;
 
 fn adam() -> OptimizerConfig {
@@ -24,16 +27,7 @@ fn adam() -> OptimizerConfig {
 }
 
 fn data_dir(tmp: &std::path::Path) -> String {
-    let data = tmp.join("data");
-    std::fs::create_dir(&data).unwrap();
-    synth::write_idx_dir(
-        &data,
-        &Splits {
-            train: synth::toy(600, 1),
-            test: synth::toy(200, 2),
-        },
-        false,
-    );
+    let data = toy_dataset(tmp, 600, 200, false);
     data.to_str().unwrap().to_string()
 }
 

@@ -11,10 +11,12 @@
 
 use image::imageops::FilterType;
 use image::{DynamicImage, GrayImage, Luma};
-use lenet_host::backend::cpu_trainer;
+mod common;
+
+use common::train_on_cpu;
 use lenet_host::data::{self, PIXELS, SIDE};
 use lenet_host::predict::{predict, preprocess};
-use lenet_host::train::{TrainSettings, train};
+use lenet_host::train::TrainSettings;
 
 /// The earlier preprocessing: invert a light background, scale the whole
 /// canvas's longest side to 28, centre. (No trimming.)
@@ -52,11 +54,7 @@ fn photos_with_margins_classify_like_tight_crops() {
         ..TrainSettings::default()
     };
     let out = tempfile::tempdir().unwrap();
-    let mut t = cpu_trainer(&s.trainer_config(2).unwrap(), s.seed).unwrap();
-    let sum = train(t.as_mut(), &s, &d, out.path(), None, &mut |l| {
-        eprintln!("{l}")
-    })
-    .unwrap();
+    let (mut t, sum) = train_on_cpu(&s, &d, out.path());
     let n = 1000;
     let mut sets: [Vec<Input>; 4] = Default::default();
     for i in 0..n {

@@ -3,9 +3,11 @@
 //! installs it). Without it the test fails, unless `LENET_SKIP_REAL_DATA=1`
 //! says to skip it.
 
-use lenet_host::backend::cpu_trainer;
+mod common;
+
+use common::train_on_cpu;
 use lenet_host::data::{self, CLASSES};
-use lenet_host::train::{TrainSettings, train};
+use lenet_host::train::TrainSettings;
 
 #[test]
 fn official_files_load_and_a_short_run_learns() {
@@ -38,11 +40,7 @@ fn official_files_load_and_a_short_run_learns() {
         ..TrainSettings::default()
     };
     let out = tempfile::tempdir().unwrap();
-    let mut t = cpu_trainer(&s.trainer_config(2).unwrap(), s.seed).unwrap();
-    let sum = train(t.as_mut(), &s, &d, out.path(), None, &mut |l| {
-        eprintln!("{l}")
-    })
-    .unwrap();
+    let (_, sum) = train_on_cpu(&s, &d, out.path());
     assert!(
         sum.test.accuracy > 0.6,
         "test accuracy {}",

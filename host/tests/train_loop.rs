@@ -5,6 +5,9 @@
 
 use std::path::Path;
 
+mod common;
+
+use common::RUN_FILES;
 use lenet_host::backend::{cpu_trainer, inference_trainer, reference_trainer};
 use lenet_host::data::{Splits, synth};
 use lenet_host::eval::evaluate;
@@ -56,14 +59,7 @@ fn learns_the_toy_task_and_writes_every_output() {
     let acc = sum.test.accuracy;
     assert!(acc > 0.9, "test accuracy {acc}");
     assert!(sum.history[2].train_loss < sum.history[0].train_loss);
-    for f in [
-        files::MODEL,
-        files::CHECKPOINT,
-        files::METRICS,
-        files::LOSS_PNG,
-        files::ACCURACY_PNG,
-        files::CONFUSION_PNG,
-    ] {
+    for f in RUN_FILES {
         assert!(d.path().join(f).is_file(), "{f} missing");
     }
     let csv = std::fs::read_to_string(d.path().join(files::METRICS)).unwrap();

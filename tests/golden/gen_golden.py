@@ -95,6 +95,18 @@ class GoldenWriter:
         print(f"wrote {path}: {len(self.records)} records, {len(out)} bytes")
 
 
+def add_layer_grads(w, p, call, y, dy, x, wt, b):
+    """Records, under the prefix `p`, a layer's output `y` (of `call`), the
+    upstream gradient `dy`, and the gradients of the input `x`, the weight
+    `wt` and the bias `b` (none if `b` is None) after `y.backward(dy)`."""
+    w.add(p + "y", y, call)
+    w.add(p + "dy", dy, "torch.randn_like(y), upstream gradient")
+    w.add(p + "dx", x.grad, f"x.grad after ({call}).backward(dy)")
+    w.add(p + "dw", wt.grad, f"w.grad after ({call}).backward(dy)")
+    if b is not None:
+        w.add(p + "db", b.grad, f"b.grad after ({call}).backward(dy)")
+
+
 def leaf(t):
     return t.detach().clone().requires_grad_(True)
 
@@ -146,12 +158,7 @@ def gen_conv(w):
         w.add(p + "w", wt, "torch.randn(CO, CI, KH, KW) / sqrt(CI*KH*KW), weight of " + call)
         if bias:
             w.add(p + "b", b, "torch.randn(CO), bias of " + call)
-        w.add(p + "y", y, call)
-        w.add(p + "dy", dy, "torch.randn_like(y), upstream gradient")
-        w.add(p + "dx", x.grad, f"x.grad after ({call}).backward(dy)")
-        w.add(p + "dw", wt.grad, f"w.grad after ({call}).backward(dy)")
-        if bias:
-            w.add(p + "db", b.grad, f"b.grad after ({call}).backward(dy)")
+        add_layer_grads(w, p, call, y, dy, x, wt, b)
 
 
 # ---------------------------------------------------------------- pooling
@@ -223,12 +230,7 @@ def gen_linear(w):
         w.add(p + "w", wt, "torch.randn(O, I) / sqrt(I), weight of " + call)
         if bias:
             w.add(p + "b", b, "torch.randn(O), bias of " + call)
-        w.add(p + "y", y, call)
-        w.add(p + "dy", dy, "torch.randn_like(y), upstream gradient")
-        w.add(p + "dx", x.grad, f"x.grad after ({call}).backward(dy)")
-        w.add(p + "dw", wt.grad, f"w.grad after ({call}).backward(dy)")
-        if bias:
-            w.add(p + "db", b.grad, f"b.grad after ({call}).backward(dy)")
+        add_layer_grads(w, p, call, y, dy, x, wt, b)
 
 
 # ---------------------------------------------------------------- activations

@@ -117,13 +117,19 @@ fn argmax_picks_first_maximum() {
 /// `min_signal`, the largest entry of every tensor must exceed it, so the
 /// check compares real gradients rather than float noise (sigmoid networks
 /// have vanishing first-layer gradients, about 1e-4 here).
+///
+/// The parameters are initialised from `seed`; `params` and `acts` are the
+/// `zeroed` constructors of the network's buffers.
 fn check_gradients<M: Model>(
     model: &M,
-    params: &mut M::Params,
-    acts: &mut M::Activations,
+    params: fn() -> M::Params,
+    acts: fn() -> M::Activations,
     seed: u64,
     min_signal: f32,
 ) {
+    let (mut params, mut acts) = (Box::new(params()), Box::new(acts()));
+    model.init(&mut params, &mut Rng::new(seed));
+    let (params, acts) = (&mut *params, &mut *acts);
     let mut rng = Rng::new(seed);
     let x = random_image(&mut rng);
     let label = 3u8;
@@ -175,15 +181,8 @@ fn check_gradients<M: Model>(
 fn lenet5_gradients_match_finite_differences() {
     for (act, seed, min_signal) in [(Activation::Sigmoid, 1, 1e-4), (Activation::Tanh, 2, 1e-2)] {
         let model = LeNet5 { act };
-        let mut params = Box::new(LeNet5Params::zeroed());
-        model.init(&mut params, &mut Rng::new(seed));
-        check_gradients(
-            &model,
-            &mut *params,
-            &mut *Box::new(LeNet5Activations::zeroed()),
-            seed,
-            min_signal,
-        );
+        let (params, acts) = (LeNet5Params::zeroed, LeNet5Activations::zeroed);
+        check_gradients(&model, params, acts, seed, min_signal);
     }
 }
 
@@ -191,15 +190,8 @@ fn lenet5_gradients_match_finite_differences() {
 fn lenet5_max_gradients_match_finite_differences() {
     for (act, seed, min_signal) in [(Activation::Sigmoid, 3, 1e-4), (Activation::Tanh, 4, 1e-2)] {
         let model = LeNet5Max { act };
-        let mut params = Box::new(LeNet5MaxParams::zeroed());
-        model.init(&mut params, &mut Rng::new(seed));
-        check_gradients(
-            &model,
-            &mut *params,
-            &mut *Box::new(LeNet5MaxActivations::zeroed()),
-            seed,
-            min_signal,
-        );
+        let (params, acts) = (LeNet5MaxParams::zeroed, LeNet5MaxActivations::zeroed);
+        check_gradients(&model, params, acts, seed, min_signal);
     }
 }
 
@@ -207,15 +199,8 @@ fn lenet5_max_gradients_match_finite_differences() {
 fn lenet5_wide_gradients_match_finite_differences() {
     let act = Activation::Tanh;
     let model = LeNet5Wide { act };
-    let mut params = Box::new(LeNet5WideParams::zeroed());
-    model.init(&mut params, &mut Rng::new(5));
-    check_gradients(
-        &model,
-        &mut *params,
-        &mut *Box::new(LeNet5WideActivations::zeroed()),
-        5,
-        1e-2,
-    );
+    let (params, acts) = (LeNet5WideParams::zeroed, LeNet5WideActivations::zeroed);
+    check_gradients(&model, params, acts, 5, 1e-2);
 }
 
 /// A batch step's gradient is the mean of the per-sample gradients.
@@ -261,13 +246,11 @@ fn batch_gradient_is_the_mean_of_samples() {
     assert_eq!(*grads, *both);
 }
 
-/// Trains on 8 random images with fixed labels: the loss must fall far
-/// below ln 10 (memorising is all a network can do with noise).
-fn overfit<M: Model>(
-    model: M,
-    mut params: Box<M::Params>,
-    mut acts: Box<M::Activations>,
-) -> (f32, f32) {
+/// Trains on 8 random images with fixed labels (`params` and `acts` are the
+/// `zeroed` constructors of its buffers): the loss must fall from above 2 to
+/// below 0.05, far below ln 10 (memorising is all a network can do with noise).
+fn overfit<M: Model>(model: M, params: fn() -> M::Params, acts: fn() -> M::Activations) {
+    let (mut params, mut acts) = (Box::new(params()), Box::new(acts()));
     let mut rng = Rng::new(5);
     model.init(&mut params, &mut rng);
     let images: Vec<Image> = (0..8).map(|_| random_image(&mut rng)).collect();
@@ -297,33 +280,25 @@ fn overfit<M: Model>(
         .filter(|(x, l)| predict(&model, &mut acts, &params, x) == *l as usize)
         .count();
     assert_eq!(correct, 8, "{}: training set not memorised", M::KIND);
-    (first.unwrap(), last)
+    let first = first.unwrap();
+    std::println!("{}: {first} -> {last}", M::KIND);
+    assert!(first > 2.0 && last < 0.05, "loss {first} -> {last}");
 }
 
 #[test]
 fn lenet5_overfits_a_tiny_batch() {
-    let (first, last) = overfit(
-        LeNet5 {
-            act: Activation::Relu,
-        },
-        Box::new(LeNet5Params::zeroed()),
-        Box::new(LeNet5Activations::zeroed()),
-    );
-    std::println!("lenet5 relu: {first} -> {last}");
-    assert!(first > 2.0 && last < 0.05, "loss {first} -> {last}");
+    let model = LeNet5 {
+        act: Activation::Relu,
+    };
+    overfit(model, LeNet5Params::zeroed, LeNet5Activations::zeroed);
 }
 
 #[test]
 fn lenet5_max_overfits_a_tiny_batch() {
-    let (first, last) = overfit(
-        LeNet5Max {
-            act: Activation::Relu,
-        },
-        Box::new(LeNet5MaxParams::zeroed()),
-        Box::new(LeNet5MaxActivations::zeroed()),
-    );
-    std::println!("lenet5-max relu: {first} -> {last}");
-    assert!(first > 2.0 && last < 0.05, "loss {first} -> {last}");
+    let model = LeNet5Max {
+        act: Activation::Relu,
+    };
+    overfit(model, LeNet5MaxParams::zeroed, LeNet5MaxActivations::zeroed);
 }
 
 /// The whole training state as plain locals (no heap), as on the
