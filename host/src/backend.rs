@@ -151,20 +151,8 @@ fn profile_on<D: crate::gpu::device::Device>(
     let head = format!("device: {} ({}{note})", dev.kind(), dev.describe());
     let init = crate::trainer::init_params(cfg.arch, 1);
     let mut t = crate::gpu::GpuTrainer::new(dev, cfg, &init)?;
-    let mut px = vec![0.0f32; batch * 784];
-    crate::cpu::bench::random_data(&mut px, 3);
-    let data = crate::data::Dataset {
-        images: px.iter().map(|v| ((v + 1.0) * 127.5) as u8).collect(),
-        labels: (0..batch).map(|i| (i % 10) as u8).collect(),
-    };
-    let plan = crate::trainer::EpochPlan {
-        data: &data,
-        norm: crate::data::Normalization::STANDARD,
-        order: (0..batch as u32).collect(),
-        aug: None,
-        batch_size: batch,
-        lrs: vec![1e-3],
-    };
+    let data = crate::cpu::bench::random_dataset(batch);
+    let plan = crate::cpu::bench::in_order(&data, batch);
     t.profile_step(&plan)?;
     let p = t.profile_step(&plan)?;
     let r = crate::cpu::bench::measure_gpu(&mut t, batch, time, epoch_images)?;

@@ -55,7 +55,8 @@ fn official_files_load_and_a_short_run_learns() {
 #[cfg(feature = "cuda-emu")]
 #[test]
 fn emulated_cuda_trainer_learns_like_the_cpu_trainer() {
-    use lenet_host::backend::emu_trainer;
+    use lenet_host::backend::{cpu_trainer, emu_trainer};
+    use lenet_host::train::train;
     let Ok(src) = data::locate(None) else {
         assert!(
             std::env::var_os("LENET_SKIP_REAL_DATA").is_some_and(|v| v == "1"),

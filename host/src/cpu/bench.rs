@@ -72,6 +72,30 @@ pub fn random_data(out: &mut [f32], seed: u64) {
     }
 }
 
+/// `n` images of [`random_data`] pixels (seed 3) with labels `i % 10`.
+pub fn random_dataset(n: usize) -> crate::data::Dataset {
+    let mut px = vec![0.0f32; n * 784];
+    random_data(&mut px, 3);
+    crate::data::Dataset {
+        images: px.iter().map(|v| ((v + 1.0) * 127.5) as u8).collect(),
+        labels: (0..n).map(|i| (i % 10) as u8).collect(),
+    }
+}
+
+/// One epoch over `data` in order, no augmentation, batches of `batch`,
+/// learning rate 1e-3.
+pub fn in_order(data: &crate::data::Dataset, batch: usize) -> crate::trainer::EpochPlan<'_> {
+    let n = data.labels.len();
+    crate::trainer::EpochPlan {
+        data,
+        norm: crate::data::Normalization::STANDARD,
+        order: (0..n as u32).collect(),
+        aug: None,
+        batch_size: batch,
+        lrs: vec![1e-3; n.div_ceil(batch.max(1))],
+    }
+}
+
 /// Parameters drawn like PyTorch's default initialisation bounds
 /// (`U(-1/sqrt(fan_in), 1/sqrt(fan_in))`), from `seed`.
 pub fn random_params(kind: ModelKind, seed: u64) -> Vec<f32> {
@@ -199,21 +223,9 @@ pub fn measure_gpu(
     epoch_images: usize,
 ) -> Result<GpuBenchReport, TrainerError> {
     let (train, infer, lat) = measure(trainer, batch, time)?;
-    let mut px = vec![0.0f32; epoch_images * 784];
-    random_data(&mut px, 3);
-    let data = crate::data::Dataset {
-        images: px.iter().map(|v| ((v + 1.0) * 127.5) as u8).collect(),
-        labels: (0..epoch_images).map(|i| (i % 10) as u8).collect(),
-    };
+    let data = random_dataset(epoch_images);
     let batch = batch.max(1);
-    let plan = crate::trainer::EpochPlan {
-        data: &data,
-        norm: crate::data::Normalization::STANDARD,
-        order: (0..epoch_images as u32).collect(),
-        aug: None,
-        batch_size: batch,
-        lrs: vec![1e-3; epoch_images.div_ceil(batch)],
-    };
+    let plan = in_order(&data, batch);
     trainer.train_epoch(&plan, &mut || {})?;
     let t0 = Instant::now();
     trainer.train_epoch(&plan, &mut || {})?;
