@@ -40,6 +40,11 @@ struct dim3 {
     unsigned x, y, z;
 };
 
+// CUDA's vector of four floats (16-byte aligned on the GPU).
+struct float4 {
+    float x, y, z, w;
+};
+
 // The running thread's coordinates, set by the scheduler before it resumes
 // a thread.
 extern thread_local dim3 threadIdx;
@@ -189,5 +194,14 @@ struct shared_array {
             }
         }
         return sref<T>{v, st, (long)i, N};
+    }
+    // Elements i..i+3 as one vector load (T = float), which the GPU makes
+    // only from a 16-byte aligned address: i must be a multiple of 4.
+    template <class I>
+    float4 load4(I i) {
+        if ((long)i % 4 != 0) {
+            lenet_emu_error("memcheck: vector shared load at index %ld, not a multiple of 4", (long)i);
+        }
+        return float4{(*this)[i], (*this)[i + 1], (*this)[i + 2], (*this)[i + 3]};
     }
 };
