@@ -35,6 +35,36 @@ extern "C" __global__ void conv2d_forward(const ConvArgs a) {
     a.y[i] = act_apply(a.act, acc + a.b[co]);
 }
 
+// A running decomposition of a tap index k = c * KK + r (c a channel, r
+// the position u * K + v in the kernel, KK = K * K), advanced by BK at a
+// time without dividing: the stagers step through K in order.
+template <class C>
+struct TapWalk {
+    int c, r, kk, dc, dr;  // dc, dr: BK / KK, BK % KK
+
+    __device__ __forceinline__ void start(int kidx, int kk_) {
+        kk = kk_;
+        c = kidx / kk;
+        r = kidx - c * kk;
+        dc = C::BK / kk;
+        dr = C::BK - dc * kk;
+    }
+    __device__ __forceinline__ void step() {
+        c += dc;
+        r += dr;
+        if (r >= kk) {
+            r -= kk;
+            c++;
+        }
+    }
+};
+
+// ceil(2^16 / K): (r * kernel_div(K)) >> 16 is r / K for r < 256 and
+// K <= 16 (the rounding adds under r * K / 2^16 < 1/K).
+__device__ __forceinline__ int kernel_div(int k) {
+    return (65536 + k - 1) / k;
+}
+
 // The im2col operand of a convolution, staged without forming it: row r
 // is output position (n, oy, ox) of the batch, k is tap (ci, u, v), and
 // the element is x[n][ci][oy*S + u - P][ox*S + v - P] (0 in the padding).
@@ -51,12 +81,16 @@ struct ConvTapsStager {
     gptr<const float> x;  // at (n, 0, oy*S - P, ox*S - P) (maybe outside)
     int h, w, k, depth;
     int mask;
+    int kdiv;          // kernel_div(K)
+    TapWalk<C> walk;   // (thread t < BK) the tap of its next table entry
     shared_array<int, 2 * C::BK>* off;
     shared_array<int, 2 * C::BK>* bits;
     float reg[C::PER_THREAD];
 
     __device__ __forceinline__ void init(gptr<const float> image, int iy0, int ix0, bool valid) {
         x = image + ((long long)iy0 * w + ix0);
+        kdiv = kernel_div(k);
+        walk.start((int)threadIdx.x % C::BK, k * k);
         mask = 0;
         for (int u = 0; u < k; u++) {
             mask |= (iy0 + u >= 0 && iy0 + u < h) << u;
@@ -85,14 +119,12 @@ struct ConvTapsStager {
     __device__ __forceinline__ void next(int k1) {
         int t = (int)threadIdx.x;
         if (t < C::BK) {
-            int kidx = k1 + t;
-            int ci = kidx / (k * k);
-            int rem = kidx - ci * k * k;
-            int u = rem / k;
-            int v = rem - u * k;
+            int u = walk.r * kdiv >> 16;
+            int v = walk.r - u * k;
             int buf = (k1 / C::BK) & 1;
-            (*off)[buf * C::BK + t] = (ci * h + u) * w + v;
-            (*bits)[buf * C::BK + t] = kidx < depth ? 1 << u | 1 << (16 + v) : -1;
+            (*off)[buf * C::BK + t] = (walk.c * h + u) * w + v;
+            (*bits)[buf * C::BK + t] = k1 + t < depth ? 1 << u | 1 << (16 + v) : -1;
+            walk.step();
         }
     }
 };
@@ -307,20 +339,52 @@ extern "C" __global__ void conv2d_backward_weight(const ConvArgs a) {
 // order. Grid: tiles * SPLITS, tiles = ceil(C_OUT / BM) * ceil(C_IN K K / BN);
 // the `_large` kernel takes GemmLarge tiles, the other GemmSmall.
 
+// A running decomposition of a position j = (n * OH + oy) * OW + ox of
+// the batch, advanced by BK at a time without dividing (the stagers step
+// through K in order).
+template <class C>
+struct PosWalk {
+    int n, oy, ox, oh, ow, dn, doy, dox;  // (dn, doy, dox): BK decomposed
+
+    __device__ __forceinline__ void start(int j, int oh_, int ow_) {
+        oh = oh_;
+        ow = ow_;
+        n = j / (oh * ow);
+        oy = (j - n * oh * ow) / ow;
+        ox = j - (n * oh + oy) * ow;
+        dn = C::BK / (oh * ow);
+        doy = (C::BK - dn * oh * ow) / ow;
+        dox = C::BK - (dn * oh + doy) * ow;
+    }
+    __device__ __forceinline__ void step() {
+        n += dn;
+        oy += doy;
+        ox += dox;
+        if (ox >= ow) {
+            ox -= ow;
+            oy++;
+        }
+        if (oy >= oh) {
+            oy -= oh;
+            n++;
+        }
+    }
+};
+
 // dY as the A operand: row co, k the position j (contiguous within an
 // image), staged from chunk [j0, j1).
 template <class C>
 struct GradRowsStager {
     gptr<const float> dy;
     int c_out, ohw, m0, j0, j1;
+    PosWalk<C> walk;  // the thread's position of the next slice
     float reg[C::PER_THREAD];
 
     __device__ __forceinline__ void fetch(int k0) {
         int t = (int)threadIdx.x;
-        int kk = t % C::BK;
-        int j = j0 + k0 + kk;
-        int n = j / ohw;
-        long long at = ((long long)n * c_out) * ohw + (j - n * ohw);
+        int j = j0 + k0 + t % C::BK;
+        long long at = ((long long)walk.n * c_out) * ohw + walk.oy * walk.ow + walk.ox;
+        walk.step();
 #pragma unroll
         for (int q = 0; q < C::PER_THREAD; q++) {
             int co = m0 + t / C::BK + q * (GEMM_THREADS / C::BK);
@@ -357,7 +421,8 @@ __device__ __forceinline__ int bit_range(int lo, int hi) {
 template <class C>
 struct PatchRowsStager {
     gptr<const float> x;
-    int c_in, h, w, k, ow, ohw, s, p, j0, j1;
+    int c_in, h, w, k, s, p, j0, j1;
+    PosWalk<C> walk;  // the thread's position of the next slice
     int off[C::PER_THREAD];
     int bits[C::PER_THREAD];
     float reg[C::PER_THREAD];
@@ -365,12 +430,10 @@ struct PatchRowsStager {
     __device__ __forceinline__ void fetch(int k0) {
         int t = (int)threadIdx.x;
         int j = j0 + k0 + t % C::BK;
-        int n = j / ohw;
-        int pos = j - n * ohw;
-        int oy = pos / ow;
-        int iy0 = oy * s - p;
-        int ix0 = (pos - oy * ow) * s - p;
-        gptr<const float> at = x + ((long long)n * c_in * h * w + (long long)iy0 * w + ix0);
+        int iy0 = walk.oy * s - p;
+        int ix0 = walk.ox * s - p;
+        gptr<const float> at = x + ((long long)walk.n * c_in * h * w + (long long)iy0 * w + ix0);
+        walk.step();
         int rows = bit_range(iy0 < 0 ? -iy0 : 0, h - iy0 < k ? h - iy0 : k);
         int cols = bit_range(ix0 < 0 ? -ix0 : 0, w - ix0 < k ? w - ix0 : k);
         int mask = j < j1 ? rows | cols << 16 : 0;
@@ -410,13 +473,13 @@ __device__ __forceinline__ void conv2d_backward_weight_tiled(const ConvArgs& a) 
     gr.m0 = g.m0;
     gr.j0 = j0;
     gr.j1 = j1;
+    gr.walk.start(j0 + t % C::BK, a.oh, a.ow);
     PatchRowsStager<C> x;
     x.x = a.x;
     x.c_in = a.c_in;
     x.h = a.h;
     x.w = a.w_in;
-    x.ow = a.ow;
-    x.ohw = ohw;
+    x.walk.start(j0 + t % C::BK, a.oh, a.ow);
     x.s = a.s;
     x.p = a.p;
     x.j0 = j0;
@@ -502,13 +565,14 @@ template <class C>
 struct WeightTapsStager {
     gptr<const float> w;
     int c_in, kk2, m0, depth;
+    TapWalk<C> walk;  // the thread's tap of the next slice
     float reg[C::PER_THREAD];
 
     __device__ __forceinline__ void fetch(int k0) {
         int t = (int)threadIdx.x;
         int kidx = k0 + t % C::BK;
-        int co = kidx / kk2;
-        long long at = (long long)co * c_in * kk2 + (kidx - co * kk2);
+        long long at = (long long)walk.c * c_in * kk2 + walk.r;
+        walk.step();
 #pragma unroll
         for (int q = 0; q < C::PER_THREAD; q++) {
             int ci = m0 + t / C::BK + q * (GEMM_THREADS / C::BK);
@@ -540,12 +604,16 @@ struct GradTapsStager {
     gptr<const float> dy;  // at (n, 0, iy + P, ix + P) (maybe outside)
     int oh, ow, k, depth;
     int mask;
+    int kdiv;
+    TapWalk<C> walk;
     shared_array<int, 2 * C::BK>* off;
     shared_array<int, 2 * C::BK>* bits;
     float reg[C::PER_THREAD];
 
     __device__ __forceinline__ void init(gptr<const float> grad, int ty0, int tx0, bool valid) {
         dy = grad + ((long long)ty0 * ow + tx0);
+        kdiv = kernel_div(k);
+        walk.start((int)threadIdx.x % C::BK, k * k);
         mask = 0;
         for (int u = 0; u < k; u++) {
             mask |= (ty0 - u >= 0 && ty0 - u < oh) << u;
@@ -574,14 +642,12 @@ struct GradTapsStager {
     __device__ __forceinline__ void next(int k1) {
         int t = (int)threadIdx.x;
         if (t < C::BK) {
-            int kidx = k1 + t;
-            int co = kidx / (k * k);
-            int rem = kidx - co * k * k;
-            int u = rem / k;
-            int v = rem - u * k;
+            int u = walk.r * kdiv >> 16;
+            int v = walk.r - u * k;
             int buf = (k1 / C::BK) & 1;
-            (*off)[buf * C::BK + t] = co * oh * ow - u * ow - v;
-            (*bits)[buf * C::BK + t] = kidx < depth ? 1 << u | 1 << (16 + v) : -1;
+            (*off)[buf * C::BK + t] = walk.c * oh * ow - u * ow - v;
+            (*bits)[buf * C::BK + t] = k1 + t < depth ? 1 << u | 1 << (16 + v) : -1;
+            walk.step();
         }
     }
 };
@@ -601,6 +667,7 @@ __device__ __forceinline__ void conv2d_backward_input_tiled(const ConvArgs& a) {
     w.kk2 = kk2;
     w.m0 = g.m0;
     w.depth = depth;
+    w.walk.start((int)threadIdx.x % C::BK, kk2);
     int col = g.n0 + (int)threadIdx.x % C::BN;
     int img = col / hw;
     int iy = (col - img * hw) / a.w_in;

@@ -76,7 +76,8 @@ using GemmSlices = shared_array<float, 2 * C::SLICE>;
 // writes them to the slice at offset `at`. `next(k1)` runs while the block
 // multiplies, before the barrier that ends the step: a stager that keeps a
 // shared table of a coming slice (read by `fetch(k1)`, after that barrier)
-// fills it there.
+// fills it there. Both are called for k0 = 0, BK, 2 BK, ... in order (a
+// stager may count instead of dividing).
 
 // A matrix in global memory: element (r, k) at base[r * ld + k] when
 // K_CONTIG, else at base[k * ld + r]. Neighbouring threads take

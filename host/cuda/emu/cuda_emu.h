@@ -175,20 +175,31 @@ struct sref {
     }
 };
 
-// N elements of block-shared memory. Zero-initialized as a static; reset
-// to the poison pattern, unwritten, the first time each block touches it.
+// N elements of block-shared memory. Zero-initialized as a static (a
+// thread_local: every kernel's arrays would otherwise take their size
+// from each OS thread's stack, where glibc keeps thread-local storage), its
+// elements allocated on the heap the first time a thread touches it and
+// reset to the poison pattern, unwritten, the first time each block does.
 template <class T, int N>
 struct shared_array {
-    T v[N];
-    shared_state st[N];
+    T* v;
+    shared_state* st;
     uint64_t block;
 
+    ~shared_array() {
+        delete[] v;
+        delete[] st;
+    }
     template <class I>
     sref<T> operator[](I i) {
         uint64_t b = lenet_emu_block_serial();
         if (block != b) {
+            if (!v) {
+                v = new T[N];
+                st = new shared_state[N];
+            }
             block = b;
-            memset(v, 0xff, sizeof(v));
+            memset(static_cast<void*>(v), 0xff, sizeof(T) * N);
             for (int k = 0; k < N; k++) {
                 st[k] = shared_state{0, -1, -1, 0, 0};
             }
