@@ -268,9 +268,9 @@ impl Schedule {
                 // on the batch)
                 Op::Conv { k, .. } if conv_gemm(st.out_shape) => {
                     let (c, kdim) = (st.out_shape.c, st.in_shape.c * k * k);
-                    let splits = wgrad_splits(GemmTile::Small, c, kdim)
-                        .max(wgrad_splits(GemmTile::Large, c, kdim));
-                    Some(splits * c * kdim)
+                    let [small, large] =
+                        [GemmTile::Small, GemmTile::Large].map(|tile| wgrad_splits(tile, c, kdim));
+                    Some(small.max(large) * c * kdim)
                 }
                 _ => None,
             })
@@ -388,9 +388,7 @@ pub fn wgrad_splits(tile: GemmTile, c_out: usize, kdim: usize) -> usize {
 /// and the depth of one split.
 pub fn wgrad_tile(c_out: usize, kdim: usize, positions: usize) -> GemmTile {
     let splits = wgrad_splits(GemmTile::Large, c_out, kdim);
-    let large = fits_large(c_out)
-        && fits_large(kdim)
-        && positions / splits >= GEMM_LARGE_MIN_DEPTH;
+    let large = fits_large(c_out) && fits_large(kdim) && positions / splits >= GEMM_LARGE_MIN_DEPTH;
     if large {
         GemmTile::Large
     } else {
@@ -494,9 +492,27 @@ pub fn linear_kernels(n: usize, f_in: usize, f_out: usize) -> [Kernel; 3] {
         GemmTile::Large => large,
     };
     [
-        pick(Kernel::LinearForward, Kernel::LinearForwardLarge, n, f_out, f_in),
-        pick(Kernel::LinearBackwardInput, Kernel::LinearBackwardInputLarge, n, f_in, f_out),
-        pick(Kernel::LinearBackwardWeight, Kernel::LinearBackwardWeightLarge, f_out, f_in, n),
+        pick(
+            Kernel::LinearForward,
+            Kernel::LinearForwardLarge,
+            n,
+            f_out,
+            f_in,
+        ),
+        pick(
+            Kernel::LinearBackwardInput,
+            Kernel::LinearBackwardInputLarge,
+            n,
+            f_in,
+            f_out,
+        ),
+        pick(
+            Kernel::LinearBackwardWeight,
+            Kernel::LinearBackwardWeightLarge,
+            f_out,
+            f_in,
+            n,
+        ),
     ]
 }
 

@@ -394,12 +394,11 @@ fn linear<D: Device>(dev: &mut D, g: &Golden, p: &str) -> OpResult {
         m.run(|d| {
             for (k, args) in kernels.into_iter().zip([&fwd, &wgrad, &igrad]) {
                 let kind = d.kind();
-                let grid = u32::try_from(linear_grid(k, n, fi, fo)).map_err(|e| {
-                    TrainerError::Device {
+                let grid =
+                    u32::try_from(linear_grid(k, n, fi, fo)).map_err(|e| TrainerError::Device {
                         device: kind,
                         msg: e.to_string(),
-                    }
-                })?;
+                    })?;
                 d.launch(k, grid, args)?;
             }
             Ok(())

@@ -1339,7 +1339,13 @@ fn large_conv_tiles_give_the_small_tiles_bits() {
     // they sum the same chunks.
     let splits = wgrad_splits(GemmTile::Small, b.c, kdim);
     let run = |order, [fwd, wgrad, igrad]: [Kernel; 3]| {
-        let outs = [n * b.len(), n * a.len(), b.c * kdim, b.c, splits * b.c * kdim];
+        let outs = [
+            n * b.len(),
+            n * a.len(),
+            b.c * kdim,
+            b.c,
+            splits * b.c * kdim,
+        ];
         run_launches(order, &[&x, &w, &bias, &dy], &outs, |i, o| {
             let dims = conv_dims(n, a, b, k, s, p, 2);
             let args = ConvArgs {
@@ -1360,9 +1366,7 @@ fn large_conv_tiles_give_the_small_tiles_bits() {
             };
             [(fwd, args), (igrad, args), (wgrad, work)]
                 .into_iter()
-                .chain(
-                    kernel_tile(wgrad).map(|_| (Kernel::Conv2dBackwardWeightReduce, work)),
-                )
+                .chain(kernel_tile(wgrad).map(|_| (Kernel::Conv2dBackwardWeightReduce, work)))
                 .map(|(kernel, args)| {
                     // (the weight gradient's grid for these splits)
                     let blocks = match kernel_tile(kernel) {
@@ -1435,7 +1439,6 @@ fn large_linear_tiles_give_the_small_tiles_bits() {
                 f_in: int(fi),
                 f_out: int(fo),
                 act: 3,
-                ..LinearArgs::default()
             };
             kernels
                 .into_iter()
@@ -1509,7 +1512,10 @@ fn large_tiles_are_chosen_by_shape() {
         w: 14,
     };
     let into = Shape3 { c: 256, ..vgg };
-    assert_eq!(conv_forward(128, vgg, into, 3), Kernel::Conv2dForwardGemmLarge);
+    assert_eq!(
+        conv_forward(128, vgg, into, 3),
+        Kernel::Conv2dForwardGemmLarge
+    );
     assert_eq!(
         conv_backward_input(128, vgg, into, 3, 1),
         Kernel::Conv2dBackwardInputGemmLarge
