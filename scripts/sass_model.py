@@ -170,7 +170,7 @@ def tiles(edge, m, n):
 
 def fits_large(d):
     """host/src/gpu/mod.rs: fits_large."""
-    return d >= 128 and up(d, 128) * 16 <= up(d, 64) * 17
+    return up(d, 128) * 4 <= up(d, 64) * 5
 
 
 def gemm_tile(m, n, k):

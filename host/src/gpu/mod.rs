@@ -342,8 +342,9 @@ impl GemmTile {
     }
 }
 
-/// Depth (K) a block of [`GemmTile::Large`] must at least multiply over:
-/// below it the block's staging costs more than its tile saves.
+/// Depth (K) a block of [`GemmTile::Large`] must at least multiply over,
+/// four slices of 16: a shallower product spends most of a block in
+/// filling the first slice and writing its 64 outputs per thread.
 pub const GEMM_LARGE_MIN_DEPTH: usize = 64;
 
 /// Blocks a [`GemmTile::Large`] grid must at least have: about one per
@@ -351,11 +352,12 @@ pub const GEMM_LARGE_MIN_DEPTH: usize = 64;
 /// fewer keeps the 64-wide tiles, four times as many blocks.
 pub const GEMM_LARGE_MIN_BLOCKS: usize = 128;
 
-/// Whether a side of `d` rows (or columns) fits 128-wide tiles: at least
-/// one full tile, and padded to 128 at most 1/16 larger than padded to 64
-/// (192 channels, for example, would leave a third of the tiles empty).
+/// Whether a side of `d` rows (or columns) fits 128-wide tiles: padded to
+/// 128 at most 1/4 larger than padded to 64 (96 or 576 channels, yes; 64
+/// or 192, no: half or a third of the tiles' rows would be empty), where
+/// the large tiles' higher FMA share more than makes up for the padding.
 fn fits_large(d: usize) -> bool {
-    d >= 128 && d.div_ceil(128) * 128 * 16 <= d.div_ceil(64) * 64 * 17
+    d.div_ceil(128) * 128 * 4 <= d.div_ceil(64) * 64 * 5
 }
 
 /// The tile configuration of an `m` x `n` GEMM output over depth `k`:

@@ -1496,13 +1496,15 @@ fn large_linear_tiles_give_the_small_tiles_bits() {
 }
 
 /// The schedule takes 128-wide tiles for large products only: both sides
-/// at least 128 with little padding, enough depth and enough blocks.
+/// padded little more than to 64, enough depth and enough blocks.
 #[test]
 fn large_tiles_are_chosen_by_shape() {
     assert_eq!(gemm_tile(1024, 8192, 576), GemmTile::Large);
     assert_eq!(gemm_tile(64, 100_352, 576), GemmTile::Small);
-    // 192 rows: a third of the 128-wide tiles' rows would be empty.
+    // 192 rows: a third of the 128-wide tiles' rows would be empty; 96
+    // rows pad to 128 either way.
     assert_eq!(gemm_tile(192, 100_352, 576), GemmTile::Small);
+    assert_eq!(gemm_tile(96, 100_352, 576), GemmTile::Large);
     assert_eq!(gemm_tile(1024, 8192, 32), GemmTile::Small);
     // 4 x 9 = 36 large tiles: too few blocks.
     assert_eq!(gemm_tile(512, 1152, 4608), GemmTile::Small);
