@@ -173,7 +173,7 @@ __device__ __forceinline__ void conv2d_forward_tiled(const ConvArgs& a) {
         for (int i = 0; i < C::TM; i++) {
             int co = g.row(i);
             if (co < a.c_out) {
-                a.y[((size_t)n * a.c_out + co) * ohw + pos] = act_apply(a.act, acc[i][j] + a.b[co]);
+                a.y[((size_t)n * a.c_out + co) * ohw + pos] = act_apply_outlined(a.act, acc[i][j] + a.b[co]);
             }
         }
     }

@@ -25,7 +25,7 @@ __device__ __forceinline__ void linear_forward_tiled(const LinearArgs& a) {
         for (int j = 0; j < C::TN; j++) {
             int r = g.row(i), c = g.col(j);
             if (r < a.n && c < a.f_out) {
-                a.y[(size_t)r * a.f_out + c] = act_apply(a.act, acc[i][j] + a.b[c]);
+                a.y[(size_t)r * a.f_out + c] = act_apply_outlined(a.act, acc[i][j] + a.b[c]);
             }
         }
     }

@@ -58,6 +58,7 @@ void __syncthreads();
 #define __global__
 #define __device__
 #define __forceinline__ inline
+#define __noinline__ __attribute__((noinline))
 // One copy per OS thread: the emulator runs one block at a time on it, and
 // shared_array starts every block afresh.
 #define __shared__ static thread_local
