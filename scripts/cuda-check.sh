@@ -8,8 +8,10 @@
 #  3. the static model of their speed (scripts/sass_model.py): the
 #     instruction mix of every kernel's hottest loop in the SASS for sm_90,
 #     read with nvdisasm; the register-tiled GEMM kernels must keep their
-#     fused multiply-add share (60 % for the linear layers, 40-45 % for the
-#     convolutions, whose loops also decompose positions and taps). Given a
+#     fused multiply-add share: 75 % for the 128x128 tiles (`_large`); for
+#     the 64x64 tiles, which stage twice the operands per multiply-add,
+#     65 % for the linear layers and 50-55 % for the convolutions, whose
+#     loops also gather positions and taps. Given a
 #     built `host` (bash scripts/cuda-check.sh [HOST]), it also estimates one
 #     training epoch of every network from those loops.
 # NVRTC and ptxas come from NVIDIA's PyPI wheels (no GPU, no toolkit),
@@ -89,7 +91,11 @@ if spills:
 PY
 
 python3 scripts/sass_model.py "$ptxas" "$nvdisasm" --arch sm_90 \
-    --min-share linear_forward=0.6 --min-share linear_backward_input=0.6 \
-    --min-share linear_backward_weight=0.6 --min-share conv2d_forward_gemm=0.45 \
-    --min-share conv2d_backward_weight_gemm=0.45 --min-share conv2d_backward_input_gemm=0.4 \
+    --min-share linear_forward=0.65 --min-share linear_backward_input=0.65 \
+    --min-share linear_backward_weight=0.65 --min-share conv2d_forward_gemm=0.55 \
+    --min-share conv2d_backward_weight_gemm=0.5 --min-share conv2d_backward_input_gemm=0.5 \
+    --min-share linear_forward_large=0.75 --min-share linear_backward_input_large=0.75 \
+    --min-share linear_backward_weight_large=0.75 --min-share conv2d_forward_gemm_large=0.75 \
+    --min-share conv2d_backward_weight_gemm_large=0.75 \
+    --min-share conv2d_backward_input_gemm_large=0.75 \
     ${1:+--host "$1"}

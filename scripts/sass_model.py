@@ -27,9 +27,11 @@ hot loop has a lower FMA share (a gate for the register-tiled kernels).
 training epoch of each network on an H100 SXM: every layer's multiply-adds
 in the forward pass, the input gradient (where needed) and the weight
 gradient, each divided by the FP32 FMA rate (33.5 T/s) times the efficiency
-of the kernel the schedule picks for that shape: its hot loop's FMA share,
-times the share of its tile that the layer fills (64-wide GEMM tiles),
-times ISSUE_EFFICIENCY for latency and occupancy; plus 4 us per launch.
+of the kernel the schedule picks for that shape (host/src/gpu/mod.rs:
+gemm_tile and wgrad_tile choose 64- or 128-wide GEMM tiles, `_large`):
+its hot loop's FMA share, times the share of its tiles that the layer
+fills, times ISSUE_EFFICIENCY for latency and occupancy; plus 4 us per
+launch.
 An estimate to compare kernels by, not a measurement.
 """
 import pathlib
@@ -131,7 +133,8 @@ FMA_RATE = 33.5e12  # H100 SXM: 67 TFLOP/s fp32 = 33.5 T fused multiply-adds/s
 ISSUE_EFFICIENCY = 0.6  # assumed: issue slots lost to latency and occupancy
 LAUNCH_S = 4e-6
 GEMM_MIN_CHANNELS = 16  # host/src/gpu/mod.rs: CONV_GEMM_MIN_CHANNELS
-TILE = 64
+LARGE_MIN_DEPTH = 64  # GEMM_LARGE_MIN_DEPTH
+LARGE_MIN_BLOCKS = 128  # GEMM_LARGE_MIN_BLOCKS
 NETWORKS = [  # (name, host flags, batch)
     ("lenet5", ["--model", "lenet5"], 256),
     ("cnn", ["--model", "cnn"], 256),
@@ -157,10 +160,46 @@ def layers_of(host, flags):
     return layers
 
 
+def up(d, e):
+    return -(-d // e) * e
+
+
+def tiles(edge, m, n):
+    return up(m, edge) // edge * (up(n, edge) // edge)
+
+
+def fits_large(d):
+    """host/src/gpu/mod.rs: fits_large."""
+    return up(d, 128) * 4 <= up(d, 64) * 5
+
+
+def gemm_tile(m, n, k):
+    """host/src/gpu/mod.rs: gemm_tile (the tile edge)."""
+    large = (fits_large(m) and fits_large(n) and k >= LARGE_MIN_DEPTH
+             and tiles(128, m, n) >= LARGE_MIN_BLOCKS)
+    return 128 if large else 64
+
+
+def wgrad_splits(edge, c_out, kdim):
+    return min(max(256 // tiles(edge, c_out, kdim), 1), 64)
+
+
+def wgrad_tile(c_out, kdim, positions):
+    """host/src/gpu/mod.rs: wgrad_tile (the tile edge)."""
+    large = (fits_large(c_out) and fits_large(kdim)
+             and positions // wgrad_splits(128, c_out, kdim) >= LARGE_MIN_DEPTH)
+    return 128 if large else 64
+
+
 def estimate(host, shares):
     """Per network: (seconds per epoch, launches per step)."""
     def eff(kernel, fill):
         return max(shares.get(kernel, 0.0), 0.01) * fill * ISSUE_EFFICIENCY
+
+    def gemm(kernel, edge, m, n):
+        """The efficiency of GEMM `kernel` in tiles of `edge` on m x n."""
+        name = kernel + ("_large" if edge == 128 else "")
+        return eff(name, m / up(m, edge) * n / up(n, edge))
 
     rows = []
     for name, flags, batch in NETWORKS:
@@ -176,17 +215,21 @@ def estimate(host, shares):
             if conv:
                 k, stride = int(conv.group(3)), int(conv.group(4) or 1)
                 macs = co * oh * ow * ci * k * k
-                gemm = co >= GEMM_MIN_CHANNELS
-                fill_out = co / (-(-co // TILE) * TILE)
-                fwd = eff("conv2d_forward_gemm", fill_out) if gemm else eff("conv2d_forward", 1.0)
-                wgt = (eff("conv2d_backward_weight_gemm", fill_out) if gemm
-                       else eff("conv2d_backward_weight", 1.0))
+                use_gemm = co >= GEMM_MIN_CHANNELS
+                pos, kdim = batch * oh * ow, ci * k * k
+                if use_gemm:
+                    fwd = gemm("conv2d_forward_gemm", gemm_tile(co, pos, kdim), co, pos)
+                    wgt = gemm("conv2d_backward_weight_gemm", wgrad_tile(co, kdim, pos), co, kdim)
+                else:
+                    fwd = eff("conv2d_forward", 1.0)
+                    wgt = eff("conv2d_backward_weight", 1.0)
                 t = macs / fwd + macs / wgt
-                launches += 2 + int(gemm)
+                launches += 2 + int(use_gemm)
                 if seen_params:
                     if stride == 1 and ci >= GEMM_MIN_CHANNELS:
-                        fill_in = ci / (-(-ci // TILE) * TILE)
-                        t += macs / eff("conv2d_backward_input_gemm", fill_in)
+                        ipos = batch * h * w
+                        edge = gemm_tile(ci, ipos, co * k * k)
+                        t += macs / gemm("conv2d_backward_input_gemm", edge, ci, ipos)
                     else:
                         t += macs / eff("conv2d_backward_input", 1.0)
                     launches += 1
@@ -195,11 +238,11 @@ def estimate(host, shares):
             elif lin:
                 fi, fo = int(lin.group(1)), int(lin.group(2))
                 macs = fi * fo
-                fill = fo / (-(-fo // TILE) * TILE)
-                t = macs / eff("linear_forward", fill) + macs / eff("linear_backward_weight", 1.0)
+                t = (macs / gemm("linear_forward", gemm_tile(batch, fo, fi), batch, fo)
+                     + macs / gemm("linear_backward_weight", gemm_tile(fo, fi, batch), fo, fi))
                 launches += 2
                 if seen_params:
-                    t += macs / eff("linear_backward_input", 1.0)
+                    t += macs / gemm("linear_backward_input", gemm_tile(batch, fi, fo), batch, fi)
                     launches += 1
                 seconds += t / FMA_RATE * 60000
                 seen_params = True

@@ -35,53 +35,96 @@ extern "C" __global__ void conv2d_forward(const ConvArgs a) {
     a.y[i] = act_apply(a.act, acc + a.b[co]);
 }
 
+// A running decomposition of a tap index k = c * KK + r (c a channel, r
+// the position u * K + v in the kernel, KK = K * K), advanced by BK at a
+// time without dividing: the stagers step through K in order.
+template <class C>
+struct TapWalk {
+    int c, r, kk, dc, dr;  // dc, dr: BK / KK, BK % KK
+
+    __device__ __forceinline__ void start(int kidx, int kk_) {
+        kk = kk_;
+        c = kidx / kk;
+        r = kidx - c * kk;
+        dc = C::BK / kk;
+        dr = C::BK - dc * kk;
+    }
+    __device__ __forceinline__ void step() {
+        c += dc;
+        r += dr;
+        if (r >= kk) {
+            r -= kk;
+            c++;
+        }
+    }
+};
+
+// ceil(2^16 / K): (r * kernel_div(K)) >> 16 is r / K for r < 256 and
+// K <= 16 (the rounding adds under r * K / 2^16 < 1/K).
+__device__ __forceinline__ int kernel_div(int k) {
+    return (65536 + k - 1) / k;
+}
+
 // The im2col operand of a convolution, staged without forming it: row r
 // is output position (n, oy, ox) of the batch, k is tap (ci, u, v), and
 // the element is x[n][ci][oy*S + u - P][ox*S + v - P] (0 in the padding).
-// A shared table holds each tap of the coming slice of k as its offset
-// (ci*H + u)*W + v in an image and its (u, v), computed by 16 threads
-// while the block multiplies the current slice (two buffers, by the
-// slice's parity). Each thread stages one row, decomposed once.
+// A shared table holds each tap of a coming slice of k as its offset
+// (ci*H + u)*W + v in an image and the bits 1 << u | 1 << (16 + v) (all
+// bits past the depth), computed by BK threads while the block multiplies
+// (two buffers, by the slice's parity). Each thread stages one row,
+// decomposed once into a pointer and a mask of its taps inside the image:
+// bit u for the kernel rows, bit 16 + v for the kernel columns (none for
+// a row past the batch's positions); a tap is read when all its bits are
+// in the mask. K <= 16.
+template <class C>
 struct ConvTapsStager {
-    gptr<const float> x;
+    gptr<const float> x;  // at (n, 0, oy*S - P, ox*S - P) (maybe outside)
     int h, w, k, depth;
-    int valid;
-    long long base;  // offset of (n, 0, oy*S - P, ox*S - P)
-    int iy0, ix0;
-    shared_array<int, 2 * GEMM_BK>* off;
-    shared_array<int, 2 * GEMM_BK>* uv;
+    int mask;
+    int kdiv;          // kernel_div(K)
+    TapWalk<C> walk;   // (thread t < BK) the tap of its next table entry
+    shared_array<int, 2 * C::BK>* off;
+    shared_array<int, 2 * C::BK>* bits;
+    float reg[C::PER_THREAD];
 
-    __device__ __forceinline__ void stage(shared_array<float, GEMM_BK * GEMM_LD>& s, int k0) const {
+    __device__ __forceinline__ void init(gptr<const float> image, int iy0, int ix0, bool valid) {
+        x = image + ((long long)iy0 * w + ix0);
+        kdiv = kernel_div(k);
+        walk.start((int)threadIdx.x % C::BK, k * k);
+        mask = 0;
+        for (int u = 0; u < k; u++) {
+            mask |= (iy0 + u >= 0 && iy0 + u < h) << u;
+            mask |= (ix0 + u >= 0 && ix0 + u < w) << (16 + u);
+        }
+        mask = valid ? mask : 0;
+    }
+    __device__ __forceinline__ void fetch(int k0) {
         int t = (int)threadIdx.x;
-        int buf = (k0 / GEMM_BK) & 1;
-        int rr = t % GEMM_BM;
+        int buf = (k0 / C::BK) & 1;
 #pragma unroll
-        for (int q = 0; q < GEMM_BK * GEMM_BM / GEMM_THREADS; q++) {
-            int kk = t / GEMM_BM + q * (GEMM_THREADS / GEMM_BM);
-            float v = 0.0f;
-            if (valid && k0 + kk < depth) {
-                int o = (*off)[buf * GEMM_BK + kk];
-                int tap = (*uv)[buf * GEMM_BK + kk];
-                int iy = iy0 + (tap >> 8);
-                int ix = ix0 + (tap & 255);
-                if (iy >= 0 && iy < h && ix >= 0 && ix < w) {
-                    v = x[base + o];
-                }
-            }
-            s[kk * GEMM_LD + rr] = v;
+        for (int q = 0; q < C::PER_THREAD; q++) {
+            int kk = t / C::BM + q * (GEMM_THREADS / C::BM);
+            int tap = (*bits)[buf * C::BK + kk];
+            reg[q] = (mask & tap) == tap ? (float)x[(*off)[buf * C::BK + kk]] : 0.0f;
         }
     }
-    __device__ __forceinline__ void next(int k1) const {
+    __device__ __forceinline__ void store(GemmSlices<C>& s, int at) const {
         int t = (int)threadIdx.x;
-        if (t < GEMM_BK && k1 + t < depth) {
-            int kidx = k1 + t;
-            int ci = kidx / (k * k);
-            int rem = kidx - ci * k * k;
-            int u = rem / k;
-            int v = rem - u * k;
-            int buf = (k1 / GEMM_BK) & 1;
-            (*off)[buf * GEMM_BK + t] = (ci * h + u) * w + v;
-            (*uv)[buf * GEMM_BK + t] = u << 8 | v;
+#pragma unroll
+        for (int q = 0; q < C::PER_THREAD; q++) {
+            int kk = t / C::BM + q * (GEMM_THREADS / C::BM);
+            s[at + kk * C::LD + t % C::BM] = reg[q];
+        }
+    }
+    __device__ __forceinline__ void next(int k1) {
+        int t = (int)threadIdx.x;
+        if (t < C::BK) {
+            int u = walk.r * kdiv >> 16;
+            int v = walk.r - u * k;
+            int buf = (k1 / C::BK) & 1;
+            (*off)[buf * C::BK + t] = (walk.c * h + u) * w + v;
+            (*bits)[buf * C::BK + t] = k1 + t < depth ? 1 << u | 1 << (16 + v) : -1;
+            walk.step();
         }
     }
 };
@@ -90,48 +133,60 @@ struct ConvTapsStager {
 // Y[co][(n, oy, ox)] = act(b[co] + sum_{(ci,u,v)} W[co][(ci,u,v)] *
 // im2col[(ci,u,v)][(n, oy, ox)]), the taps summed in the order ci, u, v
 // with one fused multiply-add each (the padding's terms add 0). Grid:
-// ceil(C_OUT / 64) * ceil(N * OH * OW / 64) tiles. Chosen by the schedule
-// for layers with many output channels, where its tiles are full.
-extern "C" __global__ void conv2d_forward_gemm(const ConvArgs a) {
-    __shared__ shared_array<int, 2 * GEMM_BK> off;
-    __shared__ shared_array<int, 2 * GEMM_BK> uv;
+// ceil(C_OUT / BM) * ceil(N * OH * OW / BN) tiles. Chosen by the schedule
+// for layers with many output channels, where its tiles are full; the
+// `_large` kernel takes GemmLarge tiles, the other GemmSmall.
+template <class C>
+__device__ __forceinline__ void conv2d_forward_tiled(const ConvArgs& a) {
+    __shared__ shared_array<int, 2 * C::BK> off;
+    __shared__ shared_array<int, 2 * C::BK> bits;
     int ohw = a.oh * a.ow;
     int positions = a.n * ohw;
     int depth = a.c_in * a.k * a.k;
-    GemmPlace g = gemm_place(positions);
-    MatrixStager<true> w = {a.w, depth, g.m0, a.c_out, depth};
-    int col = g.n0 + (int)threadIdx.x % GEMM_BN;
+    GemmPlace<C> g((int)blockIdx.x, positions);
+    MatrixStager<C, true> w;
+    w.init(a.w, depth, g.m0, a.c_out, depth);
+    int col = g.n0 + (int)threadIdx.x % C::BN;
     int img = col / ohw;
     int oy = (col - img * ohw) / a.ow;
     int ox = col - img * ohw - oy * a.ow;
-    ConvTapsStager x;
-    x.x = a.x;
+    ConvTapsStager<C> x;
     x.h = a.h;
     x.w = a.w_in;
     x.k = a.k;
     x.depth = depth;
-    x.valid = col < positions;
-    x.iy0 = oy * a.s - a.p;
-    x.ix0 = ox * a.s - a.p;
-    x.base = (long long)img * a.c_in * a.h * a.w_in + (long long)x.iy0 * a.w_in + x.ix0;
     x.off = &off;
-    x.uv = &uv;
-    float acc[GEMM_TM][GEMM_TN];
-    gemm_tile(w, x, depth, acc);
-    for (int j = 0; j < GEMM_TN; j++) {
-        int c = g.c + j;
+    x.bits = &bits;
+    x.init(a.x + (long long)img * a.c_in * a.h * a.w_in, oy * a.s - a.p, ox * a.s - a.p,
+           col < positions);
+    float acc[C::TM][C::TN];
+    gemm_tile<C>(w, x, depth, acc);
+#pragma unroll
+    for (int j = 0; j < C::TN; j++) {
+        int c = g.col(j);
         if (c >= positions) {
             continue;
         }
         int n = c / ohw;
         int pos = c - n * ohw;
-        for (int i = 0; i < GEMM_TM; i++) {
-            int co = g.r + i;
+    #pragma unroll
+        for (int i = 0; i < C::TM; i++) {
+            int co = g.row(i);
             if (co < a.c_out) {
-                a.y[((size_t)n * a.c_out + co) * ohw + pos] = act_apply(a.act, acc[i][j] + a.b[co]);
+                a.y[((size_t)n * a.c_out + co) * ohw + pos] = act_apply_outlined(a.act, acc[i][j] + a.b[co]);
             }
         }
     }
+}
+
+// (The kernels name their templates in parentheses, which keeps
+// argument-dependent lookup from also finding a copy of them in another
+// namespace: the emulator's tests compile this file twice.)
+extern "C" __global__ void conv2d_forward_gemm(const ConvArgs a) {
+    (conv2d_forward_tiled<GemmSmall>)(a);
+}
+extern "C" __global__ void conv2d_forward_gemm_large(const ConvArgs a) {
+    (conv2d_forward_tiled<GemmLarge>)(a);
 }
 
 // One thread per input value (n, ci, iy, ix); grid covers N * C_IN * H * W.
@@ -281,115 +336,183 @@ extern "C" __global__ void conv2d_backward_weight(const ConvArgs a) {
 // b = split * tiles + tile writes its tile's partial sums to
 // y[(split * C_OUT + co) * C_IN K K + (ci,u,v)] (ConvArgs.y is the
 // workspace here), and conv2d_backward_weight_reduce adds the splits in
-// order. Grid: tiles * SPLITS, tiles = ceil(C_OUT / 64) * ceil(C_IN K K / 64).
+// order. Grid: tiles * SPLITS, tiles = ceil(C_OUT / BM) * ceil(C_IN K K / BN);
+// the `_large` kernel takes GemmLarge tiles, the other GemmSmall.
+
+// A running decomposition of a position j = (n * OH + oy) * OW + ox of
+// the batch, advanced by BK at a time without dividing (the stagers step
+// through K in order).
+template <class C>
+struct PosWalk {
+    int n, oy, ox, oh, ow, dn, doy, dox;  // (dn, doy, dox): BK decomposed
+
+    __device__ __forceinline__ void start(int j, int oh_, int ow_) {
+        oh = oh_;
+        ow = ow_;
+        n = j / (oh * ow);
+        oy = (j - n * oh * ow) / ow;
+        ox = j - (n * oh + oy) * ow;
+        dn = C::BK / (oh * ow);
+        doy = (C::BK - dn * oh * ow) / ow;
+        dox = C::BK - (dn * oh + doy) * ow;
+    }
+    __device__ __forceinline__ void step() {
+        n += dn;
+        oy += doy;
+        ox += dox;
+        if (ox >= ow) {
+            ox -= ow;
+            oy++;
+        }
+        if (oy >= oh) {
+            oy -= oh;
+            n++;
+        }
+    }
+};
 
 // dY as the A operand: row co, k the position j (contiguous within an
 // image), staged from chunk [j0, j1).
+template <class C>
 struct GradRowsStager {
     gptr<const float> dy;
     int c_out, ohw, m0, j0, j1;
+    PosWalk<C> walk;  // the thread's position of the next slice
+    float reg[C::PER_THREAD];
 
-    __device__ __forceinline__ void stage(shared_array<float, GEMM_BK * GEMM_LD>& s, int k0) const {
+    __device__ __forceinline__ void fetch(int k0) {
         int t = (int)threadIdx.x;
-        int kk = t % GEMM_BK;
-        int j = j0 + k0 + kk;
-        int n = j / ohw;
-        long long at = ((long long)n * c_out) * ohw + (j - n * ohw);
+        int j = j0 + k0 + t % C::BK;
+        long long at = ((long long)walk.n * c_out) * ohw + walk.oy * walk.ow + walk.ox;
+        walk.step();
 #pragma unroll
-        for (int q = 0; q < GEMM_BK * GEMM_BM / GEMM_THREADS; q++) {
-            int rr = t / GEMM_BK + q * (GEMM_THREADS / GEMM_BK);
-            int co = m0 + rr;
+        for (int q = 0; q < C::PER_THREAD; q++) {
+            int co = m0 + t / C::BK + q * (GEMM_THREADS / C::BK);
             float v = 0.0f;
             if (j < j1 && co < c_out) {
                 v = dy[at + (long long)co * ohw];
             }
-            s[kk * GEMM_LD + rr] = v;
+            reg[q] = v;
         }
     }
-    __device__ __forceinline__ void next(int) const {}
+    __device__ __forceinline__ void store(GemmSlices<C>& s, int at) const {
+        int t = (int)threadIdx.x;
+#pragma unroll
+        for (int q = 0; q < C::PER_THREAD; q++) {
+            int rr = t / C::BK + q * (GEMM_THREADS / C::BK);
+            s[at + t % C::BK * C::LD + rr] = reg[q];
+        }
+    }
+    __device__ __forceinline__ void next(int) {}
 };
+
+// Bits lo..hi-1 of a mask (none when hi <= lo; 0 <= lo, hi <= 16).
+__device__ __forceinline__ int bit_range(int lo, int hi) {
+    return hi > lo ? (1 << hi) - (1 << lo) : 0;
+}
 
 // im2col as the B operand: row (ci,u,v), k the position j. A thread's
-// four rows are decomposed once; each step decomposes its one position.
+// rows are decomposed once, each into its offset (ci*H + u)*W + v and its
+// bits 1 << u | 1 << (16 + v) (all bits for a row past C_IN K K); each
+// step decomposes its one position into a pointer and the mask of the
+// taps (u, v) that fall inside the image there (bit u for the kernel
+// rows, bit 16 + v for the columns; none past the chunk), and reads a row
+// when all its bits are in the mask.
+template <class C>
 struct PatchRowsStager {
     gptr<const float> x;
-    int c_in, h, w, ow, ohw, s, p, j0, j1;
-    int valid[GEMM_BK * GEMM_BM / GEMM_THREADS];
-    int off[GEMM_BK * GEMM_BM / GEMM_THREADS];  // (ci*H + u)*W + v
-    int u[GEMM_BK * GEMM_BM / GEMM_THREADS];
-    int v[GEMM_BK * GEMM_BM / GEMM_THREADS];
+    int c_in, h, w, k, s, p, j0, j1;
+    PosWalk<C> walk;  // the thread's position of the next slice
+    int off[C::PER_THREAD];
+    int bits[C::PER_THREAD];
+    float reg[C::PER_THREAD];
 
-    __device__ __forceinline__ void stage(shared_array<float, GEMM_BK * GEMM_LD>& sh, int k0) const {
+    __device__ __forceinline__ void fetch(int k0) {
         int t = (int)threadIdx.x;
-        int kk = t % GEMM_BK;
-        int j = j0 + k0 + kk;
-        int n = j / ohw;
-        int pos = j - n * ohw;
-        int oy = pos / ow;
-        int iy0 = oy * s - p;
-        int ix0 = (pos - oy * ow) * s - p;
-        long long base = (long long)n * c_in * h * w + (long long)iy0 * w + ix0;
+        int j = j0 + k0 + t % C::BK;
+        int iy0 = walk.oy * s - p;
+        int ix0 = walk.ox * s - p;
+        gptr<const float> at = x + ((long long)walk.n * c_in * h * w + (long long)iy0 * w + ix0);
+        walk.step();
+        int rows = bit_range(iy0 < 0 ? -iy0 : 0, h - iy0 < k ? h - iy0 : k);
+        int cols = bit_range(ix0 < 0 ? -ix0 : 0, w - ix0 < k ? w - ix0 : k);
+        int mask = j < j1 ? rows | cols << 16 : 0;
 #pragma unroll
-        for (int q = 0; q < GEMM_BK * GEMM_BM / GEMM_THREADS; q++) {
-            int rr = t / GEMM_BK + q * (GEMM_THREADS / GEMM_BK);
-            int iy = iy0 + u[q];
-            int ix = ix0 + v[q];
-            float val = 0.0f;
-            if (j < j1 && valid[q] && iy >= 0 && iy < h && ix >= 0 && ix < w) {
-                val = x[base + off[q]];
-            }
-            sh[kk * GEMM_LD + rr] = val;
+        for (int q = 0; q < C::PER_THREAD; q++) {
+            reg[q] = (mask & bits[q]) == bits[q] ? (float)at[off[q]] : 0.0f;
         }
     }
-    __device__ __forceinline__ void next(int) const {}
+    __device__ __forceinline__ void store(GemmSlices<C>& sh, int at) const {
+        int t = (int)threadIdx.x;
+#pragma unroll
+        for (int q = 0; q < C::PER_THREAD; q++) {
+            int rr = t / C::BK + q * (GEMM_THREADS / C::BK);
+            sh[at + t % C::BK * C::LD + rr] = reg[q];
+        }
+    }
+    __device__ __forceinline__ void next(int) {}
 };
 
-extern "C" __global__ void conv2d_backward_weight_gemm(const ConvArgs a) {
+template <class C>
+__device__ __forceinline__ void conv2d_backward_weight_tiled(const ConvArgs& a) {
     int kdim = a.c_in * a.k * a.k;
     int ohw = a.oh * a.ow;
     int total = a.n * ohw;
-    int tiles_n = (kdim + GEMM_BN - 1) / GEMM_BN;
-    int tiles = (a.c_out + GEMM_BM - 1) / GEMM_BM * tiles_n;
+    int tiles_n = (kdim + C::BN - 1) / C::BN;
+    int tiles = (a.c_out + C::BM - 1) / C::BM * tiles_n;
     int split = (int)blockIdx.x / tiles;
-    int tile = (int)blockIdx.x % tiles;
-    int chunk = ((total + a.splits - 1) / a.splits + GEMM_BK - 1) / GEMM_BK * GEMM_BK;
+    int chunk = ((total + a.splits - 1) / a.splits + 15) / 16 * 16;
     int j0 = split * chunk < total ? split * chunk : total;
     int j1 = j0 + chunk < total ? j0 + chunk : total;
-    int m0 = tile / tiles_n * GEMM_BM;
-    int n0 = tile % tiles_n * GEMM_BN;
+    GemmPlace<C> g((int)blockIdx.x % tiles, kdim);
     int t = (int)threadIdx.x;
-    GradRowsStager g = {a.dy, a.c_out, ohw, m0, j0, j1};
-    PatchRowsStager x;
+    GradRowsStager<C> gr;
+    gr.dy = a.dy;
+    gr.c_out = a.c_out;
+    gr.ohw = ohw;
+    gr.m0 = g.m0;
+    gr.j0 = j0;
+    gr.j1 = j1;
+    gr.walk.start(j0 + t % C::BK, a.oh, a.ow);
+    PatchRowsStager<C> x;
     x.x = a.x;
     x.c_in = a.c_in;
     x.h = a.h;
     x.w = a.w_in;
-    x.ow = a.ow;
-    x.ohw = ohw;
+    x.walk.start(j0 + t % C::BK, a.oh, a.ow);
     x.s = a.s;
     x.p = a.p;
     x.j0 = j0;
     x.j1 = j1;
-    for (int q = 0; q < GEMM_BK * GEMM_BM / GEMM_THREADS; q++) {
-        int r = n0 + t / GEMM_BK + q * (GEMM_THREADS / GEMM_BK);
+    x.k = a.k;
+    for (int q = 0; q < C::PER_THREAD; q++) {
+        int r = g.n0 + t / C::BK + q * (GEMM_THREADS / C::BK);
         int ci = r / (a.k * a.k);
         int rem = r - ci * a.k * a.k;
-        x.valid[q] = r < kdim;
-        x.u[q] = rem / a.k;
-        x.v[q] = rem - x.u[q] * a.k;
-        x.off[q] = (ci * a.h + x.u[q]) * a.w_in + x.v[q];
+        int u = rem / a.k;
+        int v = rem - u * a.k;
+        x.off[q] = (ci * a.h + u) * a.w_in + v;
+        x.bits[q] = r < kdim ? 1 << u | 1 << (16 + v) : -1;
     }
-    float acc[GEMM_TM][GEMM_TN];
-    gemm_tile(g, x, j1 - j0, acc);
-    int r = m0 + t / (GEMM_BN / GEMM_TN) * GEMM_TM;
-    int c = n0 + t % (GEMM_BN / GEMM_TN) * GEMM_TN;
-    for (int i = 0; i < GEMM_TM; i++) {
-        for (int jj = 0; jj < GEMM_TN; jj++) {
-            if (r + i < a.c_out && c + jj < kdim) {
-                a.y[((size_t)split * a.c_out + r + i) * kdim + c + jj] = acc[i][jj];
+    float acc[C::TM][C::TN];
+    gemm_tile<C>(gr, x, j1 - j0, acc);
+#pragma unroll
+    for (int i = 0; i < C::TM; i++) {
+    #pragma unroll
+        for (int jj = 0; jj < C::TN; jj++) {
+            int r = g.row(i), c = g.col(jj);
+            if (r < a.c_out && c < kdim) {
+                a.y[((size_t)split * a.c_out + r) * kdim + c] = acc[i][jj];
             }
         }
     }
+}
+
+extern "C" __global__ void conv2d_backward_weight_gemm(const ConvArgs a) {
+    (conv2d_backward_weight_tiled<GemmSmall>)(a);
+}
+extern "C" __global__ void conv2d_backward_weight_gemm_large(const ConvArgs a) {
+    (conv2d_backward_weight_tiled<GemmLarge>)(a);
 }
 
 // The splits' partial sums added in order, one thread per weight:
@@ -434,120 +557,153 @@ extern "C" __global__ void conv2d_backward_weight_reduce(const ConvArgs a) {
 // dY[n][co][iy + P - u][ix + P - v] (0 outside dY), the taps summed in the
 // order co, u, v with one fused multiply-add each. Rows are input
 // channels, columns the batch's input positions, depth C_OUT K K. Grid:
-// ceil(C_IN / 64) * ceil(N * H * W / 64) tiles. Writes dx.
+// ceil(C_IN / BM) * ceil(N * H * W / BN) tiles; the `_large` kernel takes
+// GemmLarge tiles, the other GemmSmall. Writes dx.
 
 // W as the A operand: row ci, k the tap (co, u, v), staged along k.
+template <class C>
 struct WeightTapsStager {
     gptr<const float> w;
     int c_in, kk2, m0, depth;
+    TapWalk<C> walk;  // the thread's tap of the next slice
+    float reg[C::PER_THREAD];
 
-    __device__ __forceinline__ void stage(shared_array<float, GEMM_BK * GEMM_LD>& s, int k0) const {
+    __device__ __forceinline__ void fetch(int k0) {
         int t = (int)threadIdx.x;
-        int kk = t % GEMM_BK;
-        int kidx = k0 + kk;
-        int co = kidx / kk2;
-        long long at = (long long)co * c_in * kk2 + (kidx - co * kk2);
+        int kidx = k0 + t % C::BK;
+        long long at = (long long)walk.c * c_in * kk2 + walk.r;
+        walk.step();
 #pragma unroll
-        for (int q = 0; q < GEMM_BK * GEMM_BM / GEMM_THREADS; q++) {
-            int rr = t / GEMM_BK + q * (GEMM_THREADS / GEMM_BK);
-            int ci = m0 + rr;
+        for (int q = 0; q < C::PER_THREAD; q++) {
+            int ci = m0 + t / C::BK + q * (GEMM_THREADS / C::BK);
             float v = 0.0f;
             if (kidx < depth && ci < c_in) {
                 v = w[at + (long long)ci * kk2];
             }
-            s[kk * GEMM_LD + rr] = v;
+            reg[q] = v;
         }
     }
-    __device__ __forceinline__ void next(int) const {}
+    __device__ __forceinline__ void store(GemmSlices<C>& s, int at) const {
+        int t = (int)threadIdx.x;
+#pragma unroll
+        for (int q = 0; q < C::PER_THREAD; q++) {
+            int rr = t / C::BK + q * (GEMM_THREADS / C::BK);
+            s[at + t % C::BK * C::LD + rr] = reg[q];
+        }
+    }
+    __device__ __forceinline__ void next(int) {}
 };
 
 // dY gathered as the B operand: row (n, iy, ix), k the tap (co, u, v); a
-// shared table holds each tap of the coming slice as co * OH * OW and
-// (u, v), as in ConvTapsStager.
+// shared table holds each tap of a coming slice as its offset
+// co*OH*OW - u*OW - v from (n, 0, iy + P, ix + P) and its bits, and each
+// thread a mask of the taps whose (oy, ox) = (iy + P - u, ix + P - v)
+// lies inside dY, as in ConvTapsStager.
+template <class C>
 struct GradTapsStager {
-    gptr<const float> dy;
+    gptr<const float> dy;  // at (n, 0, iy + P, ix + P) (maybe outside)
     int oh, ow, k, depth;
-    int valid;
-    long long base;  // offset of (n, 0, iy + P, ix + P) in dY
-    int ty0, tx0;    // iy + P, ix + P
-    shared_array<int, 2 * GEMM_BK>* off;
-    shared_array<int, 2 * GEMM_BK>* uv;
+    int mask;
+    int kdiv;
+    TapWalk<C> walk;
+    shared_array<int, 2 * C::BK>* off;
+    shared_array<int, 2 * C::BK>* bits;
+    float reg[C::PER_THREAD];
 
-    __device__ __forceinline__ void stage(shared_array<float, GEMM_BK * GEMM_LD>& s, int k0) const {
+    __device__ __forceinline__ void init(gptr<const float> grad, int ty0, int tx0, bool valid) {
+        dy = grad + ((long long)ty0 * ow + tx0);
+        kdiv = kernel_div(k);
+        walk.start((int)threadIdx.x % C::BK, k * k);
+        mask = 0;
+        for (int u = 0; u < k; u++) {
+            mask |= (ty0 - u >= 0 && ty0 - u < oh) << u;
+            mask |= (tx0 - u >= 0 && tx0 - u < ow) << (16 + u);
+        }
+        mask = valid ? mask : 0;
+    }
+    __device__ __forceinline__ void fetch(int k0) {
         int t = (int)threadIdx.x;
-        int buf = (k0 / GEMM_BK) & 1;
-        int rr = t % GEMM_BM;
+        int buf = (k0 / C::BK) & 1;
 #pragma unroll
-        for (int q = 0; q < GEMM_BK * GEMM_BM / GEMM_THREADS; q++) {
-            int kk = t / GEMM_BM + q * (GEMM_THREADS / GEMM_BM);
-            float v = 0.0f;
-            if (valid && k0 + kk < depth) {
-                int tap = (*uv)[buf * GEMM_BK + kk];
-                int u = tap >> 8;
-                int vv = tap & 255;
-                int oy = ty0 - u;
-                int ox = tx0 - vv;
-                if (oy >= 0 && oy < oh && ox >= 0 && ox < ow) {
-                    v = dy[base + (*off)[buf * GEMM_BK + kk] - (long long)u * ow - vv];
-                }
-            }
-            s[kk * GEMM_LD + rr] = v;
+        for (int q = 0; q < C::PER_THREAD; q++) {
+            int kk = t / C::BM + q * (GEMM_THREADS / C::BM);
+            int tap = (*bits)[buf * C::BK + kk];
+            reg[q] = (mask & tap) == tap ? (float)dy[(*off)[buf * C::BK + kk]] : 0.0f;
         }
     }
-    __device__ __forceinline__ void next(int k1) const {
+    __device__ __forceinline__ void store(GemmSlices<C>& s, int at) const {
         int t = (int)threadIdx.x;
-        if (t < GEMM_BK && k1 + t < depth) {
-            int kidx = k1 + t;
-            int co = kidx / (k * k);
-            int rem = kidx - co * k * k;
-            int u = rem / k;
-            int buf = (k1 / GEMM_BK) & 1;
-            (*off)[buf * GEMM_BK + t] = co * oh * ow;
-            (*uv)[buf * GEMM_BK + t] = u << 8 | (rem - u * k);
+#pragma unroll
+        for (int q = 0; q < C::PER_THREAD; q++) {
+            int kk = t / C::BM + q * (GEMM_THREADS / C::BM);
+            s[at + kk * C::LD + t % C::BM] = reg[q];
+        }
+    }
+    __device__ __forceinline__ void next(int k1) {
+        int t = (int)threadIdx.x;
+        if (t < C::BK) {
+            int u = walk.r * kdiv >> 16;
+            int v = walk.r - u * k;
+            int buf = (k1 / C::BK) & 1;
+            (*off)[buf * C::BK + t] = walk.c * oh * ow - u * ow - v;
+            (*bits)[buf * C::BK + t] = k1 + t < depth ? 1 << u | 1 << (16 + v) : -1;
+            walk.step();
         }
     }
 };
 
-extern "C" __global__ void conv2d_backward_input_gemm(const ConvArgs a) {
-    __shared__ shared_array<int, 2 * GEMM_BK> off;
-    __shared__ shared_array<int, 2 * GEMM_BK> uv;
+template <class C>
+__device__ __forceinline__ void conv2d_backward_input_tiled(const ConvArgs& a) {
+    __shared__ shared_array<int, 2 * C::BK> off;
+    __shared__ shared_array<int, 2 * C::BK> bits;
     int hw = a.h * a.w_in;
     int positions = a.n * hw;
     int kk2 = a.k * a.k;
     int depth = a.c_out * kk2;
-    GemmPlace g = gemm_place(positions);
-    WeightTapsStager w = {a.w, a.c_in, kk2, g.m0, depth};
-    int col = g.n0 + (int)threadIdx.x % GEMM_BN;
+    GemmPlace<C> g((int)blockIdx.x, positions);
+    WeightTapsStager<C> w;
+    w.w = a.w;
+    w.c_in = a.c_in;
+    w.kk2 = kk2;
+    w.m0 = g.m0;
+    w.depth = depth;
+    w.walk.start((int)threadIdx.x % C::BK, kk2);
+    int col = g.n0 + (int)threadIdx.x % C::BN;
     int img = col / hw;
     int iy = (col - img * hw) / a.w_in;
     int ix = col - img * hw - iy * a.w_in;
-    GradTapsStager d;
-    d.dy = a.dy;
+    GradTapsStager<C> d;
     d.oh = a.oh;
     d.ow = a.ow;
     d.k = a.k;
     d.depth = depth;
-    d.valid = col < positions;
-    d.ty0 = iy + a.p;
-    d.tx0 = ix + a.p;
-    d.base = (long long)img * a.c_out * a.oh * a.ow + (long long)d.ty0 * a.ow + d.tx0;
     d.off = &off;
-    d.uv = &uv;
-    float acc[GEMM_TM][GEMM_TN];
-    gemm_tile(w, d, depth, acc);
-    for (int j = 0; j < GEMM_TN; j++) {
-        int c = g.c + j;
+    d.bits = &bits;
+    d.init(a.dy + (long long)img * a.c_out * a.oh * a.ow, iy + a.p, ix + a.p, col < positions);
+    float acc[C::TM][C::TN];
+    gemm_tile<C>(w, d, depth, acc);
+#pragma unroll
+    for (int j = 0; j < C::TN; j++) {
+        int c = g.col(j);
         if (c >= positions) {
             continue;
         }
         int n = c / hw;
         int pos = c - n * hw;
-        for (int i = 0; i < GEMM_TM; i++) {
-            int ci = g.r + i;
+    #pragma unroll
+        for (int i = 0; i < C::TM; i++) {
+            int ci = g.row(i);
             if (ci < a.c_in) {
                 size_t at = ((size_t)n * a.c_in + ci) * hw + pos;
                 a.dx[at] = acc[i][j] * act_grad(a.act, a.x[at]);
             }
         }
     }
+}
+
+extern "C" __global__ void conv2d_backward_input_gemm(const ConvArgs a) {
+    (conv2d_backward_input_tiled<GemmSmall>)(a);
+}
+extern "C" __global__ void conv2d_backward_input_gemm_large(const ConvArgs a) {
+    (conv2d_backward_input_tiled<GemmLarge>)(a);
 }

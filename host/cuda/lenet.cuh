@@ -27,6 +27,11 @@ struct alignas(16) shared_array {
     __device__ __forceinline__ T& operator[](I i) {
         return v[i];
     }
+    // Elements i..i+3 as one vector load (T = float; i a multiple of 4).
+    template <class I>
+    __device__ __forceinline__ float4 load4(I i) {
+        return *reinterpret_cast<const float4*>(&v[i]);
+    }
 };
 #else
 #include "emu/cuda_emu.h"

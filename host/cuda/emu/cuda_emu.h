@@ -40,6 +40,11 @@ struct dim3 {
     unsigned x, y, z;
 };
 
+// CUDA's vector of four floats (16-byte aligned on the GPU).
+struct float4 {
+    float x, y, z, w;
+};
+
 // The running thread's coordinates, set by the scheduler before it resumes
 // a thread.
 extern thread_local dim3 threadIdx;
@@ -53,6 +58,7 @@ void __syncthreads();
 #define __global__
 #define __device__
 #define __forceinline__ inline
+#define __noinline__ __attribute__((noinline))
 // One copy per OS thread: the emulator runs one block at a time on it, and
 // shared_array starts every block afresh.
 #define __shared__ static thread_local
@@ -170,24 +176,44 @@ struct sref {
     }
 };
 
-// N elements of block-shared memory. Zero-initialized as a static; reset
-// to the poison pattern, unwritten, the first time each block touches it.
+// N elements of block-shared memory. Zero-initialized as a static (a
+// thread_local: every kernel's arrays would otherwise take their size
+// from each OS thread's stack, where glibc keeps thread-local storage), its
+// elements allocated on the heap the first time a thread touches it and
+// reset to the poison pattern, unwritten, the first time each block does.
 template <class T, int N>
 struct shared_array {
-    T v[N];
-    shared_state st[N];
+    T* v;
+    shared_state* st;
     uint64_t block;
 
+    ~shared_array() {
+        delete[] v;
+        delete[] st;
+    }
     template <class I>
     sref<T> operator[](I i) {
         uint64_t b = lenet_emu_block_serial();
         if (block != b) {
+            if (!v) {
+                v = new T[N];
+                st = new shared_state[N];
+            }
             block = b;
-            memset(v, 0xff, sizeof(v));
+            memset(static_cast<void*>(v), 0xff, sizeof(T) * N);
             for (int k = 0; k < N; k++) {
                 st[k] = shared_state{0, -1, -1, 0, 0};
             }
         }
         return sref<T>{v, st, (long)i, N};
+    }
+    // Elements i..i+3 as one vector load (T = float), which the GPU makes
+    // only from a 16-byte aligned address: i must be a multiple of 4.
+    template <class I>
+    float4 load4(I i) {
+        if ((long)i % 4 != 0) {
+            lenet_emu_error("memcheck: vector shared load at index %ld, not a multiple of 4", (long)i);
+        }
+        return float4{(*this)[i], (*this)[i + 1], (*this)[i + 2], (*this)[i + 3]};
     }
 };

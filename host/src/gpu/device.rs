@@ -13,17 +13,23 @@ pub enum Kernel {
     GatherBatch,
     Conv2dForward,
     Conv2dForwardGemm,
+    Conv2dForwardGemmLarge,
     Conv2dBackwardInput,
     Conv2dBackwardInputGemm,
+    Conv2dBackwardInputGemmLarge,
     Conv2dBackwardWeight,
     Conv2dBackwardWeightGemm,
+    Conv2dBackwardWeightGemmLarge,
     Conv2dBackwardWeightReduce,
     PoolForward,
     PoolBackward,
     ActivationForward,
     LinearForward,
+    LinearForwardLarge,
     LinearBackwardInput,
+    LinearBackwardInputLarge,
     LinearBackwardWeight,
+    LinearBackwardWeightLarge,
     SoftmaxCrossEntropy,
     AdamUpdate,
     SgdUpdate,
@@ -35,21 +41,27 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel.
-    pub const ALL: [Kernel; 21] = [
+    pub const ALL: [Kernel; 27] = [
         Kernel::GatherBatch,
         Kernel::Conv2dForward,
         Kernel::Conv2dForwardGemm,
+        Kernel::Conv2dForwardGemmLarge,
         Kernel::Conv2dBackwardInput,
         Kernel::Conv2dBackwardInputGemm,
+        Kernel::Conv2dBackwardInputGemmLarge,
         Kernel::Conv2dBackwardWeight,
         Kernel::Conv2dBackwardWeightGemm,
+        Kernel::Conv2dBackwardWeightGemmLarge,
         Kernel::Conv2dBackwardWeightReduce,
         Kernel::PoolForward,
         Kernel::PoolBackward,
         Kernel::ActivationForward,
         Kernel::LinearForward,
+        Kernel::LinearForwardLarge,
         Kernel::LinearBackwardInput,
+        Kernel::LinearBackwardInputLarge,
         Kernel::LinearBackwardWeight,
+        Kernel::LinearBackwardWeightLarge,
         Kernel::SoftmaxCrossEntropy,
         Kernel::AdamUpdate,
         Kernel::SgdUpdate,
@@ -65,17 +77,23 @@ impl Kernel {
             Kernel::GatherBatch => "gather_batch",
             Kernel::Conv2dForward => "conv2d_forward",
             Kernel::Conv2dForwardGemm => "conv2d_forward_gemm",
+            Kernel::Conv2dForwardGemmLarge => "conv2d_forward_gemm_large",
             Kernel::Conv2dBackwardInput => "conv2d_backward_input",
             Kernel::Conv2dBackwardInputGemm => "conv2d_backward_input_gemm",
+            Kernel::Conv2dBackwardInputGemmLarge => "conv2d_backward_input_gemm_large",
             Kernel::Conv2dBackwardWeight => "conv2d_backward_weight",
             Kernel::Conv2dBackwardWeightGemm => "conv2d_backward_weight_gemm",
+            Kernel::Conv2dBackwardWeightGemmLarge => "conv2d_backward_weight_gemm_large",
             Kernel::Conv2dBackwardWeightReduce => "conv2d_backward_weight_reduce",
             Kernel::PoolForward => "pool_forward",
             Kernel::PoolBackward => "pool_backward",
             Kernel::ActivationForward => "activation_forward",
             Kernel::LinearForward => "linear_forward",
+            Kernel::LinearForwardLarge => "linear_forward_large",
             Kernel::LinearBackwardInput => "linear_backward_input",
+            Kernel::LinearBackwardInputLarge => "linear_backward_input_large",
             Kernel::LinearBackwardWeight => "linear_backward_weight",
+            Kernel::LinearBackwardWeightLarge => "linear_backward_weight_large",
             Kernel::SoftmaxCrossEntropy => "softmax_cross_entropy",
             Kernel::AdamUpdate => "adam_update",
             Kernel::SgdUpdate => "sgd_update",
@@ -93,16 +111,22 @@ impl Kernel {
             Kernel::GatherBatch => "data",
             Kernel::Conv2dForward
             | Kernel::Conv2dForwardGemm
+            | Kernel::Conv2dForwardGemmLarge
             | Kernel::Conv2dBackwardInput
             | Kernel::Conv2dBackwardInputGemm
+            | Kernel::Conv2dBackwardInputGemmLarge
             | Kernel::Conv2dBackwardWeight
             | Kernel::Conv2dBackwardWeightGemm
+            | Kernel::Conv2dBackwardWeightGemmLarge
             | Kernel::Conv2dBackwardWeightReduce => "conv2d",
             Kernel::PoolForward | Kernel::PoolBackward => "pool",
             Kernel::ActivationForward => "activation",
-            Kernel::LinearForward | Kernel::LinearBackwardInput | Kernel::LinearBackwardWeight => {
-                "linear"
-            }
+            Kernel::LinearForward
+            | Kernel::LinearForwardLarge
+            | Kernel::LinearBackwardInput
+            | Kernel::LinearBackwardInputLarge
+            | Kernel::LinearBackwardWeight
+            | Kernel::LinearBackwardWeightLarge => "linear",
             Kernel::SoftmaxCrossEntropy => "loss",
             Kernel::AdamUpdate | Kernel::SgdUpdate => "optim",
             Kernel::UpsampleForward | Kernel::UpsampleBackward => "resize",

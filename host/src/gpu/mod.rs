@@ -264,9 +264,13 @@ impl Schedule {
         let workspace = stages
             .iter()
             .filter_map(|st| match st.op {
+                // (the larger of the two tiles' splits: the tile depends
+                // on the batch)
                 Op::Conv { k, .. } if conv_gemm(st.out_shape) => {
-                    let kdim = st.in_shape.c * k * k;
-                    Some(wgrad_splits(st.out_shape.c, kdim) * st.out_shape.c * kdim)
+                    let (c, kdim) = (st.out_shape.c, st.in_shape.c * k * k);
+                    let [small, large] =
+                        [GemmTile::Small, GemmTile::Large].map(|tile| wgrad_splits(tile, c, kdim));
+                    Some(small.max(large) * c * kdim)
                 }
                 _ => None,
             })
@@ -311,12 +315,106 @@ pub fn conv_gemm(out: Shape3) -> bool {
     out.c >= CONV_GEMM_MIN_CHANNELS
 }
 
+/// A tile configuration of the register-tiled GEMM kernels (`gemm.cuh`):
+/// the block's output tile is [`GemmTile::edge`] square.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmTile {
+    /// 64 x 64 outputs per block, 4 x 4 per thread (`GemmSmall`).
+    Small,
+    /// 128 x 128 outputs per block, 8 x 8 per thread (`GemmLarge`): half
+    /// the shared loads per multiply-add, for products large enough to
+    /// fill the GPU with such tiles.
+    Large,
+}
+
+impl GemmTile {
+    /// Rows (and columns) of the block's output tile.
+    pub const fn edge(self) -> usize {
+        match self {
+            GemmTile::Small => 64,
+            GemmTile::Large => 128,
+        }
+    }
+
+    /// Blocks that cover a `rows` x `cols` output.
+    pub fn tiles(self, rows: usize, cols: usize) -> usize {
+        rows.div_ceil(self.edge()) * cols.div_ceil(self.edge())
+    }
+}
+
+/// Depth (K) a block of [`GemmTile::Large`] must at least multiply over,
+/// four slices of 16: a shallower product spends most of a block in
+/// filling the first slice and writing its 64 outputs per thread.
+pub const GEMM_LARGE_MIN_DEPTH: usize = 64;
+
+/// Blocks a [`GemmTile::Large`] grid must at least have: about one per
+/// multiprocessor of a large GPU (132 on an H100 SXM); a product with
+/// fewer keeps the 64-wide tiles, four times as many blocks.
+pub const GEMM_LARGE_MIN_BLOCKS: usize = 128;
+
+/// Whether a side of `d` rows (or columns) fits 128-wide tiles: padded to
+/// 128 at most 1/4 larger than padded to 64 (96 or 576 channels, yes; 64
+/// or 192, no: half or a third of the tiles' rows would be empty), where
+/// the large tiles' higher FMA share more than makes up for the padding.
+fn fits_large(d: usize) -> bool {
+    d.div_ceil(128) * 128 * 4 <= d.div_ceil(64) * 64 * 5
+}
+
+/// The tile configuration of an `m` x `n` GEMM output over depth `k`:
+/// [`GemmTile::Large`] when both sides fit its tiles ([`fits_large`]), the
+/// depth is at least [`GEMM_LARGE_MIN_DEPTH`] and its grid has at least
+/// [`GEMM_LARGE_MIN_BLOCKS`] blocks; else [`GemmTile::Small`].
+pub fn gemm_tile(m: usize, n: usize, k: usize) -> GemmTile {
+    let large = fits_large(m)
+        && fits_large(n)
+        && k >= GEMM_LARGE_MIN_DEPTH
+        && GemmTile::Large.tiles(m, n) >= GEMM_LARGE_MIN_BLOCKS;
+    if large {
+        GemmTile::Large
+    } else {
+        GemmTile::Small
+    }
+}
+
 /// Chunks the weight-gradient GEMM of a convolution (`c_out` outputs,
-/// `kdim` = C_IN K K taps) cuts the batch's positions into: enough blocks
-/// for a large GPU (about 256) when the layer has few tiles, at most 64.
-pub fn wgrad_splits(c_out: usize, kdim: usize) -> usize {
-    let tiles = c_out.div_ceil(GEMM_TILE) * kdim.div_ceil(GEMM_TILE);
-    (256 / tiles).clamp(1, 64)
+/// `kdim` = C_IN K K taps) in tiles of `tile` cuts the batch's positions
+/// into: enough blocks for a large GPU (about 256) when the layer has few
+/// tiles, at most 64.
+pub fn wgrad_splits(tile: GemmTile, c_out: usize, kdim: usize) -> usize {
+    (256 / tile.tiles(c_out, kdim)).clamp(1, 64)
+}
+
+/// The tile configuration of a convolution's split weight-gradient GEMM
+/// (`c_out` x `kdim`, over `positions` = N OH OW): as [`gemm_tile`], with
+/// the splits in place of the block count (they make up for few tiles)
+/// and the depth of one split.
+pub fn wgrad_tile(c_out: usize, kdim: usize, positions: usize) -> GemmTile {
+    let splits = wgrad_splits(GemmTile::Large, c_out, kdim);
+    let large = fits_large(c_out) && fits_large(kdim) && positions / splits >= GEMM_LARGE_MIN_DEPTH;
+    if large {
+        GemmTile::Large
+    } else {
+        GemmTile::Small
+    }
+}
+
+/// The GEMM tile configuration of `kernel`, `None` for the other kernels.
+pub fn kernel_tile(kernel: Kernel) -> Option<GemmTile> {
+    match kernel {
+        Kernel::Conv2dForwardGemm
+        | Kernel::Conv2dBackwardInputGemm
+        | Kernel::Conv2dBackwardWeightGemm
+        | Kernel::LinearForward
+        | Kernel::LinearBackwardInput
+        | Kernel::LinearBackwardWeight => Some(GemmTile::Small),
+        Kernel::Conv2dForwardGemmLarge
+        | Kernel::Conv2dBackwardInputGemmLarge
+        | Kernel::Conv2dBackwardWeightGemmLarge
+        | Kernel::LinearForwardLarge
+        | Kernel::LinearBackwardInputLarge
+        | Kernel::LinearBackwardWeightLarge => Some(GemmTile::Large),
+        _ => None,
+    }
 }
 
 /// Blocks of convolution kernel `kernel` for a batch of `n`, from `input`
@@ -326,53 +424,109 @@ pub fn wgrad_splits(c_out: usize, kdim: usize) -> usize {
 /// times the splits for the split weight gradient, and one thread per
 /// weight plus one block per bias for its reduction.
 pub fn conv_grid(kernel: Kernel, n: usize, input: Shape3, out: Shape3, k: usize) -> usize {
-    let tiles = |rows: usize, cols: usize| rows.div_ceil(GEMM_TILE) * cols.div_ceil(GEMM_TILE);
     let threads = |items: usize| items.div_ceil(BLOCK as usize);
     let kdim = input.c * k * k;
-    match kernel {
-        Kernel::Conv2dForward => threads(n * out.len()),
-        Kernel::Conv2dForwardGemm => tiles(out.c, n * out.h * out.w),
-        Kernel::Conv2dBackwardInput => threads(n * input.len()),
-        Kernel::Conv2dBackwardInputGemm => tiles(input.c, n * input.h * input.w),
-        Kernel::Conv2dBackwardWeight => out.c * input.c * k + out.c,
-        Kernel::Conv2dBackwardWeightGemm => tiles(out.c, kdim) * wgrad_splits(out.c, kdim),
+    match (kernel, kernel_tile(kernel)) {
+        (Kernel::Conv2dForward, _) => threads(n * out.len()),
+        (Kernel::Conv2dForwardGemm | Kernel::Conv2dForwardGemmLarge, Some(t)) => {
+            t.tiles(out.c, n * out.h * out.w)
+        }
+        (Kernel::Conv2dBackwardInput, _) => threads(n * input.len()),
+        (Kernel::Conv2dBackwardInputGemm | Kernel::Conv2dBackwardInputGemmLarge, Some(t)) => {
+            t.tiles(input.c, n * input.h * input.w)
+        }
+        (Kernel::Conv2dBackwardWeight, _) => out.c * input.c * k + out.c,
+        (Kernel::Conv2dBackwardWeightGemm | Kernel::Conv2dBackwardWeightGemmLarge, Some(t)) => {
+            t.tiles(out.c, kdim) * wgrad_splits(t, out.c, kdim)
+        }
         _ => threads(out.c * kdim) + out.c,
     }
 }
 
-/// The input-gradient kernel of a convolution with stride `s`: a GEMM
-/// for stride 1 and at least [`CONV_GEMM_MIN_CHANNELS`] input channels
-/// (its rows).
-pub fn conv_backward_input(input: Shape3, s: usize) -> Kernel {
-    if s == 1 && input.c >= CONV_GEMM_MIN_CHANNELS {
-        Kernel::Conv2dBackwardInputGemm
-    } else {
-        Kernel::Conv2dBackwardInput
+/// The forward kernel of a convolution of a batch of `n` from `input` to
+/// `out` with a `k` x `k` kernel: a GEMM ([`conv_gemm`]) of C_OUT x
+/// N OH OW outputs over C_IN K K, its tiles by [`gemm_tile`].
+pub fn conv_forward(n: usize, input: Shape3, out: Shape3, k: usize) -> Kernel {
+    if !conv_gemm(out) {
+        return Kernel::Conv2dForward;
+    }
+    match gemm_tile(out.c, n * out.h * out.w, input.c * k * k) {
+        GemmTile::Small => Kernel::Conv2dForwardGemm,
+        GemmTile::Large => Kernel::Conv2dForwardGemmLarge,
     }
 }
 
-/// The forward kernel of a convolution with outputs of shape `out`.
-pub fn conv_forward(out: Shape3) -> Kernel {
-    if conv_gemm(out) {
-        Kernel::Conv2dForwardGemm
-    } else {
-        Kernel::Conv2dForward
+/// The input-gradient kernel of a convolution with stride `s` (shapes as
+/// [`conv_forward`]): a GEMM for stride 1 and at least
+/// [`CONV_GEMM_MIN_CHANNELS`] input channels (its rows), C_IN x N H W
+/// outputs over C_OUT K K, its tiles by [`gemm_tile`].
+pub fn conv_backward_input(n: usize, input: Shape3, out: Shape3, k: usize, s: usize) -> Kernel {
+    if s != 1 || input.c < CONV_GEMM_MIN_CHANNELS {
+        return Kernel::Conv2dBackwardInput;
+    }
+    match gemm_tile(input.c, n * input.h * input.w, out.c * k * k) {
+        GemmTile::Small => Kernel::Conv2dBackwardInputGemm,
+        GemmTile::Large => Kernel::Conv2dBackwardInputGemmLarge,
     }
 }
 
-/// Output tile of the register-tiled GEMM kernels (`gemm.cuh`'s
-/// `GEMM_BM` x `GEMM_BN`).
-pub const GEMM_TILE: usize = 64;
+/// The weight-gradient kernel of a convolution (shapes as
+/// [`conv_forward`]): the split GEMM ([`conv_gemm`]; followed by
+/// `Conv2dBackwardWeightReduce`), its tiles by [`wgrad_tile`], or the
+/// direct kernel.
+pub fn conv_backward_weight(n: usize, input: Shape3, out: Shape3, k: usize) -> Kernel {
+    if !conv_gemm(out) {
+        return Kernel::Conv2dBackwardWeight;
+    }
+    match wgrad_tile(out.c, input.c * k * k, n * out.h * out.w) {
+        GemmTile::Small => Kernel::Conv2dBackwardWeightGemm,
+        GemmTile::Large => Kernel::Conv2dBackwardWeightGemmLarge,
+    }
+}
+
+/// The kernels of a linear layer for a batch of `n`, `f_in` to `f_out`
+/// features: forward (N x F_OUT over F_IN), input gradient (N x F_IN over
+/// F_OUT) and weight gradient (F_OUT x F_IN over N), each with its tiles
+/// by [`gemm_tile`].
+pub fn linear_kernels(n: usize, f_in: usize, f_out: usize) -> [Kernel; 3] {
+    let pick = |small, large, m, c, k| match gemm_tile(m, c, k) {
+        GemmTile::Small => small,
+        GemmTile::Large => large,
+    };
+    [
+        pick(
+            Kernel::LinearForward,
+            Kernel::LinearForwardLarge,
+            n,
+            f_out,
+            f_in,
+        ),
+        pick(
+            Kernel::LinearBackwardInput,
+            Kernel::LinearBackwardInputLarge,
+            n,
+            f_in,
+            f_out,
+        ),
+        pick(
+            Kernel::LinearBackwardWeight,
+            Kernel::LinearBackwardWeightLarge,
+            f_out,
+            f_in,
+            n,
+        ),
+    ]
+}
 
 /// Blocks of a linear layer's kernel for a batch of `n` (see `linear.cu`):
 /// the output tiles of its product, and for the weight gradient one more
 /// block per [`BLOCK`] biases.
 pub fn linear_grid(kernel: Kernel, n: usize, f_in: usize, f_out: usize) -> usize {
-    let tiles = |rows: usize, cols: usize| rows.div_ceil(GEMM_TILE) * cols.div_ceil(GEMM_TILE);
+    let t = kernel_tile(kernel).unwrap_or(GemmTile::Small);
     match kernel {
-        Kernel::LinearForward => tiles(n, f_out),
-        Kernel::LinearBackwardInput => tiles(n, f_in),
-        _ => tiles(f_out, f_in) + f_out.div_ceil(BLOCK as usize),
+        Kernel::LinearForward | Kernel::LinearForwardLarge => t.tiles(n, f_out),
+        Kernel::LinearBackwardInput | Kernel::LinearBackwardInputLarge => t.tiles(n, f_in),
+        _ => t.tiles(f_out, f_in) + f_out.div_ceil(BLOCK as usize),
     }
 }
 
@@ -912,7 +1066,7 @@ impl<D: Device> GpuTrainer<D> {
                         y: out.ptr,
                         ..conv_dims(n, a, b, k, s, pad, st.act)
                     };
-                    let kernel = conv_forward(b);
+                    let kernel = conv_forward(n, a, b, k);
                     self.launch_blocks(kernel, conv_grid(kernel, n, a, b, k), &args)?;
                 }
                 Op::Pool { k, s, max } => {
@@ -944,8 +1098,9 @@ impl<D: Device> GpuTrainer<D> {
                         act: st.act,
                         ..LinearArgs::default()
                     };
-                    let grid = linear_grid(Kernel::LinearForward, n, a.len(), b.len());
-                    self.launch_blocks(Kernel::LinearForward, grid, &args)?;
+                    let [kernel, _, _] = linear_kernels(n, a.len(), b.len());
+                    let grid = linear_grid(kernel, n, a.len(), b.len());
+                    self.launch_blocks(kernel, grid, &args)?;
                 }
                 Op::Upsample => {
                     let args = UpsampleArgs {
@@ -1020,20 +1175,17 @@ impl<D: Device> GpuTrainer<D> {
                         db: ptr_at(g, st.b_off),
                         ..dims
                     };
-                    if conv_gemm(b) {
+                    let kernel = conv_backward_weight(n, a, b, k);
+                    if let Some(tile) = kernel_tile(kernel) {
                         let args = ConvArgs {
                             y: self.workspace,
-                            splits: int(wgrad_splits(b.c, a.c * k * k)),
+                            splits: int(wgrad_splits(tile, b.c, a.c * k * k)),
                             ..wargs
                         };
-                        for kernel in [
-                            Kernel::Conv2dBackwardWeightGemm,
-                            Kernel::Conv2dBackwardWeightReduce,
-                        ] {
+                        for kernel in [kernel, Kernel::Conv2dBackwardWeightReduce] {
                             self.launch_blocks(kernel, conv_grid(kernel, n, a, b, k), &args)?;
                         }
                     } else {
-                        let kernel = Kernel::Conv2dBackwardWeight;
                         self.launch_blocks(kernel, conv_grid(kernel, n, a, b, k), &wargs)?;
                     }
                     if inp.needs_grad {
@@ -1044,7 +1196,7 @@ impl<D: Device> GpuTrainer<D> {
                             dx: inp.dptr,
                             ..dims
                         };
-                        let kernel = conv_backward_input(a, s);
+                        let kernel = conv_backward_input(n, a, b, k, s);
                         self.launch_blocks(kernel, conv_grid(kernel, n, a, b, k), &iargs)?;
                     }
                 }
@@ -1098,8 +1250,9 @@ impl<D: Device> GpuTrainer<D> {
                         db: ptr_at(g, st.b_off),
                         ..dims
                     };
-                    let grid = linear_grid(Kernel::LinearBackwardWeight, n, a.len(), b.len());
-                    self.launch_blocks(Kernel::LinearBackwardWeight, grid, &wargs)?;
+                    let [_, ikernel, wkernel] = linear_kernels(n, a.len(), b.len());
+                    let grid = linear_grid(wkernel, n, a.len(), b.len());
+                    self.launch_blocks(wkernel, grid, &wargs)?;
                     if inp.needs_grad {
                         let iargs = LinearArgs {
                             x: inp.ptr,
@@ -1108,8 +1261,8 @@ impl<D: Device> GpuTrainer<D> {
                             dx: inp.dptr,
                             ..dims
                         };
-                        let grid = linear_grid(Kernel::LinearBackwardInput, n, a.len(), b.len());
-                        self.launch_blocks(Kernel::LinearBackwardInput, grid, &iargs)?;
+                        let grid = linear_grid(ikernel, n, a.len(), b.len());
+                        self.launch_blocks(ikernel, grid, &iargs)?;
                     }
                 }
             }

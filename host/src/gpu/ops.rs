@@ -12,7 +12,9 @@
 
 use super::args::{ConvArgs, LinearArgs, PoolArgs, UpsampleArgs};
 use super::device::{DevPtr, Device, DeviceExt, Kernel};
-use super::{conv_dims, conv_grid, int, linear_grid, pool_dims, upsample_dims, wgrad_splits};
+use super::{
+    GemmTile, conv_dims, conv_grid, int, linear_grid, pool_dims, upsample_dims, wgrad_splits,
+};
 use crate::golden::{Golden, Worst, compare_record};
 use crate::trainer::TrainerError;
 use lenet_core::model::Shape3;
@@ -114,8 +116,7 @@ fn conv<D: Device>(dev: &mut D, g: &Golden, p: &str) -> OpResult {
         m.zeros(co)?
     };
     let dy = m.put(data(g, p, "dy")?)?;
-    let (y, yg, dx, dw, db) = (
-        m.zeros(n * b.len())?,
+    let (y, dx, dw, db) = (
         m.zeros(n * b.len())?,
         m.zeros(n * a.len())?,
         m.zeros(co * ci * k * k)?,
@@ -143,77 +144,108 @@ fn conv<D: Device>(dev: &mut D, g: &Golden, p: &str) -> OpResult {
         dx,
         ..dims
     };
-    let fwd_gemm = ConvArgs { y: yg, ..fwd };
-    // The weight gradient as a split GEMM and its reduction, into dwg, dbg.
-    let kdim = ci * k * k;
-    let splits = wgrad_splits(co, kdim);
-    let dxg = m.zeros(n * a.len())?;
-    let igrad_gemm = ConvArgs { dx: dxg, ..igrad };
-    let (dwg, dbg, work) = (
-        m.zeros(co * kdim)?,
-        m.zeros(co)?,
-        m.zeros(splits * co * kdim)?,
-    );
-    let wgrad_gemm = ConvArgs {
-        y: work,
-        dw: dwg,
-        db: dbg,
-        splits: int(splits),
-        ..wgrad
-    };
-    // Both kernels of each pass, whichever the schedule would choose.
     let grid = |kernel| u32::try_from(conv_grid(kernel, n, a, b, k)).map_err(|e| e.to_string());
-    let launches = [
+    // The direct kernels of each pass, then the GEMMs in both tile
+    // configurations, whichever the schedule would choose.
+    let direct = [
         (Kernel::Conv2dForward, &fwd),
-        (Kernel::Conv2dForwardGemm, &fwd_gemm),
         (Kernel::Conv2dBackwardWeight, &wgrad),
-        (Kernel::Conv2dBackwardWeightGemm, &wgrad_gemm),
-        (Kernel::Conv2dBackwardWeightReduce, &wgrad_gemm),
         (Kernel::Conv2dBackwardInput, &igrad),
-        // (the input-gradient GEMM takes stride 1 only)
-        (Kernel::Conv2dBackwardInputGemm, &igrad_gemm),
-    ];
-    let launches = launches
-        .into_iter()
-        .filter(|&(kernel, _)| s == 1 || kernel != Kernel::Conv2dBackwardInputGemm)
-        .map(|(kernel, args)| Ok((kernel, grid(kernel)?, args)))
-        .collect::<Result<Vec<_>, String>>()?;
+    ]
+    .into_iter()
+    .map(|(kernel, args)| Ok((kernel, grid(kernel)?, *args)))
+    .collect::<Result<Vec<_>, String>>()?;
     m.run(|d| {
-        for (kernel, blocks, args) in launches {
-            d.launch(kernel, blocks, args)?;
+        for (kernel, blocks, args) in direct {
+            d.launch(kernel, blocks, &args)?;
         }
         Ok(())
     })?;
     let (atol, rtol) = CONV_TOL;
     let reduce = atol * (n * b.h * b.w).div_ceil(CONV_TERMS) as f32;
+    let kdim = ci * k * k;
     let mut worst = Worst::default();
-    let got = m.get(yg, n * b.len())?;
-    worst = worst.max(
-        compare_record(&got, g.record(&format!("{p}/y"))?, atol, rtol)
-            .map_err(|e| format!("conv2d_forward_gemm: {e}"))?,
-    );
-    let mut gemm_parts = vec![("dw", dwg, co * kdim)];
-    if s == 1 {
-        let got = m.get(dxg, n * a.len())?;
-        worst = worst.max(
-            compare_record(&got, g.record(&format!("{p}/dx"))?, atol, rtol)
-                .map_err(|e| format!("conv2d_backward_input_gemm: {e}"))?,
+    for (tile, [fwd_k, wgrad_k, igrad_k]) in [
+        (
+            GemmTile::Small,
+            [
+                Kernel::Conv2dForwardGemm,
+                Kernel::Conv2dBackwardWeightGemm,
+                Kernel::Conv2dBackwardInputGemm,
+            ],
+        ),
+        (
+            GemmTile::Large,
+            [
+                Kernel::Conv2dForwardGemmLarge,
+                Kernel::Conv2dBackwardWeightGemmLarge,
+                Kernel::Conv2dBackwardInputGemmLarge,
+            ],
+        ),
+    ] {
+        // The weight gradient as a split GEMM and its reduction.
+        let splits = wgrad_splits(tile, co, kdim);
+        let (yg, dxg, dwg, dbg, work) = (
+            m.zeros(n * b.len())?,
+            m.zeros(n * a.len())?,
+            m.zeros(co * kdim)?,
+            m.zeros(co)?,
+            m.zeros(splits * co * kdim)?,
         );
-    }
-    if bias == 1 {
-        gemm_parts.push(("db", dbg, co));
-    }
-    for (part, ptr, len) in gemm_parts {
-        let got = m.get(ptr, len)?;
+        let fwd_gemm = ConvArgs { y: yg, ..fwd };
+        let igrad_gemm = ConvArgs { dx: dxg, ..igrad };
+        let wgrad_gemm = ConvArgs {
+            y: work,
+            dw: dwg,
+            db: dbg,
+            splits: int(splits),
+            ..wgrad
+        };
+        let launches = [
+            (fwd_k, fwd_gemm),
+            (wgrad_k, wgrad_gemm),
+            (Kernel::Conv2dBackwardWeightReduce, wgrad_gemm),
+            // (the input-gradient GEMM takes stride 1 only)
+            (igrad_k, igrad_gemm),
+        ]
+        .into_iter()
+        .filter(|&(kernel, _)| s == 1 || kernel != igrad_k)
+        .map(|(kernel, args)| Ok((kernel, grid(kernel)?, args)))
+        .collect::<Result<Vec<_>, String>>()?;
+        m.run(|d| {
+            for (kernel, blocks, args) in launches {
+                d.launch(kernel, blocks, &args)?;
+            }
+            Ok(())
+        })?;
+        let got = m.get(yg, n * b.len())?;
         worst = worst.max(
-            compare_record(
-                &got,
-                g.record(&format!("{p}/{part}"))?,
-                reduce.max(atol),
-                rtol,
-            )
-            .map_err(|e| format!("conv2d_backward_weight_gemm: {e}"))?,
+            compare_record(&got, g.record(&format!("{p}/y"))?, atol, rtol)
+                .map_err(|e| format!("{}: {e}", fwd_k.name()))?,
         );
+        let mut gemm_parts = vec![("dw", dwg, co * kdim)];
+        if s == 1 {
+            let got = m.get(dxg, n * a.len())?;
+            worst = worst.max(
+                compare_record(&got, g.record(&format!("{p}/dx"))?, atol, rtol)
+                    .map_err(|e| format!("{}: {e}", igrad_k.name()))?,
+            );
+        }
+        if bias == 1 {
+            gemm_parts.push(("db", dbg, co));
+        }
+        for (part, ptr, len) in gemm_parts {
+            let got = m.get(ptr, len)?;
+            worst = worst.max(
+                compare_record(
+                    &got,
+                    g.record(&format!("{p}/{part}"))?,
+                    reduce.max(atol),
+                    rtol,
+                )
+                .map_err(|e| format!("{}: {e}", wgrad_k.name()))?,
+            );
+        }
     }
     let mut parts = vec![
         ("y", y, n * b.len(), atol),
@@ -342,36 +374,56 @@ fn linear<D: Device>(dev: &mut D, g: &Golden, p: &str) -> OpResult {
         dx,
         ..dims
     };
-    m.run(|d| {
-        for (k, args) in [
-            (Kernel::LinearForward, &fwd),
-            (Kernel::LinearBackwardWeight, &wgrad),
-            (Kernel::LinearBackwardInput, &igrad),
-        ] {
-            let kind = d.kind();
-            let grid =
-                u32::try_from(linear_grid(k, n, fi, fo)).map_err(|e| TrainerError::Device {
-                    device: kind,
-                    msg: e.to_string(),
-                })?;
-            d.launch(k, grid, args)?;
-        }
-        Ok(())
-    })?;
+    // Every pass in both tile configurations, whichever the schedule
+    // would choose, into the same outputs (each pass writes, does not
+    // accumulate): checked after each.
     let (atol, rtol) = LINEAR_TOL;
     let mut worst = Worst::default();
-    let mut parts = vec![("y", y, n * fo), ("dx", dx, n * fi), ("dw", dw, fo * fi)];
-    if bias == 1 {
-        parts.push(("db", db, fo));
-    }
-    for (part, ptr, len) in parts {
-        let got = m.get(ptr, len)?;
-        worst = worst.max(compare_record(
-            &got,
-            g.record(&format!("{p}/{part}"))?,
-            atol,
-            rtol,
-        )?);
+    for kernels in [
+        [
+            Kernel::LinearForward,
+            Kernel::LinearBackwardWeight,
+            Kernel::LinearBackwardInput,
+        ],
+        [
+            Kernel::LinearForwardLarge,
+            Kernel::LinearBackwardWeightLarge,
+            Kernel::LinearBackwardInputLarge,
+        ],
+    ] {
+        m.run(|d| {
+            for (k, args) in kernels.into_iter().zip([&fwd, &wgrad, &igrad]) {
+                let kind = d.kind();
+                let grid =
+                    u32::try_from(linear_grid(k, n, fi, fo)).map_err(|e| TrainerError::Device {
+                        device: kind,
+                        msg: e.to_string(),
+                    })?;
+                d.launch(k, grid, args)?;
+            }
+            Ok(())
+        })?;
+        let mut parts = vec![
+            ("y", y, n * fo, kernels[0]),
+            ("dx", dx, n * fi, kernels[2]),
+            ("dw", dw, fo * fi, kernels[1]),
+        ];
+        if bias == 1 {
+            parts.push(("db", db, fo, kernels[1]));
+        }
+        for (part, ptr, len, kernel) in parts {
+            let got = m.get(ptr, len)?;
+            worst = worst.max(
+                compare_record(&got, g.record(&format!("{p}/{part}"))?, atol, rtol)
+                    .map_err(|e| format!("{}: {e}", kernel.name()))?,
+            );
+        }
+        // (the next configuration's outputs must not be these)
+        for (ptr, len) in [(y, n * fo), (dx, n * fi), (dw, fo * fi), (db, fo)] {
+            m.dev
+                .upload_slice(ptr, &vec![f32::NAN; len])
+                .map_err(|e| e.to_string())?;
+        }
     }
     Ok(Some(worst))
 }

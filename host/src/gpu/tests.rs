@@ -72,16 +72,22 @@ fn argument_structs_match_the_c_compiler() {
             Kernel::GatherBatch => size_of::<GatherArgs>(),
             Kernel::Conv2dForward
             | Kernel::Conv2dForwardGemm
+            | Kernel::Conv2dForwardGemmLarge
             | Kernel::Conv2dBackwardInput
             | Kernel::Conv2dBackwardInputGemm
+            | Kernel::Conv2dBackwardInputGemmLarge
             | Kernel::Conv2dBackwardWeight
             | Kernel::Conv2dBackwardWeightGemm
+            | Kernel::Conv2dBackwardWeightGemmLarge
             | Kernel::Conv2dBackwardWeightReduce => size_of::<ConvArgs>(),
             Kernel::PoolForward | Kernel::PoolBackward => size_of::<PoolArgs>(),
             Kernel::ActivationForward => size_of::<ActArgs>(),
-            Kernel::LinearForward | Kernel::LinearBackwardInput | Kernel::LinearBackwardWeight => {
-                size_of::<LinearArgs>()
-            }
+            Kernel::LinearForward
+            | Kernel::LinearForwardLarge
+            | Kernel::LinearBackwardInput
+            | Kernel::LinearBackwardInputLarge
+            | Kernel::LinearBackwardWeight
+            | Kernel::LinearBackwardWeightLarge => size_of::<LinearArgs>(),
             Kernel::SoftmaxCrossEntropy => size_of::<LossArgs>(),
             Kernel::AdamUpdate => size_of::<AdamArgs>(),
             Kernel::SgdUpdate => size_of::<SgdArgs>(),
@@ -1257,4 +1263,285 @@ fn a_profiled_step_accounts_for_every_launch() {
         });
         assert!(e.unwrap_err().to_string().contains("one step"));
     }
+}
+
+/// Runs `launches` (kernel, blocks, arguments built from the device
+/// addresses of `inputs`, uploaded, and of `outputs`, zeroed buffers of
+/// the given lengths) in order on the emulated device; returns the outputs.
+fn run_launches<A: args::KernelArgs>(
+    order: ThreadOrder,
+    inputs: &[&[f32]],
+    outputs: &[usize],
+    launches: impl Fn(&[DevPtr], &[DevPtr]) -> Vec<(Kernel, usize, A)>,
+) -> Vec<Vec<f32>> {
+    let mut dev = EmuDevice::new(order).unwrap();
+    let ins: Vec<DevPtr> = inputs
+        .iter()
+        .map(|v| {
+            let p = dev.alloc(v.len().max(1) * 4).unwrap();
+            dev.upload_slice(p, v).unwrap();
+            p
+        })
+        .collect();
+    let outs: Vec<DevPtr> = outputs
+        .iter()
+        .map(|&n| {
+            let p = dev.alloc(n.max(1) * 4).unwrap();
+            dev.upload_slice(p, &vec![0.0f32; n.max(1)]).unwrap();
+            p
+        })
+        .collect();
+    for (kernel, blocks, args) in launches(&ins, &outs) {
+        dev.launch(kernel, u32::try_from(blocks).unwrap(), &args)
+            .unwrap();
+    }
+    outputs
+        .iter()
+        .zip(&outs)
+        .map(|(&n, &p)| {
+            let mut v = vec![0.0f32; n];
+            dev.download_slice(&mut v, p).unwrap();
+            v
+        })
+        .collect()
+}
+
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut v = vec![0.0; n];
+    random_data(&mut v, seed);
+    v
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|f| f.to_bits()).collect()
+}
+
+/// The 128-wide GEMM tiles (`GemmLarge`) of the three convolution passes
+/// give the bits of the 64-wide ones (each output sums its taps in the
+/// same order, one fused multiply-add each) in every thread and block
+/// order, on shapes that leave both tile sides partly empty, with the
+/// activation fused in; and agree with the direct kernels within float
+/// rounding.
+#[test]
+fn large_conv_tiles_give_the_small_tiles_bits() {
+    let (n, k, s, p) = (2, 3, 1, 1);
+    let a = Shape3 { c: 20, h: 9, w: 9 };
+    let b = Shape3 { c: 130, h: 9, w: 9 };
+    let kdim = a.c * k * k;
+    let (x, w, bias, dy) = (
+        random(n * a.len(), 1),
+        random(b.c * kdim, 2),
+        random(b.c, 3),
+        random(n * b.len(), 4),
+    );
+    // Both tiles' weight gradients in the same number of splits, so that
+    // they sum the same chunks.
+    let splits = wgrad_splits(GemmTile::Small, b.c, kdim);
+    let run = |order, [fwd, wgrad, igrad]: [Kernel; 3]| {
+        let outs = [
+            n * b.len(),
+            n * a.len(),
+            b.c * kdim,
+            b.c,
+            splits * b.c * kdim,
+        ];
+        run_launches(order, &[&x, &w, &bias, &dy], &outs, |i, o| {
+            let dims = conv_dims(n, a, b, k, s, p, 2);
+            let args = ConvArgs {
+                x: i[0],
+                w: i[1],
+                b: i[2],
+                dy: i[3],
+                y: o[0],
+                dx: o[1],
+                dw: o[2],
+                db: o[3],
+                ..dims
+            };
+            let work = ConvArgs {
+                y: o[4],
+                splits: int(splits),
+                ..args
+            };
+            [(fwd, args), (igrad, args), (wgrad, work)]
+                .into_iter()
+                .chain(kernel_tile(wgrad).map(|_| (Kernel::Conv2dBackwardWeightReduce, work)))
+                .map(|(kernel, args)| {
+                    // (the weight gradient's grid for these splits)
+                    let blocks = match kernel_tile(kernel) {
+                        Some(t) if kernel == wgrad => t.tiles(b.c, kdim) * splits,
+                        _ => conv_grid(kernel, n, a, b, k),
+                    };
+                    (kernel, blocks, args)
+                })
+                .collect()
+        })
+    };
+    let small = [
+        Kernel::Conv2dForwardGemm,
+        Kernel::Conv2dBackwardWeightGemm,
+        Kernel::Conv2dBackwardInputGemm,
+    ];
+    let large = [
+        Kernel::Conv2dForwardGemmLarge,
+        Kernel::Conv2dBackwardWeightGemmLarge,
+        Kernel::Conv2dBackwardInputGemmLarge,
+    ];
+    let want = run(ThreadOrder::Ascending, small);
+    for order in [
+        ThreadOrder::Ascending,
+        ThreadOrder::Descending,
+        ThreadOrder::Shuffled(21),
+    ] {
+        let got = run(order, large);
+        for (part, (g, w)) in ["y", "dx", "dw", "db"].iter().zip(got.iter().zip(&want)) {
+            assert!(bits(g) == bits(w), "{part} differs, {order:?}");
+        }
+    }
+    let direct = run(
+        ThreadOrder::Ascending,
+        [
+            Kernel::Conv2dForward,
+            Kernel::Conv2dBackwardWeight,
+            Kernel::Conv2dBackwardInput,
+        ],
+    );
+    for (part, (g, d)) in ["y", "dx", "dw", "db"].iter().zip(want.iter().zip(&direct)) {
+        assert_close(part, g, d, 1e-4, 1e-5);
+    }
+}
+
+/// As `large_conv_tiles_give_the_small_tiles_bits`, for the three passes
+/// of a linear layer.
+#[test]
+fn large_linear_tiles_give_the_small_tiles_bits() {
+    let (n, fi, fo) = (130, 150, 140);
+    let (x, w, bias, dy) = (
+        random(n * fi, 5),
+        random(fo * fi, 6),
+        random(fo, 7),
+        random(n * fo, 8),
+    );
+    let run = |order, kernels: [Kernel; 3]| {
+        let outs = [n * fo, n * fi, fo * fi, fo];
+        run_launches(order, &[&x, &w, &bias, &dy], &outs, |i, o| {
+            let args = LinearArgs {
+                x: i[0],
+                w: i[1],
+                b: i[2],
+                dy: i[3],
+                y: o[0],
+                dx: o[1],
+                dw: o[2],
+                db: o[3],
+                n: int(n),
+                f_in: int(fi),
+                f_out: int(fo),
+                act: 3,
+            };
+            kernels
+                .into_iter()
+                .map(|kernel| (kernel, linear_grid(kernel, n, fi, fo), args))
+                .collect()
+        })
+    };
+    let want = run(
+        ThreadOrder::Ascending,
+        [
+            Kernel::LinearForward,
+            Kernel::LinearBackwardInput,
+            Kernel::LinearBackwardWeight,
+        ],
+    );
+    for order in [
+        ThreadOrder::Ascending,
+        ThreadOrder::Descending,
+        ThreadOrder::Shuffled(22),
+    ] {
+        let got = run(
+            order,
+            [
+                Kernel::LinearForwardLarge,
+                Kernel::LinearBackwardInputLarge,
+                Kernel::LinearBackwardWeightLarge,
+            ],
+        );
+        for (part, (g, w)) in ["y", "dx", "dw", "db"].iter().zip(got.iter().zip(&want)) {
+            assert!(bits(g) == bits(w), "{part} differs, {order:?}");
+        }
+    }
+    // Against plain sums in f64.
+    let act = |v: f64| v.tanh();
+    let mut y = vec![0.0f32; n * fo];
+    for r in 0..n {
+        for c in 0..fo {
+            let sum: f64 = (0..fi)
+                .map(|i| f64::from(x[r * fi + i]) * f64::from(w[c * fi + i]))
+                .sum();
+            y[r * fo + c] = act(sum + f64::from(bias[c])) as f32;
+        }
+    }
+    assert_close("y", &want[0], &y, 1e-5, 1e-5);
+    let mut dw = vec![0.0f32; fo * fi];
+    for o in 0..fo {
+        for i in 0..fi {
+            let sum: f64 = (0..n)
+                .map(|r| f64::from(dy[r * fo + o]) * f64::from(x[r * fi + i]))
+                .sum();
+            dw[o * fi + i] = sum as f32;
+        }
+    }
+    assert_close("dw", &want[2], &dw, 1e-5, 1e-5);
+}
+
+/// The schedule takes 128-wide tiles for large products only: both sides
+/// padded little more than to 64, enough depth and enough blocks.
+#[test]
+fn large_tiles_are_chosen_by_shape() {
+    assert_eq!(gemm_tile(1024, 8192, 576), GemmTile::Large);
+    assert_eq!(gemm_tile(64, 100_352, 576), GemmTile::Small);
+    // 192 rows: a third of the 128-wide tiles' rows would be empty; 96
+    // rows pad to 128 either way.
+    assert_eq!(gemm_tile(192, 100_352, 576), GemmTile::Small);
+    assert_eq!(gemm_tile(96, 100_352, 576), GemmTile::Large);
+    assert_eq!(gemm_tile(1024, 8192, 32), GemmTile::Small);
+    // 4 x 9 = 36 large tiles: too few blocks.
+    assert_eq!(gemm_tile(512, 1152, 4608), GemmTile::Small);
+    let vgg = Shape3 {
+        c: 128,
+        h: 14,
+        w: 14,
+    };
+    let into = Shape3 { c: 256, ..vgg };
+    assert_eq!(
+        conv_forward(128, vgg, into, 3),
+        Kernel::Conv2dForwardGemmLarge
+    );
+    assert_eq!(
+        conv_backward_input(128, vgg, into, 3, 1),
+        Kernel::Conv2dBackwardInputGemmLarge
+    );
+    assert_eq!(
+        conv_backward_weight(128, vgg, into, 3),
+        Kernel::Conv2dBackwardWeightGemmLarge
+    );
+    assert_eq!(conv_forward(2, vgg, into, 3), Kernel::Conv2dForwardGemm);
+    assert_eq!(
+        linear_kernels(1024, 4096, 4096),
+        [
+            Kernel::LinearForwardLarge,
+            Kernel::LinearBackwardInputLarge,
+            Kernel::LinearBackwardWeightLarge
+        ]
+    );
+    // A batch of 128: one row of tiles (32 blocks) for the forward pass
+    // and the input gradient; the weight gradient has 1,024.
+    assert_eq!(
+        linear_kernels(128, 4096, 4096),
+        [
+            Kernel::LinearForward,
+            Kernel::LinearBackwardInput,
+            Kernel::LinearBackwardWeightLarge
+        ]
+    );
 }
