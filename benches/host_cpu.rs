@@ -1,20 +1,20 @@
-//! Criterion benchmarks of the batched CPU trainer (`lenet_host::cpu`):
+//! Criterion benchmarks of the batched CPU trainer (`lenet_host::backend::cpu`):
 //! one Adam training step and one inference pass on a batch of 256 random
 //! images, and a single-image forward pass, for both models, with all
 //! cores. Throughput is printed in images per second.
 //!
 //! Run: `cargo bench --bench host_cpu`. For the same three numbers from the
 //! CLI (and next to PyTorch's: `benches/pytorch_bench.py`) see
-//! `lenet_host::cpu::bench::bench`.
+//! `lenet_host::backend::cpu::bench::bench`.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use lenet_core::activation::Activation;
 use lenet_core::model::ModelKind;
-use lenet_host::cpu::CpuTrainer;
-use lenet_host::cpu::bench::{random_data, random_params};
-use lenet_host::trainer::{OptimizerConfig, Trainer, TrainerConfig};
+use lenet_host::backend::cpu::CpuTrainer;
+use lenet_host::backend::cpu::bench::{random_data, random_params};
+use lenet_host::backend::{OptimizerConfig, Trainer, TrainerConfig};
 
 const BATCH: usize = 256;
 

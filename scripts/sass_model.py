@@ -27,7 +27,7 @@ hot loop has a lower FMA share (a gate for the register-tiled kernels).
 training epoch of each network on an H100 SXM: every layer's multiply-adds
 in the forward pass, the input gradient (where needed) and the weight
 gradient, each divided by the FP32 FMA rate (33.5 T/s) times the efficiency
-of the kernel the schedule picks for that shape (host/src/gpu/mod.rs:
+of the kernel the schedule picks for that shape (host/src/backend/gpu/mod.rs:
 gemm_tile and wgrad_tile choose 64- or 128-wide GEMM tiles, `_large`):
 its hot loop's FMA share, times the share of its tiles that the layer
 fills, times ISSUE_EFFICIENCY for latency and occupancy; plus 4 us per
@@ -132,7 +132,7 @@ def resources(ptxas, arch, ptx):
 FMA_RATE = 33.5e12  # H100 SXM: 67 TFLOP/s fp32 = 33.5 T fused multiply-adds/s
 ISSUE_EFFICIENCY = 0.6  # assumed: issue slots lost to latency and occupancy
 LAUNCH_S = 4e-6
-GEMM_MIN_CHANNELS = 16  # host/src/gpu/mod.rs: CONV_GEMM_MIN_CHANNELS
+GEMM_MIN_CHANNELS = 16  # host/src/backend/gpu/mod.rs: CONV_GEMM_MIN_CHANNELS
 LARGE_MIN_DEPTH = 64  # GEMM_LARGE_MIN_DEPTH
 LARGE_MIN_BLOCKS = 128  # GEMM_LARGE_MIN_BLOCKS
 NETWORKS = [  # (name, host flags, batch)
@@ -169,12 +169,12 @@ def tiles(edge, m, n):
 
 
 def fits_large(d):
-    """host/src/gpu/mod.rs: fits_large."""
+    """host/src/backend/gpu/mod.rs: fits_large."""
     return up(d, 128) * 4 <= up(d, 64) * 5
 
 
 def gemm_tile(m, n, k):
-    """host/src/gpu/mod.rs: gemm_tile (the tile edge)."""
+    """host/src/backend/gpu/mod.rs: gemm_tile (the tile edge)."""
     large = (fits_large(m) and fits_large(n) and k >= LARGE_MIN_DEPTH
              and tiles(128, m, n) >= LARGE_MIN_BLOCKS)
     return 128 if large else 64
@@ -185,7 +185,7 @@ def wgrad_splits(edge, c_out, kdim):
 
 
 def wgrad_tile(c_out, kdim, positions):
-    """host/src/gpu/mod.rs: wgrad_tile (the tile edge)."""
+    """host/src/backend/gpu/mod.rs: wgrad_tile (the tile edge)."""
     large = (fits_large(c_out) and fits_large(kdim)
              and positions // wgrad_splits(128, c_out, kdim) >= LARGE_MIN_DEPTH)
     return 128 if large else 64

@@ -15,8 +15,8 @@
 //!   value only; the comparisons pick the same values.
 
 use crate::backend::{Device, make_trainer};
+use crate::backend::{OptimizerConfig, OptimizerState, Trainer, TrainerConfig};
 use crate::golden::{Golden, Worst, compare, compare_record};
-use crate::trainer::{OptimizerConfig, OptimizerState, Trainer, TrainerConfig};
 use lenet_core::activation::Activation;
 use lenet_core::model::{AlexNetConfig, Arch, ModelKind, PARAM_NAMES, Plan, VggConfig};
 use std::path::Path;
@@ -542,7 +542,7 @@ pub fn run(
     }
     if matches!(device, Device::Cuda | Device::CudaEmu) && OP_FAMILIES.iter().any(|f| wanted(f)) {
         let g = Golden::read(&dir.join("ops.bin"))?;
-        let mut op = |name: &str, r: &crate::gpu::ops::OpResult, seconds: f64| {
+        let mut op = |name: &str, r: &crate::backend::gpu::ops::OpResult, seconds: f64| {
             if !wanted(name) {
                 return;
             }
@@ -565,32 +565,32 @@ pub fn run(
     Ok(lines)
 }
 
-/// The op families of `ops.bin` that [`crate::gpu::ops`] checks.
+/// The op families of `ops.bin` that [`crate::backend::gpu::ops`] checks.
 const OP_FAMILIES: [&str; 5] = ["conv2d", "max_pool2d", "avg_pool2d", "linear", "upsample"];
 
 /// Runs the op checks on a fresh device of kind `device`.
 fn ops_on(
     device: Device,
     g: &Golden,
-    op: &mut dyn FnMut(&str, &crate::gpu::ops::OpResult, f64),
+    op: &mut dyn FnMut(&str, &crate::backend::gpu::ops::OpResult, f64),
 ) -> Result<(), String> {
     let mut t = Instant::now();
-    let mut each = |name: &str, r: &crate::gpu::ops::OpResult| {
+    let mut each = |name: &str, r: &crate::backend::gpu::ops::OpResult| {
         op(name, r, t.elapsed().as_secs_f64());
         t = Instant::now();
     };
     match device {
         #[cfg(feature = "cuda-emu")]
         Device::CudaEmu => {
-            use crate::gpu::emu::{EmuDevice, ThreadOrder};
+            use crate::backend::gpu::emu::{EmuDevice, ThreadOrder};
             let mut d = EmuDevice::new(ThreadOrder::Ascending).map_err(|e| e.to_string())?;
-            crate::gpu::ops::check(&mut d, g, &mut each);
+            crate::backend::gpu::ops::check(&mut d, g, &mut each);
             Ok(())
         }
         #[cfg(feature = "cuda")]
         Device::Cuda => {
-            let mut d = crate::gpu::cuda::CudaDevice::new().map_err(|e| e.to_string())?;
-            crate::gpu::ops::check(&mut d, g, &mut each);
+            let mut d = crate::backend::gpu::cuda::CudaDevice::new().map_err(|e| e.to_string())?;
+            crate::backend::gpu::ops::check(&mut d, g, &mut each);
             Ok(())
         }
         _ => {

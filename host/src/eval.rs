@@ -3,8 +3,8 @@
 
 use std::fmt::Write as _;
 
+use crate::backend::{Trainer, TrainerError};
 use crate::data::{CLASS_NAMES, CLASSES, Dataset, Normalization, PIXELS};
-use crate::trainer::{Trainer, TrainerError};
 
 /// Results of one evaluation.
 #[derive(Clone, Debug, PartialEq)]

@@ -50,7 +50,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail, ensure};
 use rayon::prelude::*;
 
-use crate::reference::RefNet;
+use crate::backend::reference::RefNet;
 use lenet_core::model::{Arch, Layer, ModelKind};
 pub use lenet_core::quant::{QuantAct, QuantArch, QuantModel, Ranges};
 use lenet_core::quant::{Scratch, num_float_params};
@@ -111,7 +111,7 @@ pub struct FloatLeNet<'a> {
 impl FloatLeNet<'_> {
     /// Float logits of one image, widening `ranges` (if given) with every
     /// pre-activation tensor: the reference inference
-    /// ([`crate::reference::RefNet::forward`]) with an observer on the
+    /// ([`crate::backend::reference::RefNet::forward`]) with an observer on the
     /// outputs of its convolutions and linear layers.
     ///
     /// # Panics

@@ -53,9 +53,9 @@ use lenet_core::activation::Activation;
 use lenet_core::model::{AlexNetConfig, Arch, Family, ModelKind, NetOption, VggConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::backend::OptimizerState;
 use crate::data::Normalization;
 use crate::fsutil::write_atomic;
-use crate::trainer::OptimizerState;
 
 /// File magic.
 pub const MAGIC: [u8; 8] = *b"LENETMDL";

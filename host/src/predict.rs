@@ -39,9 +39,9 @@ use image::imageops::FilterType;
 use image::{DynamicImage, GrayImage};
 use serde::Serialize;
 
+use crate::backend::{Trainer, TrainerError};
 use crate::data::{CLASS_NAMES, CLASSES, Normalization, PIXELS, SIDE};
 use crate::eval::softmax;
-use crate::trainer::{Trainer, TrainerError};
 
 /// Image loading failure, naming the file.
 #[derive(Debug, thiserror::Error)]

@@ -26,6 +26,7 @@ use std::time::Instant;
 use lenet_core::model::{Arch, NetOption};
 use serde::{Deserialize, Serialize};
 
+use crate::backend::{Augment, EpochPlan, OptimizerConfig, Trainer, TrainerConfig, TrainerError};
 use crate::data::{CLASSES, Dataset, Normalization, Splits};
 use crate::eval::{EvalReport, evaluate};
 use crate::fsutil::write_atomic;
@@ -36,7 +37,6 @@ use crate::modelfile::{
 use crate::plots::{Series, plot_confusion, plot_curves};
 use crate::progress::{Progress, Unit};
 use crate::rng::SplitMix64;
-use crate::trainer::{Augment, EpochPlan, OptimizerConfig, Trainer, TrainerConfig, TrainerError};
 
 /// Training-set images scored for `train_acc` after each epoch.
 pub const TRAIN_EVAL_SAMPLES: usize = 10_000;
@@ -1000,8 +1000,8 @@ pub fn checkpoint_info(path: &Path, f: &ModelFile) -> Result<CheckpointInfo, Tra
     let o = &state.optimizer;
     let n = f.params.len();
     let fits = match cfg.optimizer {
-        crate::trainer::OptimizerConfig::Adam { .. } => o.m.len() == n && o.v.len() == n,
-        crate::trainer::OptimizerConfig::Sgd { .. } => {
+        crate::backend::OptimizerConfig::Adam { .. } => o.m.len() == n && o.v.len() == n,
+        crate::backend::OptimizerConfig::Sgd { .. } => {
             (o.m.is_empty() || o.m.len() == n) && o.v.is_empty()
         }
     };

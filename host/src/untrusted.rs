@@ -194,10 +194,10 @@ fn parse_model(path: &Path, bytes: &[u8]) -> Result<String, String> {
 /// Small valid inputs for `parser`, generated (the same bytes every time):
 /// the seed corpus of the fuzz targets and the smoke test.
 pub fn seeds(parser: Parser) -> Vec<Vec<u8>> {
+    use crate::backend::OptimizerState;
     use crate::data::synth::{csv, gzip, idx_images, idx_labels, toy};
     use crate::modelfile::{CheckpointState, ModelMeta};
     use crate::train::{CheckpointInfo, EpochMetrics, TrainSettings};
-    use crate::trainer::OptimizerState;
     use lenet_core::activation::Activation;
     use lenet_core::model::ModelKind;
 

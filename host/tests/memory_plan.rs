@@ -1,5 +1,5 @@
 //! The memory a CPU run needs is computed before the run
-//! (`lenet_host::cpu::graph::cpu_memory`) and a run that needs more than
+//! (`lenet_host::backend::cpu::graph::cpu_memory`) and a run that needs more than
 //! is available is refused in one line, with the largest batch that fits.
 //! The estimate is held to the peak resident size of a real run.
 #![cfg(target_os = "linux")]
@@ -13,8 +13,8 @@ use common::toy_dataset;
 
 use lenet_core::model::{Arch, VggConfig};
 use lenet_host::backend::MEM_AVAILABLE_ENV;
-use lenet_host::cpu::graph::{RunKind, cpu_memory};
-use lenet_host::trainer::OptimizerConfig;
+use lenet_host::backend::OptimizerConfig;
+use lenet_host::backend::cpu::graph::{RunKind, cpu_memory};
 
 fn adam() -> OptimizerConfig {
     OptimizerConfig::Adam {

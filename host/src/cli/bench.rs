@@ -9,9 +9,9 @@ use lenet_core::model::Arch;
 
 use super::args::{ActArg, DeviceArg, ModelArg, NetArgs, act_or_default};
 use super::check_threads;
+use crate::backend::cpu::bench::{bench_cpu, bench_trainer_config, measure_gpu};
+use crate::backend::cpu::graph::RunKind;
 use crate::backend::{self, Device};
-use crate::cpu::bench::{bench_cpu, bench_trainer_config, measure_gpu};
-use crate::cpu::graph::RunKind;
 use crate::modelfile::act_name;
 use crate::train::MAX_BATCH;
 

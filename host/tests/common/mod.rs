@@ -9,11 +9,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use lenet_host::backend::Trainer;
 use lenet_host::backend::cpu_trainer;
 use lenet_host::data::{Splits, synth};
 use lenet_host::modelfile::ModelFile;
 use lenet_host::train::{TrainSettings, TrainSummary, files, train};
-use lenet_host::trainer::Trainer;
 
 /// `root/data`, an IDX dataset (gzipped with `gzip`) of `train` and `test`
 /// synthetic images drawn with seeds 1 and 2.

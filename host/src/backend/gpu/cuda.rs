@@ -16,20 +16,23 @@ use std::time::{Duration, Instant};
 
 use cudarc::driver::{CudaContext, DriverError, result, sys};
 
-use crate::gpu::device::{DevPtr, Device, Kernel, Mark};
-use crate::trainer::TrainerError;
+use crate::backend::TrainerError;
+use crate::backend::gpu::device::{DevPtr, Device, Kernel, Mark};
 
 /// The PTX modules, by source file name.
 const PTX: [(&str, &str); 9] = [
-    ("activation", include_str!("../../cuda/ptx/activation.ptx")),
-    ("conv2d", include_str!("../../cuda/ptx/conv2d.ptx")),
-    ("data", include_str!("../../cuda/ptx/data.ptx")),
-    ("dropout", include_str!("../../cuda/ptx/dropout.ptx")),
-    ("linear", include_str!("../../cuda/ptx/linear.ptx")),
-    ("loss", include_str!("../../cuda/ptx/loss.ptx")),
-    ("optim", include_str!("../../cuda/ptx/optim.ptx")),
-    ("pool", include_str!("../../cuda/ptx/pool.ptx")),
-    ("resize", include_str!("../../cuda/ptx/resize.ptx")),
+    (
+        "activation",
+        include_str!("../../../cuda/ptx/activation.ptx"),
+    ),
+    ("conv2d", include_str!("../../../cuda/ptx/conv2d.ptx")),
+    ("data", include_str!("../../../cuda/ptx/data.ptx")),
+    ("dropout", include_str!("../../../cuda/ptx/dropout.ptx")),
+    ("linear", include_str!("../../../cuda/ptx/linear.ptx")),
+    ("loss", include_str!("../../../cuda/ptx/loss.ptx")),
+    ("optim", include_str!("../../../cuda/ptx/optim.ptx")),
+    ("pool", include_str!("../../../cuda/ptx/pool.ptx")),
+    ("resize", include_str!("../../../cuda/ptx/resize.ptx")),
 ];
 
 /// The oldest driver that loads the PTX: ISA 8.0 comes with CUDA 12.0

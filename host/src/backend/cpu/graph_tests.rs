@@ -4,12 +4,12 @@
 
 use super::*;
 use crate::backend;
-use crate::cpu::bench::random_data;
-use crate::cpu::tests::assert_close;
-use crate::cpu::{CpuOptions, CpuTrainer, fused_lenet};
-use crate::reference::new_reference;
-use crate::trainer::init_params;
-use crate::trainer::{OptimizerConfig, Trainer, TrainerConfig};
+use crate::backend::cpu::bench::random_data;
+use crate::backend::cpu::tests::assert_close;
+use crate::backend::cpu::{CpuOptions, CpuTrainer, fused_lenet};
+use crate::backend::init_params;
+use crate::backend::reference::new_reference;
+use crate::backend::{OptimizerConfig, Trainer, TrainerConfig};
 use lenet_core::model::{AlexNetConfig, ModelKind, VggConfig};
 
 const ATOL: f64 = 1e-5;
@@ -125,7 +125,7 @@ fn adam_and_momentum_steps_with_dropout_match_the_reference() {
         let cfg = config(Arch::Vgg(VGG_32), Activation::Relu, opt, 2);
         let init = init_params(cfg.arch, 4);
         let mut fast = layered(&cfg, &init).unwrap();
-        let mut slow = crate::reference::NetReference::new(&cfg, &init).unwrap();
+        let mut slow = crate::backend::reference::NetReference::new(&cfg, &init).unwrap();
         for step in 0..3 {
             let (x, labels) = batch(9, 20 + step);
             let a = fast.train_batch(&x, &labels).unwrap();
@@ -223,7 +223,7 @@ fn wrong_sizes_are_errors_not_panics() {
     let cfg = config(Arch::Cnn, Activation::Relu, OptimizerConfig::adam(1e-3), 1);
     let short = vec![0.0; Arch::Cnn.num_params() - 1];
     assert!(matches!(layered(&cfg, &short), Err(TrainerError::State(_))));
-    assert!(crate::reference::NetReference::new(&cfg, &short).is_err());
+    assert!(crate::backend::reference::NetReference::new(&cfg, &short).is_err());
     assert!(backend::inference_trainer(Arch::Cnn, Activation::Relu, &short, 1).is_err());
     let bad = config(
         Arch::Vgg(VggConfig {

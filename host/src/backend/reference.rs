@@ -1,7 +1,7 @@
 //! The reference trainer: any [`Arch`], one sample at a time, every layer
 //! of its [`Plan`] as the direct loops of its formula. Clean and slow on
 //! purpose; it is the oracle the fast back ends (the CPU trainer
-//! [`crate::cpu::CpuTrainer`] on both of its paths, the CUDA trainer) are
+//! [`crate::backend::cpu::CpuTrainer`] on both of its paths, the CUDA trainer) are
 //! tested against, and `--device reference` runs it.
 //!
 //! Legend: `C` channels, `H` rows, `W` columns, `K` kernel side, `S`
@@ -22,7 +22,7 @@ use lenet_core::model::{Arch, CLASSES, Layer, Plan, Shape3};
 use lenet_core::resize;
 use rayon::prelude::*;
 
-use crate::trainer::{
+use crate::backend::{
     HostState, OptimizerConfig, OptimizerState, Trainer, TrainerConfig, TrainerError, core_adam,
     core_sgd, init_params,
 };

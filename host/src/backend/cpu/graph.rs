@@ -20,7 +20,7 @@
 //! the convolution's output is never stored, since the pooling's backward
 //! needs only its argmax. Products go through [`super::sgemm`].
 //!
-//! Each thread runs its chunk ([`train_chunk`], [`forward_chunk`]) through
+//! Each thread runs its chunk (`train_chunk`, `forward_chunk`) through
 //! single-threaded products into its own gradient; the trainer sums the
 //! gradients in thread order. Backward stops at the first layer with
 //! parameters: no input gradient is computed for it or below it.
@@ -34,7 +34,7 @@ use lenet_core::model::{Arch, CLASSES, Layer, Plan as NetPlan, Shape3};
 use lenet_core::resize;
 
 use super::sgemm::{View, sgemm};
-use crate::trainer::{OptimizerConfig, TrainerError, try_zeros};
+use crate::backend::{OptimizerConfig, TrainerError, try_zeros};
 
 const IMG: usize = 28 * 28;
 

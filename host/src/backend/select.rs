@@ -5,8 +5,8 @@
 //! the CPU) on a machine without a GPU. `auto` takes CUDA when a CUDA
 //! trainer can run and says why not otherwise.
 
+use crate::backend::{OptimizerConfig, Trainer, TrainerConfig};
 use crate::progress::human_bytes;
-use crate::trainer::{OptimizerConfig, Trainer, TrainerConfig};
 
 /// Requested device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,7 +46,7 @@ pub enum BackendError {
 pub fn cuda_status() -> Result<String, String> {
     #[cfg(feature = "cuda")]
     {
-        crate::gpu::cuda::probe()
+        crate::backend::gpu::cuda::probe()
     }
     #[cfg(not(feature = "cuda"))]
     {
@@ -59,9 +59,9 @@ pub const HAS_CUDA_TRAINER: bool = cfg!(feature = "cuda");
 
 /// The message of a device error, without the device's name in front.
 #[cfg(any(feature = "cuda", feature = "cuda-emu"))]
-fn reason(e: crate::trainer::TrainerError) -> String {
+fn reason(e: crate::backend::TrainerError) -> String {
     match e {
-        crate::trainer::TrainerError::Device { msg, .. } => msg,
+        crate::backend::TrainerError::Device { msg, .. } => msg,
         other => other.to_string(),
     }
 }
@@ -71,11 +71,11 @@ fn reason(e: crate::trainer::TrainerError) -> String {
 pub fn cuda_trainer(cfg: &TrainerConfig, seed: u64) -> Result<(Box<dyn Trainer>, String), String> {
     #[cfg(feature = "cuda")]
     {
-        use crate::gpu::device::Device as _;
-        let dev = crate::gpu::cuda::CudaDevice::new().map_err(reason)?;
+        use crate::backend::gpu::device::Device as _;
+        let dev = crate::backend::gpu::cuda::CudaDevice::new().map_err(reason)?;
         let name = dev.describe();
-        let init = crate::trainer::init_params(cfg.arch, seed);
-        let t = crate::gpu::GpuTrainer::new(dev, cfg, &init).map_err(reason)?;
+        let init = crate::backend::init_params(cfg.arch, seed);
+        let t = crate::backend::gpu::GpuTrainer::new(dev, cfg, &init).map_err(reason)?;
         Ok((Box::new(t), name))
     }
     #[cfg(not(feature = "cuda"))]
@@ -90,10 +90,10 @@ pub fn cuda_trainer(cfg: &TrainerConfig, seed: u64) -> Result<(Box<dyn Trainer>,
 pub fn emu_trainer(cfg: &TrainerConfig, seed: u64) -> Result<Box<dyn Trainer>, String> {
     #[cfg(feature = "cuda-emu")]
     {
-        use crate::gpu::emu::{EmuDevice, ThreadOrder};
+        use crate::backend::gpu::emu::{EmuDevice, ThreadOrder};
         let dev = EmuDevice::new(ThreadOrder::Ascending).map_err(reason)?;
-        let init = crate::trainer::init_params(cfg.arch, seed);
-        let t = crate::gpu::GpuTrainer::new(dev, cfg, &init).map_err(reason)?;
+        let init = crate::backend::init_params(cfg.arch, seed);
+        let t = crate::backend::gpu::GpuTrainer::new(dev, cfg, &init).map_err(reason)?;
         Ok(Box::new(t))
     }
     #[cfg(not(feature = "cuda-emu"))]
@@ -105,7 +105,7 @@ pub fn emu_trainer(cfg: &TrainerConfig, seed: u64) -> Result<Box<dyn Trainer>, S
 
 /// `host bench --profile`: on `device` (cuda or cuda-emu), one training
 /// step of `cfg` at batch `batch` timed kernel by kernel (after a warm-up
-/// step), then the throughput of [`measure_gpu`](crate::cpu::bench::measure_gpu)
+/// step), then the throughput of [`measure_gpu`](crate::backend::cpu::bench::measure_gpu)
 /// over `time` and an epoch of `epoch_images`; returns the report's lines.
 ///
 /// # Errors
@@ -120,13 +120,13 @@ pub fn gpu_profile(
     match device {
         #[cfg(feature = "cuda")]
         Device::Cuda => {
-            let dev = crate::gpu::cuda::CudaDevice::new().map_err(reason)?;
+            let dev = crate::backend::gpu::cuda::CudaDevice::new().map_err(reason)?;
             let jit = format!(", PTX JIT {:.1} ms", dev.jit_time().as_secs_f64() * 1e3);
             profile_on(dev, &jit, cfg, batch, time, epoch_images).map_err(reason)
         }
         #[cfg(feature = "cuda-emu")]
         Device::CudaEmu => {
-            use crate::gpu::emu::{EmuDevice, ThreadOrder};
+            use crate::backend::gpu::emu::{EmuDevice, ThreadOrder};
             let dev = EmuDevice::new(ThreadOrder::Ascending).map_err(reason)?;
             profile_on(dev, "", cfg, batch, time, epoch_images).map_err(reason)
         }
@@ -140,22 +140,22 @@ pub fn gpu_profile(
 }
 
 #[cfg(any(feature = "cuda", feature = "cuda-emu"))]
-fn profile_on<D: crate::gpu::device::Device>(
+fn profile_on<D: crate::backend::gpu::device::Device>(
     dev: D,
     note: &str,
     cfg: &TrainerConfig,
     batch: usize,
     time: std::time::Duration,
     epoch_images: usize,
-) -> Result<String, crate::trainer::TrainerError> {
+) -> Result<String, crate::backend::TrainerError> {
     let head = format!("device: {} ({}{note})", dev.kind(), dev.describe());
-    let init = crate::trainer::init_params(cfg.arch, 1);
-    let mut t = crate::gpu::GpuTrainer::new(dev, cfg, &init)?;
-    let data = crate::cpu::bench::random_dataset(batch);
-    let plan = crate::cpu::bench::in_order(&data, batch);
+    let init = crate::backend::init_params(cfg.arch, 1);
+    let mut t = crate::backend::gpu::GpuTrainer::new(dev, cfg, &init)?;
+    let data = crate::backend::cpu::bench::random_dataset(batch);
+    let plan = crate::backend::cpu::bench::in_order(&data, batch);
     t.profile_step(&plan)?;
     let p = t.profile_step(&plan)?;
-    let r = crate::cpu::bench::measure_gpu(&mut t, batch, time, epoch_images)?;
+    let r = crate::backend::cpu::bench::measure_gpu(&mut t, batch, time, epoch_images)?;
     Ok(format!(
         "{head}\none training step, batch {batch}, {} launches, {:.3} ms:\n{p}\n{r}",
         p.launches, p.step_ms
@@ -226,7 +226,7 @@ pub fn training_trainer(
     if runs_on_cpu(device) {
         check_cpu_memory(
             cfg.arch,
-            crate::cpu::graph::RunKind::Train(cfg.optimizer),
+            crate::backend::cpu::graph::RunKind::Train(cfg.optimizer),
             cfg.threads,
             batch,
             data_images,
@@ -250,13 +250,13 @@ pub const MEM_AVAILABLE_ENV: &str = "LENET_MEM_AVAILABLE";
 /// does not fit its input.
 pub fn check_cpu_memory(
     arch: lenet_core::model::Arch,
-    kind: crate::cpu::graph::RunKind,
+    kind: crate::backend::cpu::graph::RunKind,
     threads: usize,
     batch: usize,
     data_images: usize,
     what: &str,
-) -> Result<crate::cpu::graph::MemoryNeed, BackendError> {
-    use crate::cpu::graph::cpu_memory;
+) -> Result<crate::backend::cpu::graph::MemoryNeed, BackendError> {
+    use crate::backend::cpu::graph::cpu_memory;
     let need = |b: usize| {
         cpu_memory(arch, kind, threads, b, data_images)
             .map_err(|e| BackendError::Cpu(e.to_string()))
@@ -265,7 +265,7 @@ pub fn check_cpu_memory(
     let avail = std::env::var(MEM_AVAILABLE_ENV)
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
-        .or_else(crate::cpu::graph::mem_available);
+        .or_else(crate::backend::cpu::graph::mem_available);
     let Some(avail) = avail else {
         return Ok(n);
     };
@@ -302,11 +302,11 @@ pub fn check_cpu_memory(
     )))
 }
 
-/// The fast CPU trainer for `cfg` holding `params` ([`crate::cpu::CpuTrainer`],
+/// The fast CPU trainer for `cfg` holding `params` ([`crate::backend::cpu::CpuTrainer`],
 /// which picks its kernels by the network's shape).
 fn cpu_with(cfg: &TrainerConfig, params: &[f32]) -> Result<Box<dyn Trainer>, BackendError> {
-    let t =
-        crate::cpu::CpuTrainer::new(cfg, params).map_err(|e| BackendError::Cpu(e.to_string()))?;
+    let t = crate::backend::cpu::CpuTrainer::new(cfg, params)
+        .map_err(|e| BackendError::Cpu(e.to_string()))?;
     Ok(Box::new(t))
 }
 
@@ -317,7 +317,7 @@ fn cpu_with(cfg: &TrainerConfig, params: &[f32]) -> Result<Box<dyn Trainer>, Bac
 /// The network does not fit its input, or the worker threads could not be
 /// started.
 pub fn cpu_trainer(cfg: &TrainerConfig, seed: u64) -> Result<Box<dyn Trainer>, BackendError> {
-    cpu_with(cfg, &crate::trainer::init_params(cfg.arch, seed))
+    cpu_with(cfg, &crate::backend::init_params(cfg.arch, seed))
 }
 
 /// The per-sample reference trainer for `cfg`, initialized from `seed`.
@@ -326,7 +326,8 @@ pub fn cpu_trainer(cfg: &TrainerConfig, seed: u64) -> Result<Box<dyn Trainer>, B
 /// The network does not fit its input, or the worker threads could not be
 /// started.
 pub fn reference_trainer(cfg: &TrainerConfig, seed: u64) -> Result<Box<dyn Trainer>, BackendError> {
-    crate::reference::new_reference(cfg, seed).map_err(|e| BackendError::Cpu(e.to_string()))
+    crate::backend::reference::new_reference(cfg, seed)
+        .map_err(|e| BackendError::Cpu(e.to_string()))
 }
 
 /// [`inference_trainer`] for the model `m`, after [`check_cpu_memory`]
@@ -344,7 +345,7 @@ pub fn model_trainer(
 ) -> Result<Box<dyn Trainer>, BackendError> {
     check_cpu_memory(
         m.meta.arch,
-        crate::cpu::graph::RunKind::Infer,
+        crate::backend::cpu::graph::RunKind::Infer,
         threads,
         batch,
         data_images,

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::{CpuTrainer, Isa};
-use crate::trainer::{OptimizerConfig, Trainer, TrainerConfig, TrainerError};
+use crate::backend::{OptimizerConfig, Trainer, TrainerConfig, TrainerError};
 use lenet_core::activation::Activation;
 use lenet_core::model::ModelKind;
 
@@ -84,9 +84,9 @@ pub fn random_dataset(n: usize) -> crate::data::Dataset {
 
 /// One epoch over `data` in order, no augmentation, batches of `batch`,
 /// learning rate 1e-3.
-pub fn in_order(data: &crate::data::Dataset, batch: usize) -> crate::trainer::EpochPlan<'_> {
+pub fn in_order(data: &crate::data::Dataset, batch: usize) -> crate::backend::EpochPlan<'_> {
     let n = data.labels.len();
-    crate::trainer::EpochPlan {
+    crate::backend::EpochPlan {
         data,
         norm: crate::data::Normalization::STANDARD,
         order: (0..n as u32).collect(),
@@ -289,7 +289,7 @@ pub fn bench_net(
         arch,
         ..bench_config(ModelKind::LeNet5, act, threads)
     };
-    let mut t = CpuTrainer::new(&tc, &crate::trainer::init_params(arch, 1))?;
+    let mut t = CpuTrainer::new(&tc, &crate::backend::init_params(arch, 1))?;
     let n = batch.max(1);
     let mut x = vec![0.0; n * 784];
     random_data(&mut x, 7);

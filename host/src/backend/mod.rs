@@ -1,10 +1,21 @@
-//! The seam between the training loop and the compute back ends.
+//! The seam between the training loop and the compute back ends, and the
+//! back ends behind it: [`cpu`] (the CPU trainer for every network),
+//! [`gpu`] (the CUDA trainer, on a GPU or its emulated twin) and
+//! [`reference`](mod@reference) (the plain-loop oracle); the functions that build one for
+//! a `--device` and check its memory come from `select.rs`.
 //!
 //! The CPU trainer and the CUDA trainer are twins behind [`Trainer`]: the
 //! loop in `train` (data, epochs, metrics, checkpoints) never knows which one
 //! it drives. Parameters travel as one flat `f32` vector in PyTorch
 //! `state_dict` order (`0.weight`, `0.bias`, `3.weight`, ...), the same order
 //! as `lenet_core::optim::Parameters::tensors` of the core model.
+
+pub mod cpu;
+pub mod gpu;
+pub mod reference;
+mod select;
+
+pub use select::*;
 
 use lenet_core::activation::Activation;
 use lenet_core::init::Rng;

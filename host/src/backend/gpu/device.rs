@@ -4,7 +4,7 @@
 //! runs the same kernel sources compiled for the CPU.
 
 use super::args::KernelArgs;
-use crate::trainer::TrainerError;
+use crate::backend::TrainerError;
 
 /// Every kernel, by the name it has in `host/cuda/*.cu`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,11 +7,11 @@
 
 use super::emu::{EmuDevice, ThreadOrder};
 use super::*;
-use crate::cpu::CpuTrainer;
-use crate::cpu::bench::random_data;
+use crate::backend::cpu::CpuTrainer;
+use crate::backend::cpu::bench::random_data;
+use crate::backend::{Augment, init_params};
 use crate::data::{Dataset, Normalization};
 use crate::rng::SplitMix64;
-use crate::trainer::{Augment, init_params};
 use lenet_core::model::{AlexNetConfig, ModelKind, VggConfig};
 
 fn adam() -> OptimizerConfig {
@@ -61,7 +61,7 @@ fn batch(n: usize, seed: u64) -> (Vec<f32>, Vec<u8>) {
 #[track_caller]
 fn assert_close(what: &str, a: &[f32], b: &[f32], atol: f32, rtol: f32) {
     let b: Vec<f64> = b.iter().map(|&v| f64::from(v)).collect();
-    crate::cpu::tests::assert_close(what, a, &b, f64::from(atol), f64::from(rtol));
+    crate::backend::cpu::tests::assert_close(what, a, &b, f64::from(atol), f64::from(rtol));
 }
 
 #[test]
@@ -507,7 +507,7 @@ fn small_archs() -> [Arch; 4] {
 /// The trainer the CUDA trainer is held to for `small_archs`: the CPU
 /// trainer (itself held to the plain-loop `reference` and to PyTorch).
 fn reference_trainer(cfg: &TrainerConfig, init: &[f32]) -> Box<dyn Trainer> {
-    Box::new(crate::cpu::CpuTrainer::new(cfg, init).expect("CPU trainer"))
+    Box::new(crate::backend::cpu::CpuTrainer::new(cfg, init).expect("CPU trainer"))
 }
 
 fn arch_config(arch: Arch, act: Activation, optimizer: OptimizerConfig) -> TrainerConfig {
@@ -629,7 +629,7 @@ fn check_against_reference<D: Device>(dev: &dyn Fn() -> D) {
 #[test]
 #[ignore = "needs an NVIDIA GPU: scripts/gpu-check.sh runs it"]
 fn cuda_device_runs_the_new_networks() {
-    use crate::gpu::cuda::CudaDevice;
+    use crate::backend::gpu::cuda::CudaDevice;
     check_against_reference(&|| CudaDevice::new().unwrap());
     println!("cuda: the CNN, VGG and AlexNet match the reference");
     let full = [

@@ -15,8 +15,8 @@ use super::device::{DevPtr, Device, DeviceExt, Kernel};
 use super::{
     GemmTile, conv_dims, conv_grid, int, linear_grid, pool_dims, upsample_dims, wgrad_splits,
 };
+use crate::backend::TrainerError;
 use crate::golden::{Golden, Worst, compare_record};
-use crate::trainer::TrainerError;
 use lenet_core::model::Shape3;
 
 /// Convolution outputs and input gradients: sums of up to 150 products of
@@ -492,7 +492,7 @@ pub fn check<D: Device>(dev: &mut D, g: &Golden, report: &mut dyn FnMut(&str, &O
 #[cfg(all(test, feature = "cuda-emu"))]
 mod tests {
     use super::*;
-    use crate::gpu::emu::{EmuDevice, ThreadOrder};
+    use crate::backend::gpu::emu::{EmuDevice, ThreadOrder};
 
     /// Every op group the kernels take passes on the emulated device, the
     /// non-square ones included; only the groups with a different height

@@ -18,7 +18,7 @@ use std::ffi::{CString, c_char, c_int, c_void};
 use std::ptr::NonNull;
 
 use super::device::{DevPtr, Device, Kernel};
-use crate::trainer::TrainerError;
+use crate::backend::TrainerError;
 
 /// The C++ side's device: its allocations.
 #[repr(C)]

@@ -5,7 +5,7 @@
 use super::bench::{random_data, random_params};
 use super::lenet::Layout;
 use super::*;
-use crate::trainer::OptimizerConfig;
+use crate::backend::OptimizerConfig;
 use lenet_core::activation::Activation;
 
 /// Reference forward and backward of one image; returns logits and the

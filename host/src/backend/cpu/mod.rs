@@ -5,12 +5,12 @@
 //! rayon pool; each thread runs its chunk forward and backward into its own
 //! gradient. The per-thread gradients are then summed in thread order,
 //! range by range, by the same threads, which apply lenet-core's optimizer
-//! to their range ([`reduce`]): for one batch, thread count and processor
+//! to their range (`reduce.rs`): for one batch, thread count and processor
 //! the result is bit-identical from run to run.
 //!
 //! Two paths run a chunk, picked once from the network's layer list:
 //!
-//! - **fused LeNet kernels** ([`lenet`]), when the layer list is one of the
+//! - **fused LeNet kernels** (`lenet/`), when the layer list is one of the
 //!   three LeNets': blocks of `L` images (16 with AVX-512, 8 with AVX2, 4
 //!   otherwise) go through lane kernels whose innermost dimension is the
 //!   image in the block, so every scalar formula of the lenet-core
@@ -32,7 +32,7 @@ pub mod sgemm;
 #[cfg(test)]
 pub(crate) mod tests;
 
-use crate::trainer::{HostState, OptimizerState, Trainer, TrainerConfig, TrainerError, try_zeros};
+use crate::backend::{HostState, OptimizerState, Trainer, TrainerConfig, TrainerError, try_zeros};
 pub use lenet::Isa;
 use lenet::{CLASSES, Engine, IMG, Prepared};
 use lenet_core::model::{Arch, ModelKind};
@@ -75,7 +75,7 @@ pub fn fused_lenet(arch: Arch) -> Option<ModelKind> {
 
 /// The kernels of one network.
 enum Path {
-    /// The fused LeNet kernels ([`lenet`]).
+    /// The fused LeNet kernels (`lenet/`).
     Fused {
         isa: Isa,
         /// Transposed weights, refreshed from the parameters when stale.

@@ -3,7 +3,7 @@
 //! range by range, and lenet-core's per-scalar update applied to each
 //! range, so the result does not depend on how the ranges are split.
 
-use crate::trainer::{OptimizerConfig, core_adam, core_sgd};
+use crate::backend::{OptimizerConfig, core_adam, core_sgd};
 
 /// One optimizer step from per-thread gradients, on `pool`: the
 /// parameters are cut into one range per thread; each range's gradients

@@ -47,7 +47,7 @@ use lenet_core::activation::Activation;
 use lenet_core::dropout;
 use lenet_core::model::{Arch, INPUT_SHAPE, Layer, Plan, Shape3};
 
-use crate::trainer::{
+use crate::backend::{
     EpochPlan, OptimizerConfig, OptimizerState, Trainer, TrainerConfig, TrainerError, check_state,
     core_adam,
 };
