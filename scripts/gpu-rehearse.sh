@@ -26,7 +26,7 @@ $netns true || { echo "gpu-rehearse: cannot create a network namespace" >&2; exi
 start=$(date +%s)
 rc=0
 $netns env -i PATH=$path HOME="$home" OUT="$out" \
-    LENET_BUNDLE_DEVICE=cuda-emu LENET_BUNDLE_SIZES=tiny LENET_BUNDLE_SECONDS=110 \
+    LENET_BUNDLE_DEVICE=cuda-emu LENET_BUNDLE_SIZES=tiny LENET_BUNDLE_SECONDS=150 \
     sh "$bundle/run.sh" >"$out/run.log" 2>&1 || rc=$?
 secs=$(($(date +%s) - start))
 report="$out/gpu-report.md"

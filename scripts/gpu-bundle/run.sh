@@ -74,7 +74,7 @@ step() {
 if [ "$sizes" = tiny ]; then
     nets="lenet5|--model lenet5|16|64
 lenet5-max|--model lenet5-max|16|64
-lenet5-wide|--model lenet5-wide|16|64
+lenet5-wide|--model lenet5-wide|8|32
 vgg|--model vgg --blocks 2 --width-div 16 --input-size 32 --hidden 32|4|8
 alexnet|--model alexnet --width-div 16 --input-size 65 --hidden 32|4|8"
     seconds=0.05 epochs=1 limit="--limit-train 512 --limit-test 256" quick=--one-step
