@@ -119,16 +119,24 @@ impl FloatLeNet<'_> {
     /// If `image` is not 784 pixels or the parameter count is wrong (checked
     /// by the public entry points).
     pub fn forward(&self, image: &[u8], ranges: Option<&mut Ranges>) -> [f32; 10] {
+        self.forward_on(&self.net(), image, ranges)
+    }
+
+    /// The resolved network the float forward runs on; resolve it once per
+    /// batch of images ([`Self::forward_on`]).
+    fn net(&self) -> RefNet {
+        RefNet::new(Arch::LeNet(ModelKind::from(self.arch))).expect("the LeNets fit their input")
+    }
+
+    /// [`Self::forward`] on `net` (this model's [`Self::net`]).
+    fn forward_on(&self, net: &RefNet, image: &[u8], mut ranges: Option<&mut Ranges>) -> [f32; 10] {
         assert_eq!(image.len(), PIXELS);
-        let arch = Arch::LeNet(ModelKind::from(self.arch));
-        let net = RefNet::new(arch).expect("the LeNets fit their input");
         let x: Vec<f32> = image
             .iter()
             .map(|&p| (f32::from(p) / 255.0 - self.mean) / self.std)
             .collect();
         // The pre-activation tensors in the order of `Ranges`' fields.
         let mut seen = 0;
-        let mut ranges = ranges;
         let logits = net.forward(self.params, self.act.into(), &x, |_, layer, y| {
             if !matches!(layer, Layer::Conv2d { .. } | Layer::Linear { .. }) {
                 return;
@@ -150,7 +158,12 @@ impl FloatLeNet<'_> {
 
     /// Predicted class (first maximum, as `torch.argmax`).
     pub fn predict(&self, image: &[u8]) -> usize {
-        argmax_f32(&self.forward(image, None))
+        self.predict_on(&self.net(), image)
+    }
+
+    /// [`Self::predict`] on `net` (this model's [`Self::net`]).
+    fn predict_on(&self, net: &RefNet, image: &[u8]) -> usize {
+        argmax_f32(&self.forward_on(net, image, None))
     }
 
     fn check(&self) -> Result<()> {
@@ -205,10 +218,11 @@ pub fn calibrate(model: &FloatLeNet<'_>, images: &[u8]) -> Result<Ranges> {
     model.check()?;
     let n = check_images(images, None)?;
     ensure!(n > 0, "calibration needs at least one image");
+    let net = model.net();
     Ok(images
         .par_chunks_exact(PIXELS)
         .fold(Ranges::empty, |mut r, img| {
-            model.forward(img, Some(&mut r));
+            model.forward_on(&net, img, Some(&mut r));
             r
         })
         .reduce(Ranges::empty, Ranges::merge))
@@ -345,10 +359,11 @@ pub fn evaluate_int8(model: &QuantModel, images: &[u8], labels: &[u8]) -> Result
 pub fn evaluate_float(model: &FloatLeNet<'_>, images: &[u8], labels: &[u8]) -> Result<Accuracy> {
     model.check()?;
     check_images(images, Some(labels))?;
+    let net = model.net();
     let correct = images
         .par_chunks_exact(PIXELS)
         .zip(labels.par_iter())
-        .filter(|(img, l)| model.predict(img) == usize::from(**l))
+        .filter(|(img, l)| model.predict_on(&net, img) == usize::from(**l))
         .count();
     Ok(Accuracy {
         correct,
@@ -383,9 +398,10 @@ pub fn compare(
     float.check()?;
     check_images(images, Some(labels))?;
     let q = predict_int8(model, images)?;
+    let net = float.net();
     let f: Vec<usize> = images
         .par_chunks_exact(PIXELS)
-        .map(|img| float.predict(img))
+        .map(|img| float.predict_on(&net, img))
         .collect();
     let hits = |p: &mut dyn Iterator<Item = usize>| {
         p.zip(labels)

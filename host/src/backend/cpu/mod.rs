@@ -92,6 +92,25 @@ enum Path {
     },
 }
 
+impl Path {
+    /// Images per unit of a thread's chunk: a block of lanes on the fused
+    /// path, one image layer by layer.
+    fn block(&self) -> usize {
+        match self {
+            Path::Fused { isa, .. } => isa.lanes(),
+            Path::Layers { .. } => 1,
+        }
+    }
+
+    /// The parameters changed: the fused path's transposed weights are
+    /// stale until the next [`CpuTrainer::refresh`].
+    fn params_changed(&mut self) {
+        if let Path::Fused { stale, .. } = self {
+            *stale = true;
+        }
+    }
+}
+
 /// The CPU back end of [`Trainer`], for every network.
 pub struct CpuTrainer {
     config: TrainerConfig,
@@ -299,11 +318,7 @@ impl CpuTrainer {
             )));
         }
         self.refresh();
-        let block = match &self.path {
-            Path::Fused { isa, .. } => isa.lanes(),
-            Path::Layers { .. } => 1,
-        };
-        let rs = ranges(n, self.threads, block);
+        let rs = ranges(n, self.threads, self.path.block());
         let total = self.state.params.len();
         for g in &mut self.grads[..rs.len()] {
             if g.len() != total {
@@ -390,9 +405,7 @@ impl Trainer for CpuTrainer {
             &mut s.m,
             &mut s.v,
         );
-        if let Path::Fused { stale, .. } = &mut self.path {
-            *stale = true;
-        }
+        self.path.params_changed();
         Ok(self.batch_loss(used, n))
     }
 
@@ -430,11 +443,7 @@ impl Trainer for CpuTrainer {
                 return Ok(());
             }
         }
-        let block = match &self.path {
-            Path::Fused { isa, .. } => isa.lanes(),
-            Path::Layers { .. } => 1,
-        };
-        let rs = ranges(n, self.threads, block);
+        let rs = ranges(n, self.threads, self.path.block());
         let mut outs = Vec::with_capacity(rs.len());
         let mut rest = logits;
         for &(a, b) in &rs {
@@ -488,9 +497,7 @@ impl Trainer for CpuTrainer {
 
     fn load(&mut self, params: &[f32], state: &OptimizerState) -> Result<(), TrainerError> {
         self.state.load(params, state)?;
-        if let Path::Fused { stale, .. } = &mut self.path {
-            *stale = true;
-        }
+        self.path.params_changed();
         Ok(())
     }
 }
